@@ -1,0 +1,21 @@
+"""gradcheck: prove a network's backpropagation right, or show exactly where it is wrong."""
+
+from __future__ import annotations
+
+from .errors import ConfigError, GradcheckError, NumericalError, PluginError
+from .protocol import FieldError, Layer, Loss, register_layer, register_loss
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "FieldError",
+    "GradcheckError",
+    "Layer",
+    "Loss",
+    "NumericalError",
+    "PluginError",
+    "__version__",
+    "register_layer",
+    "register_loss",
+]

@@ -1,0 +1,62 @@
+"""Errors that map to exit codes. Only the CLI turns them into text and an exit code.
+
+ConfigError (exit 2): the config or command line is invalid; carries every issue found.
+PluginError (exit 2): a layer broke the protocol (wrong gradient shape, missing key,
+    exception in forward or backward), reported against the layer by name.
+NumericalError (exit 3): NaN/Inf in a forward pass, the loss or a gradient.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    """One problem in a config: where it is and what would be right.
+
+    path is the key path inside the YAML document, e.g. ``layers[2].kernel_size``;
+    line is 1-based, or None when the problem has no single place (a missing key is
+    reported at its parent mapping's line).
+    """
+
+    file: str
+    line: int | None
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class GradcheckError(Exception):
+    """Base of every error gradcheck reports to the user (never a traceback)."""
+
+    exit_code = 4
+
+
+class ConfigError(GradcheckError):
+    exit_code = 2
+
+    def __init__(self, issues: list[ConfigIssue] | ConfigIssue):
+        self.issues = [issues] if isinstance(issues, ConfigIssue) else list(issues)
+        super().__init__("\n".join(str(i) for i in self.issues))
+
+
+class UsageError(GradcheckError):
+    """A command-line value is invalid (exit 2)."""
+
+    exit_code = 2
+
+
+class PluginError(GradcheckError):
+    exit_code = 2
+
+    def __init__(self, layer: str, message: str):
+        self.layer = layer
+        super().__init__(f"layer {layer!r}: {message}")
+
+
+class NumericalError(GradcheckError):
+    exit_code = 3

@@ -1,0 +1,118 @@
+"""The validated problem: what the config loader produces and the engine consumes.
+
+Everything here is already checked: shapes fit, arrays are finite numpy arrays of the
+problem's dtype, and every parameter has a value. The engine never re-validates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+
+from .protocol import Layer, Loss, Params, Shape
+
+
+class Method(str, Enum):
+    """How the numeric reference is obtained."""
+
+    CENTRAL = "central"
+    TAYLOR = "taylor"
+
+
+class Mode(str, Enum):
+    """Which elements get checked."""
+
+    FULL = "full"
+    SAMPLE = "sample"
+    FAST = "fast"
+    BUDGET = "budget"
+
+
+@dataclass
+class CheckSettings:
+    """Settings of one check; ``None`` fields mean "use the default"."""
+
+    eps: float = 1e-6
+    atol: float = 1e-7
+    rtol: float = 1e-5
+    method: Method = Method.CENTRAL
+    mode: Mode = Mode.FULL
+    only: tuple[str, ...] = ()
+    sample: int | None = None
+    seed: int = 0
+    strict_kinks: bool = False
+    time_budget: float | None = None
+    max_memory: int = 1 << 30  # bytes
+
+
+@dataclass
+class LayerSpec:
+    """One layer of the stack, ready to run.
+
+    params hold the layer's internal shapes (conv weight (out, in, kh, kw)); user_shapes
+    the shapes the user wrote (a 2-D conv kernel stays (kh, kw) in reports).
+    """
+
+    name: str
+    type: str
+    layer: Layer
+    params: Params
+    in_shape: Shape
+    out_shape: Shape
+    user_shapes: dict[str, Shape] = field(default_factory=dict)
+    line: int | None = None
+
+
+@dataclass
+class LossSpec:
+    type: str
+    loss: Loss
+    target: np.ndarray | None  # (N, ...) after loss.prepare_target, or None
+    reduction: str = "sum"  # "sum" or "mean" over the batch axis
+    line: int | None = None
+
+
+@dataclass
+class Expectation:
+    """A hand-derived value to compare: key like ``conv1.weight.grad``."""
+
+    key: str
+    value: np.ndarray  # in the shape the user wrote
+    line: int | None = None
+
+
+@dataclass
+class Problem:
+    """A whole validated config.
+
+    x: (N, *in_shape) with N = 1 for an unbatched config. input_user_shape is the input's
+    shape as written (no batch axis for unbatched configs, e.g. (5, 5) for a 2-D input).
+    """
+
+    path: str
+    name: str
+    seed: int
+    dtype: str
+    x: np.ndarray
+    batched: bool
+    input_user_shape: Shape
+    layers: list[LayerSpec]
+    loss: LossSpec
+    settings: CheckSettings
+    expectations: list[Expectation] = field(default_factory=list)
+    expect_atol: float = 1e-6
+    expect_rtol: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.x.shape[0])
+
+    def tensor_names(self) -> list[str]:
+        """Every checkable tensor: ``input`` first, then ``<layer>.<param>`` in order."""
+        names = ["input"]
+        for spec in self.layers:
+            names.extend(f"{spec.name}.{p}" for p in spec.params)
+        return names
