@@ -84,7 +84,7 @@ def perturbed_by_loop(
 ) -> np.ndarray:
     """Reference for ``forward_perturbed``: one ``forward`` per copy, params copied."""
     outs = []
-    for i, d in zip(index.tolist(), delta.tolist()):
+    for i, d in zip(index.tolist(), delta.tolist(), strict=True):
         p = params[name].copy()
         p.flat[i] += d
         y, _ = layer.forward(x, {**params, name: p})
@@ -150,7 +150,7 @@ def register_layer(name: str) -> Callable[[T], T]:
             LAYERS[name] = cls
             ORIGINS[("layer", name)] = _current_origin[0]
         else:
-            raise TypeError(f"@register_layer({name!r}) needs a gradcheck_cli.Layer or Loss subclass")
+            raise TypeError(f"@register_layer({name!r}) needs a Layer or Loss subclass")
         cls.type_name = name  # type: ignore[attr-defined]
         return cls
 

@@ -92,6 +92,8 @@ class LayerVerdict:
     max_rel_error: float
     kinks: int
     checked: int = 0
+    #: per tensor of the isolated layer ("input" = its dx): True when every element passed
+    tensors_ok: dict[str, bool] = field(default_factory=dict)
 
 
 @dataclass
