@@ -49,6 +49,12 @@ class Layer:
     supports_perturbed: ClassVar[bool] = False
     #: True when the layer needs a flat per-example vector (dense and friends).
     needs_flat_input: ClassVar[bool] = False
+    #: True when row r of the output depends only on row r of the input (no batch
+    #: statistics). The engine then stacks perturbed copies along the batch axis;
+    #: otherwise each copy runs through this layer on its own (slower, always right).
+    batch_independent: ClassVar[bool] = False
+    #: True when the layer needs the batch size N as ``batch_size=`` (dropout's mask).
+    wants_batch_size: ClassVar[bool] = False
 
     def output_shape(self, in_shape: Shape) -> Shape:
         """Per-example output shape for a per-example input shape (no batch axis)."""
@@ -106,7 +112,12 @@ class Loss:
 
     def prepare_target(self, target: np.ndarray, y_shape: Shape) -> np.ndarray:
         """Check and normalise the target. target: (N, ...) as written plus the batch
-        axis; y_shape: per-example shape of the network output. Raise FieldError."""
+        axis; y_shape: per-example shape of the network output. Raise FieldError.
+
+        A target written without the output's size-1 axes (a 4x4 grad for a one-channel
+        (1, 4, 4) conv output) is accepted and reshaped."""
+        if target.shape[1:] != y_shape and squeezed(target.shape[1:]) == squeezed(y_shape):
+            target = target.reshape(target.shape[0], *y_shape)
         if target.shape[1:] != y_shape:
             raise FieldError(
                 self.target_name or "target",
@@ -164,3 +175,8 @@ def describe(cls: type) -> str:
     """The one-line description of a registered class."""
     text = getattr(cls, "summary", "") or (cls.__doc__ or "").strip().splitlines()[0:1]
     return text if isinstance(text, str) else (text[0] if text else "")
+
+
+def squeezed(shape: Shape) -> Shape:
+    """The shape without its size-1 axes: (1, 4, 4) -> (4, 4)."""
+    return tuple(d for d in shape if d != 1)

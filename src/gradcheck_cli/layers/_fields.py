@@ -1,0 +1,31 @@
+"""Validation of layer hyper-parameters: FieldErrors that say what would be right."""
+
+from __future__ import annotations
+
+from numbers import Integral
+
+from ..protocol import FieldError
+
+#: A YAML size: one int for both axes, or [height, width].
+IntPair = int | tuple[int, int] | list[int]
+
+
+def _is_int(value: object, minimum: int) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool) and value >= minimum
+
+
+def as_int(value: object, field: str, minimum: int = 1) -> int:
+    """value as an int >= minimum, or FieldError."""
+    if not _is_int(value, minimum):
+        raise FieldError(field, f"must be an integer >= {minimum}, got {value!r}")
+    return int(value)  # type: ignore[call-overload]
+
+
+def as_pair(value: object, field: str, minimum: int) -> tuple[int, int]:
+    """An int or an [h, w] pair of ints, each >= minimum, as (h, w); or FieldError."""
+    items = list(value) if isinstance(value, (tuple, list)) else [value, value]
+    if len(items) != 2 or not all(_is_int(v, minimum) for v in items):
+        raise FieldError(
+            field, f"must be an integer >= {minimum} or a pair [h, w] of them, got {value!r}"
+        )
+    return int(items[0]), int(items[1])

@@ -1,0 +1,110 @@
+"""conv2d: 2-D cross-correlation with stride, zero padding and several channels."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from ..protocol import Layer, Params, Shape, register_layer
+from ._fields import IntPair, as_int, as_pair
+from ._windows import Geometry, fold, image_shape, patches
+
+
+class ConvCache(NamedTuple):
+    cols: np.ndarray  # (N, C*kh*kw, Ho*Wo), the im2col matrix of every example
+    hw: tuple[int, int]  # (H, W) of the input
+
+
+@register_layer("conv2d")
+class Conv2d(Layer):
+    """2-D cross-correlation (what deep-learning libraries call convolution).
+
+    x: (N, C, H, W), weight: (O, C, kh, kw), bias: (O,) -> y: (N, O, Ho, Wo) with
+
+        y[n, o, a, b] = bias[o] + sum_{c,i,j} weight[o, c, i, j] * xpad[n, c, a*sh + i, b*sw + j]
+        Ho = (H + 2*ph - kh) // sh + 1,  Wo = (W + 2*pw - kw) // sw + 1
+
+    where xpad is x with ph rows and pw columns of zeros on each side.
+    """
+
+    summary = "2-D cross-correlation: stride, zero padding, several in/out channels"
+    param_names = ("weight", "bias")
+    supports_perturbed = True
+    batch_independent = True
+
+    def __init__(
+        self,
+        out_channels: int,
+        kernel_size: IntPair,
+        stride: IntPair = 1,
+        padding: IntPair = 0,
+        bias: bool = True,
+    ):
+        self.out_channels = as_int(out_channels, "out_channels")
+        kh, kw = as_pair(kernel_size, "kernel_size", 1)
+        sh, sw = as_pair(stride, "stride", 1)
+        ph, pw = as_pair(padding, "padding", 0)
+        self.geometry = Geometry(kh, kw, sh, sw, ph, pw)
+        if not bias:
+            self.param_names = ("weight",)
+
+    def output_shape(self, in_shape: Shape) -> Shape:
+        _, h, w = image_shape(in_shape, "conv2d")
+        return (self.out_channels, *self.geometry.out_hw(h, w))
+
+    def init_params(self, in_shape: Shape, rng: np.random.Generator) -> Params:
+        c, _, _ = image_shape(in_shape, "conv2d")
+        g = self.geometry
+        bound = 1.0 / np.sqrt(c * g.kh * g.kw)  # PyTorch's default: U(-1/sqrt(fan_in), ...)
+        params = {"weight": rng.uniform(-bound, bound, (self.out_channels, c, g.kh, g.kw))}
+        if "bias" in self.param_names:
+            params["bias"] = rng.uniform(-bound, bound, (self.out_channels,))
+        return params
+
+    def forward(self, x: np.ndarray, params: Params) -> tuple[np.ndarray, ConvCache]:
+        n, _, h, w = x.shape
+        ho, wo = self.geometry.out_hw(h, w)
+        cols = patches(x, self.geometry).reshape(n, -1, ho * wo)
+        w2d = params["weight"].reshape(self.out_channels, -1)
+        # One (O, C*kh*kw) @ (C*kh*kw, Ho*Wo) product per example: row n of y never
+        # depends on the batch size (a single big gemm would, through BLAS blocking).
+        y = np.matmul(w2d, cols)
+        if "bias" in params:
+            y += params["bias"][:, None]
+        return y.reshape(n, self.out_channels, ho, wo), ConvCache(cols, (h, w))
+
+    def backward(
+        self, dy: np.ndarray, cache: ConvCache, params: Params
+    ) -> tuple[np.ndarray, Params]:
+        n, o = dy.shape[:2]
+        g = self.geometry
+        dy2 = dy.reshape(n, o, -1)  # (N, O, Ho*Wo)
+        weight = params["weight"]
+        dw = np.tensordot(dy2, cache.cols, axes=([0, 2], [0, 2]))  # (O, C*kh*kw)
+        grads = {"weight": dw.reshape(weight.shape)}
+        if "bias" in params:
+            grads["bias"] = dy2.sum(axis=(0, 2))
+        dcols = np.matmul(weight.reshape(o, -1).T, dy2)  # (N, C*kh*kw, Ho*Wo)
+        c = weight.shape[1]
+        dp = dcols.reshape(n, c, g.kh, g.kw, *dy.shape[2:])
+        return fold(dp, cache.hw, g), grads
+
+    def forward_perturbed(
+        self, x: np.ndarray, params: Params, name: str, index: np.ndarray, delta: np.ndarray
+    ) -> np.ndarray:
+        """y: (P, N, O, Ho, Wo), copy p with params[name].flat[index[p]] += delta[p].
+
+        The output is linear in the parameters, so copy p is the base output plus
+        delta[p] times one im2col row (weight) or a constant (bias) on one channel.
+        """
+        y, cache = self.forward(x, params)
+        p = np.arange(len(index))
+        out = np.repeat(y[None], len(index), axis=0)
+        if name == "bias":
+            out[p, :, index] += delta[:, None, None, None]
+            return out
+        o, rest = np.divmod(index, cache.cols.shape[1])  # rest = c*kh*kw + i*kw + j
+        rows = cache.cols[:, rest].transpose(1, 0, 2)  # (P, N, Ho*Wo)
+        out[p, :, o] += (delta[:, None, None] * rows).reshape(out.shape[:2] + out.shape[3:])
+        return out

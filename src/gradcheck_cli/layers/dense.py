@@ -1,0 +1,78 @@
+"""dense: a fully connected layer, y = x W^T + b."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from ..protocol import Layer, Params, Shape, register_layer
+from ._fields import as_int
+
+
+class DenseCache(NamedTuple):
+    x: np.ndarray  # (N, F), the layer's input
+
+
+@register_layer("dense")
+class Dense(Layer):
+    """Fully connected layer.
+
+    x: (N, F), weight: (O, F), bias: (O,) -> y: (N, O) with y = x @ weight.T + bias.
+    """
+
+    summary = "fully connected layer y = W x + b on a flat input"
+    param_names = ("weight", "bias")
+    needs_flat_input = True
+    supports_perturbed = True
+    batch_independent = True
+
+    def __init__(self, out_features: int, bias: bool = True):
+        self.out_features = as_int(out_features, "out_features")
+        if not bias:
+            self.param_names = ("weight",)
+
+    def output_shape(self, in_shape: Shape) -> Shape:
+        return (self.out_features,)
+
+    def init_params(self, in_shape: Shape, rng: np.random.Generator) -> Params:
+        (fan_in,) = in_shape
+        bound = 1.0 / np.sqrt(fan_in)  # PyTorch's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+        params = {"weight": rng.uniform(-bound, bound, (self.out_features, fan_in))}
+        if "bias" in self.param_names:
+            params["bias"] = rng.uniform(-bound, bound, (self.out_features,))
+        return params
+
+    def forward(self, x: np.ndarray, params: Params) -> tuple[np.ndarray, DenseCache]:
+        # A stack of N (1, F) @ (F, O) products, not one (N, F) @ (F, O) gemm: BLAS blocks
+        # a gemm by N, so row n of a plain x @ W.T changes (by ~1e-13) with the batch size.
+        y = np.matmul(x[:, None, :], params["weight"].T)[:, 0]
+        if "bias" in params:
+            y += params["bias"]
+        return y, DenseCache(x)
+
+    def backward(
+        self, dy: np.ndarray, cache: DenseCache, params: Params
+    ) -> tuple[np.ndarray, Params]:
+        grads = {"weight": dy.T @ cache.x}
+        if "bias" in params:
+            grads["bias"] = dy.sum(axis=0)
+        return dy @ params["weight"], grads
+
+    def forward_perturbed(
+        self, x: np.ndarray, params: Params, name: str, index: np.ndarray, delta: np.ndarray
+    ) -> np.ndarray:
+        """y: (P, N, O), copy p with params[name].flat[index[p]] += delta[p].
+
+        y is linear in the parameters: weight[o, j] += d adds d * x[:, j] to output o,
+        bias[o] += d adds d to output o.
+        """
+        y, _ = self.forward(x, params)
+        p = np.arange(len(index))
+        out = np.repeat(y[None], len(index), axis=0)
+        if name == "bias":
+            out[p, :, index] += delta[:, None]
+        else:
+            o, j = np.divmod(index, x.shape[1])
+            out[p, :, o] += delta[:, None] * x[:, j].T
+        return out

@@ -1,0 +1,109 @@
+"""maxpool2d and avgpool2d over (possibly overlapping, possibly padded) windows."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from ..protocol import FieldError, Layer, Params, Shape, register_layer
+from ._fields import IntPair, as_pair
+from ._windows import Geometry, fold, image_shape, patches
+
+
+class _Pool2d(Layer):
+    """Shared geometry: x: (N, C, H, W) -> y: (N, C, Ho, Wo) with
+
+    Ho = (H + 2*ph - kh) // sh + 1,  Wo = (W + 2*pw - kw) // sw + 1.
+    """
+
+    batch_independent = True
+
+    def __init__(self, kernel_size: IntPair, stride: IntPair | None = None, padding: IntPair = 0):
+        kh, kw = as_pair(kernel_size, "kernel_size", 1)
+        sh, sw = (kh, kw) if stride is None else as_pair(stride, "stride", 1)
+        ph, pw = as_pair(padding, "padding", 0)
+        # As in PyTorch: with more padding a window could hold padding only.
+        if 2 * ph > kh or 2 * pw > kw:
+            raise FieldError(
+                "padding",
+                f"must be at most half the kernel size ({kh // 2}, {kw // 2}), got {ph}, {pw}",
+            )
+        self.geometry = Geometry(kh, kw, sh, sw, ph, pw)
+
+    def output_shape(self, in_shape: Shape) -> Shape:
+        c, h, w = image_shape(in_shape, getattr(self, "type_name", "pooling"))
+        return (c, *self.geometry.out_hw(h, w))
+
+    def _windows(self, x: np.ndarray, pad_value: float) -> np.ndarray:
+        """x: (N, C, H, W) -> (N, C, kh*kw, Ho, Wo), window positions in row-major order."""
+        p = patches(x, self.geometry, pad_value)
+        return p.reshape(p.shape[0], p.shape[1], -1, *p.shape[4:])
+
+    def _fold(self, dwin: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+        """Adjoint of _windows: (N, C, kh*kw, Ho, Wo) -> (N, C, H, W), overlaps summed."""
+        g = self.geometry
+        n, c, _, ho, wo = dwin.shape
+        return fold(dwin.reshape(n, c, g.kh, g.kw, ho, wo), hw, g)
+
+
+class MaxCache(NamedTuple):
+    argmax: np.ndarray  # (N, C, Ho, Wo): window position (row-major) of the first maximum
+    hw: tuple[int, int]  # (H, W) of the input
+
+
+@register_layer("maxpool2d")
+class MaxPool2d(_Pool2d):
+    """Maximum over each kh x kw window; padding counts as -inf.
+
+    x: (N, C, H, W) -> y: (N, C, Ho, Wo); stride defaults to the kernel size.
+    """
+
+    summary = "2-D max pooling; stride defaults to kernel_size, padding counts as -inf"
+    kinks = (
+        "ties within a window: the first maximum in row-major order gets the whole "
+        "gradient, the other tied inputs exactly 0"
+    )
+
+    def forward(self, x: np.ndarray, params: Params) -> tuple[np.ndarray, MaxCache]:
+        win = self._windows(x, -np.inf)
+        # Tie policy: argmax returns the FIRST maximum in row-major window order, and only
+        # that position receives the gradient in backward.
+        argmax = win.argmax(axis=2)
+        y = np.take_along_axis(win, argmax[:, :, None], axis=2)[:, :, 0]
+        return y, MaxCache(argmax, x.shape[2:])
+
+    def backward(
+        self, dy: np.ndarray, cache: MaxCache, params: Params
+    ) -> tuple[np.ndarray, Params]:
+        n, c, ho, wo = dy.shape
+        dwin = np.zeros((n, c, self.geometry.kh * self.geometry.kw, ho, wo), dtype=dy.dtype)
+        np.put_along_axis(dwin, cache.argmax[:, :, None], dy[:, :, None], axis=2)
+        return self._fold(dwin, cache.hw), {}
+
+
+class AvgCache(NamedTuple):
+    hw: tuple[int, int]  # (H, W) of the input
+
+
+@register_layer("avgpool2d")
+class AvgPool2d(_Pool2d):
+    """Mean over each kh x kw window, always dividing by kh*kw (padding counts as 0).
+
+    x: (N, C, H, W) -> y: (N, C, Ho, Wo); stride defaults to the kernel size. Like
+    PyTorch's avg_pool2d with count_include_pad=True.
+    """
+
+    summary = "2-D average pooling; divides by kh*kw, padding included (count_include_pad)"
+
+    def forward(self, x: np.ndarray, params: Params) -> tuple[np.ndarray, AvgCache]:
+        g = self.geometry
+        return self._windows(x, 0.0).sum(axis=2) / (g.kh * g.kw), AvgCache(x.shape[2:])
+
+    def backward(
+        self, dy: np.ndarray, cache: AvgCache, params: Params
+    ) -> tuple[np.ndarray, Params]:
+        g = self.geometry
+        n, c, ho, wo = dy.shape
+        dwin = np.broadcast_to((dy / (g.kh * g.kw))[:, :, None], (n, c, g.kh * g.kw, ho, wo))
+        return self._fold(dwin, cache.hw), {}

@@ -1,0 +1,118 @@
+"""cross_entropy (on probabilities) and softmax_cross_entropy (on logits).
+
+Both take ``target`` as a class index per example (turned into one-hot) or as a
+distribution shaped like the network output.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from ..protocol import FieldError, Loss, Shape, register_loss, squeezed
+from ._common import row_sums, tiled
+
+
+class _ClassTarget(Loss):
+    """Shared target handling for the cross-entropy losses."""
+
+    def prepare_target(self, target: np.ndarray, y_shape: Shape) -> np.ndarray:
+        """target: (N,) class indices or (N, *y_shape) distribution -> (N, *y_shape).
+
+        A distribution written without the output's size-1 axes is reshaped, as for
+        every other loss.
+        """
+        y_shape = tuple(y_shape)
+        written = target.shape[1:]
+        if written in ((), (1,)) and len(y_shape) == 1 and written != y_shape:
+            return self._one_hot(target.reshape(target.shape[0]), y_shape[0])
+        if written != y_shape and squeezed(written) == squeezed(y_shape):
+            target = target.reshape(target.shape[0], *y_shape)
+        if target.shape[1:] == y_shape:
+            if np.any(target < 0):
+                raise FieldError(
+                    "target",
+                    f"a distribution must not have negative entries, got {target.min():g}",
+                )
+            return target
+        if written in ((), (1,)):
+            raise FieldError(
+                "target",
+                f"a class index needs a flat network output (C,), but the output has shape "
+                f"{list(y_shape)}; give a distribution shaped like the output instead",
+            )
+        raise FieldError(
+            "target",
+            f"must be a class index per example or a distribution shaped like the "
+            f"network output {list(y_shape)}, got shape {list(written)}",
+        )
+
+    @staticmethod
+    def _one_hot(k: np.ndarray, c: int) -> np.ndarray:
+        """k: (N,) class indices -> (N, c) one-hot rows; FieldError naming the valid range."""
+        bad = ~np.isfinite(k) | (k != np.round(k)) | (k < 0) | (k >= c)
+        if np.any(bad):
+            raise FieldError(
+                "target",
+                f"a class index must be an integer from 0 to {c - 1} (the output has {c} "
+                f"classes), got {', '.join(f'{v:g}' for v in k[bad][:5])}",
+            )
+        dtype = k.dtype if np.issubdtype(k.dtype, np.floating) else np.float64
+        onehot = np.zeros((len(k), c), dtype=dtype)
+        onehot[np.arange(len(k)), k.astype(np.intp)] = 1.0
+        return onehot
+
+
+class CECache(NamedTuple):
+    y: np.ndarray  # probabilities, (N, *shape)
+    target: np.ndarray  # distribution, (N, *shape)
+
+
+@register_loss("cross_entropy")
+class CrossEntropy(_ClassTarget):
+    """E_n = -sum(target_n * log(y_n)) on probabilities y (e.g. after softmax).
+
+    y: (N, *shape), target: (N, *shape) -> losses: (N,); dE/dy = -target / y. Terms with
+    target 0 count as 0 (0 * log 0 = 0); y must be > 0 wherever target > 0.
+    """
+
+    summary = "cross-entropy on probabilities, -sum(target * log y); target index or distribution"
+
+    def forward(self, y: np.ndarray, target: np.ndarray | None) -> tuple[np.ndarray, CECache]:
+        t = tiled(target, len(y))
+        used = t != 0
+        with np.errstate(divide="ignore", invalid="ignore"):  # the engine reports NaN/Inf
+            log_y = np.log(y, out=np.zeros_like(y), where=used)
+        return -row_sums(t * log_y), CECache(y, t)
+
+    def backward(self, cache: CECache) -> np.ndarray:
+        t = cache.target
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.divide(-t, cache.y, out=np.zeros_like(cache.y), where=t != 0)
+
+
+class SCECache(NamedTuple):
+    prob: np.ndarray  # softmax of the logits over axis 1, (N, C, ...)
+    target: np.ndarray  # distribution, (N, C, ...)
+
+
+@register_loss("softmax_cross_entropy")
+class SoftmaxCrossEntropy(_ClassTarget):
+    """E_n = -sum(target_n * log_softmax(z_n)) on logits z, softmax over axis 1.
+
+    z: (N, C, *rest), target: (N, C, *rest) -> losses: (N,). Uses a stable log-sum-exp;
+    dE/dz = softmax(z) * sum_c(target) - target (= softmax(z) - target for a distribution).
+    """
+
+    summary = "softmax + cross-entropy on logits (stable log-sum-exp); target index or distribution"
+
+    def forward(self, y: np.ndarray, target: np.ndarray | None) -> tuple[np.ndarray, SCECache]:
+        t = tiled(target, len(y))
+        shifted = y - y.max(axis=1, keepdims=True)
+        log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        return -row_sums(t * log_p), SCECache(np.exp(log_p), t)
+
+    def backward(self, cache: SCECache) -> np.ndarray:
+        t = cache.target
+        return cache.prob * t.sum(axis=1, keepdims=True) - t

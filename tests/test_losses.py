@@ -1,0 +1,217 @@
+"""Built-in losses: per-example values, dy against central differences, closed forms,
+target handling and its field errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gradcheck_cli.losses  # noqa: F401  (registers the built-in losses)
+from gradcheck_cli.protocol import LOSSES, ORIGINS, FieldError, Loss
+
+
+def make(type_name: str) -> Loss:
+    return LOSSES[type_name]()
+
+
+def numeric_grad(f, a: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """Central differences of the scalar f() with respect to every element of a (in place)."""
+    g = np.zeros_like(a)
+    for i in range(a.size):
+        old = a.flat[i]
+        a.flat[i] = old + eps
+        fp = f()
+        a.flat[i] = old - eps
+        fm = f()
+        a.flat[i] = old
+        g.flat[i] = (fp - fm) / (2 * eps)
+    return g
+
+
+def probabilities(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    e = np.exp(rng.standard_normal(shape))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def case(case_id: str):
+    """(loss, y, prepared target) for one case; batch of 3."""
+    rng = np.random.default_rng(0)
+    if case_id == "mse":
+        y = rng.standard_normal((3, 2, 3))
+        return make("mse"), y, rng.standard_normal(y.shape)
+    if case_id == "upstream":
+        y = rng.standard_normal((3, 4))
+        return make("upstream"), y, rng.standard_normal(y.shape)
+    if case_id == "cross_entropy-index":
+        loss = make("cross_entropy")
+        return loss, probabilities(rng, (3, 5)), loss.prepare_target(np.array([4.0, 0, 2]), (5,))
+    if case_id == "cross_entropy-dist":
+        y = probabilities(rng, (3, 4))
+        return make("cross_entropy"), y, probabilities(rng, y.shape)
+    if case_id == "softmax_cross_entropy-index":
+        loss = make("softmax_cross_entropy")
+        return loss, 3 * rng.standard_normal((3, 5)), loss.prepare_target(np.array([1, 3, 0]), (5,))
+    if case_id == "softmax_cross_entropy-dist-chw":
+        y = rng.standard_normal((3, 4, 2, 2))
+        return make("softmax_cross_entropy"), y, probabilities(rng, y.shape)
+    raise KeyError(case_id)
+
+
+CASE_IDS = [
+    "mse",
+    "upstream",
+    "cross_entropy-index",
+    "cross_entropy-dist",
+    "softmax_cross_entropy-index",
+    "softmax_cross_entropy-dist-chw",
+]
+
+
+def test_every_builtin_loss_has_a_case():
+    builtin = {name for name in LOSSES if ORIGINS.get(("loss", name)) == "built-in"}
+    assert builtin == {c.split("-")[0] for c in CASE_IDS}
+
+
+@pytest.mark.parametrize("case_id", CASE_IDS)
+def test_backward_matches_central_differences(case_id):
+    loss, y, target = case(case_id)
+    losses, cache = loss.forward(y, target)
+    assert losses.shape == (3,)  # per example: the engine reduces over the batch
+    dy = loss.backward(cache)
+    assert dy.shape == y.shape
+
+    def total() -> float:
+        return float(loss.forward(y, target)[0].sum())
+
+    np.testing.assert_allclose(dy, numeric_grad(total, y), rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("case_id", CASE_IDS)
+def test_each_example_is_its_own_loss(case_id):
+    loss, y, target = case(case_id)
+    losses, _ = loss.forward(y, target)
+    for n in range(3):
+        one, _ = loss.forward(y[n : n + 1], target[n : n + 1])
+        np.testing.assert_allclose(one, losses[n : n + 1], rtol=1e-15)
+
+
+@pytest.mark.parametrize("case_id", CASE_IDS)
+def test_stacked_copies_reuse_the_target(case_id):
+    """The engine may pass P copies of the batch (P*N rows) against the N-row target."""
+    loss, y, target = case(case_id)
+    losses, _ = loss.forward(y, target)
+    stacked, cache = loss.forward(np.concatenate([y, y]), target)
+    np.testing.assert_allclose(stacked, np.concatenate([losses, losses]), rtol=1e-15)
+    assert loss.backward(cache).shape == (6, *y.shape[1:])
+
+
+def test_mse_closed_form():
+    y = np.array([[1.0, 2.0], [0.0, -1.0]])
+    t = np.array([[0.0, 4.0], [0.0, 1.0]])
+    losses, cache = make("mse").forward(y, t)
+    np.testing.assert_allclose(losses, [0.5 * (1 + 4), 0.5 * 4])
+    np.testing.assert_allclose(make("mse").backward(cache), y - t)
+
+
+def test_upstream_dy_is_grad_and_a_copy():
+    loss = make("upstream")
+    assert loss.target_name == "grad"
+    grad = np.array([[0.25, -0.15]])
+    losses, cache = loss.forward(np.array([[2.0, 4.0]]), grad)
+    np.testing.assert_allclose(losses, [0.5 - 0.6])
+    dy = loss.backward(cache)
+    np.testing.assert_allclose(dy, grad)
+    dy *= 2  # the engine may scale dy in place; the target must not change
+    np.testing.assert_allclose(grad, [[0.25, -0.15]])
+
+
+def test_cross_entropy_of_a_class_index_is_minus_log_p():
+    loss = make("cross_entropy")
+    y = np.array([[0.2, 0.7, 0.1], [0.5, 0.25, 0.25]])
+    target = loss.prepare_target(np.array([1, 0]), (3,))
+    np.testing.assert_allclose(target, [[0, 1, 0], [1, 0, 0]])
+    losses, cache = loss.forward(y, target)
+    np.testing.assert_allclose(losses, -np.log([0.7, 0.5]))
+    np.testing.assert_allclose(loss.backward(cache), [[0, -1 / 0.7, 0], [-2, 0, 0]])
+
+
+def test_cross_entropy_ignores_zero_probabilities_where_target_is_zero():
+    loss = make("cross_entropy")
+    y = np.array([[0.0, 1.0]])
+    with np.errstate(all="raise"):
+        losses, cache = loss.forward(y, np.array([[0.0, 1.0]]))
+        dy = loss.backward(cache)
+    np.testing.assert_allclose(losses, [0.0], atol=1e-15)
+    np.testing.assert_allclose(dy, [[0.0, -1.0]])
+
+
+def test_softmax_cross_entropy_equals_cross_entropy_of_softmax():
+    rng = np.random.default_rng(4)
+    z = rng.standard_normal((4, 6))
+    t = probabilities(rng, z.shape)
+    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    sce, _ = make("softmax_cross_entropy").forward(z, t)
+    ce, _ = make("cross_entropy").forward(p, t)
+    np.testing.assert_allclose(sce, ce, rtol=1e-13)
+
+
+def test_softmax_cross_entropy_is_stable_for_huge_logits():
+    loss = make("softmax_cross_entropy")
+    z = np.array([[1000.0, 0.0], [1000.0, 0.0]])
+    target = loss.prepare_target(np.array([0, 1]), (2,))
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        losses, cache = loss.forward(z, target)
+    np.testing.assert_allclose(losses, [0.0, 1000.0], atol=1e-12)
+    np.testing.assert_allclose(loss.backward(cache), [[0.0, 0.0], [1.0, -1.0]], atol=1e-12)
+
+
+def test_softmax_cross_entropy_gradient_scales_with_target_mass():
+    loss = make("softmax_cross_entropy")
+    z = np.array([[0.0, 0.0]])
+    _, cache = loss.forward(z, np.array([[2.0, 0.0]]))  # not normalised: mass 2
+    np.testing.assert_allclose(loss.backward(cache), [[2 * 0.5 - 2, 2 * 0.5]])
+
+
+# -- targets ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("type_name", ["cross_entropy", "softmax_cross_entropy"])
+def test_class_index_forms_become_one_hot(type_name):
+    loss = make(type_name)
+    expected = [[0, 0, 1], [1, 0, 0]]
+    np.testing.assert_allclose(loss.prepare_target(np.array([2, 0]), (3,)), expected)
+    np.testing.assert_allclose(loss.prepare_target(np.array([[2.0], [0.0]]), (3,)), expected)
+    dist = np.array([[0.2, 0.3, 0.5]])
+    np.testing.assert_allclose(loss.prepare_target(dist, (3,)), dist)
+
+
+@pytest.mark.parametrize("type_name", ["cross_entropy", "softmax_cross_entropy"])
+def test_distribution_without_size_one_axes_is_reshaped(type_name):
+    dist = np.array([[0.2, 0.3, 0.5]])
+    prepared = make(type_name).prepare_target(dist, (3, 1, 1))
+    np.testing.assert_allclose(prepared, dist.reshape(1, 3, 1, 1))
+
+
+@pytest.mark.parametrize("type_name", ["cross_entropy", "softmax_cross_entropy"])
+@pytest.mark.parametrize(
+    ("target", "y_shape", "match"),
+    [
+        (np.array([3]), (3,), r"integer from 0 to 2 \(the output has 3 classes\), got 3"),
+        (np.array([-1]), (3,), "integer from 0 to 2"),
+        (np.array([1.5]), (3,), "integer from 0 to 2"),
+        (np.array([[0.5, -0.1, 0.6]]), (3,), "negative"),
+        (np.array([[0.5, 0.5]]), (3,), r"shaped like the network output \[3\]"),
+        (np.array([1]), (3, 2, 2), r"flat network output"),
+    ],
+)
+def test_bad_targets_raise_field_error(type_name, target, y_shape, match):
+    with pytest.raises(FieldError, match=match) as info:
+        make(type_name).prepare_target(target, y_shape)
+    assert info.value.field == "target"
+
+
+@pytest.mark.parametrize(("type_name", "field"), [("mse", "target"), ("upstream", "grad")])
+def test_shape_mismatch_names_the_target_key(type_name, field):
+    with pytest.raises(FieldError, match=r"does not match the network output shape \[2\]") as info:
+        make(type_name).prepare_target(np.zeros((1, 3)), (2,))
+    assert info.value.field == field
