@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from .api import check
 from .errors import ConfigError, GradcheckError, NumericalError, PluginError
 from .protocol import FieldError, Layer, Loss, register_layer, register_loss
+from .report import Report
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "check",
     "ConfigError",
     "FieldError",
     "GradcheckError",
@@ -15,6 +18,7 @@ __all__ = [
     "Loss",
     "NumericalError",
     "PluginError",
+    "Report",
     "__version__",
     "register_layer",
     "register_loss",

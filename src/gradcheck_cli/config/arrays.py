@@ -1,0 +1,267 @@
+"""Array values in a config: numbers, nested lists, ``.npy``/``.npz`` files, and for the
+input also ``{shape: [...]}`` (seeded random) and ``{value: ..., batched: true}``.
+
+Every array comes back finite and cast to the problem's dtype, or as None after an issue
+has been recorded on the context.
+"""
+
+from __future__ import annotations
+
+import math
+import zipfile
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .context import Context, as_int, as_number, join
+from .suggest import did_you_mean, show
+from .yamlload import line_of
+
+FORMS = "a number, a nested list, {file: x.npy} or {file: w.npz, key: name}"
+INPUT_FORMS = "a nested list, {file: ...} or {shape: [...]}"
+#: A random input larger than this is surely a typo (and would not fit a numeric check).
+MAX_RANDOM_SIZE = 10**8
+
+
+@dataclass
+class ArrayValue:
+    """A parsed array and whether the user marked it ``batched: true`` (input only)."""
+
+    array: np.ndarray
+    batched: bool = False
+
+
+class _Bad(Exception):
+    def __init__(self, line: int | None, message: str):
+        super().__init__(message)
+        self.line = line
+        self.message = message
+
+
+def read_array(
+    value: Any,
+    path: str,
+    line: int | None,
+    ctx: Context,
+    *,
+    rng: np.random.Generator | None = None,
+) -> ArrayValue | None:
+    """Parse one array value at ``path``; ``rng`` given = the input (allows shape/batched)."""
+    try:
+        if isinstance(value, dict):
+            return _from_mapping(value, path, line, ctx, rng)
+        return ArrayValue(_finish(_literal(value, path, line), path, line, ctx))
+    except _Bad as bad:
+        ctx.add(path, bad.line, bad.message)
+        return None
+    except RecursionError:
+        ctx.add(path, line, "is nested too deeply to be an array")
+        return None
+
+
+def _from_mapping(
+    spec: dict, path: str, line: int | None, ctx: Context, rng: np.random.Generator | None
+) -> ArrayValue | None:
+    is_input = rng is not None
+    allowed = ["file", "key", "value"] + (["shape", "batched"] if is_input else [])
+    for key in spec:
+        if key not in allowed:
+            if key == "batched":
+                hint = (
+                    "; only the input says `batched: true`, this array then carries the batch axis"
+                )
+            elif key == "shape":
+                hint = "; only the input may be given as {shape: [...]} (seeded random)"
+            else:
+                hint = did_you_mean(key, allowed, listing="an array mapping takes")
+            raise _Bad(line_of(spec, key), f"unknown key {key!r} in an array{hint}")
+    sources = [k for k in ("value", "file", "shape") if k in spec]
+    if len(sources) != 1:
+        forms = INPUT_FORMS if is_input else FORMS
+        what = "none of" if not sources else "more than one of"
+        raise _Bad(
+            line_of(spec),
+            f"an array mapping needs exactly one of value/file{'/shape' if is_input else ''}, "
+            f"got {what} them; write {forms}",
+        )
+    batched = False
+    if "batched" in spec:
+        batched = spec["batched"]
+        if not isinstance(batched, bool):
+            raise _Bad(
+                line_of(spec, "batched"), f"batched must be true or false, got {show(batched)}"
+            )
+    if "key" in spec and "file" not in spec:
+        raise _Bad(line_of(spec, "key"), "key only goes with file: {file: w.npz, key: name}")
+    source = sources[0]
+    sub = join(path, source)
+    sub_line = line_of(spec, source)
+    if source == "value":
+        if isinstance(spec["value"], dict):
+            raise _Bad(sub_line, "value must be a number or a nested list, not a mapping")
+        array = _literal(spec["value"], sub, sub_line)
+    elif source == "file":
+        array = _load_file(spec, sub, sub_line, ctx)
+    else:
+        array = _random(spec["shape"], sub_line, rng)
+    return ArrayValue(_finish(array, path, line, ctx), batched)
+
+
+def _random(shape: Any, line: int | None, rng: np.random.Generator | None) -> np.ndarray:
+    dims = [as_int(d) for d in shape] if isinstance(shape, (list, tuple)) else [None]
+    if not dims or any(d is None or d < 1 for d in dims) or rng is None:
+        raise _Bad(
+            line, f"shape must be a list of positive integers like [1, 28, 28], got {show(shape)}"
+        )
+    if float(np.prod(dims, dtype=np.float64)) > MAX_RANDOM_SIZE:
+        raise _Bad(
+            line, f"shape {dims} has more than {MAX_RANDOM_SIZE:,} elements; use a smaller one"
+        )
+    return rng.standard_normal(tuple(dims))  # type: ignore[arg-type]
+
+
+def _load_file(spec: dict, path: str, line: int | None, ctx: Context) -> np.ndarray:
+    name = spec["file"]
+    if not isinstance(name, str) or not name:
+        raise _Bad(line, f"file must be a path like weights.npy, got {show(name)}")
+    key = spec.get("key")
+    key_line = line_of(spec, "key")
+    if key is not None and not isinstance(key, str):
+        raise _Bad(key_line, f"key must be the name of an array in the .npz, got {show(key)}")
+    resolved = (ctx.base_dir / name).resolve()
+    try:
+        with open(resolved, "rb") as handle:
+            magic = handle.read(6)
+            handle.seek(0)
+            if magic.startswith(b"PK"):
+                return _from_npz(handle, name, key, line, key_line)
+            if key is not None:
+                raise _Bad(
+                    key_line, f"key {key!r} only applies to .npz files; {name} is a .npy file"
+                )
+            loaded = np.load(handle, allow_pickle=False)
+    except _Bad:
+        raise
+    except FileNotFoundError:
+        raise _Bad(
+            line, f"file not found: {resolved} (paths are relative to the config's folder)"
+        ) from None
+    except IsADirectoryError:
+        raise _Bad(line, f"{resolved} is a folder; name a .npy or .npz file") from None
+    except ValueError as err:
+        if "pickle" in str(err).lower():
+            raise _Bad(
+                line,
+                f"{name} is not a numeric .npy/.npz file (it holds pickled Python objects, "
+                "which are never loaded); save it with np.save(path, array.astype(float))",
+            ) from None
+        raise _Bad(line, f"could not read {name}: ValueError: {err}") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as err:
+        raise _Bad(line, f"could not read {name}: {type(err).__name__}: {err}") from None
+    return _numeric(loaded, name, line)
+
+
+def _from_npz(handle: Any, name: str, key: str | None, line: int | None, key_line: int | None):
+    try:
+        with np.load(handle, allow_pickle=False) as npz:
+            keys = list(npz.files)
+            if key is None:
+                if len(keys) != 1:
+                    raise _Bad(
+                        line,
+                        f"{name} holds {len(keys)} arrays; pick one with key: "
+                        f"(one of {', '.join(keys) or 'none'})",
+                    )
+                key = keys[0]
+            elif key not in keys:
+                raise _Bad(
+                    key_line,
+                    f"{name} has no array {key!r}"
+                    + did_you_mean(key, keys, listing="its arrays are"),
+                )
+            return _numeric(npz[key], f"{name}[{key}]", line)
+    except _Bad:
+        raise
+    except ValueError as err:
+        if "pickle" in str(err).lower():
+            raise _Bad(
+                line,
+                f"{name} holds pickled Python objects, which are never loaded; save numeric "
+                "arrays with np.savez(path, name=array.astype(float))",
+            ) from None
+        raise _Bad(line, f"could not read {name}: ValueError: {err}") from None
+    except (OSError, EOFError, KeyError, zipfile.BadZipFile) as err:
+        raise _Bad(line, f"could not read {name}: {type(err).__name__}: {err}") from None
+
+
+def _numeric(array: Any, name: str, line: int | None) -> np.ndarray:
+    array = np.asarray(array)
+    if array.dtype.kind not in "iuf":
+        raise _Bad(
+            line, f"{name} has dtype {array.dtype}; it must hold real numbers (int or float)"
+        )
+    return array
+
+
+def _literal(value: Any, path: str, line: int | None) -> np.ndarray:
+    """A number or a rectangular nested list -> float64 array."""
+    if isinstance(value, np.ndarray):
+        return _numeric(value, path, line).astype(np.float64)
+    flat: list[float] = []
+    shape = _walk(value, path, "", line, flat)
+    return np.array(flat, dtype=np.float64).reshape(shape)
+
+
+def _describe(shape: tuple[int, ...]) -> str:
+    if not shape:
+        return "a single number"
+    if len(shape) == 1:
+        return f"{shape[0]} {'entry' if shape[0] == 1 else 'entries'}"
+    return f"shape {list(shape)}"
+
+
+def _walk(
+    value: Any, root: str, where: str, line: int | None, flat: list[float]
+) -> tuple[int, ...]:
+    """Shape of a nested list at ``root + where`` (``where`` like ``[1][0]``); fills flat."""
+    subject = f"element {root}{where} " if where else ""
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise _Bad(line, f"{subject}is an empty list; write at least one number")
+        first: tuple[int, ...] | None = None
+        for k, item in enumerate(value):
+            item_line = line_of(value, k) if line_of(value, k) is not None else line
+            shape = _walk(item, root, f"{where}[{k}]", item_line, flat)
+            if first is None:
+                first = shape
+            elif shape != first:
+                raise _Bad(
+                    item_line,
+                    f"ragged nested list: row {root}{where}[{k}] has {_describe(shape)} but "
+                    f"{root}{where}[0] has {_describe(first)}; every row must have the same "
+                    "length",
+                )
+        return (len(value), *first)  # type: ignore[misc]
+    number = as_number(value)
+    if number is None:
+        raise _Bad(line, f"{subject}must be a number, got {show(value)}; arrays are {FORMS}")
+    if not math.isfinite(number):
+        raise _Bad(line, f"{subject}is {show(value)}; only finite numbers can be checked")
+    flat.append(number)
+    return ()
+
+
+def _finish(array: np.ndarray, path: str, line: int | None, ctx: Context) -> np.ndarray:
+    """Cast to the problem dtype; NaN/Inf (from a file, or overflow) is an issue."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        cast = array.astype(ctx.dtype)
+    bad = ~np.isfinite(cast)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise _Bad(
+            line,
+            f"contains NaN or Inf (first at index {list(where)}); only finite values can be "
+            f"checked" + (f" in {ctx.dtype}" if np.isfinite(array).all() else ""),
+        )
+    return cast

@@ -1,0 +1,316 @@
+"""A parsed config mapping -> a validated :class:`~gradcheck_cli.problem.Problem`.
+
+The order matters: plugins first (they register types), then the input (its batch size
+is a constructor argument of some layers), the layers and their shapes, the loss (its
+target is checked against the final shape), then ``check:`` and ``expect:``. Every step
+records issues on the context and carries on where that is safe; at the end any issue
+raises one ConfigError listing them all.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import protocol
+from ..errors import ConfigError
+from ..problem import LossSpec, Problem
+from ..protocol import FieldError, Loss
+from .arrays import INPUT_FORMS, ArrayValue, read_array
+from .context import Context, as_int, join
+from .fields import BadValue, coerce, describe, signature_of
+from .plugins import load_plugins
+from .settings import check_settings, expectations, input_grad_shapes, warn_unmatched_only
+from .stack import IMAGE_LAYERS, build_layers, first_layer_type, infer_shapes, layer_items
+from .suggest import did_you_mean, show
+from .yamlload import line_of
+
+TOP_KEYS = ("name", "seed", "dtype", "plugins", "input", "layers", "loss", "check", "expect")
+DTYPES = ("float64", "float32")
+FLOAT32_WARNING = (
+    "float32 is too coarse for finite differences; the numeric reference is computed in "
+    "float64 and tolerances are scaled"
+)
+
+
+def build_problem(doc: dict, ctx: Context, default_name: str) -> Problem:
+    """Validate ``doc``; raise ConfigError with every issue found."""
+    for key in doc:
+        if key not in TOP_KEYS:
+            ctx.add(
+                str(key),
+                line_of(doc, key),
+                f"unknown key {show(key)}" + did_you_mean(key, TOP_KEYS, listing="valid keys"),
+            )
+    name = _name(doc, ctx, default_name)
+    seed = _seed(doc, ctx)
+    dtype = _dtype(doc, ctx)
+    warnings = [FLOAT32_WARNING] if dtype == "float32" else []
+    ctx.dtype = np.dtype(dtype)
+
+    plugins_ok = load_plugins(doc.get("plugins"), doc, ctx)
+    first_type = first_layer_type(doc)
+    x, batched, user_shape = _input(doc, ctx, seed, first_type)
+    batch_size = x.shape[0] if x is not None else 1
+
+    drafts = build_layers(layer_items(doc, ctx), ctx, batch_size, plugins_ok)
+    in_shape = tuple(x.shape[1:]) if x is not None else None
+    specs, out_shape = infer_shapes(drafts, in_shape, seed, ctx)
+    loss = _loss(doc, ctx, out_shape, batch_size if batched else None, plugins_ok)
+
+    settings = check_settings(doc, seed, ctx)
+    grad_shapes = input_grad_shapes(user_shape, x, batched) if x is not None else None
+    expects, atol, rtol = expectations(
+        doc, drafts, specs, grad_shapes, batch_size if batched else None, ctx
+    )
+    if ctx.issues:
+        raise ConfigError(ctx.issues)
+    problem = Problem(
+        path=ctx.file,
+        name=name,
+        seed=seed,
+        dtype=dtype,
+        x=x,  # type: ignore[arg-type]
+        batched=batched,
+        input_user_shape=user_shape,
+        layers=specs,
+        loss=loss,  # type: ignore[arg-type]
+        settings=settings,
+        expectations=expects,
+        expect_atol=atol,
+        expect_rtol=rtol,
+        warnings=warnings,
+    )
+    warn_unmatched_only(settings, problem.tensor_names(), problem.warnings)
+    return problem
+
+
+def _name(doc: dict, ctx: Context, default: str) -> str:
+    name = doc.get("name", default)
+    if isinstance(name, (int, float)) and not isinstance(name, bool):
+        return str(name)
+    if not isinstance(name, str):
+        ctx.add("name", line_of(doc, "name"), f"must be a title string, got {show(name)}")
+        return default
+    return name
+
+
+def _seed(doc: dict, ctx: Context) -> int:
+    value = doc.get("seed", 0)
+    seed = as_int(value) if not isinstance(value, bool) else None
+    if seed is None or seed < 0:
+        ctx.add("seed", line_of(doc, "seed"), f"must be a non-negative integer, got {show(value)}")
+        return 0
+    return seed
+
+
+def _dtype(doc: dict, ctx: Context) -> str:
+    value = doc.get("dtype", "float64")
+    if value in DTYPES:
+        return value
+    hint = did_you_mean(value, DTYPES) if isinstance(value, str) else ""
+    ctx.add("dtype", line_of(doc, "dtype"), f"must be float64 or float32, got {show(value)}{hint}")
+    return "float64"
+
+
+def _input(
+    doc: dict, ctx: Context, seed: int, first_type: str | None
+) -> tuple[np.ndarray | None, bool, tuple[int, ...]]:
+    """(x: (N, *in_shape), batched, the input's shape as written)."""
+    if "input" not in doc:
+        ctx.add("input", line_of(doc), f"input is required ({INPUT_FORMS})")
+        return None, False, ()
+    line = line_of(doc, "input")
+    parsed = read_array(doc["input"], "input", line, ctx, rng=np.random.default_rng(seed))
+    if parsed is None:
+        return None, False, ()
+    array, batched = parsed.array, parsed.batched
+    per_example = array.shape[1:] if batched else array.shape
+    if batched and array.ndim < 2:
+        ctx.add(
+            "input",
+            line,
+            f"a batched input needs the batch axis first and at least one more axis, "
+            f"got shape {list(array.shape)}",
+        )
+        return None, False, ()
+    if not per_example:
+        ctx.add("input", line, f"must be an array (e.g. [{array.item()}]), not a single number")
+        return None, False, ()
+    if len(per_example) == 2 and first_type in IMAGE_LAYERS:
+        per_example = (1, *per_example)  # a 2-D image is one channel
+    n = array.shape[0] if batched else 1
+    return array.reshape((n, *per_example)), batched, tuple(array.shape)
+
+
+def _loss(
+    doc: dict, ctx: Context, out_shape: tuple[int, ...] | None, batch: int | None, plugins_ok: bool
+) -> LossSpec | None:
+    block = doc.get("loss")
+    if block is None:
+        ctx.add(
+            "loss",
+            line_of(doc, "loss") or line_of(doc),
+            "loss is required, e.g. {type: mse, target: [...]} or {type: upstream, grad: [...]}",
+        )
+        return None
+    line = line_of(doc, "loss")
+    if not isinstance(block, dict):
+        hint = f" like {{type: {block}, ...}}" if isinstance(block, str) else ""
+        ctx.add("loss", line, f"must be a mapping{hint}, got {show(block)}")
+        return None
+    line = line_of(block) or line
+    cls = _loss_type(block, line, ctx, plugins_ok)
+    if cls is None:
+        return None
+    kind = block["type"]
+    reduction = block.get("reduction", "sum")
+    if reduction not in ("sum", "mean"):
+        ctx.add(
+            "loss.reduction",
+            line_of(block, "reduction"),
+            f"must be sum or mean, got {show(reduction)}",
+        )
+    target_name = cls.target_name
+    target = None
+    if target_name is not None:
+        if target_name not in block:
+            ctx.add(
+                join("loss", target_name), line, f"missing: {kind} needs {target_name} (an array)"
+            )
+        else:
+            target = _target(block, target_name, ctx, batch)
+    kwargs = _loss_kwargs(block, cls, ctx)
+    if kwargs is None:
+        return None
+    try:
+        loss = cls(**kwargs)
+    except FieldError as err:
+        ctx.add(join("loss", err.field), line_of(block, err.field) or line, err.message)
+        return None
+    except Exception as err:
+        ctx.add("loss", line, f"could not build loss {kind}: {type(err).__name__}: {err}")
+        return None
+    if target is not None and out_shape is not None:
+        target = _prepare(loss, kind, target, out_shape, block, line, ctx)
+    return LossSpec(type=kind, loss=loss, target=target, reduction=str(reduction), line=line)
+
+
+def _loss_type(block: dict, line: int | None, ctx: Context, plugins_ok: bool) -> type[Loss] | None:
+    kind = block.get("type")
+    if "type" not in block:
+        ctx.add(
+            "loss.type",
+            line,
+            "missing type" + did_you_mean(None, protocol.LOSSES, listing="one of"),
+        )
+        return None
+    type_line = line_of(block, "type")
+    if isinstance(kind, str) and kind in protocol.LOSSES:
+        return protocol.LOSSES[kind]
+    if isinstance(kind, str) and kind in protocol.LAYERS:
+        message = (
+            f"{kind!r} is a layer, not a loss; list it under layers: and pick a loss"
+            + did_you_mean(None, protocol.LOSSES, listing="losses")
+        )
+    elif isinstance(kind, str):
+        message = f"unknown loss type {kind!r}" + did_you_mean(
+            kind, protocol.LOSSES, listing="known losses"
+        )
+        if not plugins_ok:
+            message += " (a plugin failed to load, see above)"
+    else:
+        message = f"must be a loss type name, got {show(kind)}"
+    ctx.add("loss.type", type_line, message)
+    return None
+
+
+def _target(block: dict, key: str, ctx: Context, batch: int | None) -> np.ndarray | None:
+    where, line = join("loss", key), line_of(block, key)
+    parsed: ArrayValue | None = read_array(block[key], where, line, ctx)
+    if parsed is None:
+        return None
+    array = parsed.array
+    if batch is None:
+        return array[np.newaxis]
+    if array.ndim < 1 or array.shape[0] != batch:
+        ctx.add(
+            where,
+            line,
+            f"the input is batched (N={batch}), so {key} needs the batch axis first; "
+            f"got shape {list(array.shape)}",
+        )
+        return None
+    return array
+
+
+def _loss_kwargs(block: dict, cls: type[Loss], ctx: Context) -> dict[str, Any] | None:
+    sig = signature_of(cls)
+    reserved = {"type", "reduction", cls.target_name}
+    kwargs: dict[str, Any] = {}
+    ok = True
+    for key, value in block.items():
+        if key in reserved:
+            continue
+        where, line = join("loss", key), line_of(block, key)
+        if key not in sig.accepted and not sig.any_keyword:
+            choices = (set(sig.accepted) | reserved) - {None}
+            ctx.add(
+                where,
+                line,
+                f"unknown key {show(key)} for {block['type']}"
+                + did_you_mean(key, choices, listing="it takes"),
+            )  # type: ignore[arg-type]
+            ok = False
+            continue
+        param = sig.accepted.get(key)
+        try:
+            kwargs[key] = coerce(value, sig.hints.get(key, param.annotation if param else None))
+        except BadValue as err:
+            ctx.add(where, line, str(err))
+            ok = False
+    for name in sig.required:
+        if name not in kwargs and name not in block:
+            ann = sig.hints.get(name)
+            what = f" ({describe(ann)})" if ann is not None else ""
+            ctx.add(
+                join("loss", name), line_of(block), f"missing: {block['type']} needs {name}{what}"
+            )
+            ok = False
+    return kwargs if ok else None
+
+
+def _prepare(
+    loss: Loss,
+    kind: str,
+    target: np.ndarray,
+    out_shape: tuple[int, ...],
+    block: dict,
+    line: int | None,
+    ctx: Context,
+) -> np.ndarray | None:
+    name = loss.target_name or "target"
+    try:
+        prepared = loss.prepare_target(target, out_shape)
+    except FieldError as err:
+        ctx.add(join("loss", err.field), line_of(block, err.field) or line, err.message)
+        return None
+    except Exception as err:
+        ctx.add(
+            join("loss", name),
+            line_of(block, name) or line,
+            f"{kind} could not use this {name}: {type(err).__name__}: {err}",
+        )
+        return None
+    try:
+        prepared = np.asarray(prepared, dtype=ctx.dtype)
+    except (TypeError, ValueError) as err:
+        ctx.add("loss", line, f"{kind}.prepare_target returned a non-numeric array: {err}")
+        return None
+    return prepared
+
+
+def default_name(source: str) -> str:
+    return Path(source).stem if source and not source.startswith("<") else "config"

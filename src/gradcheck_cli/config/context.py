@@ -1,0 +1,58 @@
+"""What every validation step shares: the issue list, the file, the folder, the dtype."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigIssue
+
+
+@dataclass
+class Context:
+    """Collects issues while a config is validated; one per load."""
+
+    file: str
+    base_dir: Path
+    dtype: np.dtype = field(default_factory=lambda: np.dtype(np.float64))
+    issues: list[ConfigIssue] = field(default_factory=list)
+
+    def add(self, path: str, line: int | None, message: str) -> None:
+        self.issues.append(ConfigIssue(self.file, line, path, message))
+
+
+def join(path: str, key: object) -> str:
+    """Key path ``layers[2]`` + ``kernel_size`` -> ``layers[2].kernel_size``."""
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else str(key)
+
+
+def as_number(value: object) -> float | None:
+    """A YAML number, or a string that parses as one (PyYAML reads ``1e-6`` as a string).
+
+    Booleans are not numbers. Returns None when ``value`` is not a number.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def as_int(value: object) -> int | None:
+    """An integral number (``3``, ``3.0``, ``"3"``), else None."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return int(value)
+    number = as_number(value)
+    if number is None or not math.isfinite(number) or not number.is_integer():
+        return None
+    return int(number)

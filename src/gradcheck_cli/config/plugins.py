@@ -1,0 +1,166 @@
+"""``plugins:``: the only way a config brings in code.
+
+An entry ending in ``.py`` or containing ``/`` is a file relative to the config's folder,
+imported under a fresh module name (its folder is on ``sys.path`` only while it imports,
+so it can import its siblings); any other entry is a module name for ``import_module``.
+While a plugin imports, the registry records it as the origin of what it registers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import itertools
+import os
+import re
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from .. import protocol
+from .context import Context, join
+from .suggest import show
+from .yamlload import line_of
+
+_counter = itertools.count(1)
+
+
+def load_plugins(value: Any, doc: Any, ctx: Context) -> bool:
+    """Import every plugin entry; return True when all of them loaded cleanly."""
+    if value is None:
+        return True
+    entries = [value] if isinstance(value, str) else value
+    if not isinstance(entries, (list, tuple)):
+        ctx.add(
+            "plugins",
+            line_of(doc, "plugins"),
+            f"must be a list of plugin files or module names like [my_layers.py], "
+            f"got {show(value)}",
+        )
+        return False
+    ok = True
+    for k, entry in enumerate(entries):
+        path = join("plugins", k) if entries is value else "plugins"
+        line = line_of(value, k) if entries is value else line_of(doc, "plugins")
+        if not isinstance(entry, str) or not entry.strip():
+            ctx.add(
+                path, line, f"must be a file like my_layers.py or a module name, got {show(entry)}"
+            )
+            ok = False
+            continue
+        message = _load_one(entry.strip(), ctx)
+        if message:
+            ctx.add(path, line, message)
+            ok = False
+    return ok
+
+
+def _is_file(entry: str) -> bool:
+    return entry.endswith(".py") or "/" in entry or os.sep in entry
+
+
+def _snapshot() -> dict[tuple[str, str], type]:
+    return {
+        **{("layer", n): c for n, c in protocol.LAYERS.items()},
+        **{("loss", n): c for n, c in protocol.LOSSES.items()},
+    }
+
+
+def _load_one(entry: str, ctx: Context) -> str | None:
+    """Import one plugin; return an issue message or None."""
+    before = _snapshot()
+    origin_before = protocol._current_origin[0]
+    if _is_file(entry):
+        resolved = (ctx.base_dir / entry).resolve()
+        if not resolved.is_file():
+            return f"plugin file not found: {resolved} (paths are relative to the config's folder)"
+        protocol._current_origin[0] = str(resolved)
+        try:
+            error = _import_file(resolved)
+        finally:
+            protocol._current_origin[0] = origin_before
+        module_name = None
+        shown = str(resolved)
+    else:
+        if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", entry):
+            return (
+                f"{entry!r} is neither a .py file nor a module name; write my_layers.py "
+                "(relative to this config) or package.module"
+            )
+        protocol._current_origin[0] = entry
+        try:
+            error = _import_module(entry)
+        finally:
+            protocol._current_origin[0] = origin_before
+        module_name = entry
+        shown = entry
+        if error and (ctx.base_dir / f"{entry}.py").is_file():
+            error += f"; to load the file beside this config write {entry}.py"
+    if error:
+        return f"plugin {entry} failed to import: {error}"
+    if not _registered_something(before, module_name):
+        return (
+            f"plugin {shown} registered no layer or loss; decorate its classes with "
+            "@gradcheck_cli.register_layer('name')"
+        )
+    return None
+
+
+def _registered_something(before: dict[tuple[str, str], type], module_name: str | None) -> bool:
+    after = _snapshot()
+    if any(before.get(key) is not cls for key, cls in after.items()):
+        return True
+    # an already-imported module does not run again: look for its classes instead
+    if module_name is not None:
+        return any(
+            cls.__module__ == module_name or cls.__module__.startswith(module_name + ".")
+            for cls in after.values()
+        )
+    return False
+
+
+def _describe_exception(err: BaseException, filename: str | None) -> str:
+    text = f"{type(err).__name__}: {err}"
+    if filename and not isinstance(err, SyntaxError):
+        frames = [f for f in traceback.extract_tb(err.__traceback__) if f.filename == filename]
+        if frames:
+            text += f" (at {Path(filename).name}:{frames[-1].lineno})"
+    return text
+
+
+def _import_file(path: Path) -> str | None:
+    stem = re.sub(r"\W", "_", path.stem)
+    module_name = f"gradcheck_plugin_{stem}_{next(_counter)}"
+    folder = str(path.parent)
+    try:
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        if spec is None or spec.loader is None:
+            return f"cannot import {path} as a Python module"
+        module = importlib.util.module_from_spec(spec)
+    except Exception as err:
+        return _describe_exception(err, None)
+    sys.modules[module_name] = module
+    sys.path.insert(0, folder)
+    try:
+        spec.loader.exec_module(module)
+    except (Exception, SystemExit) as err:
+        sys.modules.pop(module_name, None)
+        return _describe_exception(err, str(path))
+    finally:
+        with contextlib.suppress(ValueError):  # the plugin may have removed it itself
+            sys.path.remove(folder)
+    return None
+
+
+def _import_module(name: str) -> str | None:
+    try:
+        importlib.import_module(name)
+    except ModuleNotFoundError as err:
+        if err.name and (name == err.name or name.startswith(err.name + ".")):
+            return f"no module named {err.name!r} (is it installed in this environment?)"
+        return _describe_exception(err, None)
+    except (Exception, SystemExit) as err:
+        return _describe_exception(err, None)
+    return None
