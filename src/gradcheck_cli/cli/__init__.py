@@ -1,0 +1,123 @@
+"""The ``gradcheck`` command line: a click group and the one place exit codes are chosen.
+
+Each command lives in its own module of this package and exposes ``command``; adding
+one is adding its module name to ``COMMANDS``. Commands return an exit code (or None
+for 0) and raise GradcheckError subclasses; ``GradcheckGroup.main`` maps outcomes to the
+stable exit codes of ``exit_codes``, and no traceback reaches the user without --debug.
+
+Heavy imports (rich, the engine, the config loader) happen inside commands, so that
+``gradcheck --help`` and a run on a tiny config start fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from .. import __version__
+from ..errors import ConfigError, GradcheckError, NumericalError
+from . import exit_codes
+from .options import CliState, debug_option
+
+#: Command modules of this package, each exposing ``command``.
+COMMANDS = ("run", "layers", "init")
+
+
+class GradcheckGroup(click.Group):
+    """A click group whose ``main`` owns the exit code of every outcome."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        state = CliState()
+        try:
+            rv = super().main(
+                args, prog_name, complete_var, standalone_mode=False, obj=state, **extra
+            )
+            code = rv if isinstance(rv, int) else 0
+        except SystemExit:
+            raise
+        except BaseException as e:  # every other outcome, Ctrl-C included, gets its code
+            code = report_error(e, debug=state.debug)
+        if not standalone_mode:
+            return code
+        sys.exit(code)
+
+
+def report_error(e: BaseException, *, debug: bool) -> int:
+    """Tell the user what went wrong (stderr) and return the exit code for it."""
+
+    def say(line: str) -> None:
+        click.echo(line, err=True)
+
+    if isinstance(e, click.exceptions.Abort | KeyboardInterrupt):
+        say("gradcheck: interrupted")
+        return exit_codes.INTERRUPTED
+    if isinstance(e, click.ClickException):
+        e.show()
+        # click uses 1 for some errors, and 1 means "a gradient disagrees" here
+        return exit_codes.INVALID
+    if isinstance(e, ConfigError):
+        for issue in e.issues:
+            say(str(issue))
+        return e.exit_code
+    if isinstance(e, NumericalError):
+        say(f"gradcheck: the check could not be carried out: {e}")
+        return e.exit_code
+    if isinstance(e, GradcheckError) and e.exit_code != 4:
+        say(f"gradcheck: {e}")
+        return e.exit_code
+    if debug:
+        traceback.print_exception(e, file=sys.stderr)
+    say(
+        f"gradcheck: internal error ({type(e).__name__}: {_one_line(e)}). This is a bug in "
+        "gradcheck; please report it with the config that caused it."
+        + ("" if debug else " Re-run with --debug for the traceback.")
+    )
+    return exit_codes.INTERNAL
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= 200 else text[:199] + "…"
+
+
+@click.group(
+    cls=GradcheckGroup,
+    epilog=exit_codes.EPILOG,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+@click.version_option(
+    __version__, "-V", "--version", prog_name="gradcheck", message="%(prog)s %(version)s"
+)
+@debug_option
+def cli() -> None:
+    """Check a network's hand-written backprop against numeric gradients.
+
+    \b
+    Examples:
+      gradcheck init                      write a commented starter config
+      gradcheck run gradcheck.yaml        check every gradient it describes
+      gradcheck run net.yaml --only 'conv1.*' --json report.json
+      gradcheck layers                    built-in layer and loss types
+    """
+
+
+for _name in COMMANDS:
+    cli.add_command(importlib.import_module(f".{_name}", __name__).command)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``gradcheck`` console script and ``python -m gradcheck_cli``;
+    exits with the code of the outcome."""
+    cli.main(args=argv, prog_name="gradcheck")

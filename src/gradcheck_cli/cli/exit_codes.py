@@ -1,0 +1,21 @@
+"""The stable exit codes (contract section 1), and their text for ``--help``."""
+
+from __future__ import annotations
+
+OK = 0
+DISAGREE = 1
+INVALID = 2
+NOT_CARRIED_OUT = 3
+INTERNAL = 4
+INTERRUPTED = 130
+
+EPILOG = """\b
+Exit codes:
+  0    every checked gradient and every expectation agrees
+  1    at least one gradient or expectation disagrees
+  2    the command line or the config is invalid
+  3    the check could not be carried out (NaN/Inf in a forward pass,
+       the loss or a gradient)
+  4    internal error, a bug in gradcheck (traceback with --debug)
+  130  interrupted (Ctrl-C)
+"""

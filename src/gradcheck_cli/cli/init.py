@@ -1,0 +1,42 @@
+"""``gradcheck init``: write a commented starter config."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+import click
+
+from ..errors import UsageError
+from .io import check_writable, write_atomic
+from .options import debug_option
+
+
+def starter_config() -> str:
+    """The text of ``templates/starter.yaml``: worked example A's whole network."""
+    return files("gradcheck_cli").joinpath("templates/starter.yaml").read_text(encoding="utf-8")
+
+
+@click.command("init")
+@click.argument("path", default="gradcheck.yaml", metavar="[PATH]")
+@click.option("--force", is_flag=True, help="Overwrite PATH if it exists.")
+@debug_option
+def command(path: str, force: bool) -> None:
+    """Write a commented starter config to PATH (default gradcheck.yaml; '-' = stdout).
+
+    The starter is a small conv -> max pool -> sigmoid -> dense network with
+    hand-derived expectations; edit it into your own network.
+
+    \b
+    Examples:
+      gradcheck init
+      gradcheck init nets/mine.yaml && gradcheck run nets/mine.yaml
+      gradcheck init - | less
+    """
+    if path != "-":
+        if Path(path).exists() and not force:
+            raise UsageError(f"{path} already exists; use --force to overwrite it")
+        check_writable(path, option="init")
+    write_atomic(path, starter_config())
+    if path != "-":
+        click.echo(f"wrote {path}; check it with: gradcheck run {path}", err=True)

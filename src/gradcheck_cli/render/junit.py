@@ -1,0 +1,106 @@
+"""JUnit XML: one test case per checked tensor and per expectation, for CI viewers.
+
+The layout follows the common JUnit schema that Jenkins, GitLab and GitHub reporters
+read: ``<testsuites>`` holding one ``<testsuite>`` for the config, ``<failure>`` with a
+message attribute and the worst elements as text, ``<skipped/>`` for tensors left out
+by ``--only``. ElementTree does the escaping.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+
+from ..report import ExpectationResult, Report, TensorCheck
+from .elements import elements_text, taylor_summary, taylor_text
+
+
+def render_junit(report: Report) -> str:
+    """The report as a JUnit XML document (a string with an XML declaration).
+
+    >>> from gradcheck_cli.report import Report
+    >>> print(render_junit(Report(config="x.yaml", loss=0.0, settings={})))
+    ... # doctest: +ELLIPSIS
+    <?xml version='1.0' encoding='utf-8'?>
+    <testsuites name="gradcheck" tests="0" failures="0" errors="0" skipped="0" time="0.000">...
+    """
+    classname = f"gradcheck.{Path(report.config).stem}"
+    cases = [_tensor_case(c, classname) for c in report.checks]
+    cases += [_expectation_case(e, classname) for e in report.expectations]
+    cases += [_skipped_case(name, classname) for name in report.skipped]
+    counts = {
+        "tests": str(len(cases)),
+        "failures": str(sum(case.find("failure") is not None for case in cases)),
+        "errors": "0",
+        "skipped": str(len(report.skipped)),
+        "time": f"{report.total_s:.3f}",
+    }
+    root = ET.Element("testsuites", {"name": "gradcheck", **counts})
+    suite = ET.SubElement(root, "testsuite", {"name": f"gradcheck: {report.config}", **counts})
+    properties = ET.SubElement(suite, "properties")
+    items = {**report.settings, "loss": report.loss, "interrupted": report.interrupted}
+    for key, value in items.items():
+        ET.SubElement(properties, "property", {"name": str(key), "value": _property(value)})
+    suite.extend(cases)
+    if report.warnings:
+        ET.SubElement(suite, "system-out").text = "\n".join(
+            f"warning: {w}" for w in report.warnings
+        )
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def _case(classname: str, name: str, time_s: float = 0.0) -> ET.Element:
+    return ET.Element("testcase", {"classname": classname, "name": name, "time": f"{time_s:.3f}"})
+
+
+def _tensor_case(c: TensorCheck, classname: str) -> ET.Element:
+    case = _case(classname, c.name, float(c.extra.get("time_s", 0.0)))
+    if not c.passed:
+        if c.mode == "taylor":
+            message = f"Taylor test: {taylor_summary(c)}"
+        else:
+            message = (
+                f"{c.failed} of {c.checked} elements disagree; max abs error "
+                f"{c.max_abs_error:.3g}, max rel error {c.max_rel_error:.3g}"
+            )
+        if c.consequence_of:
+            message += f"; consequence of layer {c.consequence_of}"
+        if c.diagnosis:
+            message += f"; {c.diagnosis}"
+        failure = ET.SubElement(case, "failure", {"message": message, "type": "GradientMismatch"})
+        failure.text = taylor_text(c) if c.mode == "taylor" else elements_text(c)
+    return case
+
+
+def _expectation_case(e: ExpectationResult, classname: str) -> ET.Element:
+    case = _case(classname, f"expect {e.name}")
+    if not e.passed:
+        failure = ET.SubElement(
+            case,
+            "failure",
+            {
+                "message": f"differs from the hand-derived value by up to {e.max_abs_error:.3g}",
+                "type": "ExpectationMismatch",
+            },
+        )
+        failure.text = f"expected:\n{_array(e.expected)}\nactual:\n{_array(e.actual)}"
+    return case
+
+
+def _skipped_case(name: str, classname: str) -> ET.Element:
+    case = _case(classname, name)
+    ET.SubElement(case, "skipped", {"message": "not in the --only / check.only selection"})
+    return case
+
+
+def _property(value: object) -> str:
+    """Enums by value, booleans as JSON writes them."""
+    value = getattr(value, "value", value)
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _array(a: np.ndarray) -> str:
+    return np.array2string(np.asarray(a, dtype=float), precision=8, threshold=200)

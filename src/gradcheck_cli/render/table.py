@@ -1,0 +1,311 @@
+"""The human-readable report: rich renderables built from a Report, never printed here.
+
+``render_report`` composes the pieces for a verbosity level; every piece is also usable
+on its own:
+
+>>> from rich.console import Console
+>>> from gradcheck_cli.report import Report
+>>> console = Console(color_system=None, width=100)
+>>> console.print(render_report(Report(config="x.yaml", loss=0.0, settings={}), Verbosity.QUIET))
+PASS: 0 tensors, 0 elements checked, 0 failed (0 kinks) in 0.00 s
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import numpy as np
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from ..report import ExpectationResult, Report, TensorCheck
+from .elements import (
+    ELEMENT_ROWS,
+    format_error,
+    format_index,
+    format_value,
+    hidden_unchecked,
+    taylor_rows,
+    taylor_summary,
+    worst_elements,
+)
+
+PASS_STYLE = "bold green"
+FAIL_STYLE = "bold red"
+CONSEQUENCE_STYLE = "yellow"
+
+#: Expected and actual arrays are shown in full up to this many elements.
+SMALL_ARRAY = 16
+#: Names listed in the verdict line before "…".
+VERDICT_NAMES = 5
+
+_MODE_NOTES = {"sample": "sampled", "fast": "fast", "budget": "time budget"}
+
+
+class Verbosity(Enum):
+    QUIET = "quiet"  # the verdict line only
+    NORMAL = "normal"  # summary, failing tensors' elements, layers, expectations, verdict
+    VERBOSE = "verbose"  # element tables for every tensor
+
+
+def render_report(report: Report, verbosity: Verbosity = Verbosity.NORMAL) -> RenderableType:
+    """Everything a run prints: ``report_body`` followed by the verdict line."""
+    return Group(*report_body(report, verbosity), verdict_line(report))
+
+
+def report_body(report: Report, verbosity: Verbosity = Verbosity.NORMAL) -> list[RenderableType]:
+    """What comes before the verdict line, in order: settings, summary, element tables,
+    layer verdicts, expectations, warnings (nothing when quiet)."""
+    if verbosity is Verbosity.QUIET:
+        return []
+    parts: list[RenderableType] = [settings_line(report), summary_table(report)]
+    for check in report.checks:
+        if verbosity is Verbosity.VERBOSE or not check.passed:
+            parts.append(taylor_table(check) if check.mode == "taylor" else element_table(check))
+    if report.layers and not report.passed:
+        parts.append(layer_table(report))
+    if report.expectations:
+        parts.append(expectation_table(report))
+    parts.extend(Text(f"warning: {w}", style="yellow") for w in report.warnings)
+    return parts
+
+
+def settings_line(report: Report) -> Text:
+    """Which config, its loss, and the settings in force (a flag is named when on)::
+
+    configs/a.yaml (title): loss 0.0456
+    eps 1e-06 · atol 1e-07 · rtol 1e-05 · method central · mode full · seed 0
+    """
+    text = Text(report.config, style="bold")
+    if report.name:
+        text.append(f" ({report.name})", style="bold")
+    text.append(f": loss {report.loss:.8g}")
+    shown = []
+    for key, value in report.settings.items():
+        if value is True:
+            shown.append(key)
+        elif value not in (None, False, (), []):
+            shown.append(f"{key} {_plain(value)}")
+    if shown:
+        text.append("\n" + " · ".join(shown), style="dim")
+    return text
+
+
+def summary_table(report: Report) -> Table:
+    """One row per checked tensor, then one per skipped tensor."""
+    diagnosed = any(c.diagnosis for c in report.checks)
+    taylor = any(c.mode == "taylor" for c in report.checks)
+    table = Table(title="Gradients", title_justify="left", show_edge=False)
+    table.add_column("tensor", no_wrap=True)
+    table.add_column("shape", no_wrap=True)
+    table.add_column("checked", justify="right")
+    table.add_column("kinks", justify="right")
+    table.add_column("max abs err", justify="right")
+    table.add_column("max rel err", justify="right")
+    if taylor:
+        table.add_column("order", justify="right")
+    table.add_column("status")
+    if diagnosed:
+        table.add_column("diagnosis")
+    for c in report.checks:
+        checked = c.checked > 0
+        row: list[str | Text] = [
+            c.name,
+            _shape(c.shape),
+            checked_cell(c),
+            str(c.kinks),
+            format_error(c.max_abs_error) if checked else "—",
+            format_error(c.max_rel_error) if checked else "—",
+        ]
+        if taylor:
+            row.append(_order(c))
+        row.append(status_cell(c))
+        if diagnosed:
+            row.append(c.diagnosis or "")
+        table.add_row(*row)
+    blanks = [""] * (4 + taylor)
+    for name in report.skipped:
+        table.add_row(name, "", *blanks, Text("skipped", style="dim"), *[""] * diagnosed)
+    return table
+
+
+def _order(c: TensorCheck) -> str:
+    if c.mode != "taylor":
+        return ""
+    return "exact" if c.taylor_order is None else f"{c.taylor_order:.2f}"
+
+
+def checked_cell(c: TensorCheck) -> str:
+    """``36``, or ``10 of 36 (sampled)`` when not every element was checked."""
+    size = int(np.prod(c.shape, dtype=np.int64))
+    if c.mode == "taylor":
+        return "1 direction (taylor)"
+    if c.checked == size:
+        return f"{size} (localised)" if c.localised else str(size)
+    note = _MODE_NOTES.get(c.mode, c.mode)
+    return f"{c.checked} of {size}" + (f" ({note})" if note else "")
+
+
+def status_cell(c: TensorCheck) -> Text:
+    if c.passed:
+        return Text("PASS", style=PASS_STYLE)
+    if c.consequence_of:
+        return Text(f"FAIL (consequence of {c.consequence_of})", style=CONSEQUENCE_STYLE)
+    return Text("FAIL", style=FAIL_STYLE)
+
+
+def element_table(check: TensorCheck, limit: int = ELEMENT_ROWS) -> Table:
+    """The worst elements of one tensor, capped at ``limit`` rows plus ``… N more``."""
+    verdict = "PASS" if check.passed else f"{check.failed} of {check.checked} elements FAIL"
+    table = Table(
+        title=f"{check.name} {_shape(check.shape)}: {verdict}",
+        title_justify="left",
+        show_edge=False,
+    )
+    for header in ("index", "analytic", "numeric", "abs err", "rel err", "note"):
+        table.add_column(header, justify="left" if header in ("index", "note") else "right")
+    rows = worst_elements(check, limit)
+    for r in rows:
+        note_style = FAIL_STYLE if r.failed else ("dim" if not r.checked else "")
+        table.add_row(
+            format_index(r.index),
+            format_value(r.analytic),
+            format_value(r.numeric),
+            format_error(r.abs_error),
+            format_error(r.rel_error),
+            Text(r.note, style=note_style),
+        )
+    more = check.analytic.size - len(rows)
+    if more > 0:
+        unchecked = hidden_unchecked(check, more)
+        note = f"{unchecked} not checked" if unchecked else ""
+        table.add_row(Text(f"… {more} more", style="dim"), "", "", "", "", Text(note, style="dim"))
+    return table
+
+
+def taylor_table(check: TensorCheck) -> Table:
+    """A ``--method taylor`` check: the remainder r(h) at each step, which shrinks like h^2
+    when the gradient is right and like h when it is wrong."""
+    verdict = "PASS" if check.passed else "FAIL"
+    table = Table(
+        title=f"{check.name} {_shape(check.shape)}: Taylor test {verdict}",
+        title_justify="left",
+        caption=taylor_summary(check),
+        caption_justify="left",
+        show_edge=False,
+    )
+    for header in ("step h", "remainder r(h)", "rounding floor", "fitted"):
+        table.add_column(header, justify="right")
+    for r in taylor_rows(check):
+        below = r.remainder <= r.floor
+        table.add_row(
+            f"{r.step:.3e}",
+            Text(f"{r.remainder:.3e}", style="dim" if below else ""),
+            f"{r.floor:.3e}",
+            "*" if r.fitted else "",
+        )
+    return table
+
+
+def layer_table(report: Report) -> Table:
+    """Each layer's own backward checked in isolation: which one is wrong."""
+    table = Table(title="Layers (own backward)", title_justify="left", show_edge=False)
+    for header in ("layer", "type", "own backward", "max abs err", "max rel err", "kinks"):
+        right = header.startswith("max") or header == "kinks"
+        table.add_column(header, justify="right" if right else "left")
+    for v in report.layers:
+        table.add_row(
+            v.name,
+            v.type,
+            Text("ok", style=PASS_STYLE) if v.passed else Text("WRONG", style=FAIL_STYLE),
+            format_error(v.max_abs_error),
+            format_error(v.max_rel_error),
+            str(v.kinks),
+        )
+    return table
+
+
+def expectation_table(report: Report) -> Table:
+    """Hand-derived values against the engine's; a failing small one shows both arrays."""
+    show_values = any(not e.passed and _small(e) for e in report.expectations)
+    table = Table(title="Expectations", title_justify="left", show_edge=False)
+    table.add_column("expectation", no_wrap=True)
+    table.add_column("max abs err", justify="right")
+    table.add_column("status")
+    if show_values:
+        table.add_column("expected")
+        table.add_column("actual")
+    for e in report.expectations:
+        status = Text("PASS", style=PASS_STYLE) if e.passed else Text("FAIL", style=FAIL_STYLE)
+        row: list[str | Text] = [e.name, format_error(e.max_abs_error), status]
+        if show_values:
+            shown = not e.passed and _small(e)
+            row += [_array(e.expected), _array(e.actual)] if shown else ["", ""]
+        table.add_row(*row)
+    return table
+
+
+def verdict_line(report: Report) -> Text:
+    """One line: ``PASS: 5 tensors, 36 elements checked, 0 failed (0 kinks) in 0.01 s``
+    or ``FAIL: 2 of 5 tensors disagree (conv1.weight, input); blamed layer: conv1``."""
+    checks, exps = report.checks, report.expectations
+    prefix = "INTERRUPTED (partial) " if report.interrupted else ""
+    if report.passed:
+        text = Text(prefix + "PASS", style=PASS_STYLE)
+        elements = sum(c.checked for c in checks)
+        kinks = sum(c.kinks for c in checks)
+        taylor = sum(c.mode == "taylor" for c in checks)
+        if checks and taylor == len(checks):
+            text.append(f": {_plural(len(checks), 'tensor')} (Taylor test), 0 failed")
+        else:
+            text.append(
+                f": {_plural(len(checks), 'tensor')}, {elements} elements checked"
+                + (f", {taylor} by Taylor test" if taylor else "")
+                + f", 0 failed ({_plural(kinks, 'kink')})"
+            )
+        if exps:
+            text.append(f", {_plural(len(exps), 'expectation')} met")
+    else:
+        text = Text(prefix + "FAIL", style=FAIL_STYLE)
+        clauses = []
+        for what, items in (("tensors", checks), ("expectations", exps)):
+            bad = [x.name for x in items if not x.passed]
+            if bad:
+                clauses.append(f"{len(bad)} of {len(items)} {what} disagree ({_names(bad)})")
+        text.append(": " + ", ".join(clauses))
+        blamed = report.blamed_layers()
+        if blamed:
+            label = "blamed layer" if len(blamed) == 1 else "blamed layers"
+            text.append(f"; {label}: {', '.join(blamed)}")
+    text.append(f" in {report.total_s:.2f} s")
+    return text
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def _names(names: list[str]) -> str:
+    shown = names[:VERDICT_NAMES]
+    return ", ".join(shown) + (", …" if len(names) > len(shown) else "")
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "(" + ", ".join(map(str, shape)) + ")"
+
+
+def _small(e: ExpectationResult) -> bool:
+    return max(np.size(e.expected), np.size(e.actual)) <= SMALL_ARRAY
+
+
+def _array(a: np.ndarray) -> str:
+    return np.array2string(np.asarray(a, dtype=float), precision=6, suppress_small=True)
+
+
+def _plain(v: object) -> str:
+    """Settings values as a user would type them (enums by value, floats short)."""
+    v = getattr(v, "value", v)
+    if isinstance(v, list | tuple):
+        return ", ".join(map(_plain, v))
+    return f"{v:g}" if isinstance(v, float) else str(v)
