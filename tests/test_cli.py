@@ -43,7 +43,7 @@ class FakeEngine:
         self.loaded: list[str] = []
         self.problem = None
 
-    def load(self, path):
+    def load(self, path, seed=None):
         self.loaded.append(path)
         if self.load_error is not None:
             raise self.load_error
@@ -367,7 +367,7 @@ def test_missing_parent_folder_exits_2_before_anything_runs(engine, config, tmp_
 def test_report_path_that_is_the_config_is_refused(engine, config):
     result = invoke("run", config, "--json", config)
     assert result.exit_code == 2
-    assert "refusing to overwrite the config" in result.stderr
+    assert "refusing to overwrite an input of this check" in result.stderr
     assert config.read_text() == "name: net\n"
     assert engine.loaded == []
 
@@ -556,7 +556,7 @@ import sys
 sys.path.insert(0, {tests!r})
 import _report_factory as f
 import gradcheck_cli.cli.run as run
-run._load_problem = lambda path: f.tiny_problem(path)
+run._load_problem = lambda path, seed=None: f.tiny_problem(path)
 def check(problem, progress):
     {body}
 run._run_check = check
@@ -656,3 +656,21 @@ def test_starter_config_runs_and_meets_its_expectations(tmp_path):
     ]
     assert [e["name"] for e in data["expectations"]] == ["conv1.weight.grad", "conv1.delta"]
     assert data["passed"] is True
+
+
+def test_report_path_that_is_an_array_the_config_reads_is_refused(tmp_path):
+    """Any file the config read is protected, whatever its suffix (no engine fakes)."""
+    import numpy as np
+
+    np.save(tmp_path / "x.npy", np.arange(4.0))
+    (tmp_path / "x.npy").rename(tmp_path / "inputs.dat")
+    before = (tmp_path / "inputs.dat").read_bytes()
+    cfg = tmp_path / "net.yaml"
+    cfg.write_text(
+        "input: {file: inputs.dat}\nlayers: [{type: dense, out_features: 2}]\n"
+        "loss: {type: upstream, grad: [1, 1]}\n"
+    )
+    result = invoke("run", cfg, "--json", tmp_path / "inputs.dat")
+    assert result.exit_code == 2, result.output
+    assert "refusing to overwrite an input of this check" in result.stderr
+    assert (tmp_path / "inputs.dat").read_bytes() == before

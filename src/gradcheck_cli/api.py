@@ -72,6 +72,8 @@ def apply_options(settings: CheckSettings, **options: Any) -> CheckSettings:
     if "time_budget" in changes:
         changes["mode"] = Mode.BUDGET
     if o.get("fast"):
+        if "sample" in o or "time_budget" in o:
+            raise UsageError("--fast cannot be combined with --sample or --time-budget")
         changes["mode"] = Mode.FAST
     return dataclasses.replace(settings, **changes)
 
@@ -110,13 +112,19 @@ def parse_size(value: Any) -> int:
     return size
 
 
-def load(source: str | os.PathLike | Mapping[str, Any], base_dir: str | None = None) -> Problem:
-    """A validated Problem from a YAML path or an already-built mapping."""
+def load(
+    source: str | os.PathLike | Mapping[str, Any],
+    base_dir: str | None = None,
+    seed: int | None = None,
+) -> Problem:
+    """A validated Problem from a YAML path or an already-built mapping.
+
+    ``seed`` replaces the config's seed: it seeds every value the config leaves out."""
     from .config import load_problem, problem_from_dict
 
     if isinstance(source, Mapping):
-        return problem_from_dict(dict(source), base_dir=Path(base_dir or Path.cwd()))
-    return load_problem(source)
+        return problem_from_dict(dict(source), base_dir=Path(base_dir or Path.cwd()), seed=seed)
+    return load_problem(source, seed=seed)
 
 
 def check(source: str | os.PathLike | Mapping[str, Any], **options: Any) -> Report:
@@ -128,6 +136,6 @@ def check(source: str | os.PathLike | Mapping[str, Any], **options: Any) -> Repo
     """
     from .engine import run_check
 
-    problem = load(source)
+    problem = load(source, seed=options.get("seed"))
     problem.settings = apply_options(problem.settings, **options)
     return run_check(problem)

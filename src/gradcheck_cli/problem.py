@@ -105,6 +105,8 @@ class Problem:
     expect_atol: float = 1e-6
     expect_rtol: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    #: resolved paths of every file the config read (arrays, plugins): never written to
+    sources: tuple[str, ...] = ()
 
     @property
     def batch_size(self) -> int:

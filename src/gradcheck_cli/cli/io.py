@@ -56,7 +56,10 @@ def check_writable(path: str, *, option: str, protect: tuple[str, ...] = ()) -> 
     target = Path(path)
     resolved = target.resolve()
     if any(resolved == Path(p).resolve() for p in protect):
-        raise UsageError(f"{option} {path}: refusing to overwrite the config file")
+        raise UsageError(
+            f"{option} {path}: refusing to overwrite an input of this check "
+            "(the config, its arrays or plugins)"
+        )
     if protect and target.exists() and resolved.suffix.lower() in INPUT_SUFFIXES:
         raise UsageError(
             f"{option} {path}: refusing to overwrite a {resolved.suffix} file "

@@ -130,7 +130,11 @@ def check_options(f: F) -> F:
             type=click.Choice([m.value for m in Method]),
             help="Numeric reference: central differences or a Taylor-order test.",
         ),
-        click.option("--seed", type=int, help="Seed for sampling and random directions."),
+        click.option(
+            "--seed",
+            type=int,
+            help="Seed for everything random: values the config leaves out, sampling, directions.",
+        ),
         click.option(
             "--strict-kinks/--no-strict-kinks",
             default=None,

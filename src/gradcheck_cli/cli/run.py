@@ -77,7 +77,9 @@ def command(
     outputs = [(f, p) for f, p in ((Format.JSON, json_path), (Format.JUNIT, junit_path)) if p]
     _check_outputs(outputs, config)
 
-    problem = _load_problem(config)
+    problem = _load_problem(config, seed=overrides.get("seed"))
+    for fmt, path in outputs:  # never overwrite an array or plugin the config read
+        check_writable(path, option=f"--{fmt.value}", protect=(config, *problem.sources))
     settings = apply_check_options(problem.settings, **overrides)
     if overrides.get("only"):
         check_only_globs(settings.only, problem.tensor_names())
@@ -116,11 +118,11 @@ def _same(a: str, b: str) -> bool:
     return "-" not in (a, b) and Path(a).resolve() == Path(b).resolve()
 
 
-def _load_problem(path: str) -> Problem:
+def _load_problem(path: str, seed: int | None = None) -> Problem:
     """The validated problem; raises ConfigError (exit 2) or PluginError (exit 2)."""
     from ..config import load_problem
 
-    return load_problem(path)
+    return load_problem(path, seed=seed)
 
 
 def _run_check(problem: Problem, progress: LazyProgress) -> Report:

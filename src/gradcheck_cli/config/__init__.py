@@ -22,8 +22,10 @@ from .yamlload import duplicate_issues, load_yaml
 __all__ = ["load_problem", "problem_from_dict"]
 
 
-def load_problem(path: str | os.PathLike) -> Problem:
-    """Read, validate and build the config at ``path`` (relative files: its folder)."""
+def load_problem(path: str | os.PathLike, *, seed: int | None = None) -> Problem:
+    """Read, validate and build the config at ``path`` (relative files: its folder).
+
+    ``seed`` replaces the config's top-level seed (the ``--seed`` option)."""
     file = os.fspath(path)
     try:
         text = Path(file).read_text(encoding="utf-8-sig")
@@ -54,13 +56,13 @@ def load_problem(path: str | os.PathLike) -> Problem:
             )
         ) from None
     doc = load_yaml(text, file)
-    ctx = Context(file=file, base_dir=Path(file).resolve().parent)
+    ctx = Context(file=file, base_dir=Path(file).resolve().parent, seed=seed)
     ctx.issues.extend(duplicate_issues(doc, file))
     return build_problem(doc, ctx, default_name(file))
 
 
 def problem_from_dict(
-    doc: dict, *, base_dir: Path | None = None, source: str = "<dict>"
+    doc: dict, *, base_dir: Path | None = None, source: str = "<dict>", seed: int | None = None
 ) -> Problem:
     """The same as :func:`load_problem` for a mapping already in memory (the Python API).
 
@@ -73,5 +75,7 @@ def problem_from_dict(
                 source, None, "", f"a config must be a mapping (dict), got {type(doc).__name__}"
             )
         )
-    ctx = Context(file=source, base_dir=Path(base_dir) if base_dir is not None else Path.cwd())
+    ctx = Context(
+        file=source, base_dir=Path(base_dir) if base_dir is not None else Path.cwd(), seed=seed
+    )
     return build_problem(doc, ctx, default_name(source))

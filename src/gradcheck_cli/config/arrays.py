@@ -130,6 +130,7 @@ def _load_file(spec: dict, path: str, line: int | None, ctx: Context) -> np.ndar
     if key is not None and not isinstance(key, str):
         raise _Bad(key_line, f"key must be the name of an array in the .npz, got {show(key)}")
     resolved = (ctx.base_dir / name).resolve()
+    ctx.sources.append(resolved)
     try:
         with open(resolved, "rb") as handle:
             magic = handle.read(6)

@@ -82,6 +82,7 @@ def build_problem(doc: dict, ctx: Context, default_name: str) -> Problem:
         expect_atol=atol,
         expect_rtol=rtol,
         warnings=warnings,
+        sources=tuple(str(p) for p in ctx.sources),
     )
     warn_unmatched_only(settings, problem.tensor_names(), problem.warnings)
     return problem
@@ -98,6 +99,8 @@ def _name(doc: dict, ctx: Context, default: str) -> str:
 
 
 def _seed(doc: dict, ctx: Context) -> int:
+    if ctx.seed is not None:
+        return ctx.seed
     value = doc.get("seed", 0)
     seed = as_int(value) if not isinstance(value, bool) else None
     if seed is None or seed < 0:

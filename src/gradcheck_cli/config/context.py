@@ -18,6 +18,10 @@ class Context:
     file: str
     base_dir: Path
     dtype: np.dtype = field(default_factory=lambda: np.dtype(np.float64))
+    #: ``--seed`` from the command line: replaces the config's top-level seed
+    seed: int | None = None
+    #: every file the config made us read (arrays, plugins), so reports never overwrite them
+    sources: list[Path] = field(default_factory=list)
     issues: list[ConfigIssue] = field(default_factory=list)
 
     def add(self, path: str, line: int | None, message: str) -> None:

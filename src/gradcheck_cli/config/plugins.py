@@ -74,6 +74,7 @@ def _load_one(entry: str, ctx: Context) -> str | None:
     origin_before = protocol._current_origin[0]
     if _is_file(entry):
         resolved = (ctx.base_dir / entry).resolve()
+        ctx.sources.append(resolved)
         if not resolved.is_file():
             return f"plugin file not found: {resolved} (paths are relative to the config's folder)"
         protocol._current_origin[0] = str(resolved)
