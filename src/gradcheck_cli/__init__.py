@@ -2,12 +2,45 @@
 
 from __future__ import annotations
 
-from .api import check
-from .errors import ConfigError, GradcheckError, NumericalError, PluginError
-from .protocol import FieldError, Layer, Loss, register_layer, register_loss
-from .report import Report
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .api import check
+    from .errors import ConfigError, GradcheckError, NumericalError, PluginError
+    from .protocol import FieldError, Layer, Loss, register_layer, register_loss
+    from .report import Report
 
 __version__ = "0.1.0"
+
+#: Public names and the module each lives in. They load on first use (PEP 562), so that
+#: ``gradcheck --version`` and the pytest plugin start without importing numpy.
+_LAZY = {
+    "check": "api",
+    "ConfigError": "errors",
+    "GradcheckError": "errors",
+    "NumericalError": "errors",
+    "PluginError": "errors",
+    "FieldError": "protocol",
+    "Layer": "protocol",
+    "Loss": "protocol",
+    "register_layer": "protocol",
+    "register_loss": "protocol",
+    "Report": "report",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "check",

@@ -138,4 +138,19 @@ def check(source: str | os.PathLike | Mapping[str, Any], **options: Any) -> Repo
 
     problem = load(source, seed=options.get("seed"))
     problem.settings = apply_options(problem.settings, **options)
+    if options.get("only") is not None:
+        _check_globs(problem.settings.only, problem.tensor_names())
     return run_check(problem)
+
+
+def _check_globs(globs: tuple[str, ...], names: list[str]) -> None:
+    """An ``only`` glob that matches no tensor would check nothing and pass: refuse it,
+    as ``run --only`` does."""
+    import fnmatch
+
+    unmatched = [g for g in globs if not any(fnmatch.fnmatchcase(n, g) for n in names)]
+    if unmatched:
+        raise UsageError(
+            f"only: {', '.join(map(repr, unmatched))} matches no tensor; "
+            f"the tensors are: {', '.join(names)}"
+        )

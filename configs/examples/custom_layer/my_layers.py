@@ -1,6 +1,6 @@
 """A user-written layer: swish(x) = x * sigmoid(beta * x), checked like any built-in.
 
-    gradcheck run configs/examples/custom_layer/swish.yaml
+Run: gradcheck run configs/examples/custom_layer/swish.yaml
 """
 
 from typing import NamedTuple

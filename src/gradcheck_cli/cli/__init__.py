@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,7 +26,7 @@ from . import exit_codes
 from .options import CliState, debug_option
 
 #: Command modules of this package, each exposing ``command``.
-COMMANDS = ("run", "layers", "init")
+COMMANDS = ("run", "explain", "layers", "schema", "init")
 
 
 class GradcheckGroup(click.Group):
@@ -41,9 +42,13 @@ class GradcheckGroup(click.Group):
     ) -> Any:
         state = CliState()
         try:
-            rv = super().main(
-                args, prog_name, complete_var, standalone_mode=False, obj=state, **extra
-            )
+            with warnings.catch_warnings():
+                # numpy's overflow and 0/0 warnings name source lines, not the user's
+                # config; the engine reports NaN and Inf itself (exit 3)
+                warnings.simplefilter("ignore", RuntimeWarning)
+                rv = super().main(
+                    args, prog_name, complete_var, standalone_mode=False, obj=state, **extra
+                )
             code = rv if isinstance(rv, int) else 0
         except SystemExit:
             raise
@@ -74,6 +79,12 @@ def report_error(e: BaseException, *, debug: bool) -> int:
     if isinstance(e, NumericalError):
         say(f"gradcheck: the check could not be carried out: {e}")
         return e.exit_code
+    if isinstance(e, MemoryError):  # past the up-front estimate: the machine, not a bug
+        say(
+            "gradcheck: the check could not be carried out: out of memory; try --fast, "
+            "--sample K, a lower --max-memory or a smaller input or network"
+        )
+        return exit_codes.NOT_CARRIED_OUT
     if isinstance(e, GradcheckError) and e.exit_code != 4:
         say(f"gradcheck: {e}")
         return e.exit_code

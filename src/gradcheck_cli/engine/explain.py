@@ -1,0 +1,583 @@
+"""What ``gradcheck explain`` tells: one example's forward values and backward pass,
+layer by layer, with the arithmetic the classic worked examples write out by hand.
+
+Pure data (no click, no rich): :func:`explain` runs the analytic forward and backward
+once on the whole batch and keeps example ``k``:
+
+- every layer's output and delta (dE/d of its output), per example: (*out_shape);
+- max pooling: which input each window routed its gradient to, found by asking the
+  layer's own ``backward`` (one one-hot probe per window), so a buggy backward shows;
+- conv2d: the kernel, bias and input gradients as sums of products, with the formula
+  at the real sizes; dense: ``grad(P_j) = sum_i grad(FC_i) f'(z_i) W_ij`` and
+  ``dE/dW_ij = d_i x_j``; element-wise layers: their local derivative f'.
+
+Every sum carries both the total of its terms and the value the layer's backward gave,
+so a wrong backward is visible as a mismatch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..problem import LayerSpec, Problem
+from ..report import ExpectationResult
+from .network import Gradients, Trace, layer_backward
+
+#: Sums listed term by term only when a tensor has at most this many entries.
+MAX_SUMS = 16
+#: Nonzero terms listed per sum; the rest are counted in ``Sum.omitted``.
+MAX_TERMS = 16
+#: Max-pooling windows probed one by one at most (one backward call each).
+MAX_WINDOWS = 64
+
+#: What f' is for the element-wise built-in layers (delta_in = delta * f').
+DERIVATIVES = {
+    "relu": "f'(x) = 1 where x > 0, else 0",
+    "leaky_relu": "f'(x) = 1 where x > 0, else negative_slope",
+    "sigmoid": "f'(x) = s (1 - s), s = sigmoid(x)",
+    "tanh": "f'(x) = 1 - tanh(x)^2",
+    "dropout": "f'(x) = the fixed mask: 1/(1-p) for kept units, 0 for dropped ones",
+}
+#: Element-wise layers that are an activation f in FC_i = f(z_i) after a dense layer.
+ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh")
+
+
+def builtin_kind(layer: object) -> str | None:
+    """Which built-in layer ``layer`` is (subclasses included), else None.
+
+    Classes, not type names: a plugin that subclasses Conv2d gets the conv explanation,
+    and a wrong backward in it shows as sums that disagree with what backward gave.
+    """
+    from ..layers import activations, conv, dense, dropout, pool, reshape, softmax
+
+    kinds = (
+        (activations.LeakyReLU, "leaky_relu"),
+        (activations.ReLU, "relu"),
+        (activations.Sigmoid, "sigmoid"),
+        (activations.Tanh, "tanh"),
+        (dropout.Dropout, "dropout"),
+        (pool.MaxPool2d, "maxpool2d"),
+        (pool.AvgPool2d, "avgpool2d"),
+        (reshape.Flatten, "flatten"),
+        (softmax.Softmax, "softmax"),
+        (conv.Conv2d, "conv2d"),
+        (dense.Dense, "dense"),
+    )
+    return next((kind for cls, kind in kinds if isinstance(layer, cls)), None)
+
+
+@dataclass(frozen=True)
+class Factor:
+    label: str  # "d[0,2]", "o[0,2]", "W[1,3]"
+    value: float
+
+
+@dataclass
+class Sum:
+    """``target = sum of products``; only nonzero products are kept in ``terms``.
+
+    total: the sum of every product; value: what the layer's backward gave for target.
+    """
+
+    target: str
+    terms: list[tuple[Factor, ...]]
+    total: float
+    value: float
+    omitted: int = 0  # nonzero terms beyond MAX_TERMS, not listed
+    count: int = 0  # products in the sum, zero or not (0: nothing contributes)
+    slack: float = 0.0  # rounding the layer's backward may carry (its dtype, its sizes)
+
+    @property
+    def agrees(self) -> bool:
+        return abs(self.total - self.value) <= self.slack
+
+
+@dataclass
+class Accumulation:
+    """How one gradient is assembled: a formula and, for small tensors, its sums."""
+
+    title: str
+    formula: str
+    legend: str = ""
+    sums: list[Sum] = field(default_factory=list)
+    entries: int = 0  # how many sums the tensor has (listed only when <= MAX_SUMS)
+
+
+@dataclass(frozen=True)
+class Route:
+    """Max pooling window (channel, row, col): its input rows/cols, and where its
+    gradient went (``source``: (row, col) in the input, None if nowhere or spread)."""
+
+    channel: int
+    window: tuple[int, int]
+    rows: tuple[int, int]  # first and last input row of the window (inclusive)
+    cols: tuple[int, int]
+    source: tuple[int, int] | None
+    maximum: float  # the window's output value
+    grad: float  # the delta it routed
+
+
+@dataclass
+class Routing:
+    rule: str
+    ties: str = ""  # the layer's documented tie policy
+    routes: list[Route] = field(default_factory=list)
+    windows: int = 0  # listed only when <= MAX_WINDOWS
+
+
+@dataclass
+class LocalDerivative:
+    """An element-wise layer: delta_in = delta * f'(x); derivative shaped like the input."""
+
+    formula: str
+    derivative: np.ndarray
+
+
+@dataclass
+class Note:
+    text: str
+
+
+Detail = Accumulation | Routing | LocalDerivative | Note
+
+
+@dataclass
+class Expected:
+    """An ``expect:`` value shown beside the engine's (per-example keys sliced to k)."""
+
+    key: str
+    expected: np.ndarray
+    actual: np.ndarray
+    passed: bool
+    max_abs_error: float
+
+
+@dataclass
+class Step:
+    """One layer of example k: output and delta (*out_shape), its parameters and their
+    gradients (this example's share) in the shapes the user wrote, and how backward got
+    them."""
+
+    index: int  # 1-based position in the stack
+    name: str
+    type: str
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    output: np.ndarray
+    delta: np.ndarray
+    params: dict[str, np.ndarray]
+    grads: dict[str, np.ndarray]
+    details: list[Detail] = field(default_factory=list)
+    expected: list[Expected] = field(default_factory=list)
+
+
+@dataclass
+class Explanation:
+    config: str
+    name: str
+    example: int
+    batch_size: int
+    batched: bool
+    input: np.ndarray  # example k in the shape the user wrote
+    input_grad: np.ndarray
+    steps: list[Step]
+    loss: float
+    loss_type: str
+    loss_rule: str  # one line: how dE/dy comes out of the loss
+    reduction: str
+    expected: list[Expected] = field(default_factory=list)  # loss, input.grad
+    expect_atol: float = 0.0
+    expect_rtol: float = 0.0
+
+
+def explain(problem: Problem, example: int = 0) -> Explanation:
+    """The explanation of example ``example`` (0-based) of a validated problem.
+
+    Raises NumericalError (NaN/Inf) and PluginError like a check does; ValueError when
+    ``example`` is out of range.
+    """
+    from ..protocol import describe
+    from .check import analytic_pass, compare_expectations
+    from .network import problem_params
+
+    n = problem.batch_size
+    if not 0 <= example < n:
+        raise ValueError(f"example {example} is out of range: the batch has {n}")
+    params = problem_params(problem)
+    trace, grads = analytic_pass(problem, params)
+    per_key = {e.name: e for e in compare_expectations(problem, trace, grads)}
+
+    steps = []
+    for i, spec in enumerate(problem.layers):
+        step = Step(
+            index=i + 1,
+            name=spec.name,
+            type=spec.type,
+            in_shape=spec.in_shape,
+            out_shape=spec.out_shape,
+            output=trace.activations[i + 1][example],
+            delta=grads.deltas[i][example],
+            params={p: v.reshape(spec.user_shapes.get(p, v.shape)) for p, v in spec.params.items()},
+            grads=_own_grads(problem, i, trace, grads, params, example),
+        )
+        step.details = _details(problem, i, trace, grads, params, example, step)
+        for key in (f"{spec.name}.output", f"{spec.name}.delta"):
+            if key in per_key:
+                step.expected.append(_sliced(per_key.pop(key), problem, example))
+        for p in spec.params:
+            if f"{spec.name}.{p}.grad" in per_key:
+                step.expected.append(_whole(per_key.pop(f"{spec.name}.{p}.grad")))
+        steps.append(step)
+    rest = [
+        _sliced(e, problem, example) if e.name == "input.grad" else _whole(e)
+        for e in per_key.values()
+    ]
+    return Explanation(
+        config=problem.path,
+        name=problem.name,
+        example=example,
+        batch_size=n,
+        batched=problem.batched,
+        input=_user_input(problem, problem.x[example]),
+        input_grad=_user_input(problem, grads.dx[example]),
+        steps=steps,
+        loss=trace.loss,
+        loss_type=problem.loss.type,
+        loss_rule=describe(type(problem.loss.loss)),
+        reduction=problem.loss.reduction,
+        expected=rest,
+        expect_atol=problem.expect_atol,
+        expect_rtol=problem.expect_rtol,
+    )
+
+
+def _user_input(problem: Problem, a: np.ndarray) -> np.ndarray:
+    """An input-shaped array of one example in the shape the user wrote it."""
+    shape = problem.input_user_shape[1:] if problem.batched else problem.input_user_shape
+    return a.reshape(shape)
+
+
+def _whole(e: ExpectationResult) -> Expected:
+    return Expected(e.name, e.expected, e.actual, e.passed, e.max_abs_error)
+
+
+def _sliced(e: ExpectationResult, problem: Problem, k: int) -> Expected:
+    """Per-example expectations of a batched config, cut down to example k."""
+    if problem.batched and e.expected.ndim and e.expected.shape[0] == problem.batch_size:
+        return Expected(e.name, e.expected[k], e.actual[k], e.passed, e.max_abs_error)
+    return _whole(e)
+
+
+def _masked_delta(delta: np.ndarray, k: int) -> np.ndarray:
+    """The delta with every example but k zeroed: backward then gives k's share."""
+    if delta.shape[0] == 1:
+        return delta
+    out = np.zeros_like(delta)
+    out[k] = delta[k]
+    return out
+
+
+def _own_grads(
+    problem: Problem, i: int, trace: Trace, grads: Gradients, params: dict, k: int
+) -> dict[str, np.ndarray]:
+    """This example's share of layer i's parameter gradients, in the user's shapes."""
+    spec = problem.layers[i]
+    if not spec.params:
+        return {}
+    if problem.batch_size == 1:
+        own = grads.params[spec.name]
+    else:
+        delta = _masked_delta(grads.deltas[i], k)
+        _, own = layer_backward(
+            spec, delta, trace.caches[i], params[spec.name], trace.activations[i].shape
+        )
+    return {p: g.reshape(spec.user_shapes.get(p, g.shape)) for p, g in own.items()}
+
+
+def _details(
+    problem: Problem, i: int, trace: Trace, grads: Gradients, params: dict, k: int, step: Step
+) -> list[Detail]:
+    spec = problem.layers[i]
+    kind = builtin_kind(spec.layer)
+    x = trace.activations[i]
+    dx = grads.deltas[i - 1] if i else grads.dx
+    if kind in DERIVATIVES:
+        ones = np.ones_like(grads.deltas[i])
+        fprime, _ = layer_backward(spec, ones, trace.caches[i], params[spec.name], x.shape)
+        return [LocalDerivative(DERIVATIVES[kind], fprime[k])]
+    if kind == "maxpool2d":
+        return [_routing(spec, trace, grads, params, i, k)]
+    if kind == "avgpool2d":
+        g = spec.layer.geometry
+        return [
+            Note(
+                f"average pooling: every input of a {g.kh}x{g.kw} window receives "
+                f"d[a,b] / {g.kh * g.kw}; an input in several windows gets the sum"
+            )
+        ]
+    if kind == "flatten":
+        return [Note("a reshape: the input's delta holds the same numbers in its shape")]
+    if kind == "softmax":
+        return [Note("dE/dx = y * (d - sum(d * y)): every output depends on every input")]
+    if kind == "conv2d":
+        return _conv(spec, x[k], grads.deltas[i][k], dx[k], step.grads)
+    if kind == "dense":
+        return _dense(problem, i, trace, grads, params, x[k], dx[k], step.grads, k)
+    return []
+
+
+def _routing(
+    spec: LayerSpec, trace: Trace, grads: Gradients, params: dict, i: int, k: int
+) -> Routing:
+    g = spec.layer.geometry
+    delta = grads.deltas[i]
+    x_shape = trace.activations[i].shape
+    c, ho, wo = spec.out_shape
+    h, w = spec.in_shape[1:]
+    rule = "each window passes its whole gradient to its maximum; its other inputs get 0"
+    routing = Routing(rule, ties=getattr(type(spec.layer), "kinks", ""), windows=c * ho * wo)
+    if routing.windows > MAX_WINDOWS:
+        return routing
+    output = trace.activations[i + 1][k]
+    for ch in range(c):
+        for a in range(ho):
+            for b in range(wo):
+                probe = np.zeros_like(delta)
+                probe[k, ch, a, b] = 1.0
+                dx, _ = layer_backward(spec, probe, trace.caches[i], params[spec.name], x_shape)
+                hit = np.argwhere(dx[k, ch] != 0)
+                source = (int(hit[0][0]), int(hit[0][1])) if len(hit) == 1 else None
+                r0, c0 = a * g.sh - g.ph, b * g.sw - g.pw
+                routing.routes.append(
+                    Route(
+                        channel=ch,
+                        window=(a, b),
+                        rows=(max(r0, 0), min(r0 + g.kh, h) - 1),
+                        cols=(max(c0, 0), min(c0 + g.kw, w) - 1),
+                        source=source,
+                        maximum=float(output[ch, a, b]),
+                        grad=float(delta[k, ch, a, b]),
+                    )
+                )
+    return routing
+
+
+def _index(*ix: int) -> str:
+    return "[" + ",".join(str(v) for v in ix) + "]"
+
+
+def _sum(target: str, products: list[tuple[Factor, ...]], value: np.generic | float) -> Sum:
+    """A Sum of the given products (zeros dropped, at most MAX_TERMS listed).
+
+    value: the layer's backward result, whose dtype bounds how far it may round away
+    from the exact sum: a few units in the last place per term, relative to sum |term|.
+    """
+    values = [math.prod(f.value for f in t) for t in products]
+    nonzero = [t for t, v in zip(products, values, strict=True) if v != 0]
+    dtype = value.dtype if isinstance(value, np.generic) else np.dtype(np.float64)
+    eps = float(np.finfo(dtype).eps) if np.issubdtype(dtype, np.floating) else 0.0
+    scale = math.fsum(abs(v) for v in values)
+    return Sum(
+        target=target,
+        terms=nonzero[:MAX_TERMS],
+        total=float(math.fsum(values)),
+        value=float(value),
+        omitted=max(len(nonzero) - MAX_TERMS, 0),
+        count=len(products),
+        slack=4 * (len(values) + 1) * eps * scale + np.finfo(np.float64).tiny,
+    )
+
+
+def _sizes(*pairs: tuple[str, int]) -> str:
+    return " ".join(f"sum_{{{v}<{n}}}" for v, n in pairs)
+
+
+def _conv(
+    spec: LayerSpec, o: np.ndarray, d: np.ndarray, do: np.ndarray, own: dict[str, np.ndarray]
+) -> list[Detail]:
+    """conv2d of one example: o (C, H, W) its input, d (O, Ho, Wo) its delta, do its dx."""
+    g = spec.layer.geometry
+    n_out, ho, wo = d.shape
+    n_in, h, w = o.shape
+    simple = n_out == 1 and n_in == 1
+    row = f"{g.sh}i+m" if g.sh != 1 else "i+m"
+    col = f"{g.sw}j+n" if g.sw != 1 else "j+n"
+    ranges = _sizes(("i", ho), ("j", wo))
+    legend = "o = the layer's input, d = its delta dE/d(output)"
+    if g.ph or g.pw:
+        legend += f", o zero-padded by ({g.ph}, {g.pw}) (padding adds nothing)"
+    if simple:
+        formula = f"dE/dw[m,n] = {ranges} d[i,j] * o[{row}, {col}]"
+    else:
+        formula = f"dE/dw[k,c,m,n] = {ranges} d[k,i,j] * o[c, {row}, {col}]"
+    formula += f"   for m < {g.kh}, n < {g.kw}"
+    opad = np.pad(o, ((0, 0), (g.ph, g.ph), (g.pw, g.pw)))
+
+    def o_label(c: int, r: int, s: int) -> str:
+        rr, ss = r - g.ph, s - g.pw
+        return f"o{_index(rr, ss)}" if simple else f"o{_index(c, rr, ss)}"
+
+    def d_label(kk: int, i: int, j: int) -> str:
+        return f"d{_index(i, j)}" if simple else f"d{_index(kk, i, j)}"
+
+    def w_label(kk: int, c: int, m: int, n: int) -> str:
+        return f"w{_index(m, n)}" if simple else f"w{_index(kk, c, m, n)}"
+
+    kernel = Accumulation(
+        "kernel gradient: every output position adds its contribution (shared weights)",
+        formula,
+        legend,
+        entries=n_out * n_in * g.kh * g.kw,
+    )
+    dw = own["weight"].reshape(n_out, n_in, g.kh, g.kw)
+    if kernel.entries <= MAX_SUMS:
+        for kk, c, m, n in np.ndindex(n_out, n_in, g.kh, g.kw):
+            products = [
+                (
+                    Factor(d_label(kk, i, j), float(d[kk, i, j])),
+                    Factor(
+                        o_label(c, i * g.sh + m, j * g.sw + n),
+                        float(opad[c, i * g.sh + m, j * g.sw + n]),
+                    ),
+                )
+                for i in range(ho)
+                for j in range(wo)
+            ]
+            target = f"dE/dw{_index(m, n)}" if simple else f"dE/dw{_index(kk, c, m, n)}"
+            kernel.sums.append(_sum(target, products, dw[kk, c, m, n]))
+    details: list[Detail] = [kernel]
+    if "bias" in own:
+        bias = Accumulation(
+            "bias gradient: the sum of the delta over the output positions",
+            f"dE/db[k] = {ranges} d[k,i,j]",
+            entries=n_out,
+        )
+        if n_out <= MAX_SUMS:
+            for kk in range(n_out):
+                products = [
+                    (Factor(d_label(kk, i, j), float(d[kk, i, j])),) for i, j in np.ndindex(ho, wo)
+                ]
+                bias.sums.append(_sum(f"dE/db{_index(kk)}", products, own["bias"].reshape(-1)[kk]))
+        details.append(bias)
+    details.append(_conv_input(spec, d, do, d_label, w_label, o_label, simple))
+    return details
+
+
+def _conv_input(spec, d, do, d_label, w_label, o_label, simple) -> Accumulation:
+    """Each input pixel gets the SUM over every output that read it of d * w."""
+    g = spec.layer.geometry
+    weight = spec.params["weight"]
+    n_out, ho, wo = d.shape
+    n_in, h, w = do.shape
+    step_r = f"{g.sh}i" if g.sh != 1 else "i"
+    step_c = f"{g.sw}j" if g.sw != 1 else "j"
+    if simple:
+        formula = f"dE/do[r,s] = sum over (i,j) d[i,j] * w[r-{step_r}, s-{step_c}]"
+    else:
+        formula = f"dE/do[c,r,s] = sum over (k,i,j) d[k,i,j] * w[k, c, r-{step_r}, s-{step_c}]"
+    formula += f"   (outputs whose {g.kh}x{g.kw} window covers it; none: 0)"
+    acc = Accumulation(
+        "input gradient: a pixel read by several outputs gets the SUM of their gradients",
+        formula,
+        entries=n_in * h * w,
+    )
+    if acc.entries > MAX_SUMS:
+        return acc
+    for c, r, s in np.ndindex(n_in, h, w):
+        rp, sp = r + g.ph, s + g.pw
+        products = []
+        for kk, i, j in np.ndindex(n_out, ho, wo):
+            m, n = rp - i * g.sh, sp - j * g.sw
+            if 0 <= m < g.kh and 0 <= n < g.kw:
+                products.append(
+                    (
+                        Factor(d_label(kk, i, j), float(d[kk, i, j])),
+                        Factor(w_label(kk, c, m, n), float(weight[kk, c, m, n])),
+                    )
+                )
+        target = f"dE/d{o_label(c, rp, sp)}"
+        acc.sums.append(_sum(target, products, do[c, r, s]))
+    return acc
+
+
+def _dense(
+    problem: Problem,
+    i: int,
+    trace: Trace,
+    grads: Gradients,
+    params: dict,
+    x: np.ndarray,
+    dx: np.ndarray,
+    own: dict[str, np.ndarray],
+    k: int,
+) -> list[Detail]:
+    """dense of one example: x (F,) its input, dx (F,) its input's delta."""
+    spec = problem.layers[i]
+    weight = spec.params["weight"]  # (O, F)
+    n_out, n_in = weight.shape
+    delta = grads.deltas[i][k]
+    after = problem.layers[i + 1] if i + 1 < len(problem.layers) else None
+    if after is not None and builtin_kind(after.layer) in ACTIVATIONS:
+        ones = np.ones_like(grads.deltas[i + 1])
+        fp, _ = layer_backward(
+            after, ones, trace.caches[i + 1], params[after.name], trace.activations[i + 1].shape
+        )
+        upstream, fprime = grads.deltas[i + 1][k], fp[k]
+        formula = f"grad(P_j) = sum_{{i<{n_out}}} grad(FC_i) * f'(z_i) * W[i,j]"
+        legend = (
+            f"P = the input of {spec.name}, z = its output, FC = f(z) the output of "
+            f"{after.name} ({after.type}), grad = dE/d"
+        )
+    else:
+        upstream, fprime = delta, None
+        formula = f"grad(P_j) = sum_{{i<{n_out}}} grad(FC_i) * W[i,j]"
+        legend = (
+            f"P = the input of {spec.name}, FC = its output, grad = dE/d; "
+            "no activation follows, so f' = 1"
+        )
+    inputs = Accumulation(
+        "input gradient: every input gets a different sum, because W differs",
+        formula + f"   for j < {n_in}",
+        legend,
+        entries=n_in,
+    )
+    if n_in <= MAX_SUMS:
+        for j in range(n_in):
+            products = []
+            for o in range(n_out):
+                factors = [Factor(f"grad(FC_{o})", float(upstream[o]))]
+                if fprime is not None:
+                    factors.append(Factor(f"f'(z_{o})", float(fprime[o])))
+                factors.append(Factor(f"W[{o},{j}]", float(weight[o, j])))
+                products.append(tuple(factors))
+            inputs.sums.append(_sum(f"grad(P_{j})", products, dx[j]))
+    weights = Accumulation(
+        "weight gradient: the outer product of the delta and the input",
+        "dE/dW[i,j] = d[i] * x[j]   (d = the delta of " + spec.name + ", x = its input)",
+        entries=weight.size,
+    )
+    if weight.size <= MAX_SUMS:
+        dw = own["weight"].reshape(n_out, n_in)
+        for o, j in np.ndindex(n_out, n_in):
+            products = [(Factor(f"d[{o}]", float(delta[o])), Factor(f"x[{j}]", float(x[j])))]
+            weights.sums.append(_sum(f"dE/dW[{o},{j}]", products, dw[o, j]))
+    details: list[Detail] = [inputs, weights]
+    if "bias" in own:
+        details.append(Note("bias gradient: dE/db[i] = d[i], the delta itself"))
+    return details
+
+
+def tensor_stats(a: np.ndarray) -> dict[str, Any]:
+    """Shape, min, max, mean and 2-norm of an array (for tensors too big to print)."""
+    a = np.asarray(a, dtype=np.float64)
+    return {
+        "shape": tuple(a.shape),
+        "min": float(a.min()),
+        "max": float(a.max()),
+        "mean": float(a.mean()),
+        "norm": float(np.linalg.norm(a.reshape(-1))),
+    }
