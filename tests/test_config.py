@@ -471,7 +471,7 @@ def test_problem_from_dict_accepts_numpy_and_has_no_lines(tmp_path):
         ),
         (
             DENSE.replace("input: [1.0, 2.0, 3.0]", "input: {shape: [1, 0]}"),
-            "input",
+            "input.shape",
             1,
             ["positive integers"],
         ),
@@ -783,14 +783,14 @@ def test_array_file_errors(tmp_path):
         loss: {type: mse, target: [0, 0]}
         """,
     )
-    assert_issue(issues, "input", 1, "file not found", str(tmp_path / "missing.npy"))
-    assert_issue(issues, "layers[0].weight", 3, "no array 'conv'", "did you mean 'conv1'")
-    assert_issue(issues, "layers[1].weight", 4, "holds 2 arrays", "conv1, fc")
-    assert_issue(issues, "layers[2].weight", 5, "pickled", "never loaded")
+    assert_issue(issues, "input.file", 1, "file not found", str(tmp_path / "missing.npy"))
+    assert_issue(issues, "layers[0].weight.key", 3, "no array 'conv'", "did you mean 'conv1'")
+    assert_issue(issues, "layers[1].weight.file", 4, "holds 2 arrays", "conv1, fc")
+    assert_issue(issues, "layers[2].weight.file", 5, "pickled", "never loaded")
     assert_issue(issues, "layers[3].weight", 6, "NaN or Inf", "[1, 0]")
-    assert_issue(issues, "layers[4].weight", 7, "could not read bad.npy")
-    assert_issue(issues, "layers[5].weight", 8, "dtype <U1", "real numbers")
-    assert_issue(issues, "layers[6].weight", 9, "file not found")
+    assert_issue(issues, "layers[4].weight.file", 7, "could not read bad.npy")
+    assert_issue(issues, "layers[5].weight.file", 8, "dtype <U1", "real numbers")
+    assert_issue(issues, "layers[6].weight.file", 9, "file not found")
 
 
 def test_batched_loss_target_must_carry_the_batch_axis(tmp_path):
@@ -921,7 +921,6 @@ def test_conveniences_and_warnings(tmp_path):
         layers:
           - {type: conv2d, name: c, kernel_size: 2, out_channels: 1, bias: 0.5}
         loss: {type: upstream, grad: [[1, 0], [0, 1]]}
-        check: {only: [nope.*]}
         expect:
           c.bias.grad: 2
           c.output: [[0, 0], [0, 0]]
@@ -929,7 +928,15 @@ def test_conveniences_and_warnings(tmp_path):
     )
     assert p.layers[0].params["bias"].shape == (1,) and p.layers[0].user_shapes["bias"] == ()
     assert p.loss.target.shape == (1, 1, 2, 2)
-    assert any("'nope.*' matches no tensor" in w for w in p.warnings)
+
+
+def test_check_only_that_matches_nothing_is_an_issue(tmp_path):
+    """It would check nothing and pass, as --only and the Python API refuse it too."""
+    issues = issues_of(tmp_path, DENSE + "check:\n  only: [nope.*, fc]\n")
+    assert [i.path for i in issues] == ["check.only", "check.only"]
+    assert all(i.line == 6 for i in issues)
+    assert "'nope.*' matches no tensor" in issues[0].message and "input" in issues[0].message
+    assert "did you mean 'fc.*'?" in issues[1].message
 
 
 def test_problem_from_dict_resolves_files_against_base_dir(tmp_path):

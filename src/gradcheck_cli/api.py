@@ -60,6 +60,8 @@ def apply_options(settings: CheckSettings, **options: Any) -> CheckSettings:
         only = o["only"]
         changes["only"] = (only,) if isinstance(only, str) else tuple(only)
     if "seed" in o:
+        if isinstance(o["seed"], bool) or int(o["seed"]) < 0:
+            raise UsageError(f"--seed must be a non-negative integer, got {o['seed']!r}")
         changes["seed"] = int(o["seed"])
     if "strict_kinks" in o:
         changes["strict_kinks"] = bool(o["strict_kinks"])
@@ -95,18 +97,18 @@ _UNITS = {
 
 def parse_size(value: Any) -> int:
     """Bytes from 1073741824, "512MiB", "1GiB", "2GB" (UsageError otherwise)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        size = int(value)
-    else:
-        text = str(value).strip().lower().replace(" ", "")
-        number = text.rstrip("kmgib")
-        unit = text[len(number) :]
-        try:
+    try:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            size = int(value)
+        else:
+            text = str(value).strip().lower().replace(" ", "")
+            number = text.rstrip("kmgib")
+            unit = text[len(number) :]
             size = int(float(number) * _UNITS[unit])
-        except (ValueError, KeyError):
-            raise UsageError(
-                f"--max-memory must be a size like 512MiB or 1GiB, got {value!r}"
-            ) from None
+    except (ValueError, KeyError, OverflowError):  # "lots", "nan", "inf", "1e400"
+        raise UsageError(
+            f"--max-memory must be a size like 512MiB or 1GiB, got {value!r}"
+        ) from None
     if size <= 0:
         raise UsageError(f"--max-memory must be positive, got {value!r}")
     return size

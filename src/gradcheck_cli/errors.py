@@ -4,6 +4,7 @@ ConfigError (exit 2): the config or command line is invalid; carries every issue
 PluginError (exit 2): a layer broke the protocol (wrong gradient shape, missing key,
     exception in forward or backward), reported against the layer by name.
 NumericalError (exit 3): NaN/Inf in a forward pass, the loss or a gradient.
+TooLargeError (exit 2): the check would not fit in memory; refused before it starts.
 """
 
 from __future__ import annotations
@@ -50,12 +51,25 @@ class UsageError(GradcheckError):
     exit_code = 2
 
 
+class TooLargeError(UsageError):
+    """The check would not fit in memory (exit 2): refused before any work is done,
+    with the estimate and the options that would make it fit."""
+
+
 class PluginError(GradcheckError):
     exit_code = 2
 
     def __init__(self, layer: str, message: str):
         self.layer = layer
+        self.message = message
         super().__init__(f"layer {layer!r}: {message}")
+
+    def locate(self, file: str, line: int | None, path: str) -> PluginError:
+        """Name where the layer is written: ``net.yaml:7: layers[1]: layer 'act': ...``."""
+        where = file if line is None else f"{file}:{line}"
+        where = f"{where}: {path}" if path else where
+        self.args = (f"{where}: layer {self.layer!r}: {self.message}",)
+        return self
 
 
 class NumericalError(GradcheckError):

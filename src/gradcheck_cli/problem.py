@@ -112,6 +112,15 @@ class Problem:
     def batch_size(self) -> int:
         return int(self.x.shape[0])
 
+    def where(self, layer: str) -> tuple[int | None, str]:
+        """(line, key path) of the layer named ``layer`` (``"loss"``: the loss block)."""
+        if layer == "loss":
+            return self.loss.line, "loss"
+        for k, spec in enumerate(self.layers):
+            if spec.name == layer:
+                return spec.line, f"layers[{k}]"
+        return None, ""
+
     def tensor_names(self) -> list[str]:
         """Every checkable tensor: ``input`` first, then ``<layer>.<param>`` in order."""
         names = ["input"]

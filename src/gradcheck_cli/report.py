@@ -38,7 +38,8 @@ class TensorCheck:
     localised: bool = False  # fast mode: element-wise check run after a failed direction
     diagnosis: str | None = None
     consequence_of: str | None = None  # name of the blamed layer this failure follows from
-    taylor_order: float | None = None
+    taylor_order: float | None = None  # --method taylor: observed order (None: exact)
+    taylor_passed: bool | None = None  # --method taylor: the verdict, which ``passed`` returns
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -59,6 +60,8 @@ class TensorCheck:
 
     @property
     def passed(self) -> bool:
+        if self.taylor_passed is not None:
+            return self.taylor_passed
         return self.failed == 0
 
     @property
@@ -94,6 +97,9 @@ class LayerVerdict:
     checked: int = 0
     #: per tensor of the isolated layer ("input" = its dx): True when every element passed
     tensors_ok: dict[str, bool] = field(default_factory=dict)
+    #: random directions it was checked along (engine/fast.py); 0 = element-wise only.
+    #: A layer with directions > 0 and checked == 0 passed on its directions alone.
+    directions: int = 0
 
 
 @dataclass
@@ -183,6 +189,7 @@ def report_to_dict(r: Report) -> dict[str, Any]:
                 "diagnosis": c.diagnosis,
                 "consequence_of": c.consequence_of,
                 "taylor_order": c.taylor_order,
+                "taylor_passed": c.taylor_passed,
                 "analytic": to_jsonable(c.analytic),
                 "numeric": to_jsonable(np.where(c.checked_mask, c.numeric, np.nan)),
             }
@@ -207,6 +214,7 @@ def report_to_dict(r: Report) -> dict[str, Any]:
                 "max_rel_error": v.max_rel_error,
                 "kinks": v.kinks,
                 "checked": v.checked,
+                "directions": v.directions,
             }
             for v in r.layers
         ],

@@ -54,7 +54,10 @@ def check_writable(path: str, *, option: str, protect: tuple[str, ...] = ()) -> 
     if path == "-":
         return
     target = Path(path)
-    resolved = target.resolve()
+    try:
+        resolved = target.resolve()
+    except (OSError, RuntimeError):  # a symbolic link that points to itself
+        raise UsageError(f"{option} {path}: cannot be resolved (a symbolic link loop?)") from None
     if any(resolved == Path(p).resolve() for p in protect):
         raise UsageError(
             f"{option} {path}: refusing to overwrite an input of this check "

@@ -132,7 +132,7 @@ def check_options(f: F) -> F:
         ),
         click.option(
             "--seed",
-            type=int,
+            type=click.IntRange(min=0),
             help="Seed for everything random: values the config leaves out, sampling, directions.",
         ),
         click.option(

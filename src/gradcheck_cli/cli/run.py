@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 import time
@@ -77,7 +78,8 @@ def command(
     outputs = [(f, p) for f, p in ((Format.JSON, json_path), (Format.JUNIT, junit_path)) if p]
     _check_outputs(outputs, config)
 
-    problem = _load_problem(config, seed=overrides.get("seed"))
+    with _stdout_guard(outputs):  # plugins import here
+        problem = _load_problem(config, seed=overrides.get("seed"))
     for fmt, path in outputs:  # never overwrite an array or plugin the config read
         check_writable(path, option=f"--{fmt.value}", protect=(config, *problem.sources))
     settings = apply_check_options(problem.settings, **overrides)
@@ -88,7 +90,7 @@ def command(
     err = make_console(sys.stderr, no_color=no_color)
     to_stdout = any(p == "-" for _, p in outputs)
     out = err if to_stdout else make_console(sys.stdout, no_color=no_color)
-    with LazyProgress(err, enabled=_isatty(sys.stderr)) as progress:
+    with LazyProgress(err, enabled=_isatty(sys.stderr)) as progress, _stdout_guard(outputs):
         report = _run_check(problem, progress)
 
     for fmt, path in outputs:
@@ -112,10 +114,21 @@ def _check_outputs(outputs: list[tuple[Any, str]], config: str) -> None:
         check_writable(path, option=f"--{fmt.value}", protect=(config,))
 
 
+def _stdout_guard(outputs: list[tuple[Any, str]]) -> contextlib.AbstractContextManager:
+    """With a report on stdout (``--json -``), what user code prints (a plugin's debug
+    print in forward) goes to stderr, so that stdout stays one clean document."""
+    if any(p == "-" for _, p in outputs):
+        return contextlib.redirect_stdout(sys.stderr)
+    return contextlib.nullcontext()
+
+
 def _same(a: str, b: str) -> bool:
     from pathlib import Path
 
-    return "-" not in (a, b) and Path(a).resolve() == Path(b).resolve()
+    try:
+        return "-" not in (a, b) and Path(a).resolve() == Path(b).resolve()
+    except (OSError, RuntimeError):  # a symbolic link loop: check_writable says so
+        return False
 
 
 def _load_problem(path: str, seed: int | None = None) -> Problem:
@@ -126,14 +139,20 @@ def _load_problem(path: str, seed: int | None = None) -> Problem:
 
 
 def _run_check(problem: Problem, progress: LazyProgress) -> Report:
-    """The engine's report; after Ctrl-C, the partial report marked ``interrupted``."""
+    """The engine's report; after Ctrl-C, the partial report marked ``interrupted``.
+
+    A plugin's protocol error (exit 2) is located: the config file, line and key path
+    of the layer it names."""
     from ..engine import CheckInterrupted, run_check
+    from ..errors import PluginError
 
     try:
         return run_check(problem, progress=progress)
     except CheckInterrupted as e:
         e.report.interrupted = True
         return e.report
+    except PluginError as e:
+        raise e.locate(problem.path, *problem.where(e.layer)) from e
 
 
 def _isatty(stream: Any) -> bool:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .context import Context, as_int, as_number, join
+from .context import Context, as_int, as_number, join, resolve
 from .suggest import did_you_mean, show
 from .yamlload import line_of
 
@@ -22,6 +22,9 @@ FORMS = "a number, a nested list, {file: x.npy} or {file: w.npz, key: name}"
 INPUT_FORMS = "a nested list, {file: ...} or {shape: [...]}"
 #: A random input larger than this is surely a typo (and would not fit a numeric check).
 MAX_RANDOM_SIZE = 10**8
+#: More numbers than this written in the YAML itself (or made by nested aliases) are
+#: refused: such arrays belong in .npy files.
+MAX_LITERAL_SIZE = 10**6
 
 
 @dataclass
@@ -33,10 +36,13 @@ class ArrayValue:
 
 
 class _Bad(Exception):
-    def __init__(self, line: int | None, message: str):
+    """One issue; ``path`` (when given) is more precise than the array's own path."""
+
+    def __init__(self, line: int | None, message: str, path: str | None = None):
         super().__init__(message)
         self.line = line
         self.message = message
+        self.path = path
 
 
 def read_array(
@@ -53,7 +59,7 @@ def read_array(
             return _from_mapping(value, path, line, ctx, rng)
         return ArrayValue(_finish(_literal(value, path, line), path, line, ctx))
     except _Bad as bad:
-        ctx.add(path, bad.line, bad.message)
+        ctx.add(bad.path or path, bad.line, bad.message)
         return None
     except RecursionError:
         ctx.add(path, line, "is nested too deeply to be an array")
@@ -97,14 +103,18 @@ def _from_mapping(
     source = sources[0]
     sub = join(path, source)
     sub_line = line_of(spec, source)
-    if source == "value":
-        if isinstance(spec["value"], dict):
-            raise _Bad(sub_line, "value must be a number or a nested list, not a mapping")
-        array = _literal(spec["value"], sub, sub_line)
-    elif source == "file":
-        array = _load_file(spec, sub, sub_line, ctx)
-    else:
-        array = _random(spec["shape"], sub_line, rng)
+    try:
+        if source == "value":
+            if isinstance(spec["value"], dict):
+                raise _Bad(sub_line, "value must be a number or a nested list, not a mapping")
+            array = _literal(spec["value"], sub, sub_line)
+        elif source == "file":
+            array = _load_file(spec, sub, sub_line, ctx)
+        else:
+            array = _random(spec["shape"], sub_line, rng)
+    except _Bad as bad:
+        bad.path = bad.path or sub  # e.g. input.shape, layers[0].weight.file
+        raise
     return ArrayValue(_finish(array, path, line, ctx), batched)
 
 
@@ -127,20 +137,27 @@ def _load_file(spec: dict, path: str, line: int | None, ctx: Context) -> np.ndar
         raise _Bad(line, f"file must be a path like weights.npy, got {show(name)}")
     key = spec.get("key")
     key_line = line_of(spec, "key")
+    key_path = join(path.rpartition(".")[0], "key")  # path is <array>.file
     if key is not None and not isinstance(key, str):
-        raise _Bad(key_line, f"key must be the name of an array in the .npz, got {show(key)}")
-    resolved = (ctx.base_dir / name).resolve()
+        raise _Bad(
+            key_line, f"key must be the name of an array in the .npz, got {show(key)}", key_path
+        )
+    resolved = resolve(ctx.base_dir / name)
     ctx.sources.append(resolved)
     try:
         with open(resolved, "rb") as handle:
             magic = handle.read(6)
             handle.seek(0)
             if magic.startswith(b"PK"):
-                return _from_npz(handle, name, key, line, key_line)
+                return _from_npz(handle, name, key, line, key_line, key_path)
             if key is not None:
                 raise _Bad(
-                    key_line, f"key {key!r} only applies to .npz files; {name} is a .npy file"
+                    key_line,
+                    f"key {key!r} only applies to .npz files; {name} is a .npy file",
+                    key_path,
                 )
+            if not magic.startswith(b"\x93NUMPY"):
+                raise _Bad(line, _not_numpy(name, magic))
             loaded = np.load(handle, allow_pickle=False)
     except _Bad:
         raise
@@ -163,16 +180,36 @@ def _load_file(spec: dict, path: str, line: int | None, ctx: Context) -> np.ndar
     return _numeric(loaded, name, line)
 
 
-def _from_npz(handle: Any, name: str, key: str | None, line: int | None, key_line: int | None):
+def _not_numpy(name: str, magic: bytes) -> str:
+    """Why a file that is neither .npy nor .npz cannot be read (without reading it)."""
+    if not magic:
+        return f"{name} is empty; save an array with np.save(path, array)"
+    what = "a pickle" if magic.startswith(b"\x80") else "not a .npy or .npz file"
+    return (
+        f"{name} is {what} (it does not start with NumPy's file header); save arrays with "
+        "np.save(path, array) or np.savez(path, name=array), or write them in the YAML"
+    )
+
+
+def _from_npz(
+    handle: Any,
+    name: str,
+    key: str | None,
+    line: int | None,
+    key_line: int | None,
+    key_path: str,
+):
     try:
         with np.load(handle, allow_pickle=False) as npz:
             keys = list(npz.files)
             if key is None:
+                if not keys:
+                    raise _Bad(line, f"{name} holds no arrays")
                 if len(keys) != 1:
                     raise _Bad(
                         line,
                         f"{name} holds {len(keys)} arrays; pick one with key: "
-                        f"(one of {', '.join(keys) or 'none'})",
+                        f"(one of {', '.join(keys)})",
                     )
                 key = keys[0]
             elif key not in keys:
@@ -180,6 +217,7 @@ def _from_npz(handle: Any, name: str, key: str | None, line: int | None, key_lin
                     key_line,
                     f"{name} has no array {key!r}"
                     + did_you_mean(key, keys, listing="its arrays are"),
+                    key_path,
                 )
             return _numeric(npz[key], f"{name}[{key}]", line)
     except _Bad:
@@ -202,6 +240,8 @@ def _numeric(array: Any, name: str, line: int | None) -> np.ndarray:
         raise _Bad(
             line, f"{name} has dtype {array.dtype}; it must hold real numbers (int or float)"
         )
+    if array.size == 0:
+        raise _Bad(line, f"{name} is empty (shape {list(array.shape)}); it must hold numbers")
     return array
 
 
@@ -249,6 +289,12 @@ def _walk(
         raise _Bad(line, f"{subject}must be a number, got {show(value)}; arrays are {FORMS}")
     if not math.isfinite(number):
         raise _Bad(line, f"{subject}is {show(value)}; only finite numbers can be checked")
+    if len(flat) >= MAX_LITERAL_SIZE:
+        raise _Bad(
+            line,
+            f"holds more than {MAX_LITERAL_SIZE:,} numbers; save large arrays with "
+            "np.save and write {file: array.npy}",
+        )
     flat.append(number)
     return ()
 

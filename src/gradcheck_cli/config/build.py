@@ -22,9 +22,9 @@ from .arrays import INPUT_FORMS, ArrayValue, read_array
 from .context import Context, as_int, join
 from .fields import BadValue, coerce, describe, signature_of
 from .plugins import load_plugins
-from .settings import check_settings, expectations, input_grad_shapes, warn_unmatched_only
+from .settings import check_only_matches, check_settings, expectations, input_grad_shapes
 from .stack import IMAGE_LAYERS, build_layers, first_layer_type, infer_shapes, layer_items
-from .suggest import did_you_mean, show
+from .suggest import closest, did_you_mean, show
 from .yamlload import line_of
 
 TOP_KEYS = ("name", "seed", "dtype", "plugins", "input", "layers", "loss", "check", "expect")
@@ -39,6 +39,7 @@ def build_problem(doc: dict, ctx: Context, default_name: str) -> Problem:
     """Validate ``doc``; raise ConfigError with every issue found."""
     for key in doc:
         if key not in TOP_KEYS:
+            ctx.suggested.add(closest(key, TOP_KEYS) or "")
             ctx.add(
                 str(key),
                 line_of(doc, key),
@@ -67,6 +68,9 @@ def build_problem(doc: dict, ctx: Context, default_name: str) -> Problem:
     )
     if ctx.issues:
         raise ConfigError(ctx.issues)
+    if x is None or loss is None or out_shape is None or len(specs) != len(drafts):
+        # every step that gives up records why; reaching here is a bug (exit 4)
+        raise RuntimeError("the config loader stopped without reporting an issue")
     problem = Problem(
         path=ctx.file,
         name=name,
@@ -84,7 +88,9 @@ def build_problem(doc: dict, ctx: Context, default_name: str) -> Problem:
         warnings=warnings,
         sources=tuple(str(p) for p in ctx.sources),
     )
-    warn_unmatched_only(settings, problem.tensor_names(), problem.warnings)
+    check_only_matches(doc, settings, problem.tensor_names(), ctx)
+    if ctx.issues:
+        raise ConfigError(ctx.issues)
     return problem
 
 
@@ -99,8 +105,11 @@ def _name(doc: dict, ctx: Context, default: str) -> str:
 
 
 def _seed(doc: dict, ctx: Context) -> int:
-    if ctx.seed is not None:
+    if ctx.seed is not None and ctx.seed >= 0:
         return ctx.seed
+    if ctx.seed is not None:  # from the command line or the Python API
+        ctx.add("seed", None, f"--seed must be a non-negative integer, got {ctx.seed}")
+        return 0
     value = doc.get("seed", 0)
     seed = as_int(value) if not isinstance(value, bool) else None
     if seed is None or seed < 0:
@@ -123,7 +132,7 @@ def _input(
 ) -> tuple[np.ndarray | None, bool, tuple[int, ...]]:
     """(x: (N, *in_shape), batched, the input's shape as written)."""
     if "input" not in doc:
-        ctx.add("input", line_of(doc), f"input is required ({INPUT_FORMS})")
+        ctx.missing("input", line_of(doc), f"input is required ({INPUT_FORMS})")
         return None, False, ()
     line = line_of(doc, "input")
     parsed = read_array(doc["input"], "input", line, ctx, rng=np.random.default_rng(seed))
@@ -153,7 +162,7 @@ def _loss(
 ) -> LossSpec | None:
     block = doc.get("loss")
     if block is None:
-        ctx.add(
+        ctx.missing(
             "loss",
             line_of(doc, "loss") or line_of(doc),
             "loss is required, e.g. {type: mse, target: [...]} or {type: upstream, grad: [...]}",
@@ -178,9 +187,11 @@ def _loss(
         )
     target_name = cls.target_name
     target = None
+    if target_name is not None and any(closest(k, [target_name]) for k in block if k != "type"):
+        ctx.suggested.add(join("loss", target_name))  # the unknown-key issue says it
     if target_name is not None:
         if target_name not in block:
-            ctx.add(
+            ctx.missing(
                 join("loss", target_name), line, f"missing: {kind} needs {target_name} (an array)"
             )
         else:

@@ -23,9 +23,26 @@ class Context:
     #: every file the config made us read (arrays, plugins), so reports never overwrite them
     sources: list[Path] = field(default_factory=list)
     issues: list[ConfigIssue] = field(default_factory=list)
+    #: Key paths that a "did you mean" already points at (``layer:`` -> ``layers``):
+    #: saying that they are missing too would only repeat it.
+    suggested: set[str] = field(default_factory=set)
 
     def add(self, path: str, line: int | None, message: str) -> None:
         self.issues.append(ConfigIssue(self.file, line, path, message))
+
+    def missing(self, path: str, line: int | None, message: str) -> None:
+        """Report a required key that is absent, unless a near miss was reported."""
+        if path not in self.suggested:
+            self.add(path, line, message)
+
+
+def resolve(path: Path) -> Path:
+    """``path.resolve()``, or the absolute path when it cannot be resolved (a symlink
+    loop): opening it then fails with an OSError that the caller reports."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return path.absolute()
 
 
 def join(path: str, key: object) -> str:

@@ -3,7 +3,8 @@
 An entry ending in ``.py`` or containing ``/`` is a file relative to the config's folder,
 imported under a fresh module name (its folder is on ``sys.path`` only while it imports,
 so it can import its siblings); any other entry is a module name for ``import_module``.
-While a plugin imports, the registry records it as the origin of what it registers.
+While a plugin imports, the registry records it as the origin of what it registers, and
+Python writes no bytecode (no ``__pycache__`` appears beside the user's files).
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ import os
 import re
 import sys
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from .. import protocol
-from .context import Context, join
+from .context import Context, join, resolve
 from .suggest import show
 from .yamlload import line_of
 
@@ -73,7 +75,7 @@ def _load_one(entry: str, ctx: Context) -> str | None:
     before = _snapshot()
     origin_before = protocol._current_origin[0]
     if _is_file(entry):
-        resolved = (ctx.base_dir / entry).resolve()
+        resolved = resolve(ctx.base_dir / entry)
         ctx.sources.append(resolved)
         if not resolved.is_file():
             return f"plugin file not found: {resolved} (paths are relative to the config's folder)"
@@ -145,7 +147,8 @@ def _import_file(path: Path) -> str | None:
     sys.modules[module_name] = module
     sys.path.insert(0, folder)
     try:
-        spec.loader.exec_module(module)
+        with _no_bytecode():
+            spec.loader.exec_module(module)
     except (Exception, SystemExit) as err:
         sys.modules.pop(module_name, None)
         return _describe_exception(err, str(path))
@@ -155,9 +158,21 @@ def _import_file(path: Path) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def _no_bytecode() -> Iterator[None]:
+    """Import without writing ``.pyc`` files: gradcheck writes only what it is asked to."""
+    before = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True
+    try:
+        yield
+    finally:
+        sys.dont_write_bytecode = before
+
+
 def _import_module(name: str) -> str | None:
     try:
-        importlib.import_module(name)
+        with _no_bytecode():
+            importlib.import_module(name)
     except ModuleNotFoundError as err:
         if err.name and (name == err.name or name.startswith(err.name + ".")):
             return f"no module named {err.name!r} (is it installed in this environment?)"

@@ -181,15 +181,25 @@ def _integer_setting(
         settings.seed = number
 
 
-def warn_unmatched_only(settings: CheckSettings, names: list[str], warnings: list[str]) -> None:
-    """A ``check.only`` pattern that matches no tensor checks nothing: say so."""
+def check_only_matches(doc: Any, settings: CheckSettings, names: list[str], ctx: Context) -> None:
+    """A ``check.only`` glob that matches no tensor would check nothing and pass: an issue,
+    as it is for ``--only`` and the Python API's ``only``."""
+    block = doc.get("check")
+    line = line_of(block, "only") if isinstance(block, dict) else line_of(doc, "check")
     for pattern in settings.only:
-        if not any(
-            fnmatch.fnmatchcase(n, pattern) or fnmatch.fnmatchcase(n, pattern + ".*") for n in names
-        ):
-            warnings.append(
-                f"check.only: {pattern!r} matches no tensor (tensors: {', '.join(names)})"
-            )
+        if any(fnmatch.fnmatchcase(n, pattern) for n in names):
+            continue
+        wider = pattern + ".*"
+        hint = (
+            f"; did you mean {wider!r}?"
+            if any(fnmatch.fnmatchcase(n, wider) for n in names)
+            else ""
+        )
+        ctx.add(
+            "check.only",
+            line,
+            f"{pattern!r} matches no tensor{hint} (the tensors are: {', '.join(names)})",
+        )
 
 
 def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:

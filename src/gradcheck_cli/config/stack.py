@@ -8,6 +8,7 @@ its seeded default.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +17,7 @@ import numpy as np
 from .. import protocol
 from ..problem import LayerSpec
 from ..protocol import FieldError, Layer
-from .arrays import ArrayValue, read_array
+from .arrays import MAX_RANDOM_SIZE, ArrayValue, read_array
 from .context import Context, join
 from .fields import BadValue, Signature, coerce, describe, signature_of
 from .suggest import did_you_mean, show
@@ -65,7 +66,7 @@ def first_layer_type(doc: Any) -> str | None:
 def layer_items(doc: Any, ctx: Context) -> list:
     layers = doc.get("layers")
     if layers is None:
-        ctx.add(
+        ctx.missing(
             "layers",
             line_of(doc, "layers") or line_of(doc),
             "layers is required: a list like [{type: dense, out_features: 2}, {type: relu}]",
@@ -176,10 +177,8 @@ def _construct(draft: Draft, cls: type[Layer], ctx: Context, batch_size: int) ->
     wants_batch = bool(getattr(cls, "wants_batch_size", False))
     kwargs: dict[str, Any] = {}
     ok = True
-    # required names not to call missing: a misspelt key or an unreadable weight says them
+    # required names not to call missing: the hint of a misspelt key already says them
     misspelt: set[str] = set()
-    if "weight" in item and "weight" not in draft.given:
-        misspelt.update(INFERABLE.get(draft.type or "", ()))
     for key, value in item.items():
         if key in ("type", "name"):
             continue
@@ -215,12 +214,25 @@ def _construct(draft: Draft, cls: type[Layer], ctx: Context, batch_size: int) ->
     kwargs.update(_inferred(draft, sig, kwargs))
     if wants_batch:
         kwargs["batch_size"] = batch_size
-    for name in sig.required:
-        if name not in kwargs and name not in item and name not in misspelt:
-            ann = sig.hints.get(name)
-            what = f" ({describe(ann)})" if ann is not None else ""
-            ctx.add(join(draft.path, name), draft.line, f"missing: {draft.type} needs {name}{what}")
-            ok = False
+    inferable = INFERABLE.get(draft.type or "", ())
+    missing = [n for n in sig.required if n not in kwargs and n not in item]
+    if missing:
+        ok = False
+    if "weight" in draft.given and any(n in inferable for n in missing):
+        shape = list(draft.given["weight"].array.shape)
+        ctx.add(
+            join(draft.path, "weight"),
+            line_of(item, "weight"),
+            f"a {draft.type} weight has the axes {PARAM_AXES.get((draft.type, 'weight'), '')}"
+            + (" (or (kh, kw) for one channel)" if draft.type == "conv2d" else "")
+            + f", got shape {shape}; fix it or give {' and '.join(missing)}",
+        )
+    for name in missing:
+        if name in misspelt or ("weight" in item and name in inferable):
+            continue  # the issue of the misspelt key or of the weight says it
+        ann = sig.hints.get(name)
+        what = f" ({describe(ann)})" if ann is not None else ""
+        ctx.add(join(draft.path, name), draft.line, f"missing: {draft.type} needs {name}{what}")
     if not ok:
         return
     try:
@@ -265,7 +277,7 @@ def infer_shapes(
         if in_shape is None or draft.layer is None or draft.name is None:
             return specs, None
         out_shape = _output_shape(draft, in_shape, ctx)
-        if out_shape is None:
+        if out_shape is None or not _sizes_fit(draft, in_shape, out_shape, ctx):
             return specs, None
         params, user_shapes = _params(draft, in_shape, seed, ctx)
         if params is not None:
@@ -327,6 +339,40 @@ def _output_shape(draft: Draft, in_shape: tuple[int, ...], ctx: Context) -> tupl
         )
         return None
     return shape
+
+
+def _sizes_fit(
+    draft: Draft, in_shape: tuple[int, ...], out_shape: tuple[int, ...], ctx: Context
+) -> bool:
+    """Refuse, before anything is allocated, an output or a built-in parameter so large
+    that it is surely a typo (and could never be checked element by element)."""
+    where = f"layer {draft.name!r} ({draft.type})"
+    out = math.prod(out_shape)
+    if out > MAX_RANDOM_SIZE:
+        ctx.add(
+            draft.path,
+            draft.line,
+            f"{where} would output {out:,} values per example (shape {list(out_shape)}); "
+            f"keep every activation under {MAX_RANDOM_SIZE:,} (a gradient check needs a "
+            "copy of the network per perturbed element)",
+        )
+        return False
+    field_name, size = "", 0
+    if draft.type == "dense" and out_shape:
+        field_name, size = "out_features", out_shape[0] * math.prod(in_shape)
+    elif draft.type == "conv2d" and out_shape and in_shape:
+        g = getattr(draft.layer, "geometry", None)  # a plugin may replace conv2d
+        kernel = g.kh * g.kw if g is not None else 1
+        field_name, size = "out_channels", out_shape[0] * in_shape[0] * kernel
+    if size > MAX_RANDOM_SIZE:
+        ctx.add(
+            join(draft.path, field_name),
+            line_of(draft.item, field_name) or draft.line,
+            f"{where} would have a weight of {size:,} elements; keep parameters under "
+            f"{MAX_RANDOM_SIZE:,} (each element is checked by its own forward passes)",
+        )
+        return False
+    return True
 
 
 def _params(

@@ -61,8 +61,32 @@ def line_of(container: object, key: object = None) -> int | None:
 class LineLoader(_Base):  # type: ignore[misc, valid-type]
     """``yaml.SafeLoader`` whose mappings and sequences record their lines."""
 
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        """A value that its explicit tag cannot hold (``!!int abc``, ``!!float``,
+        ``!!timestamp 2001-13-45``) is a YAML error at its line, not a crash."""
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, LookupError, TypeError, OverflowError) as err:
+            tag = str(node.tag).replace("tag:yaml.org,2002:", "!!")
+            value = node.value if isinstance(node, yaml.ScalarNode) else node.id
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{value!r} is not a valid {tag} value ({err})", node.start_mark
+            ) from None
+
+
+def _expect_node(node: yaml.Node, kind: type, what: str) -> None:
+    """``!!map 0`` or ``!!seq {}``: a tag that does not fit its node is a YAML error."""
+    if not isinstance(node, kind):
+        raise yaml.constructor.ConstructorError(
+            None,
+            None,
+            f"expected {what} after the tag {str(node.tag).replace('tag:yaml.org,2002:', '!!')}",
+            node.start_mark,
+        )
+
 
 def _construct_map(loader: LineLoader, node: yaml.MappingNode):
+    _expect_node(node, yaml.MappingNode, "a mapping")
     data = YMap()
     data.line = node.start_mark.line + 1
     yield data
@@ -91,6 +115,7 @@ def _construct_map(loader: LineLoader, node: yaml.MappingNode):
 
 
 def _construct_seq(loader: LineLoader, node: yaml.SequenceNode):
+    _expect_node(node, yaml.SequenceNode, "a sequence")
     data = YSeq()
     data.line = node.start_mark.line + 1
     data.item_lines = [child.start_mark.line + 1 for child in node.value]
@@ -111,7 +136,7 @@ def _hint(problem: str, context: str, line_text: str) -> str:
         return "; put a space after each ':' and quote values that contain ': '"
     if "single document" in context:
         return "; a config is one document (remove the extra '---')"
-    if "indentation" in problem or "block end" in problem:
+    if "indentation" in problem or "block end" in problem or "'-' indicator" in problem:
         return "; check the indentation (spaces only, the same amount for siblings)"
     return ""
 
@@ -149,7 +174,16 @@ def duplicate_issues(doc: object, file: str) -> list[ConfigIssue]:
     return issues
 
 
-def _duplicates(doc: object, path: str, file: str, issues: list[ConfigIssue]) -> None:
+def _duplicates(
+    doc: object, path: str, file: str, issues: list[ConfigIssue], seen: set[int] | None = None
+) -> None:
+    # An alias (*a) shares its node: visit each node once, or a "billion laughs"
+    # document of nested aliases would take exponential time.
+    seen = set() if seen is None else seen
+    if isinstance(doc, (YMap, YSeq)):
+        if id(doc) in seen:
+            return
+        seen.add(id(doc))
     if isinstance(doc, YMap):
         for key, line, first in doc.duplicates:
             where = f"{path}.{key}" if path else str(key)
@@ -162,10 +196,10 @@ def _duplicates(doc: object, path: str, file: str, issues: list[ConfigIssue]) ->
                 )
             )
         for key, value in doc.items():
-            _duplicates(value, f"{path}.{key}" if path else str(key), file, issues)
+            _duplicates(value, f"{path}.{key}" if path else str(key), file, issues, seen)
     elif isinstance(doc, YSeq):
         for k, item in enumerate(doc):
-            _duplicates(item, f"{path}[{k}]", file, issues)
+            _duplicates(item, f"{path}[{k}]", file, issues, seen)
 
 
 def load_yaml(text: str, file: str) -> YMap:

@@ -17,12 +17,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..problem import Mode, Problem
+from ..problem import Method, Mode, Problem
 from ..report import ExpectationResult, LayerVerdict, Report, TensorCheck
-from . import numeric
+from . import blas, budget, fast, memory, numeric
 from .compare import judge, within
+from .diagnose import diagnose
+from .kinks import JUMP_KEY, settle_compound_kinks, split_upstream
 from .network import Gradients, Trace, backward, forward, problem_params, require_finite
 from .objective import LayerObjective, LossObjective, NetworkObjective
+from .taylor import taylor_check
 
 ProgressCallback = Callable[[int, int], None]  # (elements done, elements in total)
 
@@ -91,9 +94,11 @@ def user_shape(problem: Problem, tensor: str) -> tuple[int, ...]:
     return tuple(spec.user_shapes.get(param, spec.params[param].shape))
 
 
+@blas.single_threaded  # thousands of small BLAS calls: threads cost more than they give
 def run_check(problem: Problem, progress: ProgressCallback | None = None) -> Report:
     """Check every gradient the problem describes; see the module docstring."""
     started = time.perf_counter()
+    memory.require_fits(problem)  # a check too large is refused before any work (exit 2)
     tol, notes = tolerances(problem)
     params = problem_params(problem)
     trace, grads = analytic_pass(problem, params)
@@ -102,6 +107,9 @@ def run_check(problem: Problem, progress: ProgressCallback | None = None) -> Rep
     checked, skipped = select_tensors(problem)
     rng = np.random.default_rng(problem.settings.seed)
     plan = {t: select_elements(objective.tensors()[t].size, problem, rng) for t in checked}
+    if problem.settings.mode is Mode.BUDGET and problem.settings.time_budget is not None:
+        plan, budget_note = budget.plan(problem, objective, checked, tol, rng, started)
+        notes = [*notes, budget_note]
     total = sum(len(ix) for ix in plan.values())
     done = [0]
 
@@ -119,11 +127,30 @@ def run_check(problem: Problem, progress: ProgressCallback | None = None) -> Rep
         warnings=[*problem.warnings, *notes],
     )
     try:
+        directions = np.random.default_rng([problem.settings.seed, 1])  # --method taylor
+        if problem.settings.mode is Mode.FAST and problem.settings.method is Method.CENTRAL:
+            # directions first; element-wise only for the tensors whose direction failed
+            fast_checks, fast_notes = fast.fast_checks(problem, objective, checked, tol, rng, tick)
+            report.checks.extend(fast_checks)
+            report.warnings.extend(fast_notes)
+            checked = []
         for tensor in checked:
+            if problem.settings.method is Method.TAYLOR:
+                shape = user_shape(problem, tensor)
+                report.checks.append(taylor_check(objective, tensor, shape, directions))
+                tick(len(plan[tensor]))
+                continue
             report.checks.append(check_tensor(problem, objective, tensor, plan[tensor], tol, tick))
         report.expectations = compare_expectations(problem, trace, grads)
-        report.layers = isolate_layers(problem, objective, grads, tol, rng)
+        how = isolation_mode(problem, report)
+        report.layers = isolate_layers(problem, objective, grads, tol, rng, how)
+        if how == "skip":
+            report.warnings.append(fast.ISOLATION_SKIPPED)
+        settle_compound_kinks(report, problem, tol, objective, problem.settings.max_memory)
         mark_consequences(report, problem)
+        for c in report.checks:
+            if not c.passed:
+                c.diagnosis = diagnose(c, batch_size=problem.batch_size)
     except KeyboardInterrupt:
         report.interrupted = True
         report.total_s = time.perf_counter() - started
@@ -183,9 +210,18 @@ def check_elements(
     """Element-wise verdict of one tensor of any objective: (Differences, ElementVerdict)."""
     with np.errstate(all="ignore"):
         d = numeric.differences(objective, tensor, index, tol.eps, max_memory, tick)
-    if not np.all(np.isfinite(d.f_plus)) or not np.all(np.isfinite(d.f_minus)):
-        from ..errors import NumericalError
+    from ..errors import NumericalError
 
+    stuck = (d.h_plus <= 0) | (d.h_minus <= 0) | ~np.isfinite(d.h_plus + d.h_minus)
+    if np.any(stuck):  # v + eps == v: no difference can be taken, which is not a wrong gradient
+        i = int(index[np.argmax(stuck)])
+        value = float(objective.tensors()[tensor].reshape(-1)[i])
+        raise NumericalError(
+            f"{tensor} has the value {value:g} at flat index {i}, where a step of eps="
+            f"{tol.eps:g} is lost to rounding (v + eps == v in float64), so no finite "
+            "difference can be taken; use smaller values or a larger --eps"
+        )
+    if not np.all(np.isfinite(d.f_plus)) or not np.all(np.isfinite(d.f_minus)):
         raise NumericalError(
             f"a perturbed forward pass for {tensor} gave NaN or Inf; "
             "the check cannot be carried out (try a smaller --eps)"
@@ -226,6 +262,7 @@ def check_tensor(
         abs_error=scatter(v.abs_error, np.nan),
         rel_error=scatter(v.rel_error, np.nan),
         mode=mode,
+        extra={JUMP_KEY: scatter(v.failed & v.jump, False, bool)},
     )
 
 
@@ -267,12 +304,17 @@ def isolate_layers(
     grads: Gradients,
     tol: Tolerances,
     rng: np.random.Generator,
+    how: str = "elements",
 ) -> list[LayerVerdict]:
     """Each layer's (and the loss's) own backward against its own numeric VJP.
 
     The layer is fed its real input and the real upstream delta (float64 copies), so a
     layer whose backward is right passes even when a layer above it is wrong.
+    ``directional``: random directions first, element-wise only where one fails.
     """
+    if how == "skip":
+        return []
+    judge = fast.directional_verdict if how == "directions" else judge_objective
     verdicts = []
     for k, spec in enumerate(problem.layers):
         delta = grads.deltas[k].astype(np.float64)
@@ -284,12 +326,31 @@ def isolate_layers(
         obj = LayerObjective(
             spec, x, net.params[spec.name], delta, float((y * delta).sum()), analytic
         )
-        verdicts.append(judge_objective(obj, spec.name, spec.type, problem, tol, rng))
+        verdicts.append(judge(obj, spec.name, spec.type, problem, tol, rng))
     loss_obj = LossObjective(
         problem, net.activations[-1], net.target, net.f0, {"input": grads.deltas[-1]}
     )
-    verdicts.append(judge_objective(loss_obj, "loss", problem.loss.type, problem, tol, rng))
+    verdicts.append(judge(loss_obj, "loss", problem.loss.type, problem, tol, rng))
     return verdicts
+
+
+def isolation_mode(problem: Problem, report: Report) -> str:
+    """How the per-layer isolation runs: "elements", "directions" or "skip".
+
+    Element-wise isolation costs about as much as the network check itself. It serves
+    blame, so it stays element-wise when a network tensor failed (in full and sample
+    mode), and goes direction first (engine/fast.py: element-wise only where a
+    direction disagrees) under --fast and --time-budget. When every network tensor
+    passed, full and sample mode check each layer direction first, and --fast skips the
+    isolation (``layers`` stays empty and a note says so): it would cost more than the
+    fast check itself.
+    """
+    passed = all(c.passed for c in report.checks)
+    if problem.settings.mode is Mode.FAST:
+        return "skip" if passed else "directions"
+    if problem.settings.mode is Mode.BUDGET:
+        return "directions"
+    return "directions" if passed else "elements"
 
 
 def judge_objective(
@@ -302,6 +363,8 @@ def judge_objective(
     for tensor, value in obj.tensors().items():
         index = select_elements(value.size, problem, rng)
         _, v = check_elements(obj, tensor, index, tol, problem.settings.max_memory)
+        if isinstance(obj, LayerObjective):  # ties where several kinks meet: engine/kinks.py
+            v = split_upstream(obj, tensor, index, v, tol, problem.settings.max_memory)
         per_tensor[tensor] = int(v.failed.sum()) == 0
         failed += int(v.failed.sum())
         kinks += int(v.kink.sum())
@@ -345,5 +408,6 @@ def settings_dict(problem: Problem, tol: Tolerances) -> dict:
         "seed": s.seed,
         "sample": s.sample,
         "strict_kinks": s.strict_kinks,
+        "time_budget": s.time_budget,
         "only": list(s.only),
     }

@@ -9,7 +9,8 @@ the central difference is their mean, which no valid subgradient has to equal. S
 element is a kink when it fails the central rule, its one-sided differences disagree by
 more than the tolerance, and the analytic value lies (within the tolerance) between
 them: every valid subgradient does. It then passes and is counted as a kink, unless
-``strict_kinks``. An analytic value outside the bracket fails as usual.
+``strict_kinks``. An analytic value outside the bracket fails as usual, unless several
+kinks meet at the element and every backward involved is right (engine/kinks.py).
 
 Example (max pool, tie between a and b, upstream gradient g): moving a up makes it the
 sole maximum (d+ = g); moving it down hands the maximum to b (d- = 0). Analytic g (a gets
@@ -34,6 +35,8 @@ class ElementVerdict:
     rel_error: np.ndarray
     failed: np.ndarray
     kink: np.ndarray
+    #: the one-sided differences disagree: a non-differentiable point lies within the step
+    jump: np.ndarray | None = None
 
 
 def rel_error(a: np.ndarray, n: np.ndarray) -> np.ndarray:
@@ -69,4 +72,5 @@ def judge(
         rel_error=rel_error(a, n),
         failed=failed,
         kink=kink,
+        jump=jump,
     )

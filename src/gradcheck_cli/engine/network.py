@@ -58,7 +58,7 @@ def layer_forward(spec: LayerSpec, x: np.ndarray, params: Params) -> tuple[np.nd
         out = spec.layer.forward(x, params)
     except (NumericalError, PluginError):
         raise
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a plugin's sys.exit() is its mistake too
         raise PluginError(spec.name, f"forward raised {type(exc).__name__}: {exc}") from exc
     if not (isinstance(out, tuple) and len(out) == 2):
         raise PluginError(spec.name, "forward must return a pair (y, cache)")
@@ -78,7 +78,7 @@ def loss_forward(spec: LossSpec, y: np.ndarray, target: np.ndarray | None):
     """Guarded per-example loss: y (M, *shape) -> ((M,) losses, cache)."""
     try:
         losses, cache = spec.loss.forward(y, target)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         msg = f"{spec.type} forward raised {type(exc).__name__}: {exc}"
         raise PluginError("loss", msg) from exc
     losses = np.asarray(losses)
@@ -110,7 +110,7 @@ def backward(problem: Problem, trace: Trace, params: dict[str, Params]) -> Gradi
     n = trace.activations[0].shape[0]
     try:
         dy = np.asarray(problem.loss.loss.backward(trace.loss_cache))
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise PluginError("loss", f"backward raised {type(exc).__name__}: {exc}") from exc
     if dy.shape != trace.activations[-1].shape:
         raise PluginError(
@@ -137,7 +137,7 @@ def layer_backward(
     """Guarded backward of one layer; checks dx's shape and the grads' keys and shapes."""
     try:
         out = spec.layer.backward(dy, cache, params)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise PluginError(spec.name, f"backward raised {type(exc).__name__}: {exc}") from exc
     if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict)):
         raise PluginError(spec.name, "backward must return a pair (dx, {param_name: dparam})")

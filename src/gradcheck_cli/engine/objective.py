@@ -16,14 +16,18 @@ All numerics here run in float64, whatever the problem's dtype.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from ..errors import NumericalError, PluginError
 from ..problem import LayerSpec, Problem
 from ..protocol import Params, perturbed_by_loop
 from .network import layer_forward, loss_forward, reduce_losses
+
+#: Copies compared first when looking for unchanged ones in a chunk (_drop_unchanged).
+PRUNE_PROBES = 16
 
 
 def _stack_input(x: np.ndarray, index: np.ndarray, delta: np.ndarray) -> np.ndarray:
@@ -38,11 +42,28 @@ def _stack_input(x: np.ndarray, index: np.ndarray, delta: np.ndarray) -> np.ndar
 def _perturbed_layer(
     spec: LayerSpec, x: np.ndarray, params: Params, name: str, index: np.ndarray, delta: np.ndarray
 ) -> np.ndarray:
-    """P copies of one layer's output with a perturbed parameter: (P*N, *out_shape)."""
-    if getattr(spec.layer, "supports_perturbed", False):
-        y = spec.layer.forward_perturbed(x, params, name, index, delta)
-    else:
-        y = perturbed_by_loop(spec.layer, x, params, name, index, delta)
+    """P copies of one layer's output with a perturbed parameter: (P*N, *out_shape).
+
+    Guarded like ``layer_forward``: a plugin's mistake here is a PluginError naming it.
+    """
+    vectorised = getattr(spec.layer, "supports_perturbed", False)
+    what = "forward_perturbed" if vectorised else "forward"
+    try:
+        if vectorised:
+            y = spec.layer.forward_perturbed(x, params, name, index, delta)
+        else:
+            y = perturbed_by_loop(spec.layer, x, params, name, index, delta)
+    except (NumericalError, PluginError):
+        raise
+    except (Exception, SystemExit) as exc:
+        raise PluginError(spec.name, f"{what} raised {type(exc).__name__}: {exc}") from exc
+    expected = (len(index), x.shape[0], *spec.out_shape)
+    if not isinstance(y, np.ndarray) or y.size != int(np.prod(expected)):
+        got = list(y.shape) if isinstance(y, np.ndarray) else type(y).__name__
+        raise PluginError(
+            spec.name,
+            f"{what} returned shape {got}, expected {list(expected)} (copies, batch, output)",
+        )
     return y.reshape(len(index) * x.shape[0], *spec.out_shape)
 
 
@@ -71,6 +92,12 @@ class NetworkObjective:
     f0: float
     analytic: dict[str, np.ndarray]
     forward_passes: int = 0
+    #: copies_through[k]: perturbed copies that really ran through layer k (profiling)
+    copies_through: list[int] = field(default_factory=list)
+    _target_tiles: np.ndarray | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.copies_through = [0] * len(self.problem.layers)
 
     @property
     def n(self) -> int:
@@ -108,19 +135,74 @@ class NetworkObjective:
         return self._run_from(k + 1, y, p)
 
     def _run_from(self, start: int, a: np.ndarray, p: int) -> np.ndarray:
-        """Layers start..L and the loss on P stacked copies a (P*N, ...) -> (P,) losses."""
-        for spec in self.problem.layers[start:]:
-            a = _forward_copies(spec, a, self.params[spec.name], p)
-        target = None if self.target is None else np.concatenate([self.target] * p)
-        losses, _ = loss_forward(self.problem.loss, a, target)
-        return reduce_losses(losses, self.n, self.problem.loss.reduction)
+        """Layers start..L and the loss on P stacked copies a (P*N, ...) -> (P,) losses.
+
+        a is the input of layer ``start``. A copy whose activation equals the unperturbed
+        one bit for bit (a weight on a zero input, a ReLU that stays off, a max-pool that
+        ignores the change) can only give f0, since every layer maps equal rows to equal
+        rows: it leaves the batch there and gets f0 without running the layers below.
+        Looking for them costs a comparison of every copy at every layer, so a few
+        probes spread over the chunk go first (``_drop_unchanged``); that changes the
+        time, never a value.
+        """
+        out = np.full(p, self.f0)
+        alive = np.arange(p)
+        for k in range(start, len(self.problem.layers) + 1):
+            # the input copies differ from x by construction
+            if start > 0 or k > start:
+                a, alive = self._drop_unchanged(k, a, alive)
+                if not len(alive):
+                    return out
+            if k == len(self.problem.layers):
+                break
+            spec = self.problem.layers[k]
+            self.copies_through[k] += len(alive)
+            a = _forward_copies(spec, a, self.params[spec.name], len(alive))
+        losses, _ = loss_forward(self.problem.loss, a, self._tiled_target(len(alive)))
+        out[alive] = reduce_losses(losses, self.n, self.problem.loss.reduction)
+        return out
+
+    def _drop_unchanged(
+        self, k: int, a: np.ndarray, alive: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Keep the copies of a (P*N, ...) whose rows differ from activations[k].
+
+        PRUNE_PROBES copies spread over the chunk are compared first, and the whole
+        chunk only when one of them is unchanged: copies are ordered by element, and
+        neighbours tend to share their fate (a dead unit, a zero input).
+        """
+        p = len(alive)
+        copies, base = a.reshape(p, -1), self.activations[k].reshape(1, -1)
+        if (copies[:: max(1, p // PRUNE_PROBES)] != base).any(axis=1).all():
+            return a, alive
+        changed = (copies != base).any(axis=1)
+        if changed.all():
+            return a, alive
+        rows = np.repeat(changed, self.n)
+        return a[rows], alive[changed]
+
+    def _tiled_target(self, p: int) -> np.ndarray | None:
+        """The target repeated for P copies (copy-major), a view of one cached tiling."""
+        if self.target is None:
+            return None
+        rows = p * self.n
+        tiles = self._target_tiles
+        if tiles is None or len(tiles) < rows:
+            copies = max(p, 0 if tiles is None else 2 * len(tiles) // self.n)
+            tiles = np.tile(self.target, (copies,) + (1,) * (self.target.ndim - 1))
+            self._target_tiles = tiles
+        return tiles[:rows]
 
     def loss_at(self, values: dict[str, np.ndarray]) -> float:
-        """The loss with some tensors replaced wholesale (directional checks)."""
+        """The loss with some tensors replaced wholesale (directional checks).
+
+        Runs from the first layer that owns a replaced tensor, on its cached input.
+        """
         self.forward_passes += 1
-        x = values.get("input", self.x)
-        a = x
-        for spec in self.problem.layers:
+        layers = [self._layer_of(t)[0] for t in values if t != "input"]
+        start = 0 if "input" in values or not layers else min(layers)
+        a = values.get("input", self.activations[start])
+        for spec in self.problem.layers[start:]:
             params = {
                 p: values.get(f"{spec.name}.{p}", v) for p, v in self.params[spec.name].items()
             }

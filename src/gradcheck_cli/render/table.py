@@ -30,6 +30,7 @@ from .elements import (
     taylor_summary,
     worst_elements,
 )
+from .heatmap import error_heatmap
 
 PASS_STYLE = "bold green"
 FAIL_STYLE = "bold red"
@@ -63,6 +64,9 @@ def report_body(report: Report, verbosity: Verbosity = Verbosity.NORMAL) -> list
     for check in report.checks:
         if verbosity is Verbosity.VERBOSE or not check.passed:
             parts.append(taylor_table(check) if check.mode == "taylor" else element_table(check))
+            heatmap = error_heatmap(check)  # None unless failing, 2-D or more, and checked
+            if heatmap is not None:
+                parts.append(heatmap)
     if report.layers and not report.passed:
         parts.append(layer_table(report))
     if report.expectations:

@@ -1,0 +1,305 @@
+"""``--fast``: random-direction checks, then element-wise checks of what disagrees.
+
+A direction u (a random unit vector over several tensors at once) turns all their
+gradients into one number: the slope of t -> f(v + t u) at t = 0 is g.u. Comparing it
+with a finite-difference slope costs a handful of forward passes, whatever the size of
+the network.
+
+Tolerance. Scaling it with the direction's sums (atol + rtol * sum|g_i u_i|) lets a
+wrong element through whenever its share of the sum is small, as it is in any large
+tensor. Here the tolerance is the finite-difference noise measured along the direction,
+which does not grow with the number of elements:
+
+- slope error at step t, with s(t) = fl(v + t u) - v the displacement the forward
+  really saw: err(t) = [f(v + s(t)) - f(v + s(-t)) - g.(s(t) - s(-t))] / 2t;
+- truncation: err(L) - err(2L) cancels a wrong gradient's constant e.u exactly and
+  leaves the curvature terms; the error compared is Richardson's
+  err(L) + (err(L) - err(2L)) / 3;
+- rounding: at tiny steps +-tau every real term of f(v + s(tau)) - f(v) - g.s(tau) is
+  negligible and what is left is the forward's own rounding noise rho (larger than
+  eps * |f| when the loss sums terms that cancel); the slope's rounding error is about
+  2 rho / L, never taken below FLOOR_ULPS float64 epsilons of |f| / L;
+- tolerance = SAFETY * (|err(L) - err(2L)| + rounding), plus the analytic side's own
+  rounding: ANALYTIC_ULPS units in the last place of the problem's dtype on
+  sum|g_i u_i| (negligible in float64; it is what float32 gradients can resolve).
+
+A wrong element i moves g.u by e_i u_i with |u_i| about 1/sqrt(n). On LeNet-5 (45,210
+elements, loss about 2.2) the measured noise is about 1e-12, so a single element wrong
+by 1e-7 is seen, while a sum-scaled tolerance of rtol = 1e-5 would pass an element
+wrong by about 2e-2.
+
+Steps: L = STEP_FACTOR * eps. When err(L) - err(2L) stands more than SMOOTH_RATIO times
+above the rounding noise (a kink crossed between the steps, or strong curvature), L is
+divided by 10, at most STEP_TRIES times; a direction never smooth is inconclusive and
+counts as failed: it is localised, never trusted.
+
+Localisation: when one of the DIRECTIONS whole-problem directions fails, each tensor gets
+a direction of its own, and the tensors whose direction fails are checked element by
+element (every element, central differences, the contract's rule). A tensor that passed
+its directional test has no element checked (numeric NaN, checked_mask False); its
+``extra["directional"]`` says how it was checked. If no tensor's own direction fails
+although a whole-problem direction did, every tensor is checked element-wise.
+
+Layers in isolation (``directional_verdict``): the same test on each layer's own
+objective, sum(delta * layer(x)), over its input and parameters; element-wise only for
+the tensors whose own direction fails. A max-pool fed by a ReLU has exact ties (windows
+of zeros) at the point itself, where no direction is smooth, so its input is always
+checked element-wise. check.isolation_mode decides when this runs instead of the
+element-wise isolation, and when --fast skips the isolation altogether.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..problem import Problem
+from ..report import LayerVerdict, TensorCheck
+
+#: Random directions over all checked tensors together (the network, and each layer).
+DIRECTIONS = 3
+#: The first step along a unit direction, in units of the problem's eps.
+STEP_FACTOR = 100.0
+#: Steps tried (L, L/10, L/100) before a direction is called inconclusive.
+STEP_TRIES = 3
+#: The rounding probe's step, relative to L.
+PROBE_FACTOR = 1e-6
+#: Tolerance = SAFETY x the measured noise (+ the analytic floor).
+SAFETY = 10.0
+#: A step is smooth when the truncation estimate is at most this many times the rounding.
+SMOOTH_RATIO = 100.0
+#: Least rounding assumed for f, in float64 epsilons of |f|.
+FLOOR_ULPS = 4.0
+#: Rounding allowed to each analytic element, in epsilons of the problem's dtype.
+ANALYTIC_ULPS = 16.0
+
+EPS64 = float(np.finfo(np.float64).eps)
+
+ISOLATION_SKIPPED = (
+    "fast: every gradient agreed, so no layer's own backward was checked in isolation "
+    "(run without --fast for per-layer verdicts)"
+)
+
+
+@dataclass
+class Direction:
+    """One random-direction test, in slope units (df/dt along a unit direction).
+
+    analytic: g.u; error: numeric slope minus g.u (Richardson-extrapolated); tolerance:
+    from the noise measured along the direction; step: the L used; smooth: False when
+    no step gave a trustworthy slope (the direction then counts as failed).
+    """
+
+    tensors: tuple[str, ...]
+    analytic: float
+    error: float
+    tolerance: float
+    step: float
+    smooth: bool
+
+    @property
+    def passed(self) -> bool:
+        return self.smooth and abs(self.error) <= self.tolerance
+
+    def as_dict(self) -> dict:
+        return {
+            "analytic": self.analytic,
+            "error": self.error,
+            "tolerance": self.tolerance,
+            "step": self.step,
+            "smooth": self.smooth,
+            "passed": self.passed,
+        }
+
+
+def analytic_eps(problem: Problem) -> float:
+    """Machine epsilon of the dtype the analytic gradients were computed in."""
+    return float(np.finfo(np.dtype(problem.dtype)).eps)
+
+
+def random_direction(values: dict[str, np.ndarray], rng: np.random.Generator):
+    """A Gaussian direction of unit norm over all the given tensors together."""
+    u = {t: rng.standard_normal(v.shape) for t, v in values.items()}
+    norm = math.sqrt(sum(_dot(a, a) for a in u.values()))
+    return {t: a / norm for t, a in u.items()}
+
+
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    # np.dot on flat views: np.vdot on n-d arrays is 100x slower here (OpenBLAS 0.3.31)
+    return float(np.dot(a.reshape(-1), b.reshape(-1)))
+
+
+def directional_test(objective, u: dict[str, np.ndarray], eps: float, a_eps: float) -> Direction:
+    """Compare g.u with the finite-difference slope along u (see the module docstring).
+
+    objective: anything with ``tensors()``, ``analytic``, ``f0`` and ``loss_at``.
+    """
+    names = list(u)
+    values = objective.tensors()
+    shapes = [values[t].shape for t in names]
+    base = np.concatenate([values[t].reshape(-1) for t in names]).astype(np.float64)
+    g = np.concatenate(
+        [np.asarray(objective.analytic[t], dtype=np.float64).reshape(-1) for t in names]
+    )
+    direction = np.concatenate([u[t].reshape(-1) for t in names])
+    bounds = np.cumsum([0] + [int(np.prod(s)) for s in shapes])
+    f0 = float(objective.f0)
+    analytic = _dot(g, direction)
+    analytic_floor = ANALYTIC_ULPS * a_eps * float(np.abs(g * direction).sum())
+
+    def at(step: float) -> tuple[float, float]:
+        """(f(v + s), g.s) with s = fl(v + step u) - v, the displacement really taken."""
+        moved = base + step * direction
+        tensors = {
+            t: moved[bounds[i] : bounds[i + 1]].reshape(shapes[i]) for i, t in enumerate(names)
+        }
+        return float(objective.loss_at(tensors)), _dot(g, moved - base)
+
+    def slope_error(step: float) -> float:
+        (fp, gp), (fm, gm) = at(step), at(-step)
+        return ((fp - fm) - (gp - gm)) / (2 * step)
+
+    step = STEP_FACTOR * eps
+    for _ in range(STEP_TRIES):
+        tau = PROBE_FACTOR * step
+        rho = max(abs(f - f0 - gs) for f, gs in (at(tau), at(-tau)))
+        rounding = max(2 * rho, FLOOR_ULPS * EPS64 * abs(f0)) / step
+        e1, e2 = slope_error(step), slope_error(2 * step)
+        truncation = abs(e1 - e2)
+        if truncation <= SMOOTH_RATIO * rounding:
+            tolerance = SAFETY * (truncation + rounding) + analytic_floor
+            return Direction(tuple(names), analytic, e1 + (e1 - e2) / 3, tolerance, step, True)
+        step /= 10
+    return Direction(tuple(names), analytic, e1 + (e1 - e2) / 3, math.inf, step * 10, False)
+
+
+def test_directions(
+    objective, names: list[str], count: int, rng: np.random.Generator, eps: float, a_eps: float
+) -> list[Direction]:
+    """``count`` independent directions over the tensors ``names`` together."""
+    values = {t: objective.tensors()[t] for t in names}
+    return [
+        directional_test(objective, random_direction(values, rng), eps, a_eps) for _ in range(count)
+    ]
+
+
+def suspects(
+    objective, names: list[str], rng: np.random.Generator, eps: float, a_eps: float
+) -> tuple[list[str], dict[str, Direction]]:
+    """After a failed whole-problem direction: one direction per tensor.
+
+    Returns the tensors to check element-wise (those whose own direction failed, or all
+    of them when none did) and each tensor's direction.
+    """
+    own = {t: test_directions(objective, [t], 1, rng, eps, a_eps)[0] for t in names}
+    failing = [t for t in names if not own[t].passed]
+    return (failing or list(names)), own
+
+
+def fast_checks(problem: Problem, objective, names: list[str], tol, rng, tick):
+    """The network's tensors under ``--fast``: (TensorChecks in ``names`` order, notes)."""
+    from . import check  # check imports this module
+
+    if not names:
+        return [], []
+    a_eps = analytic_eps(problem)
+    whole = test_directions(objective, names, DIRECTIONS, rng, tol.eps, a_eps)
+    own: dict[str, Direction] = {}
+    localise: list[str] = []
+    if not all(d.passed for d in whole):
+        localise, own = suspects(objective, names, rng, tol.eps, a_eps)
+    checks = []
+    for t in names:
+        size = objective.tensors()[t].size
+        if t in localise:
+            c = check.check_tensor(problem, objective, t, np.arange(size), tol, tick)
+            c.mode, c.localised = "fast", True
+        else:
+            c = unchecked(problem, objective, t)
+            if tick is not None:
+                tick(size)
+        c.extra["directional"] = {
+            "whole": [d.as_dict() for d in whole],
+            **({"own": own[t].as_dict()} if t in own else {}),
+        }
+        checks.append(c)
+    return checks, [fast_note(whole, localise, objective)]
+
+
+def fast_note(whole: list[Direction], localised: list[str], objective) -> str:
+    n = len(whole)
+    if not localised:
+        return (
+            f"fast: {n} random directions over all checked tensors agreed with the analytic "
+            "gradient; no element was checked one by one"
+        )
+    elements = sum(objective.tensors()[t].size for t in localised)
+    failed = sum(not d.passed for d in whole)
+    return (
+        f"fast: {failed} of {n} random directions disagreed; localised to "
+        f"{', '.join(localised)} ({elements:,} elements checked one by one)"
+    )
+
+
+def unchecked(problem: Problem, objective, tensor: str) -> TensorCheck:
+    """A tensor that passed its directional test: no element checked one by one."""
+    from .check import user_shape
+
+    shape = user_shape(problem, tensor)
+    analytic = np.asarray(objective.analytic[tensor], dtype=np.float64).reshape(shape)
+    nan = np.full(shape, np.nan)
+    no = np.zeros(shape, dtype=bool)
+    layer, _, param = tensor.rpartition(".")
+    return TensorCheck(
+        name=tensor,
+        layer=layer or None,
+        param=param if layer else None,
+        analytic=analytic,
+        numeric=nan,
+        checked_mask=no,
+        failed_mask=no.copy(),
+        kink_mask=no.copy(),
+        abs_error=nan.copy(),
+        rel_error=nan.copy(),
+        mode="fast",
+    )
+
+
+def directional_verdict(
+    obj, name: str, type_: str, problem: Problem, tol, rng: np.random.Generator
+) -> LayerVerdict:
+    """One layer's own backward, direction first: element-wise only where a direction fails.
+
+    Reports what was done: ``directions`` directions over the layer's tensors, and
+    ``checked`` elements checked one by one (0 when every direction agreed).
+    """
+    from .check import check_elements
+    from .kinks import split_upstream
+    from .objective import LayerObjective
+
+    names = list(obj.tensors())
+    a_eps = analytic_eps(problem)
+    whole = test_directions(obj, names, DIRECTIONS, rng, tol.eps, a_eps)
+    verdict = LayerVerdict(
+        name, type_, True, 0.0, 0.0, 0, 0, {t: True for t in names}, directions=len(whole)
+    )
+    if all(d.passed for d in whole):
+        return verdict
+    localise, _ = suspects(obj, names, rng, tol.eps, a_eps)
+    verdict.directions += len(names)
+    for t in localise:
+        index = np.arange(obj.tensors()[t].size)
+        _, v = check_elements(obj, t, index, tol, problem.settings.max_memory)
+        if isinstance(obj, LayerObjective):  # ties where several kinks meet: engine/kinks.py
+            v = split_upstream(obj, t, index, v, tol, problem.settings.max_memory)
+        ok = not v.failed.any()
+        verdict.tensors_ok[t] = ok
+        verdict.passed = verdict.passed and ok
+        verdict.kinks += int(v.kink.sum())
+        verdict.checked += len(index)
+        if len(index):
+            verdict.max_abs_error = max(verdict.max_abs_error, float(v.abs_error.max()))
+            verdict.max_rel_error = max(verdict.max_rel_error, float(v.rel_error.max()))
+    return verdict

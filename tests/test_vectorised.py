@@ -1,0 +1,173 @@
+"""Vectorised == plain: stacking perturbed copies must not change a single numeric value.
+
+The vectorised path evaluates many perturbed copies per call (one P*N batch, chunked);
+the plain path (``chunk=1``) one copy per call. Both must give the same central
+differences to 1e-12 relative, for the input and every parameter, on a network of
+built-in layers. That holds only if every layer is row-consistent (row n of the output
+never depends on how many rows the batch has; a plain 2-D gemm breaks this through BLAS
+blocking), which is why the comparison is made here on real layers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from engine_toys import Affine, Tanh, make_problem
+
+import gradcheck_cli.layers  # noqa: F401  (registers the built-in layers)
+import gradcheck_cli.losses  # noqa: F401
+from gradcheck_cli.engine import check, numeric
+from gradcheck_cli.problem import CheckSettings, LayerSpec, LossSpec, Problem
+from gradcheck_cli.protocol import LAYERS, LOSSES, Layer, perturbed_by_loop
+
+RTOL = 1e-12
+
+ARCH = [
+    ("conv", "conv2d", {"out_channels": 4, "kernel_size": 3, "stride": 2, "padding": 1}),
+    ("pool", "maxpool2d", {"kernel_size": 2}),
+    ("act", "relu", {}),
+    ("flat", "flatten", {}),
+    ("fc", "dense", {"out_features": 5}),
+]
+
+
+def built_in_network(seed: int = 0) -> Problem:
+    """conv2d (stride 2, padding 1) -> maxpool -> relu -> flatten -> dense ->
+    softmax_cross_entropy, on a batch of 3 examples of shape (2, 9, 9)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((3, 2, 9, 9))
+    specs, shape = [], x.shape[1:]
+    for name, type_, fields in ARCH:
+        layer = LAYERS[type_](**fields)
+        out = tuple(layer.output_shape(shape))
+        specs.append(LayerSpec(name, type_, layer, layer.init_params(shape, rng), shape, out))
+        shape = out
+    loss = LOSSES["softmax_cross_entropy"]()
+    target = loss.prepare_target(np.array([1.0, 4.0, 0.0]), shape)
+    return Problem(
+        path="<test>",
+        name="vectorised",
+        seed=seed,
+        dtype="float64",
+        x=x,
+        batched=True,
+        input_user_shape=x.shape,
+        layers=specs,
+        loss=LossSpec("softmax_cross_entropy", loss, target),
+        settings=CheckSettings(),
+    )
+
+
+def objective_of(problem: Problem):
+    params = check.problem_params(problem)
+    trace, grads = check.analytic_pass(problem, params)
+    return check.network_objective(problem, trace, grads)
+
+
+def numerics(objective, tensor: str, chunk: int | None) -> np.ndarray:
+    index = np.arange(objective.tensors()[tensor].size)
+    return numeric.differences(objective, tensor, index, 1e-6, 1 << 30, chunk=chunk).central
+
+
+def assert_vectorised_equals_plain(problem: Problem, chunks=(None, 7)) -> None:
+    """Every tensor's central differences, many copies per call vs one (1e-12 rel)."""
+    objective = objective_of(problem)
+    for tensor in objective.tensors():
+        plain = numerics(objective, tensor, chunk=1)
+        for chunk in chunks:
+            np.testing.assert_allclose(
+                numerics(objective, tensor, chunk),
+                plain,
+                rtol=RTOL,
+                atol=0,
+                err_msg=f"{tensor}, {chunk or 'default'} copies per call",
+            )
+
+
+def test_built_in_network_vectorised_equals_plain():
+    problem = built_in_network()
+    assert problem.tensor_names() == [
+        "input",
+        "conv.weight",
+        "conv.bias",
+        "fc.weight",
+        "fc.bias",
+    ]
+    assert_vectorised_equals_plain(problem)
+
+
+def test_default_chunks_stack_many_copies():
+    """The comparison above is meaningful only if the default path really stacks."""
+    objective = objective_of(built_in_network())
+    for tensor in objective.tensors():
+        per_call = numeric.chunk_size(objective.bytes_per_copy(tensor), 1 << 30)
+        assert per_call >= numeric.MIN_CHUNK
+
+
+class SizeDependent(Layer):
+    """Claims batch independence but adds a term that depends on the batch size: the
+    kind of layer (a plain 2-D gemm, in effect) the comparison exists to catch."""
+
+    batch_independent = True
+
+    def forward(self, x, params):
+        return x * (1.0 + 1e-9 * len(x)), None
+
+    def backward(self, dy, cache, params):
+        return dy, {}
+
+
+def test_the_comparison_catches_a_row_inconsistent_layer():
+    rng = np.random.default_rng(3)
+    x, target = rng.standard_normal((2, 4)), rng.standard_normal((2, 3))
+    layers = [("fc", Affine(3)), ("odd", SizeDependent())]
+    with pytest.raises(AssertionError):
+        assert_vectorised_equals_plain(make_problem(layers, x, target, batched=True))
+
+
+def test_plugin_without_forward_perturbed_falls_back_and_matches():
+    rng = np.random.default_rng(4)
+    x, target = rng.standard_normal((3, 4)), rng.standard_normal((3, 2))
+    layers = [("fc1", Affine(5)), ("act", Tanh()), ("fc2", Affine(2))]
+    assert not Affine.supports_perturbed
+    assert_vectorised_equals_plain(make_problem(layers, x, target, batched=True))
+
+
+@pytest.mark.parametrize("layer_name", ["conv", "fc"])
+def test_forward_perturbed_equals_the_loop(layer_name):
+    """Built-in forward_perturbed (linearity, no weight copies) vs one forward per copy."""
+    problem = built_in_network(seed=5)
+    objective = objective_of(problem)
+    k = [s.name for s in problem.layers].index(layer_name)
+    spec = problem.layers[k]
+    assert spec.layer.supports_perturbed
+    x = objective.activations[k]
+    rng = np.random.default_rng(6)
+    for name, value in spec.params.items():
+        index = np.arange(value.size)
+        delta = rng.uniform(-1e-3, 1e-3, value.size)
+        fast = spec.layer.forward_perturbed(x, spec.params, name, index, delta)
+        loop = perturbed_by_loop(spec.layer, x, spec.params, name, index, delta)
+        assert fast.shape == loop.shape == (value.size, *x.shape[:1], *spec.out_shape)
+        # relative to the output's scale: entries near 0 carry the rounding of the others
+        scale = float(np.abs(loop).max())
+        np.testing.assert_allclose(fast, loop, rtol=RTOL, atol=RTOL * scale, err_msg=name)
+        # and each copy really is perturbed (the comparison is not vacuous)
+        base, _ = spec.layer.forward(x, spec.params)
+        assert np.all(np.any(loop.reshape(len(index), -1) != base.reshape(1, -1), axis=1))
+
+
+def test_chunk_tuner_tries_smaller_sizes_then_keeps_the_fastest_within_the_estimate():
+    tuner = numeric.ChunkTuner(estimate=400, copies=100_000)
+    cost_per_copy = {100: 3.0, 200: 1.0, 400: 2.0}
+    seen = []
+    for _ in range(6):
+        size = tuner.next_size()
+        seen.append(size)
+        tuner.record(size, cost_per_copy[size] * size)
+    assert seen == [100, 200, 400, 200, 200, 200]
+    # a memory-bound estimate below MIN_CHUNK is never exceeded
+    small = numeric.ChunkTuner(estimate=2, copies=100_000)
+    assert {small.next_size()} == {2} and max(small.trials, default=2) <= 2
+    # few copies: no trials, the estimate as is
+    assert numeric.ChunkTuner(estimate=400, copies=1000).trials == []
