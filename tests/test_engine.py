@@ -142,3 +142,12 @@ def test_sampling_checks_k_elements_and_leaves_the_rest_unchecked():
     c = report.check("fc1.weight")
     assert c.checked == 3 and c.mode == "sample"
     assert np.isnan(c.numeric).sum() == 20 - 3
+
+
+def test_a_blamed_layer_says_which_of_its_own_gradients_is_wrong():
+    report = run_check(_toy(bug=2.0))
+    verdict = next(v for v in report.layers if v.name == "fc2")
+    assert verdict.diagnosis.startswith("weight: analytic = 2 x numeric")
+    assert all(v.diagnosis is None for v in report.layers if v.passed)
+    dx_wrong = next(v for v in run_check(_toy(dx_bug=-1.0)).layers if v.name == "fc2")
+    assert dx_wrong.diagnosis.startswith("dx: flipped sign")

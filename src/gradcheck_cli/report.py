@@ -97,6 +97,8 @@ class LayerVerdict:
     checked: int = 0
     #: per tensor of the isolated layer ("input" = its dx): True when every element passed
     tensors_ok: dict[str, bool] = field(default_factory=dict)
+    #: what is wrong with this layer's own backward ("dx: ...", "weight: ..."), or None
+    diagnosis: str | None = None
     #: random directions it was checked along (engine/fast.py); 0 = element-wise only.
     #: A layer with directions > 0 and checked == 0 passed on its directions alone.
     directions: int = 0
@@ -215,6 +217,7 @@ def report_to_dict(r: Report) -> dict[str, Any]:
                 "kinks": v.kinks,
                 "checked": v.checked,
                 "directions": v.directions,
+                "diagnosis": v.diagnosis,
             }
             for v in r.layers
         ],

@@ -240,28 +240,35 @@ def check_tensor(
 ) -> TensorCheck:
     """Check the chosen elements of one tensor and shape the result as the user wrote it."""
     _, v = check_elements(objective, tensor, index, tol, problem.settings.max_memory, tick)
-    analytic = objective.analytic[tensor]
+    mode = problem.settings.mode.value
+    shape = user_shape(problem, tensor)
+    return tensor_check(tensor, objective.analytic[tensor], index, v, shape, mode)
+
+
+def tensor_check(
+    tensor: str, analytic: np.ndarray, index: np.ndarray, v, shape: tuple[int, ...], mode: str
+) -> TensorCheck:
+    """A TensorCheck in ``shape`` from the verdict ``v`` on the flat elements ``index``."""
     size = analytic.size
 
     def scatter(values, fill, dtype=np.float64):
         out = np.full(size, fill, dtype=dtype)
         out[index] = values
-        return out.reshape(user_shape(problem, tensor))
+        return out.reshape(shape)
 
     layer, _, param = tensor.rpartition(".")
-    mode = problem.settings.mode.value if len(index) < size else "full"
     return TensorCheck(
         name=tensor,
         layer=layer or None,
         param=param if layer else None,
-        analytic=analytic.astype(np.float64).reshape(user_shape(problem, tensor)),
+        analytic=analytic.astype(np.float64).reshape(shape),
         numeric=scatter(v.numeric, np.nan),
         checked_mask=scatter(True, False, bool),
         failed_mask=scatter(v.failed, False, bool),
         kink_mask=scatter(v.kink, False, bool),
         abs_error=scatter(v.abs_error, np.nan),
         rel_error=scatter(v.rel_error, np.nan),
-        mode=mode,
+        mode=mode if len(index) < size else "full",
         extra={JUMP_KEY: scatter(v.failed & v.jump, False, bool)},
     )
 
@@ -360,19 +367,39 @@ def judge_objective(
     failed = kinks = checked = 0
     max_abs = max_rel = 0.0
     per_tensor = {}
+    diagnoses = []
     for tensor, value in obj.tensors().items():
         index = select_elements(value.size, problem, rng)
         _, v = check_elements(obj, tensor, index, tol, problem.settings.max_memory)
         if isinstance(obj, LayerObjective):  # ties where several kinks meet: engine/kinks.py
             v = split_upstream(obj, tensor, index, v, tol, problem.settings.max_memory)
         per_tensor[tensor] = int(v.failed.sum()) == 0
+        if not per_tensor[tensor]:  # say what is wrong with this layer's own backward
+            mode = problem.settings.mode.value
+            own = tensor_check(tensor, obj.analytic[tensor], index, v, value.shape, mode)
+            # "dx": the gradient it passes down (for the loss, dE/dy of the network output)
+            what = (
+                tensor.rpartition(".")[2] if tensor != "input" else "dy" if name == "loss" else "dx"
+            )
+            found = diagnose(own, batch_size=problem.batch_size)
+            diagnoses.append(f"{what}: {found}" if found else f"{what} is wrong")
         failed += int(v.failed.sum())
         kinks += int(v.kink.sum())
         checked += len(index)
         if len(index):
             max_abs = max(max_abs, float(np.max(v.abs_error)))
             max_rel = max(max_rel, float(np.max(v.rel_error)))
-    return LayerVerdict(name, type_, failed == 0, max_abs, max_rel, kinks, checked, per_tensor)
+    return LayerVerdict(
+        name,
+        type_,
+        failed == 0,
+        max_abs,
+        max_rel,
+        kinks,
+        checked,
+        per_tensor,
+        diagnosis="; ".join(diagnoses) or None,
+    )
 
 
 def mark_consequences(report: Report, problem: Problem) -> None:

@@ -215,18 +215,21 @@ def taylor_table(check: TensorCheck) -> Table:
 def layer_table(report: Report) -> Table:
     """Each layer's own backward checked in isolation: which one is wrong."""
     table = Table(title="Layers (own backward)", title_justify="left", show_edge=False)
-    for header in ("layer", "type", "own backward", "max abs err", "max rel err", "kinks"):
+    diagnosed = any(v.diagnosis for v in report.layers)
+    headers = ["layer", "type", "own backward", "max abs err", "max rel err", "kinks"]
+    for header in headers + (["what is wrong"] if diagnosed else []):
         right = header.startswith("max") or header == "kinks"
         table.add_column(header, justify="right" if right else "left")
     for v in report.layers:
-        table.add_row(
+        row = [
             v.name,
             v.type,
             Text("ok", style=PASS_STYLE) if v.passed else Text("WRONG", style=FAIL_STYLE),
             format_error(v.max_abs_error),
             format_error(v.max_rel_error),
             str(v.kinks),
-        )
+        ]
+        table.add_row(*row, *([v.diagnosis or ""] if diagnosed else []))
     return table
 
 
