@@ -1,7 +1,8 @@
 """Time full gradient checks of LeNet-5 (configs/bench/lenet5.yaml), in one run.
 
     python benchmarks/bench_lenet5.py [--repeat 3] [--naive-elements 3000 | --naive-all]
-                                      [--no-torch] [--json results.json]
+                                      [--no-torch | --torch-threads default,1]
+                                      [--json results.json]
 
 Same config, same weights, same 45,210 elements (784 input + 44,426 parameters) for:
 
@@ -238,7 +239,7 @@ print(json.dumps({"ok": bool(ok), "gradcheck_s": time.perf_counter() - started,
 """
 
 
-def torch_reference(problem, repeat: int) -> dict | None:
+def torch_reference(problem, repeat: int, thread_settings=("default", "1")) -> dict | None:
     """torch.autograd.gradcheck in its own process, with torch's default threads and
     with one thread (the faster on 2 busy cores: OpenMP threads wait on each other);
     the faster of the two is the reference."""
@@ -261,7 +262,7 @@ def torch_reference(problem, repeat: int) -> dict | None:
         np.savez(data, **arrays)
         script.write_text(TORCH_SCRIPT)
         variants = {}
-        for threads in ("default", "1"):
+        for threads in thread_settings:
             cmd = [sys.executable, str(script), str(data), threads]
             runs = [run_process(cmd) for _ in range(repeat)]
             walls = [r[0] for r in runs]
@@ -286,6 +287,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--naive-elements", type=int, default=3000)
     parser.add_argument("--naive-all", action="store_true", help="time every element")
     parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument(
+        "--torch-threads",
+        default="default,1",
+        help="torch thread settings to time, comma-separated (on a busy machine torch's "
+        "default OpenMP threads can take many times longer: use 1)",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     args = parser.parse_args(argv)
 
@@ -325,7 +332,8 @@ def main(argv: list[str] | None = None) -> dict:
     naive = naive_loop(problem, None if args.naive_all else args.naive_elements)
     results["naive"] = {k: naive[k] for k in ("seconds", "timed_elements")}
     results["naive"]["agrees_with_gradcheck"] = naive_agrees(problem, naive["numerics"])
-    results["torch"] = None if args.no_torch else torch_reference(problem, args.repeat)
+    settings = tuple(t.strip() for t in args.torch_threads.split(",") if t.strip())
+    results["torch"] = None if args.no_torch else torch_reference(problem, args.repeat, settings)
     print_table(results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=float))

@@ -260,3 +260,101 @@ def test_generous_time_budget_checks_everything():
     assert all(c.checked == c.analytic.size for c in report.checks)
     total = sum(c.analytic.size for c in report.checks)
     assert any(f"checked {total} of {total} elements" in w for w in report.warnings)
+
+
+# ties at the point itself (isolation) -------------------------------------------------
+
+
+class MaxOfTwo:
+    """f(v) = max(v0, v1) + sum(v[2:]^2) / 2 at a tie v0 = v1; analytic chosen freely."""
+
+    def __init__(self, d0: float, d1: float):
+        self.v = np.array([0.3, 0.3, 0.5, -1.0])
+        self.f0 = self.loss_at({})
+        self.analytic = {"v": np.array([d0, d1, 0.5, -1.0])}
+
+    def tensors(self):
+        return {"v": self.v}
+
+    def loss_at(self, values):
+        v = values.get("v", self.v)
+        return float(max(v[0], v[1]) + (v[2:] ** 2).sum() / 2)
+
+
+def test_one_sided_support_direction_settles_a_tie_and_rejects_a_wrong_routing():
+    eps64 = np.finfo(float).eps
+    rng = np.random.default_rng(7)
+    right = MaxOfTwo(1.0, 0.0)  # the first maximum gets the gradient
+    u = fast.random_direction(right.tensors(), rng)
+    assert not fast.directional_test(right, u, 1e-6, eps64).passed  # no smooth direction
+    for _ in range(5):
+        g = right.analytic["v"]
+        assert fast.one_sided_test(right, {"v": fast.support_direction(g, rng)}, 1e-6, eps64).passed
+    wrong = MaxOfTwo(1.0, 1.0)  # the gradient routed to both tied inputs
+    g = wrong.analytic["v"]
+    assert not fast.one_sided_test(wrong, {"v": fast.support_direction(g, rng)}, 1e-6, eps64).passed
+
+
+def relu_pool_network(pool_type: str = "maxpool2d", seed: int = 0):
+    """conv2d -> relu -> max-pool -> flatten -> dense -> softmax_cross_entropy: the pool
+    sees windows of ReLU zeros, ties at the point itself."""
+    from test_vectorised import build
+
+    arch = [
+        ("conv", "conv2d", {"out_channels": 3, "kernel_size": 3}),
+        ("act", "relu", {}),
+        ("pool", pool_type, {"kernel_size": 2}),
+        ("flat", "flatten", {}),
+        ("fc", "dense", {"out_features": 4}),
+    ]
+    return build(arch, np.random.default_rng(seed).standard_normal((2, 2, 8, 8)), [1.0, 3.0])
+
+
+def test_full_mode_isolates_a_pool_on_relu_zeros_without_element_wise_checks():
+    problem = relu_pool_network()
+    report = run_check(problem)
+    assert report.passed
+    pooled = report.layers[2]
+    assert pooled.name == "pool" and pooled.passed
+    assert pooled.checked == 0 and pooled.directions > fast.DIRECTIONS  # the support test
+    # the ties are really there: some windows of the pool's input are all zeros
+    from gradcheck_cli.engine import check
+
+    trace, _ = check.analytic_pass(problem, check.problem_params(problem))
+    windows = trace.activations[2].reshape(2, 3, 3, 2, 3, 2).max(axis=(3, 5))
+    assert (windows == 0).any()
+
+
+def test_a_routing_the_support_direction_rejects_gets_the_element_wise_verdict():
+    """dy routed to every tied input is not a valid subgradient, which the support
+    direction sees; it falls back to the element-wise isolation, whose kink rule judges
+    each element alone (and there each one is bracketed): the same verdict as
+    element-wise isolation, never a laxer one."""
+    from gradcheck_cli.engine import check
+    from gradcheck_cli.engine.objective import LayerObjective
+    from gradcheck_cli.layers.pool import MaxPool2d
+
+    class RoutesToAllTies(MaxPool2d):
+        def backward(self, dy, cache, params):
+            x = cache.x
+            n, c, h, w = x.shape
+            y = x.reshape(n, c, h // 2, 2, w // 2, 2).max(axis=(3, 5))
+            hit = x == np.repeat(np.repeat(y, 2, axis=2), 2, axis=3)  # every tied input
+            return hit * np.repeat(np.repeat(dy, 2, axis=2), 2, axis=3), {}
+
+    problem = relu_pool_network()
+    spec = problem.layers[2]
+    trace, grads = check.analytic_pass(problem, check.problem_params(problem))
+    x, delta, y = trace.activations[2], grads.deltas[2], trace.activations[3]
+    buggy = RoutesToAllTies(kernel_size=2)
+    dx, _ = buggy.backward(delta, buggy.forward(x, {})[1], {})
+    obj = LayerObjective(spec, x, {}, delta, float((y * delta).sum()), {"input": dx})
+
+    rng = np.random.default_rng(0)
+    u = {"input": fast.support_direction(dx, rng)}
+    assert not fast.one_sided_test(obj, u, 1e-6, np.finfo(float).eps).passed
+    tol, _ = check.tolerances(problem)
+    verdict = fast.directional_verdict(obj, "pool", "maxpool2d", problem, tol, rng)
+    reference = check.judge_objective(obj, "pool", "maxpool2d", problem, tol, rng)
+    assert verdict.checked == x.size  # localised to every element
+    assert (verdict.passed, verdict.kinks) == (reference.passed, reference.kinks)

@@ -31,22 +31,21 @@ ARCH = [
 ]
 
 
-def built_in_network(seed: int = 0) -> Problem:
-    """conv2d (stride 2, padding 1) -> maxpool -> relu -> flatten -> dense ->
-    softmax_cross_entropy, on a batch of 3 examples of shape (2, 9, 9)."""
+def build(arch, x: np.ndarray, classes: list[float], seed: int = 0) -> Problem:
+    """A batched Problem of built-in layers [(name, type, fields)] on x (N, ...), with a
+    softmax_cross_entropy loss and one class index per example."""
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((3, 2, 9, 9))
     specs, shape = [], x.shape[1:]
-    for name, type_, fields in ARCH:
+    for name, type_, fields in arch:
         layer = LAYERS[type_](**fields)
         out = tuple(layer.output_shape(shape))
         specs.append(LayerSpec(name, type_, layer, layer.init_params(shape, rng), shape, out))
         shape = out
     loss = LOSSES["softmax_cross_entropy"]()
-    target = loss.prepare_target(np.array([1.0, 4.0, 0.0]), shape)
+    target = loss.prepare_target(np.array(classes), shape)
     return Problem(
         path="<test>",
-        name="vectorised",
+        name="built-in",
         seed=seed,
         dtype="float64",
         x=x,
@@ -56,6 +55,13 @@ def built_in_network(seed: int = 0) -> Problem:
         loss=LossSpec("softmax_cross_entropy", loss, target),
         settings=CheckSettings(),
     )
+
+
+def built_in_network(seed: int = 0) -> Problem:
+    """conv2d (stride 2, padding 1) -> maxpool -> relu -> flatten -> dense ->
+    softmax_cross_entropy, on a batch of 3 examples of shape (2, 9, 9)."""
+    x = np.random.default_rng(seed).standard_normal((3, 2, 9, 9))
+    return build(ARCH, x, [1.0, 4.0, 0.0], seed=seed + 1)
 
 
 def objective_of(problem: Problem):
@@ -171,3 +177,30 @@ def test_chunk_tuner_tries_smaller_sizes_then_keeps_the_fastest_within_the_estim
     assert {small.next_size()} == {2} and max(small.trials, default=2) <= 2
     # few copies: no trials, the estimate as is
     assert numeric.ChunkTuner(estimate=400, copies=1000).trials == []
+
+
+def test_the_check_runs_on_one_blas_thread_and_restores_the_count():
+    from gradcheck_cli.engine import blas, run_check
+
+    controls = blas._controls()
+    if controls is None:
+        pytest.skip("no OpenBLAS thread control in this process")
+    get, put = controls
+    before = get()
+    seen = []
+
+    class Spy(Layer):
+        batch_independent = True
+
+        def forward(self, x, params):
+            seen.append(get())
+            return x, None
+
+        def backward(self, dy, cache, params):
+            return dy, {}
+
+    rng = np.random.default_rng(8)
+    x, target = rng.standard_normal((2, 3)), rng.standard_normal((2, 3))
+    run_check(make_problem([("spy", Spy())], x, target, batched=True))
+    assert seen and set(seen) == {1}
+    assert get() == before

@@ -3,21 +3,21 @@
 A numeric check is thousands of small BLAS calls (one stacked gemv per row of a dense
 layer, one small gemm per example of a convolution). OpenBLAS hands calls above a size
 threshold to its worker threads, and on small calls the hand-off costs more than the
-work: on 2 cores the LeNet-5 full check takes 1.2 s with OpenBLAS's default 2 threads
-and 0.7 s with one. So ``run_check`` limits OpenBLAS to one thread for its duration and
-restores the previous count afterwards; the user's own BLAS threading is untouched
-outside the check.
+work: on 2 cores the LeNet-5 full check took 1.2 s with OpenBLAS's default 2 threads
+and 0.7 s with one (measured before the other optimisations). So ``run_check`` limits
+OpenBLAS to one thread for its duration and restores the previous count afterwards;
+the user's own BLAS threading is untouched outside the check.
 
-Only OpenBLAS (numpy's bundled BLAS on Linux, macOS and Windows wheels) is handled,
-through its ``*_set_num_threads`` entry point found among the loaded libraries. With
-any other BLAS, or when the library cannot be found, this does nothing.
+Only OpenBLAS on Linux (numpy's bundled BLAS in its wheels) is handled, through its
+``*_set_num_threads`` entry point found among the libraries /proc/self/maps lists.
+Elsewhere, with any other BLAS, or when the library cannot be found, this does nothing.
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -44,6 +44,8 @@ def _controls() -> tuple[Callable[[], int], Callable[[int], None]] | None:
     """(get, set) for the number of OpenBLAS threads, or None when unavailable."""
     if not sys.platform.startswith("linux"):
         return None
+    import ctypes  # here, not at import: only the check needs it
+
     for path in _loaded_openblas():
         try:
             lib = ctypes.CDLL(path)
@@ -60,8 +62,16 @@ def _controls() -> tuple[Callable[[], int], Callable[[int], None]] | None:
     return None
 
 
+_lock = threading.Lock()
+_depth = [0]  # checks running now (nested or in other threads)
+_previous = [1]  # the thread count to restore when the last one ends
+
+
 def single_threaded(func: F) -> F:
-    """Decorator: run ``func`` with one OpenBLAS thread, then restore the previous count."""
+    """Decorator: run ``func`` with one OpenBLAS thread, then restore the previous count.
+
+    Re-entrant and thread-safe: the count is restored when the last running call ends.
+    """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -69,11 +79,17 @@ def single_threaded(func: F) -> F:
         if controls is None:
             return func(*args, **kwargs)
         get, put = controls
-        previous = get()
-        put(1)
+        with _lock:
+            if _depth[0] == 0:
+                _previous[0] = get()
+                put(1)
+            _depth[0] += 1
         try:
             return func(*args, **kwargs)
         finally:
-            put(previous)
+            with _lock:
+                _depth[0] -= 1
+                if _depth[0] == 0:
+                    put(_previous[0])
 
     return wrapper  # type: ignore[return-value]

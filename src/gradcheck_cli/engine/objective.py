@@ -178,8 +178,7 @@ class NetworkObjective:
         changed = (copies != base).any(axis=1)
         if changed.all():
             return a, alive
-        rows = np.repeat(changed, self.n)
-        return a[rows], alive[changed]
+        return copies[changed].reshape(-1, *a.shape[1:]), alive[changed]
 
     def _tiled_target(self, p: int) -> np.ndarray | None:
         """The target repeated for P copies (copy-major), a view of one cached tiling."""

@@ -56,7 +56,9 @@ def image_shape(in_shape: Shape, layer: str) -> tuple[int, int, int]:
 
 def patches(x: np.ndarray, g: Geometry, pad_value: float = 0.0) -> np.ndarray:
     """x: (N, C, H, W) -> contiguous windows (N, C, kh, kw, Ho, Wo); padding = pad_value."""
-    xp = np.pad(x, ((0, 0), (0, 0), (g.ph, g.ph), (g.pw, g.pw)), constant_values=pad_value)
+    xp = x
+    if g.ph or g.pw:  # np.pad copies x even for a zero width
+        xp = np.pad(x, ((0, 0), (0, 0), (g.ph, g.ph), (g.pw, g.pw)), constant_values=pad_value)
     v = sliding_window_view(xp, (g.kh, g.kw), axis=(2, 3))[:, :, :: g.sh, :: g.sw]
     return np.ascontiguousarray(v.transpose(0, 1, 4, 5, 2, 3))
 
