@@ -18,23 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
-from .problem import CheckSettings, Method, Mode, Problem
+from .problem import CHECK_OPTIONS, CheckSettings, Method, Mode, Problem
 from .report import Report
 
 #: Options accepted by ``check`` and ``apply_options`` (``None`` means "keep the config's").
-OPTION_NAMES = (
-    "eps",
-    "atol",
-    "rtol",
-    "method",
-    "only",
-    "sample",
-    "fast",
-    "seed",
-    "strict_kinks",
-    "time_budget",
-    "max_memory",
-)
+OPTION_NAMES = CHECK_OPTIONS
 
 
 def apply_options(settings: CheckSettings, **options: Any) -> CheckSettings:

@@ -30,6 +30,23 @@ class Mode(str, Enum):
     BUDGET = "budget"
 
 
+#: The keys of a config's ``check:`` block, which are also the ``run`` options and the
+#: keyword arguments of ``gradcheck_cli.check``.
+CHECK_OPTIONS = (
+    "eps",
+    "atol",
+    "rtol",
+    "method",
+    "only",
+    "sample",
+    "fast",
+    "seed",
+    "strict_kinks",
+    "time_budget",
+    "max_memory",
+)
+
+
 @dataclass
 class CheckSettings:
     """Settings of one check; ``None`` fields mean "use the default"."""

@@ -42,6 +42,27 @@ class TensorCheck:
     taylor_passed: bool | None = None  # --method taylor: the verdict, which ``passed`` returns
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def unchecked(cls, name: str, analytic: np.ndarray, mode: str, **fields: Any) -> TensorCheck:
+        """A tensor judged without element-wise checks (a passed direction, a Taylor
+        test): analytic in the user's shape, numeric all NaN, every mask False."""
+        analytic = np.asarray(analytic, dtype=np.float64)
+        layer, _, param = name.rpartition(".")
+        return cls(
+            name=name,
+            layer=layer or None,
+            param=param if layer else None,
+            analytic=analytic,
+            numeric=np.full(analytic.shape, np.nan),
+            checked_mask=np.zeros(analytic.shape, dtype=bool),
+            failed_mask=np.zeros(analytic.shape, dtype=bool),
+            kink_mask=np.zeros(analytic.shape, dtype=bool),
+            abs_error=np.full(analytic.shape, np.nan),
+            rel_error=np.full(analytic.shape, np.nan),
+            mode=mode,
+            **fields,
+        )
+
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self.analytic.shape)

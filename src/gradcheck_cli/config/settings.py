@@ -9,26 +9,14 @@ from typing import Any
 
 import numpy as np
 
-from ..problem import CheckSettings, Expectation, LayerSpec, Method, Mode
+from ..problem import CHECK_OPTIONS, CheckSettings, Expectation, LayerSpec, Method, Mode
 from .arrays import read_array
 from .context import Context, as_int, as_number, join
 from .stack import Draft
 from .suggest import did_you_mean, show
 from .yamlload import line_of
 
-CHECK_KEYS = (
-    "eps",
-    "atol",
-    "rtol",
-    "method",
-    "only",
-    "sample",
-    "fast",
-    "seed",
-    "strict_kinks",
-    "time_budget",
-    "max_memory",
-)
+CHECK_KEYS = CHECK_OPTIONS
 _UNITS = {
     "": 1,
     "b": 1,

@@ -300,23 +300,7 @@ def unchecked(problem: Problem, objective, tensor: str) -> TensorCheck:
     from .check import user_shape
 
     shape = user_shape(problem, tensor)
-    analytic = np.asarray(objective.analytic[tensor], dtype=np.float64).reshape(shape)
-    nan = np.full(shape, np.nan)
-    no = np.zeros(shape, dtype=bool)
-    layer, _, param = tensor.rpartition(".")
-    return TensorCheck(
-        name=tensor,
-        layer=layer or None,
-        param=param if layer else None,
-        analytic=analytic,
-        numeric=nan,
-        checked_mask=no,
-        failed_mask=no.copy(),
-        kink_mask=no.copy(),
-        abs_error=nan.copy(),
-        rel_error=nan.copy(),
-        mode="fast",
-    )
+    return TensorCheck.unchecked(tensor, objective.analytic[tensor].reshape(shape), "fast")
 
 
 def directional_verdict(

@@ -289,25 +289,13 @@ def taylor_check(
     The steps and remainders go to ``extra["taylor"]``.
     """
     result = taylor_test(objective, tensor, rng)
-    analytic = np.asarray(objective.analytic[tensor], dtype=np.float64).reshape(shape)
-    nothing = np.zeros(shape, dtype=bool)
-    nan = np.full(shape, np.nan)
-    layer, _, param = tensor.rpartition(".")
-    return TensorCheck(
-        name=tensor,
-        layer=layer or None,
-        param=param if layer else None,
-        analytic=analytic,
-        numeric=nan,
-        checked_mask=nothing,
-        failed_mask=nothing.copy(),
-        abs_error=nan.copy(),
-        rel_error=nan.copy(),
-        mode="taylor",
+    return TensorCheck.unchecked(
+        tensor,
+        objective.analytic[tensor].reshape(shape),
+        "taylor",
         taylor_order=result.order,
         taylor_passed=result.passed,
         diagnosis=KINK_NOTE if result.kink else None,
-        kink_mask=nothing.copy(),
         extra={
             "taylor": {
                 "kink": result.kink,
