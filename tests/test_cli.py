@@ -674,3 +674,19 @@ def test_report_path_that_is_an_array_the_config_reads_is_refused(tmp_path):
     assert result.exit_code == 2, result.output
     assert "refusing to overwrite an input of this check" in result.stderr
     assert (tmp_path / "inputs.dat").read_bytes() == before
+
+
+def test_a_reader_closing_the_pipe_early_is_not_a_gradient_failure(monkeypatch):
+    """rich exits 1 on a broken pipe, and 1 means "a gradient disagrees"; we exit 141."""
+    import io
+
+    from gradcheck_cli.cli import report_error
+    from gradcheck_cli.cli.io import make_console
+
+    console = make_console(io.StringIO())
+    with pytest.raises(BrokenPipeError):
+        console.on_broken_pipe()
+    silenced = []
+    monkeypatch.setattr("gradcheck_cli.cli._silence_stdout", lambda: silenced.append(True))
+    assert report_error(BrokenPipeError(), debug=False) == 141
+    assert silenced == [True]

@@ -68,6 +68,9 @@ def report_error(e: BaseException, *, debug: bool) -> int:
     if isinstance(e, click.exceptions.Abort | KeyboardInterrupt):
         say("gradcheck: interrupted")
         return exit_codes.INTERRUPTED
+    if isinstance(e, BrokenPipeError):  # `gradcheck run ... | head`: the reader left early
+        _silence_stdout()
+        return exit_codes.BROKEN_PIPE
     if isinstance(e, click.ClickException):
         e.show()
         # click uses 1 for some errors, and 1 means "a gradient disagrees" here
@@ -132,3 +135,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``gradcheck`` console script and ``python -m gradcheck_cli``;
     exits with the code of the outcome."""
     cli.main(args=argv, prog_name="gradcheck")
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that Python's final flush cannot fail again."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)

@@ -8,6 +8,8 @@ INVALID = 2
 NOT_CARRIED_OUT = 3
 INTERNAL = 4
 INTERRUPTED = 130
+#: stdout closed early by its reader (`gradcheck run ... | head`): 128 + SIGPIPE, as shells report
+BROKEN_PIPE = 141
 
 EPILOG = """\b
 Exit codes:
@@ -18,4 +20,5 @@ Exit codes:
        the loss or a gradient)
   4    internal error, a bug in gradcheck (traceback with --debug)
   130  interrupted (Ctrl-C)
+  141  the output's reader closed it early (gradcheck run ... | head)
 """

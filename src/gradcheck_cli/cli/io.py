@@ -40,7 +40,14 @@ def make_console(stream: TextIO | None = None, *, no_color: bool = False) -> Con
     )
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console.width = max(console.width, PIPE_WIDTH)
+    # rich exits 1 when its reader goes away (`| head`), and 1 means "a gradient
+    # disagrees": raise BrokenPipeError so that main() gives its own exit code
+    console.on_broken_pipe = _broken_pipe  # type: ignore[method-assign]
     return console
+
+
+def _broken_pipe() -> None:
+    raise BrokenPipeError("the reader of gradcheck's output closed it early")
 
 
 def check_writable(path: str, *, option: str, protect: tuple[str, ...] = ()) -> None:
