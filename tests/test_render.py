@@ -300,3 +300,13 @@ def test_taylor_pass_verdict_and_exact_order():
     assert text_of(verdict_line(report)).strip() == (
         "PASS: 1 tensor (Taylor test), 0 failed in 0.02 s"
     )
+
+
+def test_fast_pass_verdict_says_no_element_was_checked_one_by_one():
+    from gradcheck_cli.report import Report, TensorCheck
+
+    report = Report(config="net.yaml", loss=0.5, settings={})
+    report.checks = [TensorCheck.unchecked("fc.weight", np.ones((2, 3)), "fast")]
+    line = verdict_line(report).plain
+    assert line.startswith("PASS: 1 tensor agrees along random directions")
+    assert "--fast: no element checked one by one" in line

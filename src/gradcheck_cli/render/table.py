@@ -263,8 +263,16 @@ def verdict_line(report: Report) -> Text:
         elements = sum(c.checked for c in checks)
         kinks = sum(c.kinks for c in checks)
         taylor = sum(c.mode == "taylor" for c in checks)
+        directional = sum(c.mode == "fast" and c.checked == 0 for c in checks)
         if checks and taylor == len(checks):
             text.append(f": {_plural(len(checks), 'tensor')} (Taylor test), 0 failed")
+        elif checks and directional == len(checks):
+            text.append(
+                f": {_plural(len(checks), 'tensor')} "
+                + ("agrees" if len(checks) == 1 else "agree")
+                + " along random directions "
+                "(--fast: no element checked one by one)"
+            )
         else:
             text.append(
                 f": {_plural(len(checks), 'tensor')}, {elements} elements checked"
