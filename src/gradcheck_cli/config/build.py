@@ -20,7 +20,7 @@ from ..problem import LossSpec, Problem
 from ..protocol import FieldError, Loss
 from .arrays import INPUT_FORMS, ArrayValue, read_array
 from .context import Context, as_int, join
-from .fields import BadValue, coerce, describe, signature_of
+from .fields import BadValue, signature_of
 from .plugins import load_plugins
 from .settings import check_only_matches, check_settings, expectations, input_grad_shapes
 from .stack import IMAGE_LAYERS, build_layers, first_layer_type, infer_shapes, layer_items
@@ -279,19 +279,14 @@ def _loss_kwargs(block: dict, cls: type[Loss], ctx: Context) -> dict[str, Any] |
             )  # type: ignore[arg-type]
             ok = False
             continue
-        param = sig.accepted.get(key)
         try:
-            kwargs[key] = coerce(value, sig.hints.get(key, param.annotation if param else None))
+            kwargs[key] = sig.coerce(key, value)
         except BadValue as err:
             ctx.add(where, line, str(err))
             ok = False
     for name in sig.required:
         if name not in kwargs and name not in block:
-            ann = sig.hints.get(name)
-            what = f" ({describe(ann)})" if ann is not None else ""
-            ctx.add(
-                join("loss", name), line_of(block), f"missing: {block['type']} needs {name}{what}"
-            )
+            ctx.add(join("loss", name), line_of(block), sig.missing(block["type"], name))
             ok = False
     return kwargs if ok else None
 

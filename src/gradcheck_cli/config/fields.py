@@ -31,6 +31,21 @@ class Signature:
     def required(self) -> list[str]:
         return [n for n, p in self.accepted.items() if p.default is inspect.Parameter.empty]
 
+    def annotation(self, name: str) -> Any:
+        """The resolved annotation of keyword ``name`` (None when it has none)."""
+        param = self.accepted.get(name)
+        return self.hints.get(name, param.annotation if param else None)
+
+    def coerce(self, name: str, value: Any) -> Any:
+        """``value`` converted for keyword ``name``; BadValue says what would fit."""
+        return coerce(value, self.annotation(name))
+
+    def missing(self, type_name: str, name: str) -> str:
+        """The message for a required keyword the config left out."""
+        ann = self.hints.get(name)
+        what = f" ({describe(ann)})" if ann is not None else ""
+        return f"missing: {type_name} needs {name}{what}"
+
 
 def signature_of(cls: type) -> Signature:
     init = cls.__init__

@@ -19,7 +19,7 @@ from ..problem import LayerSpec
 from ..protocol import FieldError, Layer
 from .arrays import MAX_RANDOM_SIZE, ArrayValue, read_array
 from .context import Context, join
-from .fields import BadValue, Signature, coerce, describe, signature_of
+from .fields import BadValue, Signature, signature_of
 from .suggest import did_you_mean, show
 from .yamlload import line_of
 
@@ -205,9 +205,8 @@ def _construct(draft: Draft, cls: type[Layer], ctx: Context, batch_size: int) ->
             ctx.add(where, line, message)
             ok = False
             continue
-        param = sig.accepted.get(key)
         try:
-            kwargs[key] = coerce(value, sig.hints.get(key, param.annotation if param else None))
+            kwargs[key] = sig.coerce(key, value)
         except BadValue as err:
             ctx.add(where, line, str(err))
             ok = False
@@ -230,9 +229,7 @@ def _construct(draft: Draft, cls: type[Layer], ctx: Context, batch_size: int) ->
     for name in missing:
         if name in misspelt or ("weight" in item and name in inferable):
             continue  # the issue of the misspelt key or of the weight says it
-        ann = sig.hints.get(name)
-        what = f" ({describe(ann)})" if ann is not None else ""
-        ctx.add(join(draft.path, name), draft.line, f"missing: {draft.type} needs {name}{what}")
+        ctx.add(join(draft.path, name), draft.line, sig.missing(draft.type, name))
     if not ok:
         return
     try:
