@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from installed import GRADCHECK
 
 import gradcheck_cli.config  # noqa: F401 - registers the built-in types before any snapshot
 from gradcheck_cli import protocol
@@ -106,7 +107,7 @@ def run_case(case: Path, expect: Expect) -> tuple[int, str]:
         env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
         env.pop("GRADCHECK_DEBUG", None)
         proc = subprocess.run(
-            [sys.executable, "-m", "gradcheck_cli", *args],
+            [*GRADCHECK, *args],
             capture_output=True,
             text=True,
             env=env,

@@ -19,6 +19,7 @@ import pytest
 import yaml
 from _report_factory import failing_report, passing_report, tiny_problem
 from click.testing import CliRunner
+from installed import GRADCHECK
 
 import gradcheck_cli
 import gradcheck_cli.cli.run as run_module
@@ -540,7 +541,7 @@ def gradcheck(*args, **kwargs):
     env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "NO_COLOR")}
     env.update(kwargs.pop("env", {}))
     return subprocess.run(
-        [sys.executable, "-m", "gradcheck_cli", *map(str, args)],
+        [*GRADCHECK, *map(str, args)],
         capture_output=True,
         text=True,
         env=env,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from installed import GRADCHECK
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted(
@@ -47,7 +47,7 @@ SETTINGS_KEYS = {"eps", "atol", "rtol", "method", "mode", "dtype", "seed"}
 
 def gradcheck(*args: str | Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "gradcheck_cli", *map(str, args)],
+        [*GRADCHECK, *map(str, args)],
         capture_output=True,
         text=True,
         cwd=ROOT,

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from installed import GRADCHECK
 
 HERE = Path(__file__).parent / "mutants"
 
@@ -59,7 +60,7 @@ def run_cli(name: str, *options: str) -> tuple[int, dict[str, Any] | None, str]:
     """``python -m gradcheck_cli run <name>.yaml --json - [options]``: (exit, JSON, stderr)."""
     config = str(HERE / f"{name}.yaml")
     proc = subprocess.run(
-        [sys.executable, "-m", "gradcheck_cli", "run", config, "--json", "-", *options],
+        [*GRADCHECK, "run", config, "--json", "-", *options],
         capture_output=True,
         text=True,
         timeout=120,

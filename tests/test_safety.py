@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from installed import GRADCHECK
 
 import gradcheck_cli.config  # noqa: F401 - registers the built-in types before any snapshot
 from gradcheck_cli import protocol
 from gradcheck_cli.cli import cli
-
-GRADCHECK = Path(sys.executable).with_name("gradcheck")
 
 
 @pytest.fixture(autouse=True)
@@ -103,7 +101,7 @@ def test_python_tag_through_a_real_process(tmp_path):
         f'loss: {{type: mse, target: !!python/object/apply:os.system ["touch {marker}"]}}\n'
     )
     proc = subprocess.run(
-        [sys.executable, "-m", "gradcheck_cli", "run", str(config)],
+        [*GRADCHECK, "run", str(config)],
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -185,7 +183,6 @@ def test_only_the_listed_plugin_is_imported(tmp_path):
     assert not [name for name, marker in markers.items() if marker.exists()]
 
 
-@pytest.mark.skipif(not GRADCHECK.exists(), reason="the gradcheck console script is not installed")
 def test_the_installed_command_run_in_the_config_folder_imports_nothing_beside_it(tmp_path):
     """`cd project && gradcheck run net.yaml`, the way users run it."""
     markers = plant(tmp_path)
@@ -194,7 +191,7 @@ def test_the_installed_command_run_in_the_config_folder_imports_nothing_beside_i
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     proc = subprocess.run(
-        [str(GRADCHECK), "run", "net.yaml"],
+        [*GRADCHECK, "run", "net.yaml"],
         capture_output=True,
         text=True,
         cwd=tmp_path,

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from installed import GRADCHECK
 
 import gradcheck_cli.config  # noqa: F401 - registers the built-in types before any snapshot
 from gradcheck_cli import protocol
@@ -97,7 +98,7 @@ def run_process(*args: object, cwd: Path, env: dict | None = None, **kwargs):
     for name in ("PYTHONDONTWRITEBYTECODE", "GRADCHECK_DEBUG"):
         env.pop(name, None)
     return subprocess.run(
-        [sys.executable, "-m", "gradcheck_cli", *map(str, args)],
+        [*GRADCHECK, *map(str, args)],
         capture_output=True,
         text=True,
         cwd=cwd,
@@ -364,7 +365,7 @@ def test_ctrl_c_stops_a_long_check_with_exit_130_and_a_partial_summary(tmp_path)
     env = {**os.environ, "NO_COLOR": "1"}
     env.pop("GRADCHECK_DEBUG", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gradcheck_cli", "run", "net.yaml", "--json", "partial.json"],
+        [*GRADCHECK, "run", "net.yaml", "--json", "partial.json"],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
