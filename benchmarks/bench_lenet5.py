@@ -132,23 +132,31 @@ def performed_flops(problem) -> tuple[int, list[int]]:
     the copies that reach them (a copy whose activation equals the unperturbed one
     leaves the batch), plus, for a perturbed conv/dense parameter, the linear update
     of forward_perturbed (one multiply-add per output element of that copy)."""
-    from gradcheck_cli.engine import check, numeric
+    from gradcheck_cli.engine import numeric
 
-    params = check.problem_params(problem)
-    trace, grads = check.analytic_pass(problem, params)
-    objective = check.network_objective(problem, trace, grads)
+    objective = objective_of(problem)
     with np.errstate(all="ignore"):
         for tensor, value in objective.tensors().items():
             index = np.arange(value.size)
             numeric.differences(objective, tensor, index, 1e-6, problem.settings.max_memory)
     flops = [layer_flops(s) * problem.batch_size for s in problem.layers]
-    total = sum(c * f for c, f in zip(objective.copies_through, flops, strict=True))
+    through = [objective.copies_through.get(s.name, 0) for s in problem.layers]
+    total = sum(c * f for c, f in zip(through, flops, strict=True))
     for spec in problem.layers:
         if spec.type in ("conv2d", "dense"):
             out = int(np.prod(spec.out_shape)) * problem.batch_size
             for value in spec.params.values():
                 total += 2 * value.size * 2 * out // max(1, spec.out_shape[0])
-    return total, objective.copies_through
+    return total, through
+
+
+def objective_of(problem):
+    """The engine's float64 network objective of a problem (its prefix cache built)."""
+    from gradcheck_cli.engine import passes
+    from gradcheck_cli.engine.objective import NetworkObjective
+
+    trace, grads = passes.analytic_pass(problem, passes.problem_params(problem))
+    return NetworkObjective.build(problem, trace, grads, passes.problem_params(problem, np.float64))
 
 
 # --- the reference checkers ------------------------------------------------------------
@@ -160,7 +168,7 @@ def naive_loop(problem, elements: int | None, seed: int = 0) -> dict:
     elements: how many to time (stratified over the tensors, at least 20 per tensor or
     all of it), extrapolated to every element; None = every element.
     """
-    from gradcheck_cli.engine.network import loss_forward, reduce_losses
+    from gradcheck_cli.engine.passes import loss_forward, reduce_losses
 
     x = problem.x.astype(np.float64)
     target = problem.loss.target
@@ -342,11 +350,9 @@ def main(argv: list[str] | None = None) -> dict:
 
 def naive_agrees(problem, numerics: dict) -> float:
     """Largest |naive - gradcheck| numeric value over the elements the naive loop timed."""
-    from gradcheck_cli.engine import check, numeric
+    from gradcheck_cli.engine import numeric
 
-    params = check.problem_params(problem)
-    trace, grads = check.analytic_pass(problem, params)
-    objective = check.network_objective(problem, trace, grads)
+    objective = objective_of(problem)
     worst = 0.0
     for tensor, (index, values) in numerics.items():
         d = numeric.differences(objective, tensor, index, 1e-6, problem.settings.max_memory)

@@ -9,6 +9,7 @@ TooLargeError (exit 2): the check would not fit in memory; refused before it sta
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -51,9 +52,48 @@ class UsageError(GradcheckError):
     exit_code = 2
 
 
+@dataclass(frozen=True)
+class OptionHint:
+    """A check option that would change an outcome, as data: its name as in a config's
+    ``check:`` block (``sample``), its value (True for a switch) and a remark. The front
+    end phrases it: ``--sample 20`` on the command line, ``sample=20`` in Python."""
+
+    option: str
+    value: object = True
+    remark: str = ""
+
+    def as_flag(self) -> str:
+        flag = "--" + self.option.replace("_", "-")
+        text = flag if self.value is True else f"{flag} {self.value}"
+        return f"{text} {self.remark}" if self.remark else text
+
+    def as_keyword(self) -> str:
+        text = f"{self.option}={self.value!r}"
+        return f"{text} {self.remark}" if self.remark else text
+
+
+#: What a message part is: plain text, or an option its reader's front end phrases.
+Part = str | OptionHint
+
+
 class TooLargeError(UsageError):
     """The check would not fit in memory (exit 2): refused before any work is done,
-    with the estimate and the options that would make it fit."""
+    with the estimate and the options that would make it fit.
+
+    ``parts`` is the message as text and OptionHints; ``phrase`` words the options for a
+    front end (the CLI passes ``OptionHint.as_flag``); ``str()`` uses Python keywords.
+    """
+
+    def __init__(self, parts: list[Part]):
+        self.parts = list(parts)
+        super().__init__(self.phrase(OptionHint.as_keyword))
+
+    @property
+    def hints(self) -> list[OptionHint]:
+        return [p for p in self.parts if isinstance(p, OptionHint)]
+
+    def phrase(self, option: Callable[[OptionHint], str]) -> str:
+        return "".join(p if isinstance(p, str) else option(p) for p in self.parts)
 
 
 class PluginError(GradcheckError):

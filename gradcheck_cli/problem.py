@@ -6,12 +6,14 @@ problem's dtype, and every parameter has a value. The engine never re-validates.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from enum import Enum
 
 import numpy as np
 
-from .protocol import Layer, Loss, Params, Shape
+from .network import INPUT, LayerSpec, Network
+from .protocol import Loss, Shape
 
 
 class Method(str, Enum):
@@ -65,24 +67,6 @@ class CheckSettings:
 
 
 @dataclass
-class LayerSpec:
-    """One layer of the stack, ready to run.
-
-    params hold the layer's internal shapes (conv weight (out, in, kh, kw)); user_shapes
-    the shapes the user wrote (a 2-D conv kernel stays (kh, kw) in reports).
-    """
-
-    name: str
-    type: str
-    layer: Layer
-    params: Params
-    in_shape: Shape
-    out_shape: Shape
-    user_shapes: dict[str, Shape] = field(default_factory=dict)
-    line: int | None = None
-
-
-@dataclass
 class LossSpec:
     type: str
     loss: Loss
@@ -129,6 +113,20 @@ class Problem:
     def batch_size(self) -> int:
         return int(self.x.shape[0])
 
+    @functools.cached_property
+    def network(self) -> Network:
+        """The layers as a network of named values (gradcheck_cli/network.py)."""
+        return Network({INPUT: tuple(self.x.shape[1:])}, self.layers)
+
+    @property
+    def inputs(self) -> dict[str, np.ndarray]:
+        """Every network input by value name, each (N, *shape)."""
+        return {INPUT: self.x}
+
+    def input_user_shapes(self) -> dict[str, Shape]:
+        """Each network input's shape as the user wrote it (no batch axis unless batched)."""
+        return {INPUT: tuple(self.input_user_shape)}
+
     def where(self, layer: str) -> tuple[int | None, str]:
         """(line, key path) of the layer named ``layer`` (``"loss"``: the loss block)."""
         if layer == "loss":
@@ -139,8 +137,5 @@ class Problem:
         return None, ""
 
     def tensor_names(self) -> list[str]:
-        """Every checkable tensor: ``input`` first, then ``<layer>.<param>`` in order."""
-        names = ["input"]
-        for spec in self.layers:
-            names.extend(f"{spec.name}.{p}" for p in spec.params)
-        return names
+        """Every checkable tensor: the inputs first, then ``<layer>.<param>`` in order."""
+        return self.network.tensor_names()

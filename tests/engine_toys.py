@@ -97,3 +97,67 @@ def make_problem(layers, x, target, *, seed=0, batched=False, **settings) -> Pro
         loss=LossSpec("half_squares", HalfSquares(), target),
         settings=CheckSettings(**settings),
     )
+
+
+class Add(Layer):
+    """y = x0 + x1 (a residual join); ``bug`` scales what goes back to the second input."""
+
+    n_inputs = 2
+    batch_independent = True
+
+    def __init__(self, bug: float = 1.0):
+        self.bug = bug
+
+    def output_shape(self, in_shapes):
+        return in_shapes[0]
+
+    def forward(self, xs, params):
+        return xs[0] + xs[1], None
+
+    def backward(self, dy, cache, params):
+        return (dy, self.bug * dy), {}
+
+
+def make_graph(nodes, x, target, *, seed=0, **settings) -> Problem:
+    """Problem from [(name, Layer, inputs, share)] in topological order: ``inputs`` name
+    earlier nodes or ``input`` (None: the previous node), ``share`` a node whose
+    parameters this one uses (None: its own)."""
+    rng = np.random.default_rng(seed)
+    shapes = {"input": x.shape[1:]}
+    specs, previous = [], "input"
+    for name, layer, inputs, share in nodes:
+        inputs = tuple(inputs or (previous,))
+        in_shapes = tuple(shapes[v] for v in inputs)
+        multi = getattr(layer, "n_inputs", 1) != 1
+        out = tuple(layer.output_shape(in_shapes if multi else in_shapes[0]))
+        if share is not None:
+            params = next(s for s in specs if s.name == share).params
+        else:
+            params = layer.init_params(in_shapes[0], rng)
+        specs.append(
+            LayerSpec(
+                name,
+                type(layer).__name__.lower(),
+                layer,
+                params,
+                in_shapes[0],
+                out,
+                inputs=inputs,
+                share=share,
+                in_shapes=in_shapes,
+            )
+        )
+        shapes[name] = out
+        previous = name
+    return Problem(
+        path="<test>",
+        name="toy-graph",
+        seed=seed,
+        dtype=str(x.dtype),
+        x=x,
+        batched=True,
+        input_user_shape=x.shape,
+        layers=specs,
+        loss=LossSpec("half_squares", HalfSquares(), target),
+        settings=CheckSettings(**settings),
+    )

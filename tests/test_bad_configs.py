@@ -247,19 +247,23 @@ def test_the_memory_estimate_follows_the_mode():
 
 def test_the_refusal_names_only_what_would_fit():
     from gradcheck_cli.engine import memory
-    from gradcheck_cli.errors import TooLargeError
+    from gradcheck_cli.errors import OptionHint, TooLargeError
 
     est = memory.estimate(big_problem())
     # a budget that one copy fits but two do not: --fast is the way out
     with pytest.raises(TooLargeError) as info:
         memory.require_fits(big_problem(max_memory=est.per_copy + 1), ram=None)
-    assert "--fast" in str(info.value) and "--sample" not in str(info.value)
+    flags = info.value.phrase(OptionHint.as_flag)  # the CLI's wording
+    assert "--fast" in flags and "--sample" not in flags
+    assert "fast=True" in str(info.value)  # the API's: the engine says options, not flags
     # a machine too small for the whole-tensor arrays but big enough sampled
     ram = est.total - 1
     with pytest.raises(TooLargeError) as info:
         memory.require_fits(big_problem(), ram=ram)
-    assert "more than" in str(info.value) and "of RAM" in str(info.value)
-    assert "--sample 20" in str(info.value) and "--max-memory" not in str(info.value)
+    flags = info.value.phrase(OptionHint.as_flag)
+    assert "more than" in flags and "of RAM" in flags
+    assert "--sample 20" in flags and "--max-memory" not in flags
+    assert "sample" in [h.option for h in info.value.hints]
     # and a check that fits is let through
     assert memory.require_fits(big_problem(), ram=est.total) == est
 

@@ -250,8 +250,7 @@ def test_batched_config_explains_one_example_and_its_share():
         np.testing.assert_array_equal(e.input, problem.x[k])
         shares.append(e.steps[0].grads["weight"])
     # the examples' shares add up to the batch gradient the check uses
-    from gradcheck_cli.engine.check import analytic_pass
-    from gradcheck_cli.engine.network import problem_params
+    from gradcheck_cli.engine.passes import analytic_pass, problem_params
 
     _, grads = analytic_pass(problem, problem_params(problem))
     np.testing.assert_allclose(sum(shares), grads.params["conv1"]["weight"], atol=1e-14)

@@ -318,10 +318,10 @@ def test_full_mode_isolates_a_pool_on_relu_zeros_without_element_wise_checks():
     assert pooled.name == "pool" and pooled.passed
     assert pooled.checked == 0 and pooled.directions > fast.DIRECTIONS  # the support test
     # the ties are really there: some windows of the pool's input are all zeros
-    from gradcheck_cli.engine import check
+    from gradcheck_cli.engine import passes
 
-    trace, _ = check.analytic_pass(problem, check.problem_params(problem))
-    windows = trace.activations[2].reshape(2, 3, 3, 2, 3, 2).max(axis=(3, 5))
+    trace, _ = passes.analytic_pass(problem, passes.problem_params(problem))
+    windows = trace.values["act"].reshape(2, 3, 3, 2, 3, 2).max(axis=(3, 5))
     assert (windows == 0).any()
 
 
@@ -330,7 +330,7 @@ def test_a_routing_the_support_direction_rejects_gets_the_element_wise_verdict()
     direction sees; it falls back to the element-wise isolation, whose kink rule judges
     each element alone (and there each one is bracketed): the same verdict as
     element-wise isolation, never a laxer one."""
-    from gradcheck_cli.engine import check
+    from gradcheck_cli.engine import check, isolation, passes
     from gradcheck_cli.engine.objective import LayerObjective
     from gradcheck_cli.layers.pool import MaxPool2d
 
@@ -344,17 +344,17 @@ def test_a_routing_the_support_direction_rejects_gets_the_element_wise_verdict()
 
     problem = relu_pool_network()
     spec = problem.layers[2]
-    trace, grads = check.analytic_pass(problem, check.problem_params(problem))
-    x, delta, y = trace.activations[2], grads.deltas[2], trace.activations[3]
+    trace, grads = passes.analytic_pass(problem, passes.problem_params(problem))
+    x, delta, y = trace.values["act"], grads.deltas["pool"], trace.values["pool"]
     buggy = RoutesToAllTies(kernel_size=2)
     dx, _ = buggy.backward(delta, buggy.forward(x, {})[1], {})
-    obj = LayerObjective(spec, x, {}, delta, float((y * delta).sum()), {"input": dx})
+    obj = LayerObjective(spec, [x], {}, delta, float((y * delta).sum()), {"input": dx})
 
     rng = np.random.default_rng(0)
     u = {"input": fast.support_direction(dx, rng)}
     assert not fast.one_sided_test(obj, u, 1e-6, np.finfo(float).eps).passed
     tol, _ = check.tolerances(problem)
-    verdict = fast.directional_verdict(obj, "pool", "maxpool2d", problem, tol, rng)
-    reference = check.judge_objective(obj, "pool", "maxpool2d", problem, tol, rng)
+    verdict = isolation.directional_verdict(obj, "pool", "maxpool2d", problem, tol, rng)
+    reference = isolation.element_verdict(obj, "pool", "maxpool2d", problem, tol, rng)
     assert verdict.checked == x.size  # localised to every element
     assert (verdict.passed, verdict.kinks) == (reference.passed, reference.kinks)

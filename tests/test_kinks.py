@@ -15,7 +15,9 @@ from engine_toys import Affine, make_problem
 
 from gradcheck_cli.config import problem_from_dict
 from gradcheck_cli.engine import run_check
-from gradcheck_cli.engine.kinks import JUMP_KEY, settle_compound_kinks
+from gradcheck_cli.engine.elements import JUMP_KEY
+from gradcheck_cli.engine.kinks import settle_compound_kinks
+from gradcheck_cli.network import Node, chain
 from gradcheck_cli.protocol import Layer
 from gradcheck_cli.report import LayerVerdict, Report, TensorCheck
 
@@ -160,10 +162,9 @@ LOOSE = _Tol()
 
 
 class _Problem:
-    class _Spec:
-        name = "l1"
+    """Just the structure: one layer ``l1`` reading ``input``, then the loss."""
 
-    layers = [_Spec()]
+    network = chain((3,), [Node("l1", "x", Layer(), {}, (3,), (3,))])
 
 
 def test_settling_needs_every_backward_on_the_path_right():

@@ -39,8 +39,7 @@ torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 from gradcheck_cli.config import problem_from_dict  # noqa: E402
-from gradcheck_cli.engine.check import analytic_pass  # noqa: E402
-from gradcheck_cli.engine.network import problem_params  # noqa: E402
+from gradcheck_cli.engine.passes import analytic_pass, problem_params  # noqa: E402
 from gradcheck_cli.protocol import LAYERS, LOSSES, ORIGINS  # noqa: E402
 
 STACKS = int(os.environ.get("GRADCHECK_TORCH_STACKS", "200"))
@@ -359,7 +358,7 @@ def ours(problem):
     """(loss, {name: gradient}) from gradcheck's analytic pass, named as in torch_gradients."""
     trace, grads = analytic_pass(problem, problem_params(problem))
     specs = problem.layers
-    out = {f"{s.name}.delta": d for s, d in zip(specs[::-1], grads.deltas[::-1], strict=True)}
+    out = {f"{s.name}.delta": grads.deltas[s.name] for s in specs[::-1]}
     out["input"] = grads.dx
     for spec in specs:
         for p in spec.params:  # the engine made sure backward gave exactly these keys

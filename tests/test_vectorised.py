@@ -16,7 +16,8 @@ from engine_toys import Affine, Tanh, make_problem
 
 import gradcheck_cli.layers  # noqa: F401  (registers the built-in layers)
 import gradcheck_cli.losses  # noqa: F401
-from gradcheck_cli.engine import check, numeric
+from gradcheck_cli.engine import numeric, passes
+from gradcheck_cli.engine.objective import NetworkObjective
 from gradcheck_cli.problem import CheckSettings, LayerSpec, LossSpec, Problem
 from gradcheck_cli.protocol import LAYERS, LOSSES, Layer, perturbed_by_loop
 
@@ -65,9 +66,9 @@ def built_in_network(seed: int = 0) -> Problem:
 
 
 def objective_of(problem: Problem):
-    params = check.problem_params(problem)
-    trace, grads = check.analytic_pass(problem, params)
-    return check.network_objective(problem, trace, grads)
+    params = passes.problem_params(problem)
+    trace, grads = passes.analytic_pass(problem, params)
+    return NetworkObjective.build(problem, trace, grads, passes.problem_params(problem, np.float64))
 
 
 def numerics(objective, tensor: str, chunk: int | None) -> np.ndarray:
@@ -144,10 +145,9 @@ def test_forward_perturbed_equals_the_loop(layer_name):
     """Built-in forward_perturbed (linearity, no weight copies) vs one forward per copy."""
     problem = built_in_network(seed=5)
     objective = objective_of(problem)
-    k = [s.name for s in problem.layers].index(layer_name)
-    spec = problem.layers[k]
+    spec = problem.network.node(layer_name)
     assert spec.layer.supports_perturbed
-    x = objective.activations[k]
+    x = objective.values[spec.inputs[0]]
     rng = np.random.default_rng(6)
     for name, value in spec.params.items():
         index = np.arange(value.size)

@@ -21,7 +21,7 @@ from typing import Any
 import click
 
 from .. import __version__
-from ..errors import ConfigError, GradcheckError, NumericalError
+from ..errors import ConfigError, GradcheckError, NumericalError, OptionHint, TooLargeError
 from . import exit_codes
 from .options import CliState, debug_option
 
@@ -88,6 +88,9 @@ def report_error(e: BaseException, *, debug: bool) -> int:
             "--sample K, a lower --max-memory or a smaller input or network"
         )
         return exit_codes.NOT_CARRIED_OUT
+    if isinstance(e, TooLargeError):  # the engine names options; here they are flags
+        say(f"gradcheck: {e.phrase(OptionHint.as_flag)}")
+        return e.exit_code
     if isinstance(e, GradcheckError) and e.exit_code != 4:
         say(f"gradcheck: {e}")
         return e.exit_code

@@ -26,6 +26,17 @@ import numpy as np
 from .numeric import Differences
 
 
+@dataclass(frozen=True)
+class Tolerances:
+    """The verdict's settings in force: atol and rtol (scaled for float32 when the user
+    kept the defaults), the finite-difference eps, and whether kinks fail."""
+
+    atol: float
+    rtol: float
+    eps: float
+    strict_kinks: bool
+
+
 @dataclass
 class ElementVerdict:
     """Per checked element, all (K,): numeric value, errors, failure and kink flags."""

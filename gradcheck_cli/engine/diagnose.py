@@ -59,7 +59,7 @@ def diagnose(check: TensorCheck, *, batch_size: int) -> str | None:
         return (
             f"every failing element ({int(failed.sum())}) sits at a non-differentiable point "
             "(kink) where the analytic value is a valid subgradient; "
-            "--strict-kinks counts these as failures"
+            "strict kinks (strict_kinks) count these as failures"
         )
     use = checked & ~kink
     if not use.any():

@@ -23,9 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from ..problem import LayerSpec, Problem
+from ..network import Node
+from ..problem import Problem
+from ..protocol import describe
 from ..report import ExpectationResult
-from .network import Gradients, Trace, layer_backward
+from .expectations import compare_expectations
+from .passes import Gradients, Trace, analytic_pass, node_backward, node_params, problem_params
 
 #: Sums listed term by term only when a tensor has at most this many entries.
 MAX_SUMS = 16
@@ -200,10 +203,6 @@ def explain(problem: Problem, example: int = 0) -> Explanation:
     Raises NumericalError (NaN/Inf) and PluginError like a check does; ValueError when
     ``example`` is out of range.
     """
-    from ..protocol import describe
-    from .check import analytic_pass, compare_expectations
-    from .network import problem_params
-
     n = problem.batch_size
     if not 0 <= example < n:
         raise ValueError(f"example {example} is out of range: the batch has {n}")
@@ -212,19 +211,19 @@ def explain(problem: Problem, example: int = 0) -> Explanation:
     per_key = {e.name: e for e in compare_expectations(problem, trace, grads)}
 
     steps = []
-    for i, spec in enumerate(problem.layers):
+    for i, spec in enumerate(problem.network):
         step = Step(
             index=i + 1,
             name=spec.name,
             type=spec.type,
             in_shape=spec.in_shape,
             out_shape=spec.out_shape,
-            output=trace.activations[i + 1][example],
-            delta=grads.deltas[i][example],
+            output=trace.values[spec.name][example],
+            delta=grads.deltas[spec.name][example],
             params={p: v.reshape(spec.user_shapes.get(p, v.shape)) for p, v in spec.params.items()},
-            grads=_own_grads(problem, i, trace, grads, params, example),
+            grads=_own_grads(problem, spec, trace, grads, params, example),
         )
-        step.details = _details(problem, i, trace, grads, params, example, step)
+        step.details = _details(problem, spec, trace, grads, params, example, step)
         for key in (f"{spec.name}.output", f"{spec.name}.delta"):
             if key in per_key:
                 step.expected.append(_sliced(per_key.pop(key), problem, example))
@@ -282,35 +281,32 @@ def _masked_delta(delta: np.ndarray, k: int) -> np.ndarray:
 
 
 def _own_grads(
-    problem: Problem, i: int, trace: Trace, grads: Gradients, params: dict, k: int
+    problem: Problem, spec: Node, trace: Trace, grads: Gradients, params: dict, k: int
 ) -> dict[str, np.ndarray]:
-    """This example's share of layer i's parameter gradients, in the user's shapes."""
-    spec = problem.layers[i]
+    """This example's share of a node's parameter gradients (its own use of them), in
+    the user's shapes."""
     if not spec.params:
         return {}
     if problem.batch_size == 1:
-        own = grads.params[spec.name]
+        own = grads.per_use[spec.name]
     else:
-        delta = _masked_delta(grads.deltas[i], k)
-        _, own = layer_backward(
-            spec, delta, trace.caches[i], params[spec.name], trace.activations[i].shape
+        delta = _masked_delta(grads.deltas[spec.name], k)
+        _, own = node_backward(
+            spec, delta, trace.caches[spec.name], node_params(params, spec), trace.inputs_of(spec)
         )
     return {p: g.reshape(spec.user_shapes.get(p, g.shape)) for p, g in own.items()}
 
 
 def _details(
-    problem: Problem, i: int, trace: Trace, grads: Gradients, params: dict, k: int, step: Step
+    problem: Problem, spec: Node, trace: Trace, grads: Gradients, params: dict, k: int, step: Step
 ) -> list[Detail]:
-    spec = problem.layers[i]
     kind = builtin_kind(spec.layer)
-    x = trace.activations[i]
-    dx = grads.deltas[i - 1] if i else grads.dx
+    x = trace.values[spec.inputs[0]]
+    dx = grads.contributions[(spec.name, 0)]  # what this node's own backward sent down
     if kind in DERIVATIVES:
-        ones = np.ones_like(grads.deltas[i])
-        fprime, _ = layer_backward(spec, ones, trace.caches[i], params[spec.name], x.shape)
-        return [LocalDerivative(DERIVATIVES[kind], fprime[k])]
+        return [LocalDerivative(DERIVATIVES[kind], _local_derivative(spec, trace, params)[k])]
     if kind == "maxpool2d":
-        return [_routing(spec, trace, grads, params, i, k)]
+        return [_routing(spec, trace, grads, params, k)]
     if kind == "avgpool2d":
         g = spec.layer.geometry
         return [
@@ -324,31 +320,39 @@ def _details(
     if kind == "softmax":
         return [Note("dE/dx = y * (d - sum(d * y)): every output depends on every input")]
     if kind == "conv2d":
-        return _conv(spec, x[k], grads.deltas[i][k], dx[k], step.grads)
+        return _conv(spec, x[k], grads.deltas[spec.name][k], dx[k], step.grads)
     if kind == "dense":
-        return _dense(problem, i, trace, grads, params, x[k], dx[k], step.grads, k)
+        return _dense(problem, spec, trace, grads, params, x[k], dx[k], step.grads, k)
     return []
 
 
-def _routing(
-    spec: LayerSpec, trace: Trace, grads: Gradients, params: dict, i: int, k: int
-) -> Routing:
+def _local_derivative(spec: Node, trace: Trace, params: dict) -> np.ndarray:
+    """f'(x) of an element-wise node, (N, *shape): its own backward fed ones."""
+    ones = np.ones_like(trace.values[spec.name])
+    xs = trace.inputs_of(spec)
+    fprime, _ = node_backward(spec, ones, trace.caches[spec.name], node_params(params, spec), xs)
+    return fprime[0]
+
+
+def _routing(spec: Node, trace: Trace, grads: Gradients, params: dict, k: int) -> Routing:
     g = spec.layer.geometry
-    delta = grads.deltas[i]
-    x_shape = trace.activations[i].shape
+    delta = grads.deltas[spec.name]
+    xs = trace.inputs_of(spec)
     c, ho, wo = spec.out_shape
     h, w = spec.in_shape[1:]
     rule = "each window passes its whole gradient to its maximum; its other inputs get 0"
     routing = Routing(rule, ties=getattr(type(spec.layer), "kinks", ""), windows=c * ho * wo)
     if routing.windows > MAX_WINDOWS:
         return routing
-    output = trace.activations[i + 1][k]
+    output = trace.values[spec.name][k]
     for ch in range(c):
         for a in range(ho):
             for b in range(wo):
                 probe = np.zeros_like(delta)
                 probe[k, ch, a, b] = 1.0
-                dx, _ = layer_backward(spec, probe, trace.caches[i], params[spec.name], x_shape)
+                (dx,), _ = node_backward(
+                    spec, probe, trace.caches[spec.name], node_params(params, spec), xs
+                )
                 hit = np.argwhere(dx[k, ch] != 0)
                 source = (int(hit[0][0]), int(hit[0][1])) if len(hit) == 1 else None
                 r0, c0 = a * g.sh - g.ph, b * g.sw - g.pw
@@ -397,7 +401,7 @@ def _sizes(*pairs: tuple[str, int]) -> str:
 
 
 def _conv(
-    spec: LayerSpec, o: np.ndarray, d: np.ndarray, do: np.ndarray, own: dict[str, np.ndarray]
+    spec: Node, o: np.ndarray, d: np.ndarray, do: np.ndarray, own: dict[str, np.ndarray]
 ) -> list[Detail]:
     """conv2d of one example: o (C, H, W) its input, d (O, Ho, Wo) its delta, do its dx."""
     g = spec.layer.geometry
@@ -506,7 +510,7 @@ def _conv_input(spec, d, do, d_label, w_label, o_label, simple) -> Accumulation:
 
 def _dense(
     problem: Problem,
-    i: int,
+    spec: Node,
     trace: Trace,
     grads: Gradients,
     params: dict,
@@ -516,17 +520,14 @@ def _dense(
     k: int,
 ) -> list[Detail]:
     """dense of one example: x (F,) its input, dx (F,) its input's delta."""
-    spec = problem.layers[i]
-    weight = spec.params["weight"]  # (O, F)
+    weight = node_params(params, spec)["weight"]  # (O, F)
     n_out, n_in = weight.shape
-    delta = grads.deltas[i][k]
-    after = problem.layers[i + 1] if i + 1 < len(problem.layers) else None
+    delta = grads.deltas[spec.name][k]
+    readers = problem.network.readers(spec.name)
+    after = readers[0][0] if len(readers) == 1 else None  # FC = f(z) when one f reads z
     if after is not None and builtin_kind(after.layer) in ACTIVATIONS:
-        ones = np.ones_like(grads.deltas[i + 1])
-        fp, _ = layer_backward(
-            after, ones, trace.caches[i + 1], params[after.name], trace.activations[i + 1].shape
-        )
-        upstream, fprime = grads.deltas[i + 1][k], fp[k]
+        upstream = grads.deltas[after.name][k]
+        fprime = _local_derivative(after, trace, params)[k]
         formula = f"grad(P_j) = sum_{{i<{n_out}}} grad(FC_i) * f'(z_i) * W[i,j]"
         legend = (
             f"P = the input of {spec.name}, z = its output, FC = f(z) the output of "

@@ -40,7 +40,7 @@ its directional test has no element checked (numeric NaN, checked_mask False); i
 ``extra["directional"]`` says how it was checked. If no tensor's own direction fails
 although a whole-problem direction did, every tensor is checked element-wise.
 
-Layers in isolation (``directional_verdict``): the same test on each layer's own
+Layers in isolation (``isolation.directional_verdict``): the same test on each layer's own
 objective, sum(delta * layer(x)), over its input and parameters; element-wise only for
 the tensors whose own direction fails. A max-pool fed by a ReLU has exact ties (windows
 of zeros) at the point itself, where no direction is smooth, so its input is always
@@ -51,13 +51,13 @@ element-wise isolation, and when --fast skips the isolation altogether.
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..problem import Problem
-from ..report import LayerVerdict, TensorCheck
+from .elements import check_tensor, unchecked
+from .numeric import EPS64
 
 #: Random directions over all checked tensors together (the network, and each layer).
 DIRECTIONS = 3
@@ -76,11 +76,10 @@ FLOOR_ULPS = 4.0
 #: Rounding allowed to each analytic element, in epsilons of the problem's dtype.
 ANALYTIC_ULPS = 16.0
 
-EPS64 = sys.float_info.epsilon  # float64; np.finfo costs 3 ms at import
 
 ISOLATION_SKIPPED = (
     "fast: every gradient agreed, so no layer's own backward was checked in isolation "
-    "(run without --fast for per-layer verdicts)"
+    "(a full check gives per-layer verdicts)"
 )
 
 
@@ -252,8 +251,6 @@ def suspects(
 
 def fast_checks(problem: Problem, objective, names: list[str], tol, rng, tick):
     """The network's tensors under ``--fast``: (TensorChecks in ``names`` order, notes)."""
-    from . import check  # check imports this module
-
     if not names:
         return [], []
     a_eps = analytic_eps(problem)
@@ -266,10 +263,10 @@ def fast_checks(problem: Problem, objective, names: list[str], tol, rng, tick):
     for t in names:
         size = objective.tensors()[t].size
         if t in localise:
-            c = check.check_tensor(problem, objective, t, np.arange(size), tol, tick)
+            c = check_tensor(problem, objective, t, np.arange(size), tol, tick)
             c.mode, c.localised = "fast", True
         else:
-            c = unchecked(problem, objective, t)
+            c = unchecked(problem, objective, t, "fast")
             if tick is not None:
                 tick(size)
         c.extra["directional"] = {
@@ -293,55 +290,3 @@ def fast_note(whole: list[Direction], localised: list[str], objective) -> str:
         f"fast: {failed} of {n} random directions disagreed; localised to "
         f"{', '.join(localised)} ({elements:,} elements checked one by one)"
     )
-
-
-def unchecked(problem: Problem, objective, tensor: str) -> TensorCheck:
-    """A tensor that passed its directional test: no element checked one by one."""
-    from .check import user_shape
-
-    shape = user_shape(problem, tensor)
-    return TensorCheck.unchecked(tensor, objective.analytic[tensor].reshape(shape), "fast")
-
-
-def directional_verdict(
-    obj, name: str, type_: str, problem: Problem, tol, rng: np.random.Generator
-) -> LayerVerdict:
-    """One layer's own backward, direction first: element-wise only where a direction fails.
-
-    Reports what was done: ``directions`` directions over the layer's tensors, and
-    ``checked`` elements checked one by one (0 when every direction agreed).
-    """
-    from .check import check_elements
-    from .kinks import split_upstream
-    from .objective import LayerObjective
-
-    names = list(obj.tensors())
-    a_eps = analytic_eps(problem)
-    whole = run_directions(obj, names, DIRECTIONS, rng, tol.eps, a_eps)
-    verdict = LayerVerdict(
-        name, type_, True, 0.0, 0.0, 0, 0, {t: True for t in names}, directions=len(whole)
-    )
-    if all(d.passed for d in whole):
-        return verdict
-    localise, _ = suspects(obj, names, rng, tol.eps, a_eps)
-    verdict.directions += len(names)
-    for t in localise:
-        # ties at the point itself (ReLU zeros in a max-pool window) fail every random
-        # direction: one along the analytic gradient's support settles most of them
-        g = np.asarray(obj.analytic[t], dtype=np.float64).reshape(obj.tensors()[t].shape)
-        verdict.directions += 1
-        if one_sided_test(obj, {t: support_direction(g, rng)}, tol.eps, a_eps).passed:
-            continue
-        index = np.arange(obj.tensors()[t].size)
-        _, v = check_elements(obj, t, index, tol, problem.settings.max_memory)
-        if isinstance(obj, LayerObjective):  # ties where several kinks meet: engine/kinks.py
-            v = split_upstream(obj, t, index, v, tol, problem.settings.max_memory)
-        ok = not v.failed.any()
-        verdict.tensors_ok[t] = ok
-        verdict.passed = verdict.passed and ok
-        verdict.kinks += int(v.kink.sum())
-        verdict.checked += len(index)
-        if len(index):
-            verdict.max_abs_error = max(verdict.max_abs_error, float(v.abs_error.max()))
-            verdict.max_rel_error = max(verdict.max_rel_error, float(v.rel_error.max()))
-    return verdict

@@ -47,9 +47,12 @@ import numpy as np
 from ..problem import Problem
 from ..report import Report
 from . import numeric
+from .blame import path_ok
 from .compare import ElementVerdict, judge
-from .network import layer_backward, layer_forward
+from .elements import JUMP_KEY
+from .numeric import EPS64
 from .objective import LayerObjective
+from .passes import node_backward, node_forward
 
 TAYLOR_KINK_NOTE = (
     "Taylor: first-order remainder from kinks at this point (the direction crosses several "
@@ -60,11 +63,6 @@ TAYLOR_KINK_NOTE = (
 ROUNDING_GAP = 10.0
 #: The central difference moving by more than this (relative) from h to 2h: not smooth.
 CENTRAL_SHIFT = 1e-2
-EPS64 = float(np.finfo(np.float64).eps)
-
-#: Key of ``TensorCheck.extra`` holding the failed elements whose one-sided
-#: differences disagree (bool, the tensor's user shape).
-JUMP_KEY = "failed_at_jump"
 
 
 def split_upstream(
@@ -81,16 +79,18 @@ def split_upstream(
     if not retry.any():
         return v
     sub_index = index[retry]
+    node = obj.node
     with np.errstate(all="ignore"):
-        y, cache = layer_forward(obj.spec, obj.x, obj.params)
+        y, cache = node_forward(node, obj.xs, obj.params)
     passed = np.ones(len(sub_index), dtype=bool)
     for part in (np.maximum(obj.delta, 0.0), np.minimum(obj.delta, 0.0)):
         if not part.any():
             continue
         with np.errstate(all="ignore"):
-            dx, grads = layer_backward(obj.spec, part, cache, obj.params, obj.x.shape)
-        analytic = {"input": dx, **{f"{obj.spec.name}.{p}": g for p, g in grads.items()}}
-        half = LayerObjective(obj.spec, obj.x, obj.params, part, float((y * part).sum()), analytic)
+            dxs, grads = node_backward(node, part, cache, obj.params, obj.xs)
+        analytic = {node.slot_name(s): dx for s, dx in enumerate(dxs)}
+        analytic.update({f"{node.name}.{p}": g for p, g in grads.items()})
+        half = LayerObjective(node, obj.xs, obj.params, part, float((y * part).sum()), analytic)
         with np.errstate(all="ignore"):
             d = numeric.differences(half, tensor, sub_index, tol.eps, max_memory)
         a = np.asarray(analytic[tensor], dtype=np.float64).reshape(-1)[sub_index]
@@ -155,20 +155,16 @@ def settle_compound_kinks(
     """
     strict = tol.strict_kinks
     verdicts = {v.name: v for v in report.layers}
-    order = [s.name for s in problem.layers] + ["loss"]
-    if not all(name in verdicts for name in order):
+    if not verdicts:
         return
     for c in report.checks:
         jump = c.extra.get(JUMP_KEY)
         taylor = c.taylor_passed is False
         if c.passed or (jump is None and not taylor):
             continue
-        j = -1 if c.name == "input" else order.index(c.layer)
-        own_ok = j < 0 or verdicts[c.layer].tensors_ok.get(c.name, False)
-        above_ok = all(verdicts[name].tensors_ok.get("input", False) for name in order[j + 1 :])
-        if not (own_ok and above_ok):
+        ok, path_kinks = path_ok(problem, verdicts, c.name)
+        if not ok:
             continue
-        path_kinks = sum(verdicts[name].kinks for name in order[max(j, 0) :])
         if taylor:
             # A random direction crosses every kink at x at once: the Taylor test cannot
             # decide there, the isolated element-wise checks can.

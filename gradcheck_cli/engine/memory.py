@@ -23,8 +23,9 @@ import math
 import os
 from dataclasses import dataclass
 
-from ..errors import TooLargeError
+from ..errors import OptionHint, Part, TooLargeError
 from ..problem import Method, Mode, Problem
+from .elements import select_tensors
 
 #: float64 arrays per activation element held by the trace (value, cache, delta).
 TRACE_ARRAYS = 3
@@ -61,28 +62,26 @@ def _size(shape: tuple[int, ...]) -> int:
 
 def estimate(problem: Problem) -> MemoryEstimate:
     """The peak memory of checking ``problem`` with its settings (no array is made)."""
-    from .check import select_tensors  # check imports this module
-
+    network = problem.network
     n = problem.batch_size
-    # per-example sizes of activations[k], the input of layer k (the last: the output)
-    sizes = [_size(problem.x.shape[1:])] + [_size(s.out_shape) for s in problem.layers]
-    start = {s.name: k for k, s in enumerate(problem.layers)}
     checked, _ = select_tensors(problem)
     s = problem.settings
     sampled = s.mode in (Mode.SAMPLE, Mode.BUDGET) and s.sample is not None
     one_at_a_time = s.mode is Mode.FAST or s.method is Method.TAYLOR
     per_copy = whole = elements = 0
     for tensor in checked:
-        layer, _, param = tensor.rpartition(".")
-        k = 0 if tensor == "input" else start[layer]
-        below = sizes[k:]
+        below = network.example_sizes(network.copy_values(tensor))
         per_copy = max(per_copy, 8 * n * TRACE_ARRAYS * (sum(below) + max(below)))
-        size = problem.x.size if tensor == "input" else problem.layers[k].params[param].size
+        if network.is_input(tensor):
+            size = problem.inputs[tensor].size
+        else:
+            owner, param = network.split_param(tensor)
+            size = network.node(owner).params[param].size
         whole += size
         elements += min(size, s.sample) if sampled else size  # type: ignore[type-var]
-    params = sum(p.size for spec in problem.layers for p in spec.params.values())
+    params = sum(p.size for node in network if node.share is None for p in node.params.values())
     return MemoryEstimate(
-        trace=8 * n * TRACE_ARRAYS * sum(sizes),
+        trace=8 * n * TRACE_ARRAYS * sum(network.example_sizes()),
         per_copy=per_copy,
         copies=1 if one_at_a_time else 2,
         tensors=REPORT_BYTES * whole + CHECKED_BYTES * elements + PARAM_BYTES * params,
@@ -117,34 +116,39 @@ def require_fits(problem: Problem, ram: int | None = None) -> MemoryEstimate:
         return est
     budget = problem.settings.max_memory
     over_budget = est.copies_bytes > budget
-    why = (
-        f"more than --max-memory {gib(budget)}"
+    why: list[Part] = (
+        ["more than ", OptionHint("max_memory", gib(budget))]
         if over_budget
-        else f"more than {gib(ram or 0)} of RAM"
+        else [f"more than {gib(ram or 0)} of RAM"]
     )
-    hints = [
-        option
-        for option, settings in (
-            ("--fast", {"mode": Mode.FAST}),
-            (f"--sample {SAMPLE_HINT}", {"mode": Mode.SAMPLE, "sample": SAMPLE_HINT}),
+    tries: list[Part] = [
+        hint
+        for hint, settings in (
+            (OptionHint("fast"), {"mode": Mode.FAST}),
+            (OptionHint("sample", SAMPLE_HINT), {"mode": Mode.SAMPLE, "sample": SAMPLE_HINT}),
         )
-        if option.split()[0] not in _given(problem)
+        if hint.option not in _given(problem)
         and _fits(estimate(_with(problem, **settings)), budget, ram)
     ]
-    hints.append("a smaller input or network")
+    tries.append("a smaller input or network")
     if over_budget and (ram is None or est.total <= ram):
-        hints.append(f"--max-memory {_option_size(est.copies_bytes)} if the machine has it")
-    tries = ", or ".join(hints)
-    raise TooLargeError(
-        f"{problem.path}: the check needs about {gib(est.total)} of memory, {why}: one "
-        f"perturbed forward pass of {problem.batch_size} example(s) through "
+        size = _option_size(est.copies_bytes)
+        tries.append(OptionHint("max_memory", size, remark="if the machine has it"))
+    parts: list[Part] = [
+        f"{problem.path}: the check needs about {gib(est.total)} of memory, ",
+        *why,
+        f": one perturbed forward pass of {problem.batch_size} example(s) through "
         f"{len(problem.layers)} layer(s) holds about {gib(est.per_copy)}, {est.copies} run at "
-        f"a time, and {est.elements:,} elements are to be checked. Try {tries}."
-    )
+        f"a time, and {est.elements:,} elements are to be checked. Try ",
+    ]
+    for k, part in enumerate(tries):
+        parts.extend([", or "] if k else [])
+        parts.append(part)
+    raise TooLargeError([*parts, "."])
 
 
 def _option_size(size: int) -> str:
-    """A --max-memory value at least ``size``: ``3GiB``, ``12MiB``."""
+    """A max_memory value at least ``size``: ``3GiB``, ``12MiB``."""
     if size > 2**30:
         return f"{math.ceil(size / 2**30)}GiB"
     return f"{max(1, math.ceil(size / 2**20))}MiB"
@@ -155,9 +159,9 @@ def _fits(est: MemoryEstimate, budget: int, ram: int | None) -> bool:
 
 
 def _given(problem: Problem) -> set[str]:
-    """The modes already chosen, as options (a hint never repeats them)."""
+    """The modes already chosen, as option names (a hint never repeats them)."""
     mode = problem.settings.mode
-    return {"--fast"} if mode is Mode.FAST else {"--sample"} if mode is Mode.SAMPLE else set()
+    return {"fast"} if mode is Mode.FAST else {"sample"} if mode is Mode.SAMPLE else set()
 
 
 def _with(problem: Problem, **changes: object) -> Problem:

@@ -2,29 +2,33 @@
 
 An objective owns a few named tensors (their base values and analytic gradients) and
 evaluates itself, vectorised, at P perturbed copies where copy p has one element of one
-tensor moved by delta[p]. Two kinds exist:
+tensor moved by delta[p]. Three kinds exist:
 
-- ``NetworkObjective``: the whole stack and its loss; tensors are ``input`` and every
-  ``<layer>.<param>``. Perturbing layer k reuses the cached activation that feeds layer k
-  (prefix caching), and the P copies travel as one batch of P*N rows (copy-major).
-- ``LayerObjective``: one layer alone, E = sum(delta * layer(x)) with the real upstream
-  delta, so that a wrong backward can be blamed on the layer that owns it.
-  ``LossObjective`` does the same for the loss.
+- ``NetworkObjective``: the whole network and its loss; tensors are the network inputs
+  and every parameter ``<owner>.<param>``. A perturbation recomputes only the nodes
+  downstream of the tensor (``Network.downstream``) and reuses every other value of the
+  unperturbed forward pass (the prefix cache); the P copies travel as one batch of P*N
+  rows (copy-major).
+- ``LayerObjective``: one node alone, E = sum(delta * node(xs)) with the real upstream
+  delta, so that a wrong backward can be blamed on the node that owns it.
+- ``LossObjective``: the loss alone, as a function of the network output.
 
 All numerics here run in float64, whatever the problem's dtype.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ..errors import NumericalError, PluginError
-from ..problem import LayerSpec, Problem
+from ..network import Node
+from ..problem import Problem
 from ..protocol import Params, perturbed_by_loop
-from .network import layer_forward, loss_forward, reduce_losses
+from .passes import Gradients, Trace, loss_forward, node_forward, node_params, reduce_losses
 
 #: Copies compared first when looking for unchanged ones in a chunk (_drop_unchanged).
 PRUNE_PROBES = 16
@@ -39,146 +43,245 @@ def _stack_input(x: np.ndarray, index: np.ndarray, delta: np.ndarray) -> np.ndar
     return stacked.reshape(p * x.shape[0], *x.shape[1:])
 
 
-def _perturbed_layer(
-    spec: LayerSpec, x: np.ndarray, params: Params, name: str, index: np.ndarray, delta: np.ndarray
-) -> np.ndarray:
-    """P copies of one layer's output with a perturbed parameter: (P*N, *out_shape).
+def _tiled(x: np.ndarray, p: int) -> np.ndarray:
+    """x (N, *s) -> (P*N, *s): the unperturbed value repeated for P copies."""
+    if p == 1:
+        return x
+    return np.broadcast_to(x, (p, *x.shape)).reshape(p * x.shape[0], *x.shape[1:])
 
-    Guarded like ``layer_forward``: a plugin's mistake here is a PluginError naming it.
+
+def _perturbed_layer(
+    node: Node,
+    xs: list[np.ndarray],
+    params: Params,
+    name: str,
+    index: np.ndarray,
+    delta: np.ndarray,
+) -> np.ndarray:
+    """P copies of one node's output with a perturbed parameter: (P*N, *out_shape).
+
+    xs: the node's unperturbed inputs, each (N, *shape). Guarded like ``node_forward``:
+    a plugin's mistake here is a PluginError naming it.
     """
-    vectorised = getattr(spec.layer, "supports_perturbed", False)
+    vectorised = getattr(node.layer, "supports_perturbed", False) and not node.multi_input
     what = "forward_perturbed" if vectorised else "forward"
+    x = tuple(xs) if node.multi_input else xs[0]
     try:
         if vectorised:
-            y = spec.layer.forward_perturbed(x, params, name, index, delta)
+            y = node.layer.forward_perturbed(x, params, name, index, delta)
         else:
-            y = perturbed_by_loop(spec.layer, x, params, name, index, delta)
+            y = perturbed_by_loop(node.layer, x, params, name, index, delta)
     except (NumericalError, PluginError):
         raise
     except (Exception, SystemExit) as exc:
-        raise PluginError(spec.name, f"{what} raised {type(exc).__name__}: {exc}") from exc
-    expected = (len(index), x.shape[0], *spec.out_shape)
+        raise PluginError(node.name, f"{what} raised {type(exc).__name__}: {exc}") from exc
+    n = xs[0].shape[0]
+    expected = (len(index), n, *node.out_shape)
     if not isinstance(y, np.ndarray) or y.size != int(np.prod(expected)):
         got = list(y.shape) if isinstance(y, np.ndarray) else type(y).__name__
         raise PluginError(
-            spec.name,
+            node.name,
             f"{what} returned shape {got}, expected {list(expected)} (copies, batch, output)",
         )
-    return y.reshape(len(index) * x.shape[0], *spec.out_shape)
+    return y.reshape(len(index) * n, *node.out_shape)
 
 
-def _forward_copies(spec: LayerSpec, a: np.ndarray, params: Params, p: int) -> np.ndarray:
-    """Forward of P stacked copies a (P*N, ...). A layer that does not declare
+def _forward_copies(node: Node, xs: list[np.ndarray], params: Params, p: int) -> np.ndarray:
+    """Forward of P stacked copies, each input (P*N, ...). A layer that does not declare
     ``batch_independent`` (it may mix examples, e.g. batch statistics) sees one copy at a
     time, so stacking never changes what it computes."""
-    if p == 1 or getattr(spec.layer, "batch_independent", False):
-        return layer_forward(spec, a, params)[0]
-    return np.concatenate([layer_forward(spec, part, params)[0] for part in np.split(a, p)])
+    if p == 1 or getattr(node.layer, "batch_independent", False):
+        return node_forward(node, xs, params)[0]
+    parts = [np.split(x, p) for x in xs]
+    return np.concatenate(
+        [node_forward(node, list(copy), params)[0] for copy in zip(*parts, strict=True)]
+    )
 
 
 @dataclass
 class NetworkObjective:
-    """The whole network's loss as a function of the input and every parameter.
+    """The whole network's loss as a function of its inputs and every parameter.
 
-    x: (N, *in_shape) float64; params: {layer: {param: float64 array}};
-    activations: the float64 forward trace's activations (prefix cache).
+    inputs: {name: (N, *shape) float64}; params: {owner: {param: float64 array}};
+    values: every value of the float64 forward pass (the prefix cache); analytic: the
+    analytic gradient of every tensor, by tensor name.
     """
 
     problem: Problem
-    x: np.ndarray
+    inputs: dict[str, np.ndarray]
     params: dict[str, Params]
-    activations: list[np.ndarray]
+    values: dict[str, np.ndarray]
     target: np.ndarray | None
     f0: float
     analytic: dict[str, np.ndarray]
     forward_passes: int = 0
-    #: copies_through[k]: perturbed copies that really ran through layer k (profiling)
-    copies_through: list[int] = field(default_factory=list)
+    #: copies_through[node]: perturbed copies that really ran through it (profiling)
+    copies_through: dict[str, int] = field(default_factory=dict)
     _target_tiles: np.ndarray | None = field(default=None, repr=False)
+    _plans: dict = field(default_factory=dict, repr=False)
 
-    def __post_init__(self) -> None:
-        self.copies_through = [0] * len(self.problem.layers)
+    @classmethod
+    def build(
+        cls, problem: Problem, trace: Trace, grads: Gradients, params64: dict[str, Params]
+    ) -> NetworkObjective:
+        """From the analytic pass (any dtype) and float64 parameters: the float64
+        objective, with a float64 forward pass of its own when the problem is float32."""
+        from .passes import forward, require_finite
+
+        inputs64 = {k: v.astype(np.float64) for k, v in problem.inputs.items()}
+        if all(v.dtype == np.float64 for v in problem.inputs.values()):
+            trace64 = trace
+        else:
+            with np.errstate(all="ignore"):
+                trace64 = forward(problem, inputs64, params64, _float64_target(problem))
+            require_finite("the float64 reference loss", trace64.loss)
+        analytic = {v: grads.deltas[v] for v in problem.network.input_names}
+        for owner, g in grads.params.items():
+            analytic.update({f"{owner}.{p}": a for p, a in g.items()})
+        return cls(
+            problem=problem,
+            inputs=inputs64,
+            params=params64,
+            values={k: v.astype(np.float64, copy=False) for k, v in trace64.values.items()},
+            target=_float64_target(problem),
+            f0=trace64.loss,
+            analytic=analytic,
+        )
 
     @property
     def n(self) -> int:
-        return self.x.shape[0]
+        return next(iter(self.inputs.values())).shape[0]
+
+    @property
+    def network(self):
+        return self.problem.network
 
     def tensors(self) -> dict[str, np.ndarray]:
-        out = {"input": self.x}
-        for spec in self.problem.layers:
-            for p, v in self.params[spec.name].items():
-                out[f"{spec.name}.{p}"] = v
+        out = dict(self.inputs)
+        for tensor in self.network.param_tensors():
+            owner, param = self.network.split_param(tensor)
+            out[tensor] = self.params[owner][param]
         return out
-
-    def _layer_of(self, tensor: str) -> tuple[int, str]:
-        layer, _, param = tensor.rpartition(".")
-        for k, spec in enumerate(self.problem.layers):
-            if spec.name == layer:
-                return k, param
-        raise KeyError(tensor)
 
     def bytes_per_copy(self, tensor: str) -> int:
         """Rough peak bytes one perturbed copy costs downstream of the tensor (x3 for caches)."""
-        start = 0 if tensor == "input" else self._layer_of(tensor)[0]
-        sizes = [a[0].size for a in self.activations[start:]]
+        sizes = self.network.example_sizes(self.network.copy_values(tensor))
         return int(8 * self.n * 3 * (sum(sizes) + max(sizes)))
 
     def losses(self, tensor: str, index: np.ndarray, delta: np.ndarray) -> np.ndarray:
         """(P,) reduced losses of P copies, copy p with tensor.flat[index[p]] += delta[p]."""
         p = len(index)
         self.forward_passes += p
-        if tensor == "input":
-            return self._run_from(0, _stack_input(self.x, index, delta), p)
-        k, name = self._layer_of(tensor)
-        spec = self.problem.layers[k]
-        y = _perturbed_layer(spec, self.activations[k], self.params[spec.name], name, index, delta)
-        return self._run_from(k + 1, y, p)
+        network = self.network
+        if network.is_input(tensor):
+            moved = {tensor: _stack_input(self.inputs[tensor], index, delta)}
+            return self._run(tensor, moved, p, fresh=True)
+        owner, name = network.split_param(tensor)
+        users = network.users(owner)
+        if len(users) > 1:  # a shared parameter moves several nodes at once
+            return self._shared(tensor, owner, name, index, delta)
+        (node,) = users
+        xs = [self.values[v] for v in node.inputs]
+        y = _perturbed_layer(node, xs, self.params[owner], name, index, delta)
+        self.copies_through[node.name] = self.copies_through.get(node.name, 0) + p
+        return self._run(tensor, {node.name: y}, p)
 
-    def _run_from(self, start: int, a: np.ndarray, p: int) -> np.ndarray:
-        """Layers start..L and the loss on P stacked copies a (P*N, ...) -> (P,) losses.
+    def _run(
+        self, tensor: str, moved: dict[str, np.ndarray], p: int, fresh: bool = False
+    ) -> np.ndarray:
+        """The nodes downstream of ``tensor`` and the loss on P stacked copies.
 
-        a is the input of layer ``start``. A copy whose activation equals the unperturbed
-        one bit for bit (a weight on a zero input, a ReLU that stays off, a max-pool that
-        ignores the change) can only give f0, since every layer maps equal rows to equal
-        rows: it leaves the batch there and gets f0 without running the layers below.
-        Looking for them costs a comparison of every copy at every layer, so a few
-        probes spread over the chunk go first (``_drop_unchanged``); that changes the
-        time, never a value.
+        moved: the values already perturbed, each (P*N, ...). A copy whose perturbed
+        values all equal the unperturbed ones bit for bit (a weight on a zero input, a
+        ReLU that stays off, a max-pool that ignores the change) can only give f0, since
+        every layer maps equal rows to equal rows: it leaves the batch there and gets f0
+        without running the nodes below. Copies are compared where one value carries the
+        whole perturbation (the segments of a chain); looking costs a comparison of every
+        copy, so a few probes spread over the chunk go first (``_drop_unchanged``). That
+        changes the time, never a value. ``fresh``: the moved values differ from the
+        unperturbed ones by construction (a perturbed input): no comparison first.
         """
+        network = self.network
         out = np.full(p, self.f0)
         alive = np.arange(p)
-        for k in range(start, len(self.problem.layers) + 1):
-            # the input copies differ from x by construction
-            if start > 0 or k > start:
-                a, alive = self._drop_unchanged(k, a, alive)
+        output = network.output
+        for k, (node, prune, done) in enumerate(self._plan(tensor, tuple(moved))):
+            if prune is not None and not (fresh and k == 0):
+                alive = self._drop_unchanged(prune, moved, alive)
                 if not len(alive):
                     return out
-            if k == len(self.problem.layers):
-                break
-            spec = self.problem.layers[k]
-            self.copies_through[k] += len(alive)
-            a = _forward_copies(spec, a, self.params[spec.name], len(alive))
-        losses, _ = loss_forward(self.problem.loss, a, self._tiled_target(len(alive)))
+            xs = [
+                moved[v] if v in moved else _tiled(self.values[v], len(alive)) for v in node.inputs
+            ]
+            self.copies_through[node.name] = self.copies_through.get(node.name, 0) + len(alive)
+            moved[node.name] = _forward_copies(node, xs, node_params(self.params, node), len(alive))
+            for v in done:  # free what no node below reads any more
+                del moved[v]
+        if output not in moved:  # the perturbation never reaches the loss
+            return out
+        alive = self._drop_unchanged(output, moved, alive)
+        if not len(alive):
+            return out
+        losses, _ = loss_forward(self.problem.loss, moved[output], self._tiled_target(len(alive)))
         out[alive] = reduce_losses(losses, self.n, self.problem.loss.reduction)
         return out
 
+    def _plan(
+        self, tensor: str, start: tuple[str, ...]
+    ) -> list[tuple[Node, str | None, list[str]]]:
+        """The nodes to run after ``tensor`` moved the values ``start``, each with the
+        one moved value to compare before it (None where several carry the
+        perturbation) and the moved values nobody reads after it. Cached per tensor."""
+        key = (tensor, start)
+        if key not in self._plans:
+            network = self.network
+            pending = [n for n in network.downstream(tensor) if n.name not in start]
+            moved = list(start)
+            plan = []
+            for k, node in enumerate(pending):
+                live = _live(moved, pending[k:], network.output)
+                moved.append(node.name)
+                later = set(_live(moved, pending[k + 1 :], network.output))
+                done = [v for v in moved if v not in later]
+                moved = [v for v in moved if v in later]
+                plan.append((node, live[0] if len(live) == 1 else None, done))
+            self._plans[key] = plan
+        return self._plans[key]
+
     def _drop_unchanged(
-        self, k: int, a: np.ndarray, alive: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Keep the copies of a (P*N, ...) whose rows differ from activations[k].
+        self, value: str, moved: dict[str, np.ndarray], alive: np.ndarray
+    ) -> np.ndarray:
+        """Keep the copies whose rows of ``value`` differ from its unperturbed rows;
+        every moved value is cut down alike. Returns the copies still alive.
 
         PRUNE_PROBES copies spread over the chunk are compared first, and the whole
         chunk only when one of them is unchanged: copies are ordered by element, and
         neighbours tend to share their fate (a dead unit, a zero input).
         """
         p = len(alive)
-        copies, base = a.reshape(p, -1), self.activations[k].reshape(1, -1)
+        a = moved[value]
+        copies, base = a.reshape(p, -1), self.values[value].reshape(1, -1)
         if (copies[:: max(1, p // PRUNE_PROBES)] != base).any(axis=1).all():
-            return a, alive
+            return alive
         changed = (copies != base).any(axis=1)
         if changed.all():
-            return a, alive
-        return copies[changed].reshape(-1, *a.shape[1:]), alive[changed]
+            return alive
+        for v, arr in moved.items():
+            moved[v] = arr.reshape(p, -1)[changed].reshape(-1, *arr.shape[1:])
+        return alive[changed]
+
+    def _shared(
+        self, tensor: str, owner: str, name: str, index: np.ndarray, delta: np.ndarray
+    ) -> np.ndarray:
+        """A parameter several nodes use: each copy runs the nodes downstream on its own
+        (one copy's parameter differs from the next one's in every node that uses it)."""
+        out = np.empty(len(index))
+        base = self.params[owner][name]
+        for i, (flat, d) in enumerate(zip(index.tolist(), delta.tolist(), strict=True)):
+            moved = base.copy()
+            moved.flat[flat] += d
+            out[i] = self._loss_with({tensor: moved})
+        return out
 
     def _tiled_target(self, p: int) -> np.ndarray | None:
         """The target repeated for P copies (copy-major), a view of one cached tiling."""
@@ -192,60 +295,100 @@ class NetworkObjective:
             self._target_tiles = tiles
         return tiles[:rows]
 
-    def loss_at(self, values: dict[str, np.ndarray]) -> float:
+    def loss_at(self, values: Mapping[str, np.ndarray]) -> float:
         """The loss with some tensors replaced wholesale (directional checks).
 
-        Runs from the first layer that owns a replaced tensor, on its cached input.
+        Runs only the nodes downstream of a replaced tensor, on cached values otherwise.
         """
         self.forward_passes += 1
-        layers = [self._layer_of(t)[0] for t in values if t != "input"]
-        start = 0 if "input" in values or not layers else min(layers)
-        a = values.get("input", self.activations[start])
-        for spec in self.problem.layers[start:]:
-            params = {
-                p: values.get(f"{spec.name}.{p}", v) for p, v in self.params[spec.name].items()
-            }
-            a, _ = layer_forward(spec, a, params)
-        losses, _ = loss_forward(self.problem.loss, a, self.target)
+        return self._loss_with(values)
+
+    def _loss_with(self, replaced: Mapping[str, np.ndarray]) -> float:
+        network = self.network
+        params = {o: dict(ps) for o, ps in self.params.items()}
+        now = dict(self.values)
+        moved: set[str] = set()
+        for tensor, value in replaced.items():
+            if network.is_input(tensor):
+                now[tensor] = value
+            else:
+                owner, param = network.split_param(tensor)
+                params[owner][param] = value
+            moved.update(n.name for n in network.downstream(tensor))
+        for node in network:
+            if node.name in moved:
+                xs = [now[v] for v in node.inputs]
+                now[node.name], _ = node_forward(node, xs, node_params(params, node))
+        losses, _ = loss_forward(self.problem.loss, now[network.output], self.target)
         return float(reduce_losses(losses, self.n, self.problem.loss.reduction)[0])
+
+
+def _live(moved: list[str], pending: list[Node], output: str) -> list[str]:
+    """The moved values that a pending node or the loss still reads."""
+    needed = {v for n in pending for v in n.inputs} | {output}
+    return [v for v in moved if v in needed]
+
+
+def _float64_target(problem: Problem) -> np.ndarray | None:
+    target = problem.loss.target
+    if target is not None and np.issubdtype(target.dtype, np.floating):
+        return target.astype(np.float64)
+    return target
 
 
 @dataclass
 class LayerObjective:
-    """One layer in isolation: E(x, params) = sum(delta * layer(x, params)).
+    """One node in isolation: E(xs, params) = sum(delta * node(xs, params)).
 
-    x: the layer's real input (N, *in_shape); delta: the real upstream gradient
-    (N, *out_shape); analytic: the layer's own backward fed that delta.
+    xs: the node's real inputs, each (N, *in_shape); delta: the real upstream gradient
+    (N, *out_shape); analytic: the node's own backward fed that delta, by the names of
+    ``tensors()`` (its input slots ``input`` / ``input[s]``, and ``<node>.<param>``).
     """
 
-    spec: LayerSpec
-    x: np.ndarray
+    node: Node
+    xs: list[np.ndarray]
     params: Params
     delta: np.ndarray
     f0: float
     analytic: dict[str, np.ndarray]
     forward_passes: int = 0
 
+    @property
+    def spec(self) -> Node:  # the former name, kept for plugins' tests
+        return self.node
+
+    def slots(self) -> dict[str, int]:
+        return {self.node.slot_name(s): s for s in range(len(self.xs))}
+
     def tensors(self) -> dict[str, np.ndarray]:
-        return {"input": self.x, **{f"{self.spec.name}.{p}": v for p, v in self.params.items()}}
+        out = {name: self.xs[s] for name, s in self.slots().items()}
+        out.update({f"{self.node.name}.{p}": v for p, v in self.params.items()})
+        return out
 
     def bytes_per_copy(self, tensor: str) -> int:
-        return int(8 * 3 * (self.x.size + self.delta.size))
+        return int(8 * 3 * (sum(x.size for x in self.xs) + self.delta.size))
 
     def losses(self, tensor: str, index: np.ndarray, delta: np.ndarray) -> np.ndarray:
         p = len(index)
         self.forward_passes += p
-        if tensor == "input":
-            y = _forward_copies(self.spec, _stack_input(self.x, index, delta), self.params, p)
+        slots = self.slots()
+        if tensor in slots:
+            s = slots[tensor]
+            xs = [
+                _stack_input(x, index, delta) if i == s else _tiled(x, p)
+                for i, x in enumerate(self.xs)
+            ]
+            y = _forward_copies(self.node, xs, self.params, p)
         else:
             name = tensor.rpartition(".")[2]
-            y = _perturbed_layer(self.spec, self.x, self.params, name, index, delta)
+            y = _perturbed_layer(self.node, self.xs, self.params, name, index, delta)
         return (y.reshape(p, -1) * self.delta.reshape(1, -1)).sum(axis=1)
 
-    def loss_at(self, values: dict[str, np.ndarray]) -> float:
+    def loss_at(self, values: Mapping[str, np.ndarray]) -> float:
         self.forward_passes += 1
-        params = {p: values.get(f"{self.spec.name}.{p}", v) for p, v in self.params.items()}
-        y, _ = layer_forward(self.spec, values.get("input", self.x), params)
+        params = {p: values.get(f"{self.node.name}.{p}", v) for p, v in self.params.items()}
+        xs = [values.get(name, self.xs[s]) for name, s in self.slots().items()]
+        y, _ = node_forward(self.node, xs, params)
         return float((y * self.delta).sum())
 
 
@@ -273,7 +416,7 @@ class LossObjective:
         losses, _ = loss_forward(self.problem.loss, _stack_input(self.x, index, delta), target)
         return reduce_losses(losses, self.x.shape[0], self.problem.loss.reduction)
 
-    def loss_at(self, values: dict[str, np.ndarray]) -> float:
+    def loss_at(self, values: Mapping[str, np.ndarray]) -> float:
         self.forward_passes += 1
         losses, _ = loss_forward(self.problem.loss, values.get("input", self.x), self.target)
         return float(reduce_losses(losses, self.x.shape[0], self.problem.loss.reduction)[0])

@@ -52,6 +52,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..report import TensorCheck
+from .numeric import EPS64
 
 #: Pass when the observed order is at least this (right: 2, wrong: 1).
 ORDER_THRESHOLD = 1.8
@@ -77,7 +78,6 @@ PROBE_RELATIVE = 1e-10
 #: The remainder "vanishes" when this many of the smallest steps are at the floor.
 EXACT_TAIL = 3
 
-EPS64 = float(np.finfo(np.float64).eps)
 
 KINK_NOTE = (
     "Taylor: the loss has a kink along the test direction (first-order remainder on both "

@@ -1,0 +1,82 @@
+"""Blame: which node's own backward a failing tensor's error comes from.
+
+Uses the isolated verdicts of every node (engine/isolation.py). A tensor whose own
+nodes computed their share of its gradient right can only be wrong because a delta
+arriving from the loss is: the culprit is the nearest node, on the way from the loss
+down to the tensor, whose own backward sends a wrong delta along that way (or the
+loss, whose dy is wrong). In a plain stack that is the nearest layer above whose dx is
+wrong; at a fork every reader of the value is a way down.
+"""
+
+from __future__ import annotations
+
+from ..problem import Problem
+from ..report import LayerVerdict, Report
+
+#: The loss's name in ``report.layers`` and in blame.
+LOSS = "loss"
+
+
+def own_layers_ok(problem: Problem, verdicts: dict[str, LayerVerdict], tensor: str) -> bool:
+    """True when every node that computes a share of ``tensor``'s gradient computed it
+    right in isolation (a network input has no such node)."""
+    network = problem.network
+    if network.is_input(tensor):
+        return True
+    owner, param = network.split_param(tensor)
+    return all(
+        verdicts[n.name].tensors_ok.get(f"{n.name}.{param}", True) for n in network.users(owner)
+    )
+
+
+def wrong_readers(problem: Problem, verdicts: dict[str, LayerVerdict], tensor: str) -> list[str]:
+    """The nodes (and the loss) whose own backward passes a wrong delta on the way from
+    the loss down to ``tensor``, nearest first (in the order of the network)."""
+    network = problem.network
+    values = network.value_of(tensor)
+    found: list[str] = []
+    seen: set[str] = set()
+    frontier = list(values)
+    while frontier:
+        value = frontier.pop(0)
+        if value in seen:
+            continue
+        seen.add(value)
+        if value == network.output and not verdicts[LOSS].tensors_ok.get("input", True):
+            found.append(LOSS)
+        for node, slot in network.readers(value):
+            if not verdicts[node.name].tensors_ok.get(node.slot_name(slot), True):
+                found.append(node.name)
+            frontier.append(node.name)
+    order = [n.name for n in network] + [LOSS]
+    return sorted(set(found), key=order.index)
+
+
+def blame(report: Report, problem: Problem) -> None:
+    """Point each failing tensor whose own layer is right at the nearest node whose own
+    backward sends a wrong delta towards it (``consequence_of``).
+
+    A tensor whose isolated check passed can only be wrong because a delta arriving
+    from below the loss is: blame the first node, in network order from the tensor on,
+    whose dx for the path (or the loss, whose dy) is wrong.
+    """
+    verdicts = {v.name: v for v in report.layers}
+    if not verdicts:
+        return
+    for c in report.checks:
+        if c.passed or not own_layers_ok(problem, verdicts, c.name):
+            continue
+        wrong = wrong_readers(problem, verdicts, c.name)
+        if wrong:
+            c.consequence_of = wrong[0]
+
+
+def path_ok(problem: Problem, verdicts: dict[str, LayerVerdict], tensor: str) -> tuple[bool, int]:
+    """(every backward between ``tensor`` and the loss passes in isolation, the kinks
+    those isolated checks met, the tensor's own layers included)."""
+    network = problem.network
+    below = network.below(tensor)
+    ok = own_layers_ok(problem, verdicts, tensor) and not wrong_readers(problem, verdicts, tensor)
+    names = [n.name for n in below] + [LOSS]
+    ok = ok and all(n in verdicts for n in names)
+    return ok, sum(verdicts[n].kinks for n in names if n in verdicts)

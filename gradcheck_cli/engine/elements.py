@@ -1,0 +1,131 @@
+"""Element-wise checking: which tensors and elements, their differences and verdicts.
+
+Works on any objective (engine/objective.py): the whole network, or one layer alone.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+
+import numpy as np
+
+from ..errors import NumericalError
+from ..problem import Mode, Problem
+from ..report import TensorCheck
+from . import numeric
+from .compare import ElementVerdict, Tolerances, judge
+
+#: Called with the number of elements just finished.
+Tick = Callable[[int], None]
+
+#: Key of ``TensorCheck.extra`` holding the failed elements whose one-sided
+#: differences disagree (bool, the tensor's user shape).
+JUMP_KEY = "failed_at_jump"
+
+
+def is_input_name(tensor: str) -> bool:
+    """A network input (``input``, ``input.x``) or a layer's input slot in isolation
+    (``input[1]``): no layer owns it. Layers may not be called ``input``."""
+    return tensor == "input" or tensor.startswith(("input.", "input["))
+
+
+def select_tensors(problem: Problem) -> tuple[list[str], list[str]]:
+    """(checked, skipped) tensor names under the ``only`` globs."""
+    names = problem.tensor_names()
+    only = problem.settings.only
+    if not only:
+        return names, []
+    chosen = [n for n in names if any(fnmatch.fnmatchcase(n, g) for g in only)]
+    return chosen, [n for n in names if n not in chosen]
+
+
+def select_elements(size: int, problem: Problem, rng: np.random.Generator) -> np.ndarray:
+    """Flat indices to check in a tensor of ``size`` elements (sorted)."""
+    s = problem.settings
+    if s.mode in (Mode.SAMPLE, Mode.BUDGET) and s.sample is not None and s.sample < size:
+        return np.sort(rng.choice(size, size=s.sample, replace=False))
+    return np.arange(size)
+
+
+def user_shape(problem: Problem, tensor: str) -> tuple[int, ...]:
+    """The shape the user wrote a tensor in (a 2-D conv kernel stays (kh, kw))."""
+    network = problem.network
+    if network.is_input(tensor):
+        return tuple(problem.input_user_shapes()[tensor])
+    owner, param = network.split_param(tensor)
+    node = network.node(owner)
+    return tuple(node.user_shapes.get(param, node.params[param].shape))
+
+
+def check_elements(
+    objective, tensor: str, index: np.ndarray, tol: Tolerances, max_memory: int, tick=None
+) -> tuple[numeric.Differences, ElementVerdict]:
+    """Element-wise verdict of one tensor of any objective: (Differences, ElementVerdict)."""
+    with np.errstate(all="ignore"):
+        d = numeric.differences(objective, tensor, index, tol.eps, max_memory, tick)
+    stuck = (d.h_plus <= 0) | (d.h_minus <= 0) | ~np.isfinite(d.h_plus + d.h_minus)
+    if np.any(stuck):  # v + eps == v: no difference can be taken, which is not a wrong gradient
+        i = int(index[np.argmax(stuck)])
+        value = float(objective.tensors()[tensor].reshape(-1)[i])
+        raise NumericalError(
+            f"{tensor} has the value {value:g} at flat index {i}, where a step of eps="
+            f"{tol.eps:g} is lost to rounding (v + eps == v in float64), so no finite "
+            "difference can be taken; use smaller values or a larger eps"
+        )
+    if not np.all(np.isfinite(d.f_plus)) or not np.all(np.isfinite(d.f_minus)):
+        raise NumericalError(
+            f"a perturbed forward pass for {tensor} gave NaN or Inf; "
+            "the check cannot be carried out (try a smaller eps)"
+        )
+    analytic = objective.analytic[tensor].reshape(-1)[index]
+    return d, judge(analytic, d, tol.atol, tol.rtol, tol.strict_kinks)
+
+
+def check_tensor(
+    problem: Problem, objective, tensor: str, index: np.ndarray, tol: Tolerances, tick
+) -> TensorCheck:
+    """Check the chosen elements of one network tensor, shaped as the user wrote it."""
+    _, v = check_elements(objective, tensor, index, tol, problem.settings.max_memory, tick)
+    mode = problem.settings.mode.value
+    shape = user_shape(problem, tensor)
+    return tensor_check(tensor, objective.analytic[tensor], index, v, shape, mode)
+
+
+def tensor_check(
+    tensor: str,
+    analytic: np.ndarray,
+    index: np.ndarray,
+    v: ElementVerdict,
+    shape: tuple[int, ...],
+    mode: str,
+) -> TensorCheck:
+    """A TensorCheck in ``shape`` from the verdict ``v`` on the flat elements ``index``."""
+    size = analytic.size
+
+    def scatter(values, fill, dtype=np.float64):
+        out = np.full(size, fill, dtype=dtype)
+        out[index] = values
+        return out.reshape(shape)
+
+    layer, _, param = ("", "", "") if is_input_name(tensor) else tensor.rpartition(".")
+    return TensorCheck(
+        name=tensor,
+        layer=layer or None,
+        param=param if layer else None,
+        analytic=analytic.astype(np.float64).reshape(shape),
+        numeric=scatter(v.numeric, np.nan),
+        checked_mask=scatter(True, False, bool),
+        failed_mask=scatter(v.failed, False, bool),
+        kink_mask=scatter(v.kink, False, bool),
+        abs_error=scatter(v.abs_error, np.nan),
+        rel_error=scatter(v.rel_error, np.nan),
+        mode=mode if len(index) < size else "full",
+        extra={JUMP_KEY: scatter(v.failed & v.jump, False, bool)},
+    )
+
+
+def unchecked(problem: Problem, objective, tensor: str, mode: str) -> TensorCheck:
+    """A tensor judged without element-wise checks (a passed direction)."""
+    shape = user_shape(problem, tensor)
+    return TensorCheck.unchecked(tensor, objective.analytic[tensor].reshape(shape), mode)

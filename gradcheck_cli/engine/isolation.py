@@ -1,0 +1,191 @@
+"""Per-layer isolation and blame.
+
+A wrong backward in one node makes every tensor whose gradient passes through it fail
+too. Each node's own backward (and the loss's) is therefore checked in isolation: its
+vector-Jacobian product against the numeric VJP of that node alone, fed its real inputs
+and the real upstream delta (float64 copies), so that a node whose backward is right
+passes even when a node above it is wrong (engine/blame.py then names the node behind
+each failure).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import numpy as np
+
+from ..problem import Mode, Problem
+from ..report import LayerVerdict, Report
+from . import fast
+from .blame import LOSS
+from .compare import ElementVerdict, Tolerances
+from .diagnose import diagnose
+from .elements import check_elements, select_elements, tensor_check
+from .kinks import split_upstream
+from .objective import LayerObjective, LossObjective, NetworkObjective
+from .passes import Gradients
+
+
+class Isolation(str, Enum):
+    """How the per-layer isolation runs."""
+
+    ELEMENTS = "elements"  # every element of every tensor of every layer
+    DIRECTIONS = "directions"  # random directions first, element-wise only where one fails
+    SKIP = "skip"  # not at all (--fast when every network tensor agreed)
+
+
+def isolation_mode(problem: Problem, report: Report) -> Isolation:
+    """How the per-layer isolation runs.
+
+    Element-wise isolation costs about as much as the network check itself. It serves
+    blame, so it stays element-wise when a network tensor failed (in full and sample
+    mode), and goes direction first (engine/fast.py: element-wise only where a
+    direction disagrees) under fast and budget mode. When every network tensor passed,
+    full and sample mode check each layer direction first, and fast mode skips the
+    isolation (``layers`` stays empty and a note says so): it would cost more than the
+    fast check itself.
+    """
+    passed = all(c.passed for c in report.checks)
+    if problem.settings.mode is Mode.FAST:
+        return Isolation.SKIP if passed else Isolation.DIRECTIONS
+    if problem.settings.mode is Mode.BUDGET:
+        return Isolation.DIRECTIONS
+    return Isolation.DIRECTIONS if passed else Isolation.ELEMENTS
+
+
+def objectives(problem: Problem, net: NetworkObjective, grads: Gradients):
+    """(name, type, objective) of every node alone, then of the loss alone."""
+    out = []
+    for node in problem.network:
+        delta = grads.deltas[node.name].astype(np.float64)
+        analytic = {
+            node.slot_name(s): grads.contributions[(node.name, s)] for s in range(len(node.inputs))
+        }
+        analytic.update({f"{node.name}.{p}": g for p, g in grads.per_use[node.name].items()})
+        xs = [net.values[v] for v in node.inputs]
+        y = net.values[node.name]
+        params = net.params[node.owner]
+        obj = LayerObjective(node, xs, params, delta, float((y * delta).sum()), analytic)
+        out.append((node.name, node.type, obj))
+    output = problem.network.output
+    loss_obj = LossObjective(
+        problem, net.values[output], net.target, net.f0, {"input": grads.deltas[output]}
+    )
+    out.append((LOSS, problem.loss.type, loss_obj))
+    return out
+
+
+def isolate_layers(
+    problem: Problem,
+    net: NetworkObjective,
+    grads: Gradients,
+    tol: Tolerances,
+    rng: np.random.Generator,
+    how: Isolation = Isolation.ELEMENTS,
+) -> list[LayerVerdict]:
+    """Each node's (and the loss's) own backward against its own numeric VJP."""
+    if how is Isolation.SKIP:
+        return []
+    judge = directional_verdict if how is Isolation.DIRECTIONS else element_verdict
+    return [
+        judge(obj, name, type_, problem, tol, rng)
+        for name, type_, obj in objectives(problem, net, grads)
+    ]
+
+
+class _Fold:
+    """One layer's verdict, folded from the element-wise verdicts of its tensors."""
+
+    def __init__(self, name: str, type_: str, tensors: list[str], directions: int = 0):
+        self.verdict = LayerVerdict(
+            name, type_, True, 0.0, 0.0, 0, 0, {t: True for t in tensors}, directions=directions
+        )
+        self.diagnoses: list[str] = []
+
+    def add(self, obj, tensor: str, index: np.ndarray, v: ElementVerdict, problem: Problem):
+        ok = not v.failed.any()
+        verdict = self.verdict
+        verdict.tensors_ok[tensor] = ok
+        verdict.passed = verdict.passed and ok
+        verdict.kinks += int(v.kink.sum())
+        verdict.checked += len(index)
+        if len(index):
+            verdict.max_abs_error = max(verdict.max_abs_error, float(np.max(v.abs_error)))
+            verdict.max_rel_error = max(verdict.max_rel_error, float(np.max(v.rel_error)))
+        if not ok:  # say what is wrong with this layer's own backward
+            value = obj.tensors()[tensor]
+            mode = problem.settings.mode.value
+            own = tensor_check(tensor, obj.analytic[tensor], index, v, value.shape, mode)
+            found = diagnose(own, batch_size=problem.batch_size)
+            what = _gradient_label(verdict.name, tensor)
+            self.diagnoses.append(f"{what}: {found}" if found else f"{what} is wrong")
+
+    def done(self) -> LayerVerdict:
+        self.verdict.diagnosis = "; ".join(self.diagnoses) or None
+        return self.verdict
+
+
+def _gradient_label(layer: str, tensor: str) -> str:
+    """How a layer's own gradient is called in its diagnosis: ``dx`` (what it passes
+    down; ``dx[1]`` for a second input), ``dy`` for the loss, ``weight`` for a param."""
+    if tensor == "input":
+        return "dy" if layer == LOSS else "dx"
+    if tensor.startswith("input["):
+        return "dx" + tensor[len("input") :]
+    return tensor.rpartition(".")[2]
+
+
+def _check_layer_tensor(obj, tensor: str, index: np.ndarray, problem: Problem, tol: Tolerances):
+    _, v = check_elements(obj, tensor, index, tol, problem.settings.max_memory)
+    if isinstance(obj, LayerObjective):  # ties where several kinks meet: engine/kinks.py
+        v = split_upstream(obj, tensor, index, v, tol, problem.settings.max_memory)
+    return v
+
+
+def element_verdict(
+    obj, name: str, type_: str, problem: Problem, tol: Tolerances, rng: np.random.Generator
+) -> LayerVerdict:
+    """Element-wise check of every tensor of an isolated layer, folded into one verdict."""
+    fold = _Fold(name, type_, list(obj.tensors()))
+    for tensor, value in obj.tensors().items():
+        index = select_elements(value.size, problem, rng)
+        fold.add(obj, tensor, index, _check_layer_tensor(obj, tensor, index, problem, tol), problem)
+    return fold.done()
+
+
+def directional_verdict(
+    obj, name: str, type_: str, problem: Problem, tol: Tolerances, rng: np.random.Generator
+) -> LayerVerdict:
+    """One layer's own backward, direction first: element-wise only where a direction fails.
+
+    Reports what was done: ``directions`` directions over the layer's tensors, and
+    ``checked`` elements checked one by one (0 when every direction agreed).
+    """
+    names = list(obj.tensors())
+    a_eps = fast.analytic_eps(problem)
+    whole = fast.run_directions(obj, names, fast.DIRECTIONS, rng, tol.eps, a_eps)
+    fold = _Fold(name, type_, names, directions=len(whole))
+    if all(d.passed for d in whole):
+        return fold.done()
+    localise, _ = fast.suspects(obj, names, rng, tol.eps, a_eps)
+    fold.verdict.directions += len(names)
+    for t in localise:
+        # ties at the point itself (ReLU zeros in a max-pool window) fail every random
+        # direction: one along the analytic gradient's support settles most of them
+        g = np.asarray(obj.analytic[t], dtype=np.float64).reshape(obj.tensors()[t].shape)
+        fold.verdict.directions += 1
+        if fast.one_sided_test(obj, {t: fast.support_direction(g, rng)}, tol.eps, a_eps).passed:
+            continue
+        index = np.arange(obj.tensors()[t].size)
+        fold.add(obj, t, index, _check_layer_tensor(obj, t, index, problem, tol), problem)
+    return fold.done()
+
+
+__all__ = [
+    "Isolation",
+    "directional_verdict",
+    "element_verdict",
+    "isolate_layers",
+    "isolation_mode",
+    "objectives",
+]
