@@ -12,14 +12,13 @@ maps ``--format`` values to formatters); a new format is a new module plus one m
 from __future__ import annotations
 
 from enum import Enum
+from typing import TYPE_CHECKING
 
-from ..report import Report
+from .json import render_json
 from .junit import render_junit
 
-
-def render_json(report: Report) -> str:
-    """The JSON report, schema ``gradcheck-report/1`` (contract section 3)."""
-    return report.to_json() + "\n"
+if TYPE_CHECKING:
+    from ..report import Report
 
 
 class Format(Enum):

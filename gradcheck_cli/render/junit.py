@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..report import ExpectationResult, Report, TensorCheck
 from .elements import elements_text, taylor_summary, taylor_text
+
+if TYPE_CHECKING:
+    from ..report import ExpectationResult, Report, TensorCheck
 
 
 def render_junit(report: Report) -> str:
