@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .format import FormatSpec
+
 if TYPE_CHECKING:
     from ..report import Report
 
@@ -103,3 +105,11 @@ def to_jsonable(a: np.ndarray) -> Any:
 
 def _finite(v: float) -> float | None:
     return v if math.isfinite(v) else None
+
+
+FORMAT = FormatSpec(
+    option="--json",
+    metavar="PATH",
+    help="Write the JSON report to PATH ('-' = stdout; the table then goes to stderr).",
+    render=render_json,
+)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .elements import elements_text, taylor_summary, taylor_text
+from .format import FormatSpec
 
 if TYPE_CHECKING:
     from ..report import ExpectationResult, Report, TensorCheck
@@ -107,3 +108,11 @@ def _property(value: object) -> str:
 
 def _array(a: np.ndarray) -> str:
     return np.array2string(np.asarray(a, dtype=float), precision=8, threshold=200)
+
+
+FORMAT = FormatSpec(
+    option="--junit",
+    metavar="PATH",
+    help="Write a JUnit XML report to PATH, one test case per tensor and expectation.",
+    render=render_junit,
+)
