@@ -1,18 +1,20 @@
 """The result model: what a check returns and every renderer (table, JSON, JUnit) reads.
 
 Plain dataclasses of numpy arrays and numbers; nothing here prints or decides an exit.
+
+The JSON report is one format among the others, so it lives in ``render/json.py``;
+``Report.to_dict`` and ``Report.to_json`` import it when called. The dependency runs one
+way, model to renderer: every renderer imports this module only for its annotations
+(under TYPE_CHECKING), so there is no import cycle, and loading the model does not load
+the renderers until a report is serialised.
 """
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-SCHEMA = "gradcheck-report/1"
 
 
 @dataclass
@@ -159,10 +161,17 @@ class Report:
         return [v.name for v in self.layers if not v.passed]
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON report (schema ``gradcheck-report/1``) as plain data."""
+        from .render.json import report_to_dict
+
         return report_to_dict(self)
 
     def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+        """The JSON report as text, as ``gradcheck run --json`` writes it (less the final
+        newline)."""
+        from .render.json import dumps
+
+        return dumps(self, indent=indent)
 
 
 def _nanmax(a: np.ndarray) -> float:
@@ -170,80 +179,3 @@ def _nanmax(a: np.ndarray) -> float:
     if a.size == 0 or np.all(np.isnan(a)):
         return 0.0
     return float(np.nanmax(a))
-
-
-def to_jsonable(a: np.ndarray) -> Any:
-    """Nested lists of floats; NaN (not checked) becomes None, as the contract asks."""
-    arr = np.asarray(a, dtype=float)
-    if arr.ndim == 0:
-        v = float(arr)
-        return None if math.isnan(v) else v
-    return [to_jsonable(x) for x in arr]
-
-
-def _finite(v: float) -> float | None:
-    return v if math.isfinite(v) else None
-
-
-def report_to_dict(r: Report) -> dict[str, Any]:
-    """The JSON report, schema ``gradcheck-report/1`` (contract section 3)."""
-    return {
-        "schema": SCHEMA,
-        "config": r.config,
-        "name": r.name,
-        "passed": r.passed,
-        "exit_code": r.exit_code,
-        "loss": _finite(r.loss),
-        "settings": r.settings,
-        "checks": [
-            {
-                "name": c.name,
-                "layer": c.layer,
-                "param": c.param,
-                "shape": list(c.shape),
-                "checked": c.checked,
-                "failed": c.failed,
-                "kinks": c.kinks,
-                "passed": c.passed,
-                "max_abs_error": c.max_abs_error,
-                "max_rel_error": c.max_rel_error,
-                "mode": c.mode,
-                "localised": c.localised,
-                "diagnosis": c.diagnosis,
-                "consequence_of": c.consequence_of,
-                "taylor_order": c.taylor_order,
-                "taylor_passed": c.taylor_passed,
-                "analytic": to_jsonable(c.analytic),
-                "numeric": to_jsonable(np.where(c.checked_mask, c.numeric, np.nan)),
-            }
-            for c in r.checks
-        ],
-        "expectations": [
-            {
-                "name": e.name,
-                "passed": e.passed,
-                "max_abs_error": e.max_abs_error,
-                "expected": to_jsonable(e.expected),
-                "actual": to_jsonable(e.actual),
-            }
-            for e in r.expectations
-        ],
-        "layers": [
-            {
-                "name": v.name,
-                "type": v.type,
-                "passed": v.passed,
-                "max_abs_error": v.max_abs_error,
-                "max_rel_error": v.max_rel_error,
-                "kinks": v.kinks,
-                "checked": v.checked,
-                "directions": v.directions,
-                "diagnosis": v.diagnosis,
-            }
-            for v in r.layers
-        ],
-        "skipped": list(r.skipped),
-        "warnings": list(r.warnings),
-        "interrupted": r.interrupted,
-        "timing": {"total_s": round(r.total_s, 6), "forward_passes": r.forward_passes},
-    }

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from . import exit_codes
-from .io import check_writable, make_console, write_atomic
+from .formats import ReportCommand, check_report_paths, report_options
+from .io import make_console, write_atomic
 from .options import (
     apply_check_options,
     check_only_globs,
@@ -25,33 +26,22 @@ if TYPE_CHECKING:
     from rich.progress import Progress
 
     from ..problem import Problem
+    from ..render import Format
     from ..report import Report
 
 #: A progress bar appears only for checks that run longer than this (seconds).
 PROGRESS_DELAY = 1.0
 
 
-@click.command("run", epilog=exit_codes.EPILOG)
+@click.command("run", cls=ReportCommand, epilog=exit_codes.EPILOG)
 @click.argument("config", type=click.Path(exists=True, dir_okay=False))
 @check_options
-@click.option(
-    "--json",
-    "json_path",
-    metavar="PATH",
-    help="Write the JSON report to PATH ('-' = stdout; the table then goes to stderr).",
-)
-@click.option(
-    "--junit",
-    "junit_path",
-    metavar="PATH",
-    help="Write a JUnit XML report to PATH, one test case per tensor and expectation.",
-)
+@report_options  # --json PATH, --junit PATH: one per render.Format member
 @verbosity_options
 @output_options
 def command(
     config: str,
-    json_path: str | None,
-    junit_path: str | None,
+    reports: dict[Format, str],
     quiet: bool,
     verbose: bool,
     no_color: bool,
@@ -70,30 +60,28 @@ def command(
       gradcheck run net.yaml --json - | jq .passed
       gradcheck run net.yaml --junit gradcheck.xml -q
     """
-    from ..render import Format
     from ..render.table import Verbosity, report_body, verdict_line
 
     if quiet and verbose:
         raise click.UsageError("-q/--quiet and -v/--verbose cannot be combined.")
-    outputs = [(f, p) for f, p in ((Format.JSON, json_path), (Format.JUNIT, junit_path)) if p]
-    _check_outputs(outputs, config)
+    check_report_paths(reports, protect=(config,))  # before the config is even read
 
-    with _stdout_guard(outputs):  # plugins import here
+    with _stdout_guard(reports):  # plugins import here
         problem = _load_problem(config, seed=overrides.get("seed"))
-    for fmt, path in outputs:  # never overwrite an array or plugin the config read
-        check_writable(path, option=f"--{fmt.value}", protect=(config, *problem.sources))
+    # never overwrite an array or plugin the config read
+    check_report_paths(reports, protect=(config, *problem.sources))
     settings = apply_check_options(problem.settings, **overrides)
     if overrides.get("only"):
         check_only_globs(settings.only, problem.tensor_names())
     problem = dataclasses.replace(problem, settings=settings)
 
     err = make_console(sys.stderr, no_color=no_color)
-    to_stdout = any(p == "-" for _, p in outputs)
+    to_stdout = "-" in reports.values()
     out = err if to_stdout else make_console(sys.stdout, no_color=no_color)
-    with LazyProgress(err, enabled=_isatty(sys.stderr)) as progress, _stdout_guard(outputs):
+    with LazyProgress(err, enabled=_isatty(sys.stderr)) as progress, _stdout_guard(reports):
         report = _run_check(problem, progress)
 
-    for fmt, path in outputs:
+    for fmt, path in reports.items():
         write_atomic(path, fmt.render(report))
     verbosity = Verbosity.QUIET if quiet else Verbosity.VERBOSE if verbose else Verbosity.NORMAL
     for part in report_body(report, verbosity):
@@ -105,30 +93,12 @@ def command(
     return report.exit_code
 
 
-def _check_outputs(outputs: list[tuple[Any, str]], config: str) -> None:
-    """Every report path writable and distinct, before the config is even read."""
-    paths = [p for _, p in outputs]
-    if len(paths) == 2 and (paths[0] == paths[1] == "-" or _same(paths[0], paths[1])):
-        raise click.UsageError("--json and --junit need different paths.")
-    for fmt, path in outputs:
-        check_writable(path, option=f"--{fmt.value}", protect=(config,))
-
-
-def _stdout_guard(outputs: list[tuple[Any, str]]) -> contextlib.AbstractContextManager:
+def _stdout_guard(reports: dict[Format, str]) -> contextlib.AbstractContextManager:
     """With a report on stdout (``--json -``), what user code prints (a plugin's debug
     print in forward) goes to stderr, so that stdout stays one clean document."""
-    if any(p == "-" for _, p in outputs):
+    if "-" in reports.values():
         return contextlib.redirect_stdout(sys.stderr)
     return contextlib.nullcontext()
-
-
-def _same(a: str, b: str) -> bool:
-    from pathlib import Path
-
-    try:
-        return "-" not in (a, b) and Path(a).resolve() == Path(b).resolve()
-    except (OSError, RuntimeError):  # a symbolic link loop: check_writable says so
-        return False
 
 
 def _load_problem(path: str, seed: int | None = None) -> Problem:

@@ -1,35 +1,51 @@
 """Renderers: pure functions of a Report. They return text or rich renderables and never
 print, write files or exit; the CLI decides where output goes.
 
-One formatter per machine-readable format, chosen through ``Format`` (the way pip-audit
-maps ``--format`` values to formatters); a new format is a new module plus one member.
+Report formats are data, the way pip-audit maps ``--format`` values to formatters: one
+module per format (``json.py``, ``junit.py``) holds the renderer and, beside it, a
+``FORMAT`` (``format.FormatSpec``: the option, its metavar and help, whether ``-`` means
+stdout, whether a saved JSON report can be rendered in it again). ``Format`` lists the
+modules; ``gradcheck run`` makes one report option per member. A new format is a new
+module plus one member.
+
+Renderers import the result model (``report.py``) only for their annotations, so that
+``Report.to_json`` can use ``json.py`` without an import cycle.
 
 >>> from gradcheck_cli.report import Report
 >>> Format.JSON.render(Report(config="x.yaml", loss=0.0, settings={}))[:40]
 '{\\n  "schema": "gradcheck-report/1",\\n  "c'
+>>> Format.JUNIT.spec.option
+'--junit'
 """
 
 from __future__ import annotations
 
+import importlib
 from enum import Enum
+from typing import TYPE_CHECKING
 
-from ..report import Report
+from .format import FormatSpec
+from .json import render_json  # the renderers by name, for callers that import them
 from .junit import render_junit
 
-
-def render_json(report: Report) -> str:
-    """The JSON report, schema ``gradcheck-report/1`` (contract section 3)."""
-    return report.to_json() + "\n"
+if TYPE_CHECKING:
+    from ..report import Report
 
 
 class Format(Enum):
+    """Every report format, in the order of ``gradcheck run --help``. A member's value
+    names its module in this package, which declares ``FORMAT``."""
+
     JSON = "json"
     JUNIT = "junit"
 
+    @property
+    def spec(self) -> FormatSpec:
+        """The format's own declaration (its module's ``FORMAT``)."""
+        return importlib.import_module(f"{__name__}.{self.value}").FORMAT
+
     def render(self, report: Report) -> str:
-        return _FORMATTERS[self](report)
+        return self.spec.render(report)
 
 
-_FORMATTERS = {Format.JSON: render_json, Format.JUNIT: render_junit}
-
-__all__ = ["Format", "render_json", "render_junit"]
+__all__ = ["Format", "FormatSpec", "render_json", "render_junit"]

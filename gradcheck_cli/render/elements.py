@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..report import TensorCheck
+if TYPE_CHECKING:
+    from ..report import TensorCheck
 
 #: Rows of an element table before the "… N more" line.
 ELEMENT_ROWS = 10

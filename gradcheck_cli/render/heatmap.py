@@ -13,12 +13,14 @@ Pure: returns a rich renderable, never prints.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 from rich.console import Group, RenderableType
 from rich.text import Text
 
-from ..report import TensorCheck
+if TYPE_CHECKING:
+    from ..report import TensorCheck
 
 #: Shades from the smallest to the largest relative error.
 SHADES = ("..", "░░", "▒▒", "▓▓", "██")

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..report import ExpectationResult, Report, TensorCheck
 from .elements import elements_text, taylor_summary, taylor_text
+from .format import FormatSpec
+
+if TYPE_CHECKING:
+    from ..report import ExpectationResult, Report, TensorCheck
 
 
 def render_junit(report: Report) -> str:
@@ -104,3 +108,11 @@ def _property(value: object) -> str:
 
 def _array(a: np.ndarray) -> str:
     return np.array2string(np.asarray(a, dtype=float), precision=8, threshold=200)
+
+
+FORMAT = FormatSpec(
+    option="--junit",
+    metavar="PATH",
+    help="Write a JUnit XML report to PATH, one test case per tensor and expectation.",
+    render=render_junit,
+)

@@ -13,13 +13,13 @@ PASS: 0 tensors, 0 elements checked, 0 failed (0 kinks) in 0.00 s
 from __future__ import annotations
 
 from enum import Enum
+from typing import TYPE_CHECKING
 
 import numpy as np
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from ..report import ExpectationResult, Report, TensorCheck
 from .elements import (
     ELEMENT_ROWS,
     format_error,
@@ -31,6 +31,9 @@ from .elements import (
     worst_elements,
 )
 from .heatmap import error_heatmap
+
+if TYPE_CHECKING:
+    from ..report import ExpectationResult, Report, TensorCheck
 
 PASS_STYLE = "bold green"
 FAIL_STYLE = "bold red"

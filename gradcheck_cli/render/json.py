@@ -1,0 +1,115 @@
+"""The JSON report, schema ``gradcheck-report/1`` (contract section 3).
+
+Fields are only ever added under this schema; renaming or removing one needs a new
+schema version. ``Report.to_dict`` and ``Report.to_json`` return what this module makes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .format import FormatSpec
+
+if TYPE_CHECKING:
+    from ..report import Report
+
+SCHEMA = "gradcheck-report/1"
+
+
+def render_json(report: Report) -> str:
+    """The JSON report as a document: indented by 2, ending with a newline."""
+    return dumps(report) + "\n"
+
+
+def dumps(report: Report, indent: int | None = 2) -> str:
+    """``report_to_dict`` as JSON text; NaN and infinity never appear (None instead)."""
+    return json.dumps(report_to_dict(report), indent=indent, allow_nan=False)
+
+
+def report_to_dict(r: Report) -> dict[str, Any]:
+    """The JSON report as plain data: dicts, lists, strings, numbers and None."""
+    return {
+        "schema": SCHEMA,
+        "config": r.config,
+        "name": r.name,
+        "passed": r.passed,
+        "exit_code": r.exit_code,
+        "loss": _finite(r.loss),
+        "settings": r.settings,
+        "checks": [
+            {
+                "name": c.name,
+                "layer": c.layer,
+                "param": c.param,
+                "shape": list(c.shape),
+                "checked": c.checked,
+                "failed": c.failed,
+                "kinks": c.kinks,
+                "passed": c.passed,
+                "max_abs_error": c.max_abs_error,
+                "max_rel_error": c.max_rel_error,
+                "mode": c.mode,
+                "localised": c.localised,
+                "diagnosis": c.diagnosis,
+                "consequence_of": c.consequence_of,
+                "taylor_order": c.taylor_order,
+                "taylor_passed": c.taylor_passed,
+                "analytic": to_jsonable(c.analytic),
+                "numeric": to_jsonable(np.where(c.checked_mask, c.numeric, np.nan)),
+            }
+            for c in r.checks
+        ],
+        "expectations": [
+            {
+                "name": e.name,
+                "passed": e.passed,
+                "max_abs_error": e.max_abs_error,
+                "expected": to_jsonable(e.expected),
+                "actual": to_jsonable(e.actual),
+            }
+            for e in r.expectations
+        ],
+        "layers": [
+            {
+                "name": v.name,
+                "type": v.type,
+                "passed": v.passed,
+                "max_abs_error": v.max_abs_error,
+                "max_rel_error": v.max_rel_error,
+                "kinks": v.kinks,
+                "checked": v.checked,
+                "directions": v.directions,
+                "diagnosis": v.diagnosis,
+            }
+            for v in r.layers
+        ],
+        "skipped": list(r.skipped),
+        "warnings": list(r.warnings),
+        "interrupted": r.interrupted,
+        "timing": {"total_s": round(r.total_s, 6), "forward_passes": r.forward_passes},
+    }
+
+
+def to_jsonable(a: np.ndarray) -> Any:
+    """Nested lists of floats; NaN (not checked) becomes None, as the contract asks."""
+    arr = np.asarray(a, dtype=float)
+    if arr.ndim == 0:
+        v = float(arr)
+        return None if math.isnan(v) else v
+    return [to_jsonable(x) for x in arr]
+
+
+def _finite(v: float) -> float | None:
+    return v if math.isfinite(v) else None
+
+
+FORMAT = FormatSpec(
+    option="--json",
+    metavar="PATH",
+    help="Write the JSON report to PATH ('-' = stdout; the table then goes to stderr).",
+    render=render_json,
+)
