@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..options import report_settings
 from ..problem import Method, Mode, Problem
 from ..report import ExpectationResult, LayerVerdict, Report, TensorCheck
 from . import blas, budget, fast, memory, numeric
@@ -424,17 +425,7 @@ def mark_consequences(report: Report, problem: Problem) -> None:
 
 
 def settings_dict(problem: Problem, tol: Tolerances) -> dict:
-    s = problem.settings
-    return {
-        "eps": tol.eps,
-        "atol": tol.atol,
-        "rtol": tol.rtol,
-        "method": s.method.value,
-        "mode": s.mode.value,
-        "dtype": problem.dtype,
-        "seed": s.seed,
-        "sample": s.sample,
-        "strict_kinks": s.strict_kinks,
-        "time_budget": s.time_budget,
-        "only": list(s.only),
-    }
+    """The report's ``settings``, with the tolerances in force (float32 scales them)."""
+    return report_settings(
+        problem.settings, problem.dtype, eps=tol.eps, atol=tol.atol, rtol=tol.rtol
+    )
