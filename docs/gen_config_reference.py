@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gradcheck_cli.options import MODE_OPTIONS, OPTIONS, Flag
 from gradcheck_cli.schema import config_schema
 
 OUT = Path(__file__).resolve().parent / "config.md"
@@ -143,6 +144,30 @@ def _yaml(value: Any) -> str:
     return str(value)
 
 
+def option_rows() -> list[str]:
+    """The ``check:`` keys, told from the option table (``gradcheck_cli.options``)."""
+    rows = ["| key | option | takes | default | notes |", "|---|---|---|---|---|"]
+    for name, option in OPTIONS.items():
+        default = option.shown_default()
+        if default is None:
+            default = ""
+        elif option.default_text is None:
+            default = f"`{default}`"
+        note = option.help.replace("|", "\\|")
+        rows.append(
+            f"| `{name}` | `{option.flag}` | {option.kind.describe()} | {default} | {note} |"
+        )
+    return rows
+
+
+def _modes() -> str:
+    """```sample`, `fast: true` and `time_budget``: what turns each mode on."""
+    names = [
+        f"`{o.name}: true`" if isinstance(o.kind, Flag) else f"`{o.name}`" for o in MODE_OPTIONS
+    ]
+    return ", ".join(names[:-1]) + " and " + names[-1]
+
+
 def render() -> str:
     schema = config_schema()
     defs = schema["$defs"]
@@ -191,16 +216,18 @@ def render() -> str:
         out += [f"### `{name}`", "", loss.get("description", ""), ""]
         out += field_rows(loss, defs, type_fields=True)
         out.append("")
-    check = schema["properties"]["check"]
     out += [
         "## `check`",
         "",
         "Optional; each key has a `gradcheck run` option of the same name (`strict_kinks` is",
-        "`--strict-kinks`) that overrides it. At most one of `fast: true`, `sample`,",
-        "`time_budget`.",
+        "`--strict-kinks`) that overrides it, and the Python API's `gradcheck_cli.check` takes",
+        'it as a keyword argument (`max_memory="512MiB"`); all three read a value alike.',
+        f"At most one of {_modes()}.",
+        "A size is a number of bytes, or a number with a unit: `512MiB`, `1 GiB`, `2GB`,",
+        "`512m`, `1TiB` (k, M, G, T are powers of 1000; KiB, MiB, GiB, TiB powers of 1024).",
         "",
     ]
-    out += field_rows(check, defs, skip=())
+    out += option_rows()
     expect = schema["properties"]["expect"]
     out += [
         "",

@@ -2,11 +2,13 @@
 
 import sys
 
+from gradcheck_cli.exit_codes import ExitCode
+
 try:
     from gradcheck_cli.cli import main
 except KeyboardInterrupt:  # Ctrl-C while still starting up: no traceback either
     sys.stderr.write("gradcheck: interrupted\n")
-    sys.exit(130)
+    sys.exit(ExitCode.INTERRUPTED)
 
 if __name__ == "__main__":
     main()

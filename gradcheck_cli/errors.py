@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .exit_codes import ExitCode
+
 
 @dataclass(frozen=True)
 class ConfigIssue:
@@ -35,11 +37,11 @@ class ConfigIssue:
 class GradcheckError(Exception):
     """Base of every error gradcheck reports to the user (never a traceback)."""
 
-    exit_code = 4
+    exit_code = ExitCode.INTERNAL
 
 
 class ConfigError(GradcheckError):
-    exit_code = 2
+    exit_code = ExitCode.INVALID
 
     def __init__(self, issues: list[ConfigIssue] | ConfigIssue):
         self.issues = [issues] if isinstance(issues, ConfigIssue) else list(issues)
@@ -49,7 +51,7 @@ class ConfigError(GradcheckError):
 class UsageError(GradcheckError):
     """A command-line value is invalid (exit 2)."""
 
-    exit_code = 2
+    exit_code = ExitCode.INVALID
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,7 @@ class TooLargeError(UsageError):
 
 
 class PluginError(GradcheckError):
-    exit_code = 2
+    exit_code = ExitCode.INVALID
 
     def __init__(self, layer: str, message: str):
         self.layer = layer
@@ -113,4 +115,4 @@ class PluginError(GradcheckError):
 
 
 class NumericalError(GradcheckError):
-    exit_code = 3
+    exit_code = ExitCode.NOT_CARRIED_OUT

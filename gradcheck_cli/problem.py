@@ -8,62 +8,17 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from enum import Enum
 
 import numpy as np
 
+# CheckSettings, Method and Mode live with the option table; imported from here as well
 from .network import INPUT, LayerSpec, Network
+from .options import OPTIONS, CheckSettings, Method, Mode  # noqa: F401
 from .protocol import Loss, Shape
 
-
-class Method(str, Enum):
-    """How the numeric reference is obtained."""
-
-    CENTRAL = "central"
-    TAYLOR = "taylor"
-
-
-class Mode(str, Enum):
-    """Which elements get checked."""
-
-    FULL = "full"
-    SAMPLE = "sample"
-    FAST = "fast"
-    BUDGET = "budget"
-
-
 #: The keys of a config's ``check:`` block, which are also the ``run`` options and the
-#: keyword arguments of ``gradcheck_cli.check``.
-CHECK_OPTIONS = (
-    "eps",
-    "atol",
-    "rtol",
-    "method",
-    "only",
-    "sample",
-    "fast",
-    "seed",
-    "strict_kinks",
-    "time_budget",
-    "max_memory",
-)
-
-
-@dataclass
-class CheckSettings:
-    """Settings of one check; ``None`` fields mean "use the default"."""
-
-    eps: float = 1e-6
-    atol: float = 1e-7
-    rtol: float = 1e-5
-    method: Method = Method.CENTRAL
-    mode: Mode = Mode.FULL
-    only: tuple[str, ...] = ()
-    sample: int | None = None
-    seed: int = 0
-    strict_kinks: bool = False
-    time_budget: float | None = None
-    max_memory: int = 1 << 30  # bytes
+#: keyword arguments of ``gradcheck_cli.check``; declared in ``gradcheck_cli.options``.
+CHECK_OPTIONS = tuple(OPTIONS)
 
 
 @dataclass

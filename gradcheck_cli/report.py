@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from .exit_codes import ExitCode
+
 
 @dataclass
 class TensorCheck:
@@ -147,8 +149,8 @@ class Report:
         return all(c.passed for c in self.checks) and all(e.passed for e in self.expectations)
 
     @property
-    def exit_code(self) -> int:
-        return 0 if self.passed else 1
+    def exit_code(self) -> ExitCode:
+        return ExitCode.OK if self.passed else ExitCode.DISAGREE
 
     def check(self, name: str) -> TensorCheck:
         """The check of one tensor by name (KeyError if it was not checked)."""

@@ -26,20 +26,15 @@ import typing
 from collections.abc import Sequence
 from typing import Any
 
-from . import protocol
+from . import options, protocol
+from .options import INTEGER_PATTERN, NUMBER_PATTERN  # numbers as strings, as the loader reads
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
-#: What ``float()`` reads: PyYAML loads ``1e-6`` (no dot) as a string, and the loader
-#: accepts such strings as numbers, so the schema does too.
-NUMBER_PATTERN = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
 #: Expectation keys (besides ``tolerance``): loss, input.grad, <layer>.output,
 #: <layer>.delta, <layer>.<param>.grad.
 EXPECT_KEY_PATTERN = (
     r"^(tolerance|loss|input\.grad|[^.\s]+\.(output|delta)|[^.\s]+\.[^.\s]+\.grad)$"
 )
-SIZE_PATTERN = r"^\s*\d+(\.\d+)?\s*([kKmMgGtT][iI]?[bB]|[bB])?\s*$"
-#: An integral number written as a string (``"2e0"``, ``"3.0"``): the loader reads it.
-INTEGER_PATTERN = r"^\s*[-+]?\d+(\.0*)?([eE]\+?\d+)?\s*$"
 
 #: Ranges of built-in layers' fields, which their annotations cannot say (the layers
 #: check them with FieldError). Applied only to the built-in classes.
@@ -419,78 +414,18 @@ def _fixed_tuple(ann: Any) -> bool:
 
 
 def _check_schema() -> dict[str, Any]:
-    from .problem import CheckSettings
-
-    default = CheckSettings()
-    fast = {"properties": {"fast": {"const": True}}, "required": ["fast"]}
+    """The ``check:`` block: one property per check option (``gradcheck_cli.options``)."""
+    modes = options.MODE_OPTIONS
     return {
         "description": "check settings; the run command's options override them",
         "type": "object",
         "additionalProperties": False,
-        "properties": {
-            "eps": {
-                **_num(exclusiveMinimum=0),
-                "description": "finite-difference step (> 0)",
-                "default": default.eps,
-            },
-            "atol": {
-                **_num(minimum=0),
-                "description": "absolute tolerance (>= 0)",
-                "default": default.atol,
-            },
-            "rtol": {
-                **_num(minimum=0),
-                "description": "relative tolerance (>= 0)",
-                "default": default.rtol,
-            },
-            "method": {
-                "description": "numeric reference: central differences or a Taylor-order test",
-                "enum": ["central", "taylor"],
-                "default": "central",
-            },
-            "only": {
-                "description": "check only the tensors matching these globs (conv1.*, input)",
-                "anyOf": [
-                    {"type": "string", "minLength": 1},
-                    {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
-                ],
-            },
-            "sample": {
-                **_int(minimum=1),
-                "description": "check this many random elements per tensor",
-            },
-            "fast": {
-                "description": "random-direction check, then localise any failure",
-                "type": "boolean",
-                "default": False,
-            },
-            "seed": {
-                **_int(minimum=0),
-                "description": "seed for sampling and random directions; default: the config's",
-            },
-            "strict_kinks": {
-                "description": "count elements at non-differentiable points as failures",
-                "type": "boolean",
-                "default": False,
-            },
-            "time_budget": {
-                **_num(exclusiveMinimum=0),
-                "description": "check as many elements as fit in this many seconds",
-            },
-            "max_memory": {
-                "description": "memory for batched perturbed passes: bytes, 512MiB, 1GiB",
-                "default": default.max_memory,
-                "anyOf": [
-                    {"type": "integer", "minimum": 1},
-                    {"type": "string", "pattern": SIZE_PATTERN},
-                ],
-            },
-        },
-        # one mode at most: fast: true, sample, time_budget
+        "properties": {name: o.schema() for name, o in options.OPTIONS.items()},
+        # one mode at most: no two mode options turned on together
         "allOf": [
-            {"not": {"required": ["sample", "time_budget"]}},
-            {"not": {"allOf": [fast, {"required": ["sample"]}]}},
-            {"not": {"allOf": [fast, {"required": ["time_budget"]}]}},
+            {"not": {"allOf": [a.kind.selects_schema(a.name), b.kind.selects_schema(b.name)]}}
+            for k, a in enumerate(modes)
+            for b in modes[k + 1 :]
         ],
     }
 

@@ -3,7 +3,7 @@
 Each command lives in its own module of this package and exposes ``command``; adding
 one is adding its module name to ``COMMANDS``. Commands return an exit code (or None
 for 0) and raise GradcheckError subclasses; ``GradcheckGroup.main`` maps outcomes to the
-stable exit codes of ``exit_codes``, and no traceback reaches the user without --debug.
+stable exit codes of ``ExitCode``, and no traceback reaches the user without --debug.
 
 Heavy imports (rich, the engine, the config loader) happen inside commands, so that
 ``gradcheck --help`` and a run on a tiny config start fast.
@@ -22,6 +22,7 @@ import click
 
 from .. import __version__
 from ..errors import ConfigError, GradcheckError, NumericalError, OptionHint, TooLargeError
+from ..exit_codes import ExitCode
 from . import exit_codes
 from .options import CliState, debug_option
 
@@ -49,7 +50,7 @@ class GradcheckGroup(click.Group):
                 rv = super().main(
                     args, prog_name, complete_var, standalone_mode=False, obj=state, **extra
                 )
-            code = rv if isinstance(rv, int) else 0
+            code = rv if isinstance(rv, int) else ExitCode.OK
         except SystemExit:
             raise
         except BaseException as e:  # every other outcome, Ctrl-C included, gets its code
@@ -67,14 +68,14 @@ def report_error(e: BaseException, *, debug: bool) -> int:
 
     if isinstance(e, click.exceptions.Abort | KeyboardInterrupt):
         say("gradcheck: interrupted")
-        return exit_codes.INTERRUPTED
+        return ExitCode.INTERRUPTED
     if isinstance(e, BrokenPipeError):  # `gradcheck run ... | head`: the reader left early
         _silence_stdout()
-        return exit_codes.BROKEN_PIPE
+        return ExitCode.BROKEN_PIPE
     if isinstance(e, click.ClickException):
         e.show()
         # click uses 1 for some errors, and 1 means "a gradient disagrees" here
-        return exit_codes.INVALID
+        return ExitCode.INVALID
     if isinstance(e, ConfigError):
         for issue in e.issues:
             say(str(issue))
@@ -87,11 +88,11 @@ def report_error(e: BaseException, *, debug: bool) -> int:
             "gradcheck: the check could not be carried out: out of memory; try --fast, "
             "--sample K, a lower --max-memory or a smaller input or network"
         )
-        return exit_codes.NOT_CARRIED_OUT
+        return ExitCode.NOT_CARRIED_OUT
     if isinstance(e, TooLargeError):  # the engine names options; here they are flags
         say(f"gradcheck: {e.phrase(OptionHint.as_flag)}")
         return e.exit_code
-    if isinstance(e, GradcheckError) and e.exit_code != 4:
+    if isinstance(e, GradcheckError) and e.exit_code != ExitCode.INTERNAL:
         say(f"gradcheck: {e}")
         return e.exit_code
     if debug:
@@ -101,7 +102,7 @@ def report_error(e: BaseException, *, debug: bool) -> int:
         "gradcheck; please report it with the config that caused it."
         + ("" if debug else " Re-run with --debug for the traceback.")
     )
-    return exit_codes.INTERNAL
+    return ExitCode.INTERNAL
 
 
 def _one_line(e: BaseException) -> str:

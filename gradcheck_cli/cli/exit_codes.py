@@ -1,24 +1,31 @@
-"""The stable exit codes (contract section 1), and their text for ``--help``."""
+"""The exit codes' text for ``--help``; the codes are ``gradcheck_cli.exit_codes.ExitCode``."""
 
 from __future__ import annotations
 
-OK = 0
-DISAGREE = 1
-INVALID = 2
-NOT_CARRIED_OUT = 3
-INTERNAL = 4
-INTERRUPTED = 130
-#: stdout closed early by its reader (`gradcheck run ... | head`): 128 + SIGPIPE, as shells report
-BROKEN_PIPE = 141
+import textwrap
 
-EPILOG = """\b
-Exit codes:
-  0    every checked gradient and every expectation agrees
-  1    at least one gradient or expectation disagrees
-  2    the command line or the config is invalid
-  3    the check could not be carried out (NaN/Inf in a forward pass,
-       the loss or a gradient)
-  4    internal error, a bug in gradcheck (traceback with --debug)
-  130  interrupted (Ctrl-C)
-  141  the output's reader closed it early (gradcheck run ... | head)
-"""
+from ..exit_codes import ExitCode
+
+
+def _epilog() -> str:
+    lines = ["\b", "Exit codes:"]
+    for code in ExitCode:
+        if code.meaning:
+            lines += textwrap.wrap(
+                code.meaning,
+                width=72,
+                initial_indent=f"  {code.value:<5}",
+                subsequent_indent=" " * 7,
+            )
+    return "\n".join(lines) + "\n"
+
+
+EPILOG = _epilog()
+
+
+def __getattr__(name: str) -> ExitCode:
+    """``exit_codes.INVALID``, as code written before ExitCode spells it."""
+    try:
+        return ExitCode[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None

@@ -6,16 +6,22 @@ the option, before any config is read.
 
 from __future__ import annotations
 
-import fnmatch
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import click
 
-from ..errors import UsageError
-from ..problem import CheckSettings, Method
+from ..options import (
+    OPTIONS,
+    CheckSettings,
+    Flag,
+    Option,
+    OptionError,
+    match_globs,
+    merge,
+    read_options,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -62,93 +68,60 @@ def verbosity_options(f: F) -> F:
     return click.option("-q", "--quiet", is_flag=True, help="Print the verdict line only.")(f)
 
 
-class FiniteFloat(click.FloatRange):
-    """A FloatRange that also refuses NaN and infinity (NaN slips through range checks)."""
+class OptionType(click.ParamType):
+    """A check option's values on the command line, read by the option's own parser
+    (``gradcheck_cli.options``), so that they get the answers a config and the API get."""
 
-    name = "float"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None):
-        rv = super().convert(value, param, ctx)
-        if not math.isfinite(rv):
-            self.fail(f"{value!r} is not a finite number.", param, ctx)
-        return rv
-
-
-class ByteSize(click.ParamType):
-    """A memory size: ``512MiB``, ``1GiB``, ``2GB`` or plain bytes (``api.parse_size``)."""
-
-    name = "size"
+    def __init__(self, option: Option):
+        self.option = option
+        self.name = option.name
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None):
-        from ..api import parse_size
-
         try:
-            return parse_size(value)
-        except UsageError as e:
-            self.fail(str(e).removeprefix("--max-memory "), param, ctx)
+            parsed = self.option.kind.parse(value)
+        except OptionError as e:
+            self.fail(e.message, param, ctx)
+        return value if self.option.kind.multiple else parsed  # one --only of several
+
+    def shell_complete(self, ctx: click.Context, param: click.Parameter, incomplete: str):
+        from click.shell_completion import CompletionItem
+
+        choices = getattr(self.option.kind, "choices", ())
+        return [CompletionItem(c) for c in choices if c.startswith(incomplete)]
+
+
+def _help(option: Option) -> str:
+    """The option's help as a sentence, with its default when there is one to state."""
+    text = option.help[0].upper() + option.help[1:]
+    text += "; repeatable." if option.kind.multiple else "."
+    default = option.shown_default()
+    if default is not None and not isinstance(option.kind, Flag):
+        text += f"  [default: {default}]"
+    return text
+
+
+def click_option(option: Option) -> Callable[[F], F]:
+    """``--name`` for one check option; None (or ()) when not given: keep the config's."""
+    if isinstance(option.kind, Flag):
+        # a mode is chosen by turning its option on; there is no "--no-fast" mode
+        negatable = option.mode is None
+        names = f"{option.flag}/--no-{option.flag[2:]}" if negatable else option.flag
+        return click.option(names, option.name, is_flag=True, default=None, help=_help(option))
+    return click.option(
+        option.flag,
+        option.name,
+        type=OptionType(option),
+        metavar=option.metavar or option.kind.metavar,
+        multiple=option.kind.multiple,
+        help=_help(option),
+    )
 
 
 def check_options(f: F) -> F:
-    """The options that override a config's ``check:`` block (contract section 1).
-
-    Each defaults to None, meaning "keep the config's value"; see ``apply_check_options``.
-    """
-    decorators = [
-        click.option(
-            "--eps",
-            type=FiniteFloat(min=0, min_open=True),
-            help="Finite-difference step (> 0).",
-        ),
-        click.option("--atol", type=FiniteFloat(min=0), help="Absolute tolerance (>= 0)."),
-        click.option("--rtol", type=FiniteFloat(min=0), help="Relative tolerance (>= 0)."),
-        click.option(
-            "--only",
-            metavar="GLOB",
-            multiple=True,
-            help="Check only tensors matching GLOB; repeatable (conv1.*, input).",
-        ),
-        click.option(
-            "--sample",
-            metavar="K",
-            type=click.IntRange(min=1),
-            help="Check K randomly chosen elements per tensor.",
-        ),
-        click.option(
-            "--fast",
-            is_flag=True,
-            default=None,
-            help="Random-direction check, then localise any failure.",
-        ),
-        click.option(
-            "--time-budget",
-            metavar="SECONDS",
-            type=FiniteFloat(min=0, min_open=True),
-            help="Check as many elements as fit in SECONDS.",
-        ),
-        click.option(
-            "--method",
-            type=click.Choice([m.value for m in Method]),
-            help="Numeric reference: central differences or a Taylor-order test.",
-        ),
-        click.option(
-            "--seed",
-            type=click.IntRange(min=0),
-            help="Seed for everything random: values the config leaves out, sampling, directions.",
-        ),
-        click.option(
-            "--strict-kinks/--no-strict-kinks",
-            default=None,
-            help="Count elements at non-differentiable points as failures.",
-        ),
-        click.option(
-            "--max-memory",
-            type=ByteSize(),
-            metavar="SIZE",
-            help="Memory for batched perturbed forward passes (512MiB, 1GiB; default 1GiB).",
-        ),
-    ]
-    for decorate in reversed(decorators):
-        f = decorate(f)
+    """The options that override a config's ``check:`` block, one per entry of
+    ``gradcheck_cli.options.OPTIONS`` (see ``apply_check_options``)."""
+    for option in reversed(OPTIONS.values()):
+        f = click_option(option)(f)
     return f
 
 
@@ -163,32 +136,31 @@ def plugin_option(f: F) -> F:
 
 
 def apply_check_options(settings: CheckSettings, **given: Any) -> CheckSettings:
-    """A copy of ``settings`` with every option the user gave applied (``api.apply_options``,
-    the Python API's rules), after refusing modes that cannot be combined.
+    """A copy of ``settings`` with every option the user gave applied
+    (``gradcheck_cli.options.merge``), after refusing modes that cannot be combined.
 
     >>> s = apply_check_options(CheckSettings(), eps=1e-5, only=("conv1.*",), sample=3)
     >>> (s.eps, s.only, s.mode, s.sample)
     (1e-05, ('conv1.*',), <Mode.SAMPLE: 'sample'>, 3)
     """
-    from ..api import apply_options
-
-    modes = [
-        f"--{key.replace('_', '-')}"
-        for key in ("fast", "sample", "time_budget")
-        if given.get(key) not in (None, False)
-    ]
-    if len(modes) > 1:
-        raise click.UsageError(f"{' and '.join(modes)} cannot be combined: pick one mode.")
-    given["only"] = given.get("only") or None  # click gives () for "not given"
-    return apply_options(settings, **given)
+    # click gives () for an --only not given; the order is the command line's
+    given = {name: value if value != () else None for name, value in given.items()}
+    try:
+        return merge(settings, read_options(given))
+    except OptionError as e:
+        raise _usage_error(e) from None
 
 
 def check_only_globs(globs: tuple[str, ...], names: list[str]) -> None:
     """Refuse ``--only`` globs that match no tensor, listing the tensors there are."""
-    unmatched = [g for g in globs if not any(fnmatch.fnmatchcase(n, g) for n in names)]
-    if unmatched:
-        raise click.BadParameter(
-            f"{', '.join(map(repr, unmatched))} matches no tensor; "
-            f"the tensors are: {', '.join(names)}",
-            param_hint="'--only'",
-        )
+    try:
+        match_globs(globs, names)
+    except OptionError as e:
+        raise _usage_error(e) from None
+
+
+def _usage_error(e: OptionError) -> click.UsageError:
+    """An OptionError as click tells it: ``Invalid value for '--only': ...`` (exit 2)."""
+    if e.option is not None:
+        return click.BadParameter(e.message, param_hint=f"'{OPTIONS[e.option].flag}'")
+    return click.UsageError(e.text(lambda name: OPTIONS[name].flag) + ".")

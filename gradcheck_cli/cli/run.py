@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ..exit_codes import ExitCode
 from . import exit_codes
 from .formats import ReportCommand, check_report_paths, report_options
 from .io import make_console, write_atomic
@@ -89,7 +90,7 @@ def command(
     out.print(verdict_line(report), soft_wrap=True)  # one line whatever the width, for grep
     if report.interrupted:
         err.print("gradcheck: interrupted; the report above is partial")
-        return exit_codes.INTERRUPTED
+        return ExitCode.INTERRUPTED
     return report.exit_code
 
 

@@ -2,70 +2,34 @@
 
 from __future__ import annotations
 
-import fnmatch
-import math
-import re
 from typing import Any
 
 import numpy as np
 
-from ..problem import CHECK_OPTIONS, CheckSettings, Expectation, LayerSpec, Method, Mode
+from ..options import (
+    OPTIONS,
+    CheckSettings,
+    ModeConflict,
+    OptionError,
+    Real,
+    match_globs,
+    merge,
+)
+from ..problem import Expectation, LayerSpec
 from .arrays import read_array
-from .context import Context, as_int, as_number, join
+from .context import Context, join
 from .stack import Draft
 from .suggest import did_you_mean, show
 from .yamlload import line_of
 
-CHECK_KEYS = CHECK_OPTIONS
-_UNITS = {
-    "": 1,
-    "b": 1,
-    "kb": 10**3,
-    "mb": 10**6,
-    "gb": 10**9,
-    "tb": 10**12,
-    "kib": 2**10,
-    "mib": 2**20,
-    "gib": 2**30,
-    "tib": 2**40,
-}
-
-
-def _number(
-    value: Any, where: str, line: int | None, ctx: Context, *, positive: bool
-) -> float | None:
-    number = as_number(value)
-    low = "a positive number" if positive else "a number >= 0"
-    if number is None or not math.isfinite(number):
-        ctx.add(where, line, f"must be {low} like 1e-6, got {show(value)}")
-        return None
-    if number < 0 or (positive and number == 0):
-        ctx.add(where, line, f"must be {low}, got {show(value)}")
-        return None
-    return number
-
-
-def _bool(value: Any, where: str, line: int | None, ctx: Context) -> bool | None:
-    if isinstance(value, bool):
-        return value
-    ctx.add(where, line, f"must be true or false, got {show(value)}")
-    return None
-
-
-def memory_size(value: Any) -> int | None:
-    """``1073741824``, ``"512MiB"``, ``"1 GiB"``, ``"2GB"`` -> bytes (None if unreadable)."""
-    if isinstance(value, str):
-        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?\s*", value, re.IGNORECASE)
-        if not match:
-            return None
-        size = float(match.group(1)) * _UNITS[(match.group(2) or "").lower()]
-        return int(size) if size >= 1 else None
-    number = as_int(value)
-    return number if number is not None and number >= 1 else None
+CHECK_KEYS = tuple(OPTIONS)
 
 
 def check_settings(doc: Any, seed: int, ctx: Context) -> CheckSettings:
-    """The ``check:`` block; fields it leaves out keep CheckSettings' defaults."""
+    """The ``check:`` block; fields it leaves out keep CheckSettings' defaults.
+
+    Each key is read by its option's parser (``gradcheck_cli.options``), the one the
+    command line and the Python API use."""
     settings = CheckSettings(seed=seed)
     block = doc.get("check")
     if block is None:
@@ -77,117 +41,37 @@ def check_settings(doc: Any, seed: int, ctx: Context) -> CheckSettings:
             f"must be a mapping like {{eps: 1e-6}}, got {show(block)}",
         )
         return settings
-    modes: list[str] = []
+    values: dict[str, Any] = {}
     for key, value in block.items():
         where, line = join("check", key), line_of(block, key)
-        if key not in CHECK_KEYS:
+        if key not in OPTIONS:
             ctx.add(
                 where,
                 line,
                 f"unknown key {key!r}" + did_you_mean(key, CHECK_KEYS, listing="check takes"),
             )
-        elif key in ("eps", "atol", "rtol", "time_budget"):
-            number = _number(value, where, line, ctx, positive=key in ("eps", "time_budget"))
-            if number is not None:
-                setattr(settings, key, number)
-                if key == "time_budget":
-                    settings.mode = Mode.BUDGET
-                    modes.append(key)
-        elif key == "method":
-            if value in ("central", "taylor"):
-                settings.method = Method(value)
-            else:
-                ctx.add(where, line, f"must be central or taylor, got {show(value)}")
-        elif key == "only":
-            patterns = [value] if isinstance(value, str) else value
-            if (
-                isinstance(patterns, (list, tuple))
-                and patterns
-                and all(isinstance(p, str) and p for p in patterns)
-            ):
-                settings.only = tuple(patterns)
-            else:
-                ctx.add(
-                    where,
-                    line,
-                    "must be a tensor name or glob, or a list of them like "
-                    f'["conv1.*", input], got {show(value)}',
-                )
-        elif key in ("sample", "seed", "max_memory"):
-            _integer_setting(settings, key, value, where, line, ctx, modes)
-        else:  # fast, strict_kinks
-            flag = _bool(value, where, line, ctx)
-            if flag is not None:
-                setattr(settings, key, flag)
-                if key == "fast" and flag:
-                    settings.mode = Mode.FAST
-                    modes.append(key)
-    if len(modes) > 1:
-        ctx.add(
-            "check",
-            line_of(block, modes[1]),
-            f"{' and '.join(modes)} choose different check modes; keep one of them",
-        )
-    return settings
-
-
-def _integer_setting(
-    settings: CheckSettings,
-    key: str,
-    value: Any,
-    where: str,
-    line: int | None,
-    ctx: Context,
-    modes: list[str],
-) -> None:
-    if key == "max_memory":
-        size = memory_size(value)
-        if size is None:
-            ctx.add(
-                where,
-                line,
-                "must be a positive number of bytes or a size like 512MiB or 1GiB, "
-                f"got {show(value)}",
-            )
-        else:
-            settings.max_memory = size
-        return
-    number = as_int(value) if not isinstance(value, bool) else None
-    if key == "sample":
-        if number is None or number < 1:
-            ctx.add(
-                where, line, f"must be a positive integer (elements per tensor), got {show(value)}"
-            )
-            return
-        settings.sample = number
-        settings.mode = Mode.SAMPLE
-        modes.append(key)
-    else:
-        if number is None or number < 0:
-            ctx.add(where, line, f"must be a non-negative integer, got {show(value)}")
-            return
-        settings.seed = number
+            continue
+        try:
+            values[key] = OPTIONS[key].parse(value)
+        except OptionError as e:
+            ctx.add(where, line, e.message)
+    try:
+        return merge(settings, values)
+    except ModeConflict as e:
+        ctx.add("check", line_of(block, e.names[1]), e.text())
+        return settings
 
 
 def check_only_matches(doc: Any, settings: CheckSettings, names: list[str], ctx: Context) -> None:
-    """A ``check.only`` glob that matches no tensor would check nothing and pass: an issue,
-    as it is for ``--only`` and the Python API's ``only``."""
+    """A ``check.only`` glob that matches no tensor would check nothing and pass: an issue
+    for each, as ``--only`` and the Python API's ``only`` refuse them too."""
     block = doc.get("check")
     line = line_of(block, "only") if isinstance(block, dict) else line_of(doc, "check")
     for pattern in settings.only:
-        if any(fnmatch.fnmatchcase(n, pattern) for n in names):
-            continue
-        wider = pattern + ".*"
-        hint = (
-            f"; did you mean {wider!r}?"
-            if any(fnmatch.fnmatchcase(n, wider) for n in names)
-            else ""
-        )
-        ctx.add(
-            "check.only",
-            line,
-            f"{pattern!r} matches no tensor{hint} (the tensors are: {', '.join(names)})",
-        )
+        try:
+            match_globs((pattern,), names)
+        except OptionError as e:
+            ctx.add("check.only", line, e.message)
 
 
 def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -314,9 +198,10 @@ def _tolerance(
                 f"unknown key {key!r}" + did_you_mean(key, found, listing="tolerance takes"),
             )
             continue
-        number = _number(item, sub, sub_line, ctx, positive=False)
-        if number is not None:
-            found[key] = number
+        try:  # read as the check block's atol and rtol are
+            found[key] = Real().parse(item)
+        except OptionError as e:
+            ctx.add(sub, sub_line, e.message)
     return found["atol"], found["rtol"]
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..options import report_settings
 from ..problem import CheckSettings, Method, Mode, Problem
 from ..report import Report
 from . import blas, budget, fast, memory
@@ -129,17 +130,7 @@ def run_check(problem: Problem, progress: ProgressCallback | None = None) -> Rep
 
 
 def settings_dict(problem: Problem, tol: Tolerances) -> dict:
-    s = problem.settings
-    return {
-        "eps": tol.eps,
-        "atol": tol.atol,
-        "rtol": tol.rtol,
-        "method": s.method.value,
-        "mode": s.mode.value,
-        "dtype": problem.dtype,
-        "seed": s.seed,
-        "sample": s.sample,
-        "strict_kinks": s.strict_kinks,
-        "time_budget": s.time_budget,
-        "only": list(s.only),
-    }
+    """The report's ``settings``, with the tolerances in force (float32 scales them)."""
+    return report_settings(
+        problem.settings, problem.dtype, eps=tol.eps, atol=tol.atol, rtol=tol.rtol
+    )
