@@ -213,9 +213,12 @@ class Kind:
 
 @dataclass(frozen=True)
 class Real(Kind):
-    """A finite number, > 0 when ``positive``, else >= 0."""
+    """A finite number, > 0 when ``positive``, else >= 0; below ``below`` when given
+    (``hint`` then says why: a relative tolerance is a fraction)."""
 
     positive: bool = False
+    below: float | None = None
+    hint: str = ""
     metavar = "FLOAT"
 
     @property
@@ -228,15 +231,21 @@ class Real(Kind):
             raise OptionError(f"must be {self._wanted} like 1e-6, got {shown(value)}")
         if number < 0 or (self.positive and number == 0):
             raise OptionError(f"must be {self._wanted}, got {shown(value)}")
+        if self.below is not None and number >= self.below:
+            hint = f" ({self.hint})" if self.hint else ""
+            raise OptionError(f"must be below {self.below:g}{hint}, got {shown(value)}")
         return number
 
     def schema(self) -> dict[str, Any]:
-        bound = {"exclusiveMinimum": 0} if self.positive else {"minimum": 0}
+        bound: dict[str, Any] = {"exclusiveMinimum": 0} if self.positive else {"minimum": 0}
+        if self.below is not None:
+            bound["exclusiveMaximum"] = self.below
         string = {"type": "string", "pattern": _unsigned(NUMBER_PATTERN)}
         return {"anyOf": [{"type": "number", **bound}, string]}
 
     def describe(self) -> str:
-        return "number > 0" if self.positive else "number >= 0"
+        low = "number > 0" if self.positive else "number >= 0"
+        return low if self.below is None else f"{low}, below {self.below:g}"
 
     def format(self, value: Any) -> str:
         return f"{value:g}"
@@ -488,9 +497,21 @@ class CheckSettings:
     """Settings of one check. Each field declared with ``option`` is a check option;
     the fields' order is the order of ``gradcheck run --help`` and the docs."""
 
-    eps: float = option(Real(positive=True), 1e-6, "finite-difference step (> 0)")
-    atol: float = option(Real(), 1e-7, "absolute tolerance (>= 0)")
-    rtol: float = option(Real(), 1e-5, "relative tolerance (>= 0)")
+    eps: float = option(
+        Real(positive=True),
+        1e-6,
+        "finite-difference step, relative to each element's magnitude (> 0)",
+    )
+    atol: float = option(
+        Real(),
+        0.0,
+        "absolute tolerance added to the error estimate: an explicit widening (>= 0)",
+    )
+    rtol: float = option(
+        Real(below=1.0, hint="a fraction: 0.05 allows 5%"),
+        0.0,
+        "relative tolerance added to the error estimate: an explicit widening (0 <= rtol < 1)",
+    )
     only: tuple[str, ...] = option(
         Globs(), (), "check only the tensors matching these globs (conv1.*, input)"
     )

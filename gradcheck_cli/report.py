@@ -19,6 +19,11 @@ import numpy as np
 from .exit_codes import ExitCode
 
 
+def _is_input(name: str) -> bool:
+    """A network input (``input``, ``input.x``) or an isolated layer's input slot."""
+    return name == "input" or name.startswith(("input.", "input["))
+
+
 @dataclass
 class TensorCheck:
     """The verdict on one checked tensor.
@@ -35,7 +40,7 @@ class TensorCheck:
     numeric: np.ndarray
     checked_mask: np.ndarray  # bool
     failed_mask: np.ndarray  # bool
-    kink_mask: np.ndarray  # bool: a step crossed a non-differentiable point
+    kink_mask: np.ndarray  # bool: a non-differentiable point proven at the element
     abs_error: np.ndarray  # NaN where not checked
     rel_error: np.ndarray
     mode: str = "full"  # full | sample | fast | budget
@@ -45,13 +50,23 @@ class TensorCheck:
     taylor_order: float | None = None  # --method taylor: observed order (None: exact)
     taylor_passed: bool | None = None  # --method taylor: the verdict, which ``passed`` returns
     extra: dict[str, Any] = field(default_factory=dict)
+    #: bool: elements no step resolved (default: none)
+    inconclusive_mask: np.ndarray = None  # type: ignore[assignment]
+    #: the numeric value's estimated error per element; NaN where not checked
+    error_bound: np.ndarray = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.inconclusive_mask is None:
+            self.inconclusive_mask = np.zeros(np.shape(self.analytic), dtype=bool)
+        if self.error_bound is None:
+            self.error_bound = np.full(np.shape(self.analytic), np.nan)
 
     @classmethod
     def unchecked(cls, name: str, analytic: np.ndarray, mode: str, **fields: Any) -> TensorCheck:
         """A tensor judged without element-wise checks (a passed direction, a Taylor
         test): analytic in the user's shape, numeric all NaN, every mask False."""
         analytic = np.asarray(analytic, dtype=np.float64)
-        layer, _, param = name.rpartition(".")
+        layer, _, param = ("", "", "") if _is_input(name) else name.rpartition(".")
         return cls(
             name=name,
             layer=layer or None,
@@ -85,9 +100,15 @@ class TensorCheck:
 
     @property
     def passed(self) -> bool:
+        """Every checked element agreed (or is a kink): no failure, nothing inconclusive."""
         if self.taylor_passed is not None:
             return self.taylor_passed
-        return self.failed == 0
+        return self.failed == 0 and self.inconclusive == 0
+
+    @property
+    def inconclusive(self) -> int:
+        """Elements no step resolved (engine/verdict.py): never counted as passed."""
+        return int(self.inconclusive_mask.sum())
 
     @property
     def max_abs_error(self) -> float:
@@ -120,13 +141,23 @@ class LayerVerdict:
     max_rel_error: float
     kinks: int
     checked: int = 0
-    #: per tensor of the isolated layer ("input" = its dx): True when every element passed
-    tensors_ok: dict[str, bool] = field(default_factory=dict)
+    #: per tensor of the isolated layer ("input" = its dx): True when every element
+    #: passed, False when one failed, None when one was inconclusive and none failed
+    tensors_ok: dict[str, bool | None] = field(default_factory=dict)
     #: what is wrong with this layer's own backward ("dx: ...", "weight: ..."), or None
     diagnosis: str | None = None
     #: random directions it was checked along (engine/fast.py); 0 = element-wise only.
     #: A layer with directions > 0 and checked == 0 passed on its directions alone.
     directions: int = 0
+    #: elements no step resolved in its isolated check
+    inconclusive: int = 0
+
+    @property
+    def wrong(self) -> bool:
+        """Its own backward failed somewhere (it is to blame; inconclusive is not)."""
+        if any(ok is False for ok in self.tensors_ok.values()):
+            return True
+        return not self.passed and self.inconclusive == 0
 
 
 @dataclass
@@ -145,12 +176,29 @@ class Report:
     interrupted: bool = False
 
     @property
+    def failed(self) -> bool:
+        """A gradient or an expectation disagrees (exit 1)."""
+        return (
+            any(c.failed for c in self.checks if c.taylor_passed is None)
+            or any(c.taylor_passed is False for c in self.checks)
+            or not all(e.passed for e in self.expectations)
+        )
+
+    @property
+    def inconclusive(self) -> bool:
+        """Some element could not be resolved, and nothing failed (exit 3)."""
+        return not self.failed and any(c.inconclusive for c in self.checks)
+
+    @property
     def passed(self) -> bool:
-        return all(c.passed for c in self.checks) and all(e.passed for e in self.expectations)
+        """True only for exit code 0: every checked gradient and expectation agrees."""
+        return self.exit_code == 0
 
     @property
     def exit_code(self) -> ExitCode:
-        return ExitCode.OK if self.passed else ExitCode.DISAGREE
+        if self.failed:
+            return ExitCode.DISAGREE
+        return ExitCode.NOT_CARRIED_OUT if self.inconclusive else ExitCode.OK
 
     def check(self, name: str) -> TensorCheck:
         """The check of one tensor by name (KeyError if it was not checked)."""
@@ -160,7 +208,8 @@ class Report:
         raise KeyError(name)
 
     def blamed_layers(self) -> list[str]:
-        return [v.name for v in self.layers if not v.passed]
+        """The layers (and ``loss``) whose own backward is wrong."""
+        return [v.name for v in self.layers if v.wrong]
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON report (schema ``gradcheck-report/1``) as plain data."""

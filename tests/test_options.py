@@ -264,7 +264,7 @@ def test_api_options_are_read_before_the_config_is(front_ends, monkeypatch):
 # --- every option reaches every surface ---------------------------------------------------
 
 #: A good value of each kind of option, as written in YAML (a new kind needs one).
-GOOD = {Real: "3", Integer: "3", Size: "512MiB", Globs: '"fc.*"', Flag: "true", Choice: "taylor"}
+GOOD = {Real: "0.5", Integer: "3", Size: "512MiB", Globs: '"fc.*"', Flag: "true", Choice: "taylor"}
 
 
 def test_every_kind_in_the_table_has_a_good_value():

@@ -31,7 +31,7 @@ TOP_KEYS = ("name", "seed", "dtype", "plugins", "input", "layers", "loss", "chec
 DTYPES = ("float64", "float32")
 FLOAT32_WARNING = (
     "float32 is too coarse for finite differences; the numeric reference is computed in "
-    "float64 and tolerances are scaled"
+    "float64 and the analytic side is allowed its float32 rounding"
 )
 
 

@@ -25,7 +25,8 @@ def own_layers_ok(problem: Problem, verdicts: dict[str, LayerVerdict], tensor: s
         return True
     owner, param = network.split_param(tensor)
     return all(
-        verdicts[n.name].tensors_ok.get(f"{n.name}.{param}", True) for n in network.users(owner)
+        verdicts[n.name].tensors_ok.get(f"{n.name}.{param}", True) is True
+        for n in network.users(owner)
     )
 
 
@@ -42,10 +43,10 @@ def wrong_readers(problem: Problem, verdicts: dict[str, LayerVerdict], tensor: s
         if value in seen:
             continue
         seen.add(value)
-        if value == network.output and not verdicts[LOSS].tensors_ok.get("input", True):
+        if value == network.output and verdicts[LOSS].tensors_ok.get("input") is False:
             found.append(LOSS)
         for node, slot in network.readers(value):
-            if not verdicts[node.name].tensors_ok.get(node.slot_name(slot), True):
+            if verdicts[node.name].tensors_ok.get(node.slot_name(slot)) is False:
                 found.append(node.name)
             frontier.append(node.name)
     order = [n.name for n in network] + [LOSS]

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..options import report_settings
-from ..problem import CheckSettings, Method, Mode, Problem
+from ..problem import Method, Mode, Problem
 from ..report import Report
 from . import blas, budget, fast, memory
 from .blame import blame
@@ -32,12 +32,9 @@ from .kinks import settle_compound_kinks
 from .objective import NetworkObjective
 from .passes import analytic_pass, problem_params
 from .taylor import taylor_check
+from .verdict import ANALYTIC_ULPS
 
 ProgressCallback = Callable[[int, int], None]  # (elements done, elements in total)
-
-#: float32 problems: the analytic side carries ~1e-7 relative rounding, so the default
-#: tolerances are multiplied by this factor (atol 1e-7 -> 1e-5, rtol 1e-5 -> 1e-3).
-FLOAT32_TOLERANCE_FACTOR = 100.0
 
 
 class CheckInterrupted(Exception):
@@ -49,19 +46,20 @@ class CheckInterrupted(Exception):
 
 
 def tolerances(problem: Problem) -> tuple[Tolerances, list[str]]:
-    """The tolerances in force, scaled for float32 when the user kept the defaults."""
+    """The verdict's settings in force (engine/verdict.py), and notes for the report.
+
+    The analytic side is judged in its own dtype: a float32 backward is allowed its
+    float32 rounding (ANALYTIC_ULPS epsilons of float32), no more."""
     s = problem.settings
-    atol, rtol, notes = s.atol, s.rtol, []
+    analytic_eps = float(np.finfo(np.dtype(problem.dtype)).eps)
+    notes = []
     if problem.dtype == "float32":
-        default = CheckSettings()
-        if (atol, rtol) == (default.atol, default.rtol):
-            atol *= FLOAT32_TOLERANCE_FACTOR
-            rtol *= FLOAT32_TOLERANCE_FACTOR
-            notes.append(
-                f"float32: analytic gradients in float32, numeric reference in float64; "
-                f"tolerances scaled by {FLOAT32_TOLERANCE_FACTOR:g} to atol={atol:g}, rtol={rtol:g}"
-            )
-    return Tolerances(atol, rtol, s.eps, s.strict_kinks), notes
+        notes.append(
+            "float32: analytic gradients in float32, numeric reference in float64; each "
+            f"element is allowed {ANALYTIC_ULPS:g} float32 epsilons of rounding on the "
+            "analytic side"
+        )
+    return Tolerances(s.atol, s.rtol, s.eps, s.strict_kinks, analytic_eps), notes
 
 
 @blas.single_threaded  # thousands of small BLAS calls: threads cost more than they give
@@ -114,7 +112,7 @@ def run_check(problem: Problem, progress: ProgressCallback | None = None) -> Rep
         report.layers = isolate_layers(problem, objective, grads, tol, rng, how)
         if how is Isolation.SKIP:
             report.warnings.append(fast.ISOLATION_SKIPPED)
-        settle_compound_kinks(report, problem, tol, objective, problem.settings.max_memory)
+        settle_compound_kinks(report, problem, tol)
         blame(report, problem)
         for c in report.checks:
             if not c.passed:
@@ -130,7 +128,7 @@ def run_check(problem: Problem, progress: ProgressCallback | None = None) -> Rep
 
 
 def settings_dict(problem: Problem, tol: Tolerances) -> dict:
-    """The report's ``settings``, with the tolerances in force (float32 scales them)."""
+    """The report's ``settings``, with the tolerances in force."""
     return report_settings(
         problem.settings, problem.dtype, eps=tol.eps, atol=tol.atol, rtol=tol.rtol
     )

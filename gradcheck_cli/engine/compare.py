@@ -1,40 +1,29 @@
-"""The per-element verdict: the pass rule, the error metrics and the kink rule.
+"""Error metrics, the settings of a verdict, and the per-element verdict record.
 
-Pass rule (contract): |a - n| <= atol + rtol * max(|a|, |n|), n the central difference.
-Relative error: |a - n| / max(|a|, |n|), and 0 when both are 0.
-
-Kinks. When a step crosses a non-differentiable point (ReLU at 0, a max-pool tie) the
-one-sided differences d+ = (f(v+h) - f(v))/h and d- = (f(v) - f(v-h))/h disagree, and
-the central difference is their mean, which no valid subgradient has to equal. Such an
-element is a kink when it fails the central rule, its one-sided differences disagree by
-more than the tolerance, and the analytic value lies (within the tolerance) between
-them: every valid subgradient does. It then passes and is counted as a kink, unless
-``strict_kinks``. An analytic value outside the bracket fails as usual, unless several
-kinks meet at the element and every backward involved is right (engine/kinks.py).
-
-Example (max pool, tie between a and b, upstream gradient g): moving a up makes it the
-sole maximum (d+ = g); moving it down hands the maximum to b (d- = 0). Analytic g (a gets
-the gradient) or 0 (b gets it) both lie in [0, g]: a kink, not a failure.
+Reported relative error: |a - n| / max(|a|, |n|), and 0 when both are 0. The rule
+that turns an analytic value a and the numeric evaluations into a verdict is in
+engine/verdict.py.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import numpy as np
 
-from .numeric import Differences
-
 
 @dataclass(frozen=True)
 class Tolerances:
-    """The verdict's settings in force: atol and rtol (scaled for float32 when the user
-    kept the defaults), the finite-difference eps, and whether kinks fail."""
+    """The verdict's settings in force: the user's explicit widenings atol and rtol (0
+    unless given), eps (the step, relative to each element's magnitude), whether kinks
+    fail, and the machine epsilon of the dtype the analytic gradients were computed in."""
 
     atol: float
     rtol: float
     eps: float
     strict_kinks: bool
+    analytic_eps: float = sys.float_info.epsilon
 
 
 @dataclass
@@ -46,8 +35,21 @@ class ElementVerdict:
     rel_error: np.ndarray
     failed: np.ndarray
     kink: np.ndarray
-    #: the one-sided differences disagree: a non-differentiable point lies within the step
+    #: a non-differentiable point is proven at the element (engine/verdict.py)
     jump: np.ndarray | None = None
+    #: no step resolved the element: never a pass
+    inconclusive: np.ndarray | None = None
+    #: the numeric value's estimated error (engine/verdict.py)
+    bound: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        k = len(self.numeric)
+        if self.jump is None:
+            self.jump = np.zeros(k, dtype=bool)
+        if self.inconclusive is None:
+            self.inconclusive = np.zeros(k, dtype=bool)
+        if self.bound is None:
+            self.bound = np.full(k, np.nan)
 
 
 def rel_error(a: np.ndarray, n: np.ndarray) -> np.ndarray:
@@ -59,29 +61,5 @@ def rel_error(a: np.ndarray, n: np.ndarray) -> np.ndarray:
 
 
 def within(a: np.ndarray, n: np.ndarray, atol: float, rtol: float) -> np.ndarray:
-    """The contract's pass rule, elementwise."""
+    """|a - n| <= atol + rtol * max(|a|, |n|), elementwise."""
     return np.abs(a - n) <= atol + rtol * np.maximum(np.abs(a), np.abs(n))
-
-
-def judge(
-    analytic: np.ndarray, d: Differences, atol: float, rtol: float, strict_kinks: bool = False
-) -> ElementVerdict:
-    """Verdict for K elements: analytic (K,) against the differences around them."""
-    a = np.asarray(analytic, dtype=np.float64)
-    n = d.central
-    ok = within(a, n, atol, rtol)
-    right, left = d.right, d.left
-    jump = ~within(right, left, atol, rtol)
-    lo, hi = np.minimum(left, right), np.maximum(left, right)
-    tol = atol + rtol * np.maximum(np.abs(lo), np.abs(hi))
-    bracketed = (a >= lo - tol) & (a <= hi + tol)
-    kink = ~ok & jump & bracketed
-    failed = ~ok & ~kink if not strict_kinks else ~ok
-    return ElementVerdict(
-        numeric=n,
-        abs_error=np.abs(a - n),
-        rel_error=rel_error(a, n),
-        failed=failed,
-        kink=kink,
-        jump=jump,
-    )

@@ -10,17 +10,16 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..errors import NumericalError
 from ..problem import Mode, Problem
 from ..report import TensorCheck
-from . import numeric
-from .compare import ElementVerdict, Tolerances, judge
+from .compare import ElementVerdict, Tolerances
+from .verdict import judge_elements
 
 #: Called with the number of elements just finished.
 Tick = Callable[[int], None]
 
-#: Key of ``TensorCheck.extra`` holding the failed elements whose one-sided
-#: differences disagree (bool, the tensor's user shape).
+#: Key of ``TensorCheck.extra`` holding the elements with a non-differentiable point in
+#: evidence (engine/verdict.py; bool, the tensor's user shape).
 JUMP_KEY = "failed_at_jump"
 
 
@@ -60,33 +59,17 @@ def user_shape(problem: Problem, tensor: str) -> tuple[int, ...]:
 
 def check_elements(
     objective, tensor: str, index: np.ndarray, tol: Tolerances, max_memory: int, tick=None
-) -> tuple[numeric.Differences, ElementVerdict]:
-    """Element-wise verdict of one tensor of any objective: (Differences, ElementVerdict)."""
-    with np.errstate(all="ignore"):
-        d = numeric.differences(objective, tensor, index, tol.eps, max_memory, tick)
-    stuck = (d.h_plus <= 0) | (d.h_minus <= 0) | ~np.isfinite(d.h_plus + d.h_minus)
-    if np.any(stuck):  # v + eps == v: no difference can be taken, which is not a wrong gradient
-        i = int(index[np.argmax(stuck)])
-        value = float(objective.tensors()[tensor].reshape(-1)[i])
-        raise NumericalError(
-            f"{tensor} has the value {value:g} at flat index {i}, where a step of eps="
-            f"{tol.eps:g} is lost to rounding (v + eps == v in float64), so no finite "
-            "difference can be taken; use smaller values or a larger eps"
-        )
-    if not np.all(np.isfinite(d.f_plus)) or not np.all(np.isfinite(d.f_minus)):
-        raise NumericalError(
-            f"a perturbed forward pass for {tensor} gave NaN or Inf; "
-            "the check cannot be carried out (try a smaller eps)"
-        )
-    analytic = objective.analytic[tensor].reshape(-1)[index]
-    return d, judge(analytic, d, tol.atol, tol.rtol, tol.strict_kinks)
+) -> ElementVerdict:
+    """Element-wise verdict of the elements ``index`` of one tensor of any objective."""
+    analytic = np.asarray(objective.analytic[tensor]).reshape(-1)[index]
+    return judge_elements(objective, tensor, index, analytic, tol, max_memory, tick)
 
 
 def check_tensor(
     problem: Problem, objective, tensor: str, index: np.ndarray, tol: Tolerances, tick
 ) -> TensorCheck:
     """Check the chosen elements of one network tensor, shaped as the user wrote it."""
-    _, v = check_elements(objective, tensor, index, tol, problem.settings.max_memory, tick)
+    v = check_elements(objective, tensor, index, tol, problem.settings.max_memory, tick)
     mode = problem.settings.mode.value
     shape = user_shape(problem, tensor)
     return tensor_check(tensor, objective.analytic[tensor], index, v, shape, mode)
@@ -121,7 +104,9 @@ def tensor_check(
         abs_error=scatter(v.abs_error, np.nan),
         rel_error=scatter(v.rel_error, np.nan),
         mode=mode if len(index) < size else "full",
-        extra={JUMP_KEY: scatter(v.failed & v.jump, False, bool)},
+        extra={JUMP_KEY: scatter(v.jump, False, bool)},
+        inconclusive_mask=scatter(v.inconclusive, False, bool),
+        error_bound=scatter(v.bound, np.nan),
     )
 
 

@@ -28,7 +28,8 @@ elements, loss about 2.2) the measured noise is about 1e-12, so a single element
 by 1e-7 is seen, while a sum-scaled tolerance of rtol = 1e-5 would pass an element
 wrong by about 2e-2.
 
-Steps: L = STEP_FACTOR * eps. When err(L) - err(2L) stands more than SMOOTH_RATIO times
+Steps: L = STEP_FACTOR * eps * ||v||, ||v|| the norm of the values moved (at least
+sqrt(n)), so that eps is relative to the values' magnitude as it is element-wise. When err(L) - err(2L) stands more than SMOOTH_RATIO times
 above the rounding noise (a kink crossed between the steps, or strong curvature), L is
 divided by 10, at most STEP_TRIES times; a direction never smooth is inconclusive and
 counts as failed: it is localised, never trusted.
@@ -146,6 +147,9 @@ class _Line:
         self.bounds = np.cumsum([0] + [int(np.prod(s)) for s in self.shapes])
         self.f0 = float(objective.f0)
         self.analytic = _dot(self.g, self.u)
+        norm = math.sqrt(_dot(self.base, self.base))
+        #: the step's unit: the values' norm (a tensor of zeros: one per element)
+        self.scale = norm if norm > 0 and math.isfinite(norm) else math.sqrt(len(self.base))
         self.analytic_spread = float(np.abs(self.g * self.u).sum())
 
     def residual(self, step: float) -> float:
@@ -176,7 +180,7 @@ def directional_test(objective, u: dict[str, np.ndarray], eps: float, a_eps: flo
     def slope_error(step: float) -> float:
         return (line.residual(step) - line.residual(-step)) / (2 * step)
 
-    step = STEP_FACTOR * eps
+    step = STEP_FACTOR * eps * line.scale
     for _ in range(STEP_TRIES):
         tau = PROBE_FACTOR * step
         rounding = 2 * line.rounding(step, (tau, -tau))
@@ -213,7 +217,7 @@ def one_sided_test(objective, u: dict[str, np.ndarray], eps: float, a_eps: float
     def extrapolated(step: float) -> float:
         return 2 * line.residual(step) / step - line.residual(2 * step) / (2 * step)
 
-    step = STEP_FACTOR * eps
+    step = STEP_FACTOR * eps * line.scale
     for _ in range(STEP_TRIES):
         tau = PROBE_FACTOR * step
         rounding = 3 * line.rounding(step, (tau, 2 * tau))

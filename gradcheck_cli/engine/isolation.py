@@ -103,16 +103,18 @@ class _Fold:
         self.diagnoses: list[str] = []
 
     def add(self, obj, tensor: str, index: np.ndarray, v: ElementVerdict, problem: Problem):
-        ok = not v.failed.any()
+        wrong, unsure = bool(v.failed.any()), bool(v.inconclusive.any())
+        ok = not wrong and not unsure
         verdict = self.verdict
-        verdict.tensors_ok[tensor] = ok
+        verdict.tensors_ok[tensor] = False if wrong else None if unsure else True
         verdict.passed = verdict.passed and ok
         verdict.kinks += int(v.kink.sum())
+        verdict.inconclusive += int(v.inconclusive.sum())
         verdict.checked += len(index)
         if len(index):
             verdict.max_abs_error = max(verdict.max_abs_error, float(np.max(v.abs_error)))
             verdict.max_rel_error = max(verdict.max_rel_error, float(np.max(v.rel_error)))
-        if not ok:  # say what is wrong with this layer's own backward
+        if wrong:  # say what is wrong with this layer's own backward
             value = obj.tensors()[tensor]
             mode = problem.settings.mode.value
             own = tensor_check(tensor, obj.analytic[tensor], index, v, value.shape, mode)
@@ -136,9 +138,9 @@ def _gradient_label(layer: str, tensor: str) -> str:
 
 
 def _check_layer_tensor(obj, tensor: str, index: np.ndarray, problem: Problem, tol: Tolerances):
-    _, v = check_elements(obj, tensor, index, tol, problem.settings.max_memory)
+    v = check_elements(obj, tensor, index, tol, problem.settings.max_memory)
     if isinstance(obj, LayerObjective):  # ties where several kinks meet: engine/kinks.py
-        v = split_upstream(obj, tensor, index, v, tol, problem.settings.max_memory)
+        v = split_upstream(obj, tensor, index, v, tol, problem.settings.max_memory, problem.dtype)
     return v
 
 

@@ -1,9 +1,17 @@
-"""Central differences, vectorised and chunked under a memory budget.
+"""Finite differences: steps relative to each element, vectorised evaluations chunked
+under a memory budget, and the forward's measured rounding noise.
 
-For each checked element i of a tensor v the objective is evaluated at v + h and v - h
-(two stacked copies per element). The steps actually taken are the representable ones,
-h+ = fl(v + h) - v and h- = v - fl(v - h), so the quotient divides by the step the
+Steps. An element v of a tensor moves by h = eps * max(|v|, s), s the tensor's root
+mean square (1 for a tensor of zeros): values of 1e-6 and of 1e4 are moved alike,
+relative to their size, and an element at 0 moves relative to its neighbours. The steps
+taken are the representable ones, fl(v + h) - v, so quotients divide by the step the
 forward really saw.
+
+Noise. The objective's own rounding noise rho (the error of one evaluation of f) is
+measured, not assumed: at a few probe elements, f(v + t) + f(v - t) - 2 f(v) at a tiny
+step t holds nothing but rounding (its real part, f'' t^2, is far below it), whatever
+the loss's size and however much its terms cancel. Probes whose value grows with t (a
+kink or a curvature term, not noise) are left out.
 """
 
 from __future__ import annotations
@@ -20,41 +28,29 @@ Progress = Callable[[int], None]  # called with the number of elements just fini
 #: The float64 machine epsilon, 2^-52 (np.finfo costs 3 ms at import).
 EPS64 = sys.float_info.epsilon
 
-
-@dataclass
-class Differences:
-    """Objective values around each checked element. All arrays (K,), K checked elements.
-
-    f_plus = f(v + h+ e_i), f_minus = f(v - h- e_i), f0 = f(v).
-    """
-
-    index: np.ndarray
-    f_plus: np.ndarray
-    f_minus: np.ndarray
-    h_plus: np.ndarray
-    h_minus: np.ndarray
-    f0: float
-
-    @property
-    def central(self) -> np.ndarray:
-        return (self.f_plus - self.f_minus) / (self.h_plus + self.h_minus)
-
-    @property
-    def right(self) -> np.ndarray:
-        """One-sided (f(v+h) - f(v)) / h."""
-        return (self.f_plus - self.f0) / self.h_plus
-
-    @property
-    def left(self) -> np.ndarray:
-        """One-sided (f(v) - f(v-h)) / h."""
-        return (self.f0 - self.f_minus) / self.h_minus
+#: Elements of a tensor whose noise is probed (at most).
+NOISE_PROBES = 8
+#: The probe's tiny step, relative to the element's step h.
+PROBE_STEP = 1e-3
+#: Least noise assumed for one evaluation, in float64 epsilons of the terms' magnitude.
+FLOOR_ULPS = 4.0
+#: Most noise believed to be rounding, in float64 epsilons of the terms' magnitude.
+NOISE_CAP = 1e6
 
 
-def steps(values: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
-    """The representable steps around each value: (h+, h-), both positive, shape (K,)."""
-    h_plus = (values + eps) - values
-    h_minus = values - (values - eps)
-    return h_plus, h_minus
+def step_scale(values: np.ndarray) -> float:
+    """The tensor's root mean square, the step's floor for its small elements (1.0 for a
+    tensor of zeros or one with non-finite values)."""
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    if v.size == 0:
+        return 1.0
+    rms = float(np.sqrt(np.mean(v * v))) if np.all(np.isfinite(v)) else 0.0
+    return rms if rms > 0 and np.isfinite(rms) else 1.0
+
+
+def element_steps(values: np.ndarray, scale: float, eps: float) -> np.ndarray:
+    """h = eps * max(|v|, scale) for each value (K,)."""
+    return eps * np.maximum(np.abs(np.asarray(values, dtype=np.float64)), scale)
 
 
 #: Copies per call are also capped so that one call's working set stays near this size:
@@ -99,36 +95,150 @@ class ChunkTuner:
                 self.best, self._best_rate = size, seconds / size
 
 
-def differences(
+@dataclass
+class Evaluations:
+    """The objective at m offsets around each of K elements.
+
+    f: (K, m) objective values; offsets: (K, m) the steps really taken,
+    fl(v + o) - v; f0: the objective at the unperturbed point.
+    """
+
+    index: np.ndarray
+    f: np.ndarray
+    offsets: np.ndarray
+    f0: float
+
+
+def evaluate(
     objective,
     tensor: str,
     index: np.ndarray,
-    eps: float,
+    offsets: np.ndarray,
     max_memory: int,
     progress: Progress | None = None,
     chunk: int | None = None,
-) -> Differences:
-    """Evaluate f(v ± h e_i) for every flat index i of ``tensor`` in ``index`` (K,).
+) -> Evaluations:
+    """f at v + offsets[i, j] for every flat index i of ``tensor`` in ``index`` (K,) and
+    each of its m offsets ((K, m) array).
 
-    ``chunk`` forces the number of copies per call (1 gives the unvectorised path);
-    by default it is tuned (``ChunkTuner``) under the memory budget.
+    Copies interleave per element (rows i*m .. i*m + m - 1 belong to element i).
+    ``chunk`` forces the number of copies per call (1 gives the unvectorised path); by
+    default it is tuned (``ChunkTuner``) under the memory budget. ``progress`` is told
+    of each element once all its offsets are done.
     """
     values = objective.tensors()[tensor].reshape(-1)[index].astype(np.float64)
-    h_plus, h_minus = steps(values, eps)
-    k = len(index)
-    # Copies interleave as (+h, -h) per element: rows 2i and 2i+1 belong to element i.
-    all_index = np.repeat(index, 2)
-    all_delta = np.stack([h_plus, -h_minus], axis=1).reshape(-1)
+    offsets = np.asarray(offsets, dtype=np.float64).reshape(len(index), -1)
+    k, m = offsets.shape
+    taken = (values[:, None] + offsets) - values[:, None]
+    all_index = np.repeat(index, m)
+    all_delta = taken.reshape(-1)
     estimate = chunk or chunk_size(objective.bytes_per_copy(tensor), max_memory)
-    tuner = ChunkTuner(estimate, 0 if chunk else 2 * k)
-    out = np.empty(2 * k)
+    tuner = ChunkTuner(estimate, 0 if chunk else k * m)
+    out = np.empty(k * m)
     start = 0
-    while start < 2 * k:
-        stop = min(start + tuner.next_size(), 2 * k)
+    while start < k * m:
+        stop = min(start + tuner.next_size(), k * m)
         started = time.thread_time()  # CPU time: other processes do not sway the choice
         out[start:stop] = objective.losses(tensor, all_index[start:stop], all_delta[start:stop])
         tuner.record(stop - start, time.thread_time() - started)
         if progress is not None:
-            progress(stop // 2 - start // 2)
+            progress(stop // m - start // m)
         start = stop
-    return Differences(index, out[0::2], out[1::2], h_plus, h_minus, objective.f0)
+    return Evaluations(index, out.reshape(k, m), taken, float(objective.f0))
+
+
+@dataclass
+class Differences:
+    """Objective values around each checked element. All arrays (K,), K checked elements.
+
+    f_plus = f(v + h+ e_i), f_minus = f(v - h- e_i), f0 = f(v).
+    """
+
+    index: np.ndarray
+    f_plus: np.ndarray
+    f_minus: np.ndarray
+    h_plus: np.ndarray
+    h_minus: np.ndarray
+    f0: float
+
+    @property
+    def central(self) -> np.ndarray:
+        return (self.f_plus - self.f_minus) / (self.h_plus + self.h_minus)
+
+    @property
+    def right(self) -> np.ndarray:
+        """One-sided (f(v+h) - f(v)) / h."""
+        return (self.f_plus - self.f0) / self.h_plus
+
+    @property
+    def left(self) -> np.ndarray:
+        """One-sided (f(v) - f(v-h)) / h."""
+        return (self.f0 - self.f_minus) / self.h_minus
+
+    @classmethod
+    def of(cls, e: Evaluations, plus: int = 0, minus: int = 1) -> Differences:
+        """The pair of columns ``plus`` (+h) and ``minus`` (-h) of some evaluations."""
+        return cls(
+            e.index, e.f[:, plus], e.f[:, minus], e.offsets[:, plus], -e.offsets[:, minus], e.f0
+        )
+
+
+def differences(
+    objective,
+    tensor: str,
+    index: np.ndarray,
+    h: float | np.ndarray,
+    max_memory: int,
+    progress: Progress | None = None,
+    chunk: int | None = None,
+) -> Differences:
+    """f(v ± h e_i) for every flat index i of ``tensor`` in ``index`` (K,); h: one
+    absolute step or one per element (K,)."""
+    h = np.broadcast_to(np.asarray(h, dtype=np.float64), (len(index),))
+    e = evaluate(objective, tensor, index, np.stack([h, -h], axis=1), max_memory, progress, chunk)
+    return Differences.of(e)
+
+
+def magnitude(objective) -> float:
+    """The magnitude of the terms the objective sums (its ``magnitude()`` when it has
+    one, else |f0|): the rounding of one evaluation is at least a few epsilons of it,
+    however much the terms cancel."""
+    measure = getattr(objective, "magnitude", None)
+    value = float(measure()) if measure is not None else abs(float(objective.f0))
+    return value if np.isfinite(value) else abs(float(objective.f0))
+
+
+def noise(objective, tensor: str, h: np.ndarray, max_memory: int) -> float:
+    """rho: the rounding noise of one evaluation of the objective when ``tensor`` moves
+    (module docstring), at least FLOOR_ULPS epsilons of the terms' magnitude and at most
+    NOISE_CAP epsilons of it.
+
+    h: the step of every element of the tensor (its flat size). The probes are the
+    elements with the largest |g * h| (the analytic gradient's reach: where a move
+    changes the most), half of them, and evenly spread ones. A probe whose second
+    difference at 2t is more than 1.5 times the one at t shows a term growing with the
+    step (a kink, a curvature), not noise, and is left out. Variation beyond NOISE_CAP
+    is not rounding (a forward that is not a function of its input): capping it keeps
+    such a forward from widening every bound.
+    """
+    size = h.size
+    scale = magnitude(objective)
+    floor = FLOOR_ULPS * EPS64 * scale
+    if size == 0:
+        return floor
+    reach = np.abs(np.asarray(objective.analytic[tensor], dtype=np.float64).reshape(-1) * h)
+    top = np.argsort(-reach, kind="stable")[: NOISE_PROBES // 2]
+    spread = np.linspace(0, size - 1, NOISE_PROBES - len(top)).round().astype(np.intp)
+    probes = np.unique(np.concatenate([top, spread]))
+    t = PROBE_STEP * h[probes]
+    e = evaluate(objective, tensor, probes, np.stack([t, -t, 2 * t, -2 * t], axis=1), max_memory)
+    f0 = e.f0
+    d1 = np.abs(e.f[:, 0] + e.f[:, 1] - 2 * f0)
+    d2 = np.abs(e.f[:, 2] + e.f[:, 3] - 2 * f0)
+    floor = max(floor, FLOOR_ULPS * EPS64 * float(np.max(np.abs(e.f), initial=abs(f0))))
+    rounding = (d2 <= 1.5 * d1) | (np.maximum(d1, d2) <= floor)
+    if not np.all(np.isfinite(e.f)) or not rounding.any():
+        return floor
+    # the second difference holds three evaluations' noise: half of it is one's
+    measured = float(np.max(np.maximum(d1, d2)[rounding])) / 2
+    return min(max(floor, measured), NOISE_CAP * EPS64 * max(scale, abs(f0)))

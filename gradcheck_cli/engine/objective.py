@@ -119,6 +119,7 @@ class NetworkObjective:
     copies_through: dict[str, int] = field(default_factory=dict)
     _target_tiles: np.ndarray | None = field(default=None, repr=False)
     _plans: dict = field(default_factory=dict, repr=False)
+    _magnitude: float = 0.0
 
     @classmethod
     def build(
@@ -138,6 +139,8 @@ class NetworkObjective:
         analytic = {v: grads.deltas[v] for v in problem.network.input_names}
         for owner, g in grads.params.items():
             analytic.update({f"{owner}.{p}": a for p, a in g.items()})
+        output = problem.network.output
+        terms = np.abs(trace64.values[output] * grads.deltas[output]).sum()
         return cls(
             problem=problem,
             inputs=inputs64,
@@ -146,11 +149,17 @@ class NetworkObjective:
             target=_float64_target(problem),
             f0=trace64.loss,
             analytic=analytic,
+            _magnitude=float(np.abs(trace64.losses).sum() + terms),
         )
 
     @property
     def n(self) -> int:
         return next(iter(self.inputs.values())).shape[0]
+
+    def magnitude(self) -> float:
+        """The magnitude of the terms the loss sums (engine/numeric.py): every example's
+        |loss|, and |dE/dy * y| over the network output, its first-order terms."""
+        return self._magnitude
 
     @property
     def network(self):
@@ -352,10 +361,18 @@ class LayerObjective:
     f0: float
     analytic: dict[str, np.ndarray]
     forward_passes: int = 0
+    _magnitude: float | None = field(default=None, repr=False)
 
     @property
     def spec(self) -> Node:  # the former name, kept for plugins' tests
         return self.node
+
+    def magnitude(self) -> float:
+        """sum |delta * y|: the terms E sums (engine/numeric.py)."""
+        if self._magnitude is None:
+            y, _ = node_forward(self.node, self.xs, self.params)
+            self._magnitude = float(np.abs(y * self.delta).sum())
+        return self._magnitude
 
     def slots(self) -> dict[str, int]:
         return {self.node.slot_name(s): s for s in range(len(self.xs))}
@@ -405,6 +422,11 @@ class LossObjective:
 
     def tensors(self) -> dict[str, np.ndarray]:
         return {"input": self.x}
+
+    def magnitude(self) -> float:
+        """Every example's |loss| and |dE/dy * y|: the terms the loss sums."""
+        losses, _ = loss_forward(self.problem.loss, self.x, self.target)
+        return float(np.abs(losses).sum() + np.abs(self.x * self.analytic["input"]).sum())
 
     def bytes_per_copy(self, tensor: str) -> int:
         return int(8 * 3 * self.x.size)

@@ -49,6 +49,7 @@ def report_to_dict(r: Report) -> dict[str, Any]:
                 "checked": c.checked,
                 "failed": c.failed,
                 "kinks": c.kinks,
+                "inconclusive": c.inconclusive,
                 "passed": c.passed,
                 "max_abs_error": c.max_abs_error,
                 "max_rel_error": c.max_rel_error,
@@ -60,6 +61,7 @@ def report_to_dict(r: Report) -> dict[str, Any]:
                 "taylor_passed": c.taylor_passed,
                 "analytic": to_jsonable(c.analytic),
                 "numeric": to_jsonable(np.where(c.checked_mask, c.numeric, np.nan)),
+                "error_bound": to_jsonable(np.where(c.checked_mask, c.error_bound, np.nan)),
             }
             for c in r.checks
         ],

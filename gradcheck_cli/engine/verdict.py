@@ -1,0 +1,297 @@
+"""The element rule: every numeric value comes with an estimate of its own error.
+
+For an element with analytic value a, gradcheck computes a numeric value n and a bound
+b on n's error, and the element
+
+- passes when |a - n| <= b + allowance + atol + rtol * max(|a|, |n|);
+- is a kink when a non-differentiable point is proven at it (below) and a lies between
+  the one-sided slopes (a failure under ``strict_kinks``);
+- fails when no step agrees with a and the numerics are consistent enough to say so;
+- is inconclusive when no step resolves it (never a pass).
+
+``b = SAFETY * (truncation + rounding)``:
+
+- rounding: rho / h, rho the forward's measured noise (engine/numeric.py), at least
+  FLOOR_ULPS epsilons of the values differenced, h the element's (relative) step;
+- truncation: from differences at h, 2h and 4h. For a smooth f the central difference
+  is C(h) = g + c h^2 + O(h^4), so C(h) - C(2h) and C(2h) - C(4h) stand in the ratio
+  1:4; Richardson's N(h) = C(h) + (C(h) - C(2h)) / 3 removes the h^2 term, and
+  |N(h) - N(2h)| / 15 estimates what is left.
+
+``allowance`` is the analytic side's own rounding: ANALYTIC_ULPS epsilons of its dtype
+times (|a| + the largest |gradient| of the objective, the scale of the terms a backward
+sums). Negligible in float64; in float32 it is what a correct float32 backward can
+resolve. atol and rtol are the user's explicit widenings
+(0 by default).
+
+Stages, so that the extra steps cost only where they are needed:
+
+1. the central difference at h (two evaluations); the element passes when |a - C(h)|
+   is within SAFETY * rounding (its truncation is far below its rounding for any
+   smooth layer at the default step);
+2. otherwise C(2h) and C(4h) too. When the ratio 1:4 holds (within its noise), f is
+   smooth at this scale: the verdict is pass or fail against Richardson's value;
+3. otherwise (a kink within 4h, or curvature too strong for h) the step shrinks ten-fold,
+   up to SHRINK_TRIES times, and stage 2 is repeated.
+
+A kink is proven when the one-sided slopes R(s) = (f(v + s) - f(v)) / s and
+L(s) = (f(v) - f(v - s)) / s, at s = h, 2h and 4h, keep a gap well above their noise
+that changes by at most STEADY of itself (a smooth f has a gap of s f'' that doubles
+with s), and stay bounded: each slope moves by at most STEADY of the gap. Then a is
+judged against [min, max] of the two slopes extrapolated to s -> 0. A random or
+corrupted forward gives slopes that wander with s: no kink is proven, and the element
+is inconclusive (or fails when a lies outside every numeric estimate taken).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import NumericalError
+from . import numeric
+from .compare import ElementVerdict, Tolerances, rel_error
+
+#: The bound is this many times the estimated truncation and rounding.
+SAFETY = 10.0
+#: Ten-fold smaller steps tried when a scale is not smooth.
+SHRINK_TRIES = 3
+SHRINK = 10.0
+#: The analytic side's rounding allowance, in epsilons of its dtype.
+ANALYTIC_ULPS = 64.0
+#: A proven kink's gap changes by at most this fraction of itself over h, 2h, 4h, and
+#: its slopes move by at most this fraction of the gap.
+STEADY = 0.25
+#: A kink's gap must exceed its noise (2 rho / s) this many times.
+GAP_NOISE = 10.0
+
+
+@dataclass
+class _Scale:
+    """Central differences and one-sided slopes at s = h, 2h, 4h: each (K, 3)."""
+
+    central: np.ndarray
+    right: np.ndarray
+    left: np.ndarray
+    rounding: np.ndarray  # (K,) rounding of C(h): rho / h
+    f: np.ndarray  # (K, 6) all values, for the finite check
+
+    @property
+    def richardson(self) -> np.ndarray:
+        c = self.central
+        return c[:, :2] + (c[:, :2] - c[:, 1:]) / 3  # N(h), N(2h)
+
+
+def _scale(objective, tensor, index, h, rho, max_memory: int, fresh) -> _Scale:
+    """Evaluate at ±h, ±2h, ±4h (reusing ``fresh``, the ±h values, when given)."""
+    mult = [2.0, -2.0, 4.0, -4.0] if fresh is not None else [1.0, -1.0, 2.0, -2.0, 4.0, -4.0]
+    offsets = h[:, None] * np.array(mult)
+    with np.errstate(all="ignore"):
+        e = numeric.evaluate(objective, tensor, index, offsets, max_memory)
+    f, taken = e.f, e.offsets
+    if fresh is not None:
+        f = np.concatenate([fresh[0], f], axis=1)
+        taken = np.concatenate([fresh[1], taken], axis=1)
+    plus, minus = f[:, 0::2], f[:, 1::2]
+    hp, hm = taken[:, 0::2], -taken[:, 1::2]
+    with np.errstate(all="ignore"):
+        central = (plus - minus) / (hp + hm)
+        right = (plus - e.f0) / hp
+        left = (e.f0 - minus) / hm
+    return _Scale(central, right, left, _rounding(rho, f, h), f)
+
+
+def _rounding(rho: float, f: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """Rounding of a central difference at step h: rho / h, rho at least a few
+    epsilons of the values differenced (f: (K, m))."""
+    floor = numeric.FLOOR_ULPS * numeric.EPS64 * np.max(np.abs(f), axis=1)
+    return np.maximum(rho, floor) / h
+
+
+def _smooth(s: _Scale) -> np.ndarray:
+    """The 1:4 ratio of C(h) - C(2h) to C(2h) - C(4h) holds within its noise."""
+    c = s.central
+    d1, d2 = c[:, 0] - c[:, 1], c[:, 1] - c[:, 2]
+    noise = 8.0 * s.rounding
+    return np.abs(d2 - 4 * d1) <= STEADY * np.abs(4 * d1) + noise
+
+
+def _kink(s: _Scale) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(proven, lo, hi): a kink at the element, and the bracket of its one-sided slopes
+    extrapolated to s -> 0 (module docstring)."""
+    gap = s.right - s.left  # (K, 3) at h, 2h, 4h
+    g1 = gap[:, 0]
+    noise = GAP_NOISE * 2 * s.rounding
+    steady = (np.abs(gap[:, 1] - g1) <= STEADY * np.abs(g1)) & (
+        np.abs(gap[:, 2] - g1) <= STEADY * np.abs(g1)
+    )
+    bounded = (np.abs(s.right[:, 1] - s.right[:, 0]) <= STEADY * np.abs(g1) + noise) & (
+        np.abs(s.left[:, 1] - s.left[:, 0]) <= STEADY * np.abs(g1) + noise
+    )
+    proven = (np.abs(g1) > noise) & steady & bounded & np.all(np.isfinite(s.f), axis=1)
+    r0 = 2 * s.right[:, 0] - s.right[:, 1]  # one-sided slopes are first order in s
+    l0 = 2 * s.left[:, 0] - s.left[:, 1]
+    lo, hi = np.minimum(r0, l0), np.maximum(r0, l0)
+    # how far the extrapolation may be off: the slopes' own movement, and rounding
+    slack = SAFETY * (
+        np.maximum(np.abs(s.right[:, 1] - s.right[:, 0]), np.abs(s.left[:, 1] - s.left[:, 0]))
+        + 2 * s.rounding
+    )
+    return proven, lo - slack, hi + slack
+
+
+def gradient_scale(objective) -> float:
+    """The largest analytic |gradient| over every tensor of the objective: the scale of
+    the terms a backward sums, which its rounding is relative to (a gradient that
+    cancels to 0 still carries the rounding of its terms)."""
+    cached = getattr(objective, "_gradient_scale", None)
+    if cached is None:
+        sizes = [np.abs(np.asarray(g, dtype=np.float64)) for g in objective.analytic.values()]
+        cached = max(
+            (float(g.max()) for g in sizes if g.size and np.all(np.isfinite(g))), default=0.0
+        )
+        objective._gradient_scale = cached
+    return cached
+
+
+def _require_steps(objective, tensor: str, index: np.ndarray, d: numeric.Differences, eps):
+    """NumericalError (exit 3) when a step is lost to rounding or the first evaluations
+    are not finite: no difference can be taken, which says nothing of the gradient."""
+    stuck = (d.h_plus <= 0) | (d.h_minus <= 0) | ~np.isfinite(d.h_plus + d.h_minus)
+    if np.any(stuck):
+        i = int(index[np.argmax(stuck)])
+        value = float(objective.tensors()[tensor].reshape(-1)[i])
+        raise NumericalError(
+            f"{tensor} has the value {value:g} at flat index {i}, where a step of eps={eps:g} "
+            "times its magnitude is lost to rounding, so no finite difference can be taken"
+        )
+    if not np.all(np.isfinite(d.f_plus)) or not np.all(np.isfinite(d.f_minus)):
+        raise NumericalError(
+            f"a perturbed forward pass for {tensor} gave NaN or Inf; "
+            "the check cannot be carried out (try a smaller eps)"
+        )
+
+
+def judge_elements(
+    objective,
+    tensor: str,
+    index: np.ndarray,
+    analytic: np.ndarray,
+    settings: Tolerances,
+    max_memory: int,
+    progress=None,
+) -> ElementVerdict:
+    """The verdict on the elements ``index`` (K,) of ``tensor``; analytic: their analytic
+    values (K,). See the module docstring."""
+    values = objective.tensors()[tensor]
+    flat = values.reshape(-1).astype(np.float64)
+    h_all = numeric.element_steps(flat, numeric.step_scale(flat), settings.eps)
+    a = np.asarray(analytic, dtype=np.float64).reshape(-1)
+    k = len(index)
+    allowance = ANALYTIC_ULPS * settings.analytic_eps * (np.abs(a) + gradient_scale(objective))
+
+    def within(a: np.ndarray, n: np.ndarray, bound: np.ndarray, allow: np.ndarray):
+        widening = settings.atol + settings.rtol * np.maximum(np.abs(a), np.abs(n))
+        return np.abs(a - n) <= bound + allow + widening
+
+    h = h_all[index]
+    with np.errstate(all="ignore"):
+        rho = numeric.noise(objective, tensor, h_all, max_memory) if k else 0.0
+        first = numeric.evaluate(
+            objective,
+            tensor,
+            index,
+            np.stack([h, -h], axis=1),
+            max_memory,
+            progress,
+        )
+        d = numeric.Differences.of(first)
+        central = d.central
+    _require_steps(objective, tensor, index, d, settings.eps)
+    rounding = _rounding(rho, first.f, h)
+
+    numeric_value = central.copy()
+    bound = SAFETY * rounding
+    passed = within(a, central, bound, allowance)
+    failed = np.zeros(k, dtype=bool)
+    kink = np.zeros(k, dtype=bool)
+    evidence = np.zeros(k, dtype=bool)
+    open_ = ~passed
+    # the hull of every numeric estimate taken, per element, for the final call
+    lo_all, hi_all = central.copy(), central.copy()
+    widest = bound.copy()
+
+    step = h.copy()
+    fresh: tuple[np.ndarray, np.ndarray] | None = (first.f, first.offsets)
+    for _ in range(SHRINK_TRIES + 1):
+        todo = np.flatnonzero(open_)
+        if not len(todo):
+            break
+        a_of = a[todo]
+        sub = _scale(
+            objective,
+            tensor,
+            index[todo],
+            step[todo],
+            rho,
+            max_memory,
+            None if fresh is None else (fresh[0][todo], fresh[1][todo]),
+        )
+        fresh = None
+        finite = np.all(np.isfinite(sub.f), axis=1)
+        rich = sub.richardson
+        truncation = np.abs(rich[:, 0] - rich[:, 1]) / 15
+        b = SAFETY * (truncation + 1.5 * sub.rounding)
+        allow = allowance[todo]
+        smooth = _smooth(sub) & finite
+        agrees = within(a_of, rich[:, 0], b, allow)
+        proven, lo, hi = _kink(sub)
+        bracketed = (a_of >= lo - allow) & (a_of <= hi + allow)
+        estimates = np.concatenate([sub.central, sub.right, sub.left], axis=1)
+        with np.errstate(invalid="ignore"):
+            lo_all[todo] = np.fmin(lo_all[todo], np.nanmin(estimates, axis=1))
+            hi_all[todo] = np.fmax(hi_all[todo], np.nanmax(estimates, axis=1))
+        widest[todo] = np.maximum(widest[todo], SAFETY * sub.rounding)
+
+        # smooth at this scale: pass or fail against Richardson's value
+        settle_smooth = smooth & (agrees | ~proven)
+        # a kink at the element: a between the one-sided slopes, or a failure with evidence
+        settle_kink = proven & ~(smooth & agrees)
+        for ix, mask in ((todo[settle_smooth], settle_smooth), (todo[settle_kink], settle_kink)):
+            if not len(ix):
+                continue
+            numeric_value[ix] = np.where(
+                np.isfinite(rich[mask, 0]), rich[mask, 0], numeric_value[ix]
+            )
+            bound[ix] = b[mask]
+        passed[todo[settle_smooth & agrees]] = True
+        failed[todo[settle_smooth & ~agrees]] = True
+        kink[todo[settle_kink & bracketed]] = True
+        failed[todo[settle_kink & ~bracketed]] = True
+        evidence[todo[proven]] = True
+        open_[todo[settle_smooth | settle_kink]] = False
+        step[todo] = step[todo] / SHRINK
+
+    # what no step resolved: a failure when a lies outside every numeric estimate taken
+    # (widened by the largest rounding met), otherwise inconclusive
+    rest = np.flatnonzero(open_)
+    outside = (a[rest] < lo_all[rest] - widest[rest] - allowance[rest]) | (
+        a[rest] > hi_all[rest] + widest[rest] + allowance[rest]
+    )
+    failed[rest[outside]] = True
+    inconclusive = np.zeros(k, dtype=bool)
+    inconclusive[rest[~outside]] = True
+    bound[rest] = np.maximum(bound[rest], (hi_all[rest] - lo_all[rest]) / 2)
+    if settings.strict_kinks:
+        failed |= kink
+    return ElementVerdict(
+        numeric=numeric_value,
+        abs_error=np.abs(a - numeric_value),
+        rel_error=rel_error(a, numeric_value),
+        failed=failed,
+        kink=kink,
+        jump=evidence,
+        inconclusive=inconclusive,
+        bound=bound,
+    )
