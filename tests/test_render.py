@@ -118,7 +118,8 @@ def test_element_table_shows_all_rows_when_not_capped_and_dash_for_unchecked():
 def test_elements_text_is_aligned_plain_text():
     text = elements_text(failing_report().check("conv1.weight"), limit=3)
     lines = text.splitlines()
-    assert lines[0].split() == ["index", "analytic", "numeric", "abs", "err", "rel", "err", "note"]
+    header = ["index", "analytic", "numeric", "abs", "err", "bound", "rel", "err", "note"]
+    assert lines[0].split() == header
     assert lines[1].startswith("(2, 1)") and lines[1].endswith("FAIL")
     assert lines[-1] == "… 9 more (2 not checked)"
 
@@ -310,3 +311,44 @@ def test_fast_pass_verdict_says_no_element_was_checked_one_by_one():
     line = verdict_line(report).plain
     assert line.startswith("PASS: 1 tensor agrees along random directions")
     assert "--fast: no element checked one by one" in line
+
+
+# --- inconclusive elements (exit 3, never a pass) ----------------------------------------
+
+
+def inconclusive_report():
+    from _report_factory import SETTINGS
+
+    from gradcheck_cli.report import Report
+
+    unsure = tensor_check("fc.weight", [1.0, 2.0], [1.0, 2.0])
+    unsure.inconclusive_mask = np.array([False, True])
+    unsure.error_bound = np.array([1e-9, 0.5])
+    ok = tensor_check("input", [1.0], [1.0])
+    return Report(config="x.yaml", loss=1.0, settings=SETTINGS, checks=[ok, unsure])
+
+
+def test_an_inconclusive_tensor_is_neither_passed_nor_failed():
+    from gradcheck_cli.render.junit import render_junit
+
+    report = inconclusive_report()
+    assert not report.passed and not report.failed and report.exit_code == 3
+    line = text_of(verdict_line(report))
+    assert line.startswith("INCONCLUSIVE: 1 element of 1 of 2 tensors could not be resolved")
+    assert "PASS" not in line
+    summary = text_of(summary_table(report))
+    assert "INCONCLUSIVE" in row_of(summary, "fc.weight") and "inconclusive" in summary
+    table = text_of(element_table(report.check("fc.weight")))
+    assert "1 of 2 elements INCONCLUSIVE" in table and "5.00e-01" in table  # the bound
+    xml = render_junit(report)
+    assert 'errors="1"' in xml and 'failures="0"' in xml and 'type="Inconclusive"' in xml
+    data = report.to_dict()
+    weight = next(c for c in data["checks"] if c["name"] == "fc.weight")
+    assert (data["passed"], data["exit_code"]) == (False, 3)
+    assert weight["inconclusive"] == 1 and weight["error_bound"] == [1e-9, 0.5]
+
+
+def test_a_failure_beside_an_inconclusive_tensor_is_exit_1():
+    report = inconclusive_report()
+    report.checks.append(tensor_check("fc.bias", [1.0], [2.0]))
+    assert report.exit_code == 1 and text_of(verdict_line(report)).startswith("FAIL")

@@ -28,15 +28,16 @@ elements, loss about 2.2) the measured noise is about 1e-12, so a single element
 by 1e-7 is seen, while a sum-scaled tolerance of rtol = 1e-5 would pass an element
 wrong by about 2e-2.
 
-Steps: L = STEP_FACTOR * eps * ||v||, ||v|| the norm of the values moved (at least
-sqrt(n)), so that eps is relative to the values' magnitude as it is element-wise. When err(L) - err(2L) stands more than SMOOTH_RATIO times
-above the rounding noise (a kink crossed between the steps, or strong curvature), L is
-divided by 10, at most STEP_TRIES times; a direction never smooth is inconclusive and
-counts as failed: it is localised, never trusted.
+Steps: L = STEP_FACTOR * eps * ||v||, ||v|| the norm of the values moved (a tensor of
+zeros: sqrt(n)), so that eps is relative to the values' magnitude as it is element-wise.
+When err(L) - err(2L) stands more than SMOOTH_RATIO times above the rounding noise (a
+kink crossed between the steps, or strong curvature), L is divided by 10, at most
+STEP_TRIES times; a direction never smooth is inconclusive and counts as failed: it is
+localised, never trusted.
 
 Localisation: when one of the DIRECTIONS whole-problem directions fails, each tensor gets
 a direction of its own, and the tensors whose direction fails are checked element by
-element (every element, central differences, the contract's rule). A tensor that passed
+element (every element, by the element rule of engine/verdict.py). A tensor that passed
 its directional test has no element checked (numeric NaN, checked_mask False); its
 ``extra["directional"]`` says how it was checked. If no tensor's own direction fails
 although a whole-problem direction did, every tensor is checked element-wise.

@@ -34,11 +34,17 @@ Stages, so that the extra steps cost only where they are needed:
 3. otherwise (a kink within 4h, or curvature too strong for h) the step shrinks ten-fold,
    up to SHRINK_TRIES times, and stage 2 is repeated.
 
+Smooth means both ratios of a smooth f hold: C(h) - C(2h) : C(2h) - C(4h) = 1:4, and the
+one-sided slopes' gap, s f'', doubles with the step s. A kink crossed between two steps
+breaks the second even where the central differences happen to fall on a parabola.
+
 A kink is proven when the one-sided slopes R(s) = (f(v + s) - f(v)) / s and
 L(s) = (f(v) - f(v - s)) / s, at s = h, 2h and 4h, keep a gap well above their noise
 that changes by at most STEADY of itself (a smooth f has a gap of s f'' that doubles
-with s), and stay bounded: each slope moves by at most STEADY of the gap. Then a is
-judged against [min, max] of the two slopes extrapolated to s -> 0. A random or
+with s), and stay bounded: each slope moves by at most STEADY of the gap; and when this
+holds at two scales ten times apart (a kink a little way off the element shows a
+steady gap only while the steps reach past it). Then a is judged against [min, max] of
+the two slopes extrapolated to s -> 0. A random or
 corrupted forward gives slopes that wander with s: no kink is proven, and the element
 is inconclusive (or fails when a lies outside every numeric estimate taken).
 """
@@ -110,11 +116,20 @@ def _rounding(rho: float, f: np.ndarray, h: np.ndarray) -> np.ndarray:
 
 
 def _smooth(s: _Scale) -> np.ndarray:
-    """The 1:4 ratio of C(h) - C(2h) to C(2h) - C(4h) holds within its noise."""
+    """f is smooth over [v - 4h, v + 4h], as far as the steps can tell: C(h) - C(2h) and
+    C(2h) - C(4h) stand in the ratio 1:4 (the h^2 term), and the gap between the
+    one-sided slopes, s f'' for a smooth f, doubles with the step (a kink crossed
+    between two steps breaks both, however the central differences happen to fall),
+    each within STEADY of itself plus its noise."""
     c = s.central
     d1, d2 = c[:, 0] - c[:, 1], c[:, 1] - c[:, 2]
-    noise = 8.0 * s.rounding
-    return np.abs(d2 - 4 * d1) <= STEADY * np.abs(4 * d1) + noise
+    ratio = np.abs(d2 - 4 * d1) <= STEADY * np.abs(4 * d1) + 8.0 * s.rounding
+    gap = s.right - s.left
+    noise = 12.0 * s.rounding
+    linear = (np.abs(gap[:, 1] - 2 * gap[:, 0]) <= STEADY * np.abs(2 * gap[:, 0]) + noise) & (
+        np.abs(gap[:, 2] - 4 * gap[:, 0]) <= STEADY * np.abs(4 * gap[:, 0]) + noise
+    )
+    return ratio & linear
 
 
 def _kink(s: _Scale) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -224,6 +239,7 @@ def judge_elements(
 
     step = h.copy()
     fresh: tuple[np.ndarray, np.ndarray] | None = (first.f, first.offsets)
+    candidate = np.zeros(k, dtype=bool)  # a kink proven at the previous, larger scale
     for _ in range(SHRINK_TRIES + 1):
         todo = np.flatnonzero(open_)
         if not len(todo):
@@ -256,8 +272,11 @@ def judge_elements(
 
         # smooth at this scale: pass or fail against Richardson's value
         settle_smooth = smooth & (agrees | ~proven)
-        # a kink at the element: a between the one-sided slopes, or a failure with evidence
-        settle_kink = proven & ~(smooth & agrees)
+        # a kink at the element: proven at this scale and at the one ten times larger (a
+        # kink a little way off keeps a steady gap only while the steps reach past it);
+        # then a between the one-sided slopes, or a failure with evidence
+        settle_kink = proven & candidate[todo] & ~(smooth & agrees)
+        candidate[todo] = proven
         for ix, mask in ((todo[settle_smooth], settle_smooth), (todo[settle_kink], settle_kink)):
             if not len(ix):
                 continue
@@ -269,7 +288,7 @@ def judge_elements(
         failed[todo[settle_smooth & ~agrees]] = True
         kink[todo[settle_kink & bracketed]] = True
         failed[todo[settle_kink & ~bracketed]] = True
-        evidence[todo[proven]] = True
+        evidence[todo[settle_kink]] = True
         open_[todo[settle_smooth | settle_kink]] = False
         step[todo] = step[todo] / SHRINK
 
@@ -282,6 +301,9 @@ def judge_elements(
     failed[rest[outside]] = True
     inconclusive = np.zeros(k, dtype=bool)
     inconclusive[rest[~outside]] = True
+    # not smooth at any scale: a non-differentiable point within the step, in evidence for
+    # compound kinks (engine/kinks.py) though not proven at the element
+    evidence[rest] = True
     bound[rest] = np.maximum(bound[rest], (hi_all[rest] - lo_all[rest]) / 2)
     if settings.strict_kinks:
         failed |= kink

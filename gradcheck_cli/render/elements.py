@@ -27,13 +27,16 @@ class ElementRow:
     checked: bool
     failed: bool
     kink: bool
+    bound: float = math.nan  # the numeric value's estimated error
+    inconclusive: bool = False
 
     @property
     def note(self) -> str:
-        """``FAIL``, ``kink``, both, ``not checked`` or empty."""
+        """``FAIL``, ``kink``, both, ``inconclusive``, ``not checked`` or empty."""
         if not self.checked:
             return "not checked"
-        return ", ".join(n for n, on in (("FAIL", self.failed), ("kink", self.kink)) if on)
+        notes = (("FAIL", self.failed), ("kink", self.kink), ("inconclusive", self.inconclusive))
+        return ", ".join(n for n, on in notes if on)
 
 
 def worst_elements(check: TensorCheck, limit: int | None = ELEMENT_ROWS) -> list[ElementRow]:
@@ -50,8 +53,10 @@ def worst_elements(check: TensorCheck, limit: int | None = ELEMENT_ROWS) -> list
     """
     shape = check.analytic.shape
     abs_error = np.asarray(check.abs_error, dtype=float).reshape(-1)
+    # failures and inconclusive elements first, then by absolute error
+    flagged = (np.asarray(check.failed_mask) | np.asarray(check.inconclusive_mask)).reshape(-1)
     key = np.where(np.isnan(abs_error), np.inf, -abs_error)
-    order = np.argsort(key, kind="stable")
+    order = np.lexsort((key, ~flagged))
     if limit is not None:
         order = order[:limit]
     flat = {
@@ -64,6 +69,8 @@ def worst_elements(check: TensorCheck, limit: int | None = ELEMENT_ROWS) -> list
             "checked_mask",
             "failed_mask",
             "kink_mask",
+            "inconclusive_mask",
+            "error_bound",
         )
     }
     return [
@@ -76,6 +83,8 @@ def worst_elements(check: TensorCheck, limit: int | None = ELEMENT_ROWS) -> list
             checked=bool(flat["checked_mask"][k]),
             failed=bool(flat["failed_mask"][k]),
             kink=bool(flat["kink_mask"][k]),
+            bound=float(flat["error_bound"][k]),
+            inconclusive=bool(flat["inconclusive_mask"][k]),
         )
         for k in order
     ]
@@ -98,16 +107,18 @@ def format_error(v: float) -> str:
 def elements_text(check: TensorCheck, limit: int = ELEMENT_ROWS) -> str:
     """The worst elements as aligned plain text (JUnit failures, logs).
 
-    Columns index, analytic, numeric, abs err, rel err, note; ``… N more`` when capped.
+    Columns index, analytic, numeric, abs err, bound (the numeric value's estimated
+    error), rel err, note; ``… N more`` when capped.
     """
     rows = worst_elements(check, limit)
-    table = [("index", "analytic", "numeric", "abs err", "rel err", "note")]
+    table = [("index", "analytic", "numeric", "abs err", "bound", "rel err", "note")]
     table += [
         (
             format_index(r.index),
             format_value(r.analytic),
             format_value(r.numeric),
             format_error(r.abs_error),
+            format_error(r.bound),
             format_error(r.rel_error),
             r.note,
         )

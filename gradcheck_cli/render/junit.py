@@ -37,7 +37,7 @@ def render_junit(report: Report) -> str:
     counts = {
         "tests": str(len(cases)),
         "failures": str(sum(case.find("failure") is not None for case in cases)),
-        "errors": "0",
+        "errors": str(sum(case.find("error") is not None for case in cases)),
         "skipped": str(len(report.skipped)),
         "time": f"{report.total_s:.3f}",
     }
@@ -62,7 +62,14 @@ def _case(classname: str, name: str, time_s: float = 0.0) -> ET.Element:
 
 def _tensor_case(c: TensorCheck, classname: str) -> ET.Element:
     case = _case(classname, c.name, float(c.extra.get("time_s", 0.0)))
-    if not c.passed:
+    if not c.passed and not c.failed and c.taylor_passed is None:  # nothing wrong, unresolved
+        message = (
+            f"{c.inconclusive} of {c.checked} elements could not be resolved by any step "
+            "(the check could not be carried out for them; never counted as passed)"
+        )
+        error = ET.SubElement(case, "error", {"message": message, "type": "Inconclusive"})
+        error.text = elements_text(c)
+    elif not c.passed:
         if c.mode == "taylor":
             message = f"Taylor test: {taylor_summary(c)}"
         else:

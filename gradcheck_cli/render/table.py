@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 PASS_STYLE = "bold green"
 FAIL_STYLE = "bold red"
+UNSURE_STYLE = "bold yellow"
 CONSEQUENCE_STYLE = "yellow"
 
 #: Expected and actual arrays are shown in full up to this many elements.
@@ -108,6 +109,9 @@ def summary_table(report: Report) -> Table:
     table.add_column("shape", no_wrap=True)
     table.add_column("checked", justify="right")
     table.add_column("kinks", justify="right")
+    unresolved = any(c.inconclusive for c in report.checks)
+    if unresolved:
+        table.add_column("inconclusive", justify="right")
     table.add_column("max abs err", justify="right")
     table.add_column("max rel err", justify="right")
     if taylor:
@@ -122,6 +126,7 @@ def summary_table(report: Report) -> Table:
             _shape(c.shape),
             checked_cell(c),
             str(c.kinks),
+            *([str(c.inconclusive)] if unresolved else []),
             format_error(c.max_abs_error) if checked else "—",
             format_error(c.max_rel_error) if checked else "—",
         ]
@@ -131,7 +136,7 @@ def summary_table(report: Report) -> Table:
         if diagnosed:
             row.append(c.diagnosis or "")
         table.add_row(*row)
-    blanks = [""] * (4 + taylor)
+    blanks = [""] * (4 + taylor + unresolved)
     for name in report.skipped:
         table.add_row(name, "", *blanks, Text("skipped", style="dim"), *[""] * diagnosed)
     return table
@@ -157,6 +162,8 @@ def checked_cell(c: TensorCheck) -> str:
 def status_cell(c: TensorCheck) -> Text:
     if c.passed:
         return Text("PASS", style=PASS_STYLE)
+    if not c.failed and c.taylor_passed is None:
+        return Text("INCONCLUSIVE", style=UNSURE_STYLE)
     if c.consequence_of:
         return Text(f"FAIL (consequence of {c.consequence_of})", style=CONSEQUENCE_STYLE)
     return Text("FAIL", style=FAIL_STYLE)
@@ -164,22 +171,34 @@ def status_cell(c: TensorCheck) -> Text:
 
 def element_table(check: TensorCheck, limit: int = ELEMENT_ROWS) -> Table:
     """The worst elements of one tensor, capped at ``limit`` rows plus ``… N more``."""
-    verdict = "PASS" if check.passed else f"{check.failed} of {check.checked} elements FAIL"
+    if check.passed:
+        verdict = "PASS"
+    elif check.failed:
+        verdict = f"{check.failed} of {check.checked} elements FAIL"
+    else:
+        verdict = f"{check.inconclusive} of {check.checked} elements INCONCLUSIVE"
     table = Table(
         title=f"{check.name} {_shape(check.shape)}: {verdict}",
         title_justify="left",
         show_edge=False,
     )
-    for header in ("index", "analytic", "numeric", "abs err", "rel err", "note"):
+    for header in ("index", "analytic", "numeric", "abs err", "bound", "rel err", "note"):
         table.add_column(header, justify="left" if header in ("index", "note") else "right")
     rows = worst_elements(check, limit)
     for r in rows:
-        note_style = FAIL_STYLE if r.failed else ("dim" if not r.checked else "")
+        note_style = (
+            FAIL_STYLE
+            if r.failed
+            else UNSURE_STYLE
+            if r.inconclusive
+            else ("dim" if not r.checked else "")
+        )
         table.add_row(
             format_index(r.index),
             format_value(r.analytic),
             format_value(r.numeric),
             format_error(r.abs_error),
+            format_error(r.bound),
             format_error(r.rel_error),
             Text(r.note, style=note_style),
         )
@@ -187,7 +206,8 @@ def element_table(check: TensorCheck, limit: int = ELEMENT_ROWS) -> Table:
     if more > 0:
         unchecked = hidden_unchecked(check, more)
         note = f"{unchecked} not checked" if unchecked else ""
-        table.add_row(Text(f"… {more} more", style="dim"), "", "", "", "", Text(note, style="dim"))
+        blank = [""] * 5
+        table.add_row(Text(f"… {more} more", style="dim"), *blank, Text(note, style="dim"))
     return table
 
 
@@ -284,6 +304,14 @@ def verdict_line(report: Report) -> Text:
             )
         if exps:
             text.append(f", {_plural(len(exps), 'expectation')} met")
+    elif not report.failed:
+        unsure = [c for c in checks if c.inconclusive]
+        elements = sum(c.inconclusive for c in unsure)
+        text = Text(prefix + "INCONCLUSIVE", style=UNSURE_STYLE)
+        text.append(
+            f": {_plural(elements, 'element')} of {len(unsure)} of {len(checks)} tensors "
+            f"could not be resolved ({_names([c.name for c in unsure])}), 0 failed"
+        )
     else:
         text = Text(prefix + "FAIL", style=FAIL_STYLE)
         clauses = []
