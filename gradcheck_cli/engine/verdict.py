@@ -29,8 +29,9 @@ Stages, so that the extra steps cost only where they are needed:
 1. the central difference at h (two evaluations); the element passes when |a - C(h)|
    is within SAFETY * rounding (its truncation is far below its rounding for any
    smooth layer at the default step);
-2. otherwise C(2h) and C(4h) too. When the ratio 1:4 holds (within its noise), f is
-   smooth at this scale: the verdict is pass or fail against Richardson's value;
+2. otherwise C(2h) and C(4h) too. When f is smooth at this scale (below), the element
+   passes when a agrees with Richardson's value, and fails when it disagrees at two
+   scales ten times apart;
 3. otherwise (a kink within 4h, or curvature too strong for h) the step shrinks ten-fold,
    up to SHRINK_TRIES times, and stage 2 is repeated.
 
@@ -69,6 +70,10 @@ ANALYTIC_ULPS = 64.0
 #: A proven kink's gap changes by at most this fraction of itself over h, 2h, 4h, and
 #: its slopes move by at most this fraction of the gap.
 STEADY = 0.25
+#: Smooth: the ratios of a smooth f (1:4 and 1:2:4) hold to this fraction, plus noise.
+#: Their next-order terms are of order (h / the scale f varies on)^2, far below this
+#: at any step that resolves f; a kink crossed between steps breaks them.
+SMOOTH_TOL = 0.1
 #: A kink's gap must exceed its noise (2 rho / s) this many times.
 GAP_NOISE = 10.0
 
@@ -120,15 +125,15 @@ def _smooth(s: _Scale) -> np.ndarray:
     C(2h) - C(4h) stand in the ratio 1:4 (the h^2 term), and the gap between the
     one-sided slopes, s f'' for a smooth f, doubles with the step (a kink crossed
     between two steps breaks both, however the central differences happen to fall),
-    each within STEADY of itself plus its noise."""
+    each within SMOOTH_TOL of itself plus its noise."""
     c = s.central
     d1, d2 = c[:, 0] - c[:, 1], c[:, 1] - c[:, 2]
-    ratio = np.abs(d2 - 4 * d1) <= STEADY * np.abs(4 * d1) + 8.0 * s.rounding
+    ratio = np.abs(d2 - 4 * d1) <= SMOOTH_TOL * np.abs(4 * d1) + 8.0 * s.rounding
     gap = s.right - s.left
     noise = 12.0 * s.rounding
-    linear = (np.abs(gap[:, 1] - 2 * gap[:, 0]) <= STEADY * np.abs(2 * gap[:, 0]) + noise) & (
-        np.abs(gap[:, 2] - 4 * gap[:, 0]) <= STEADY * np.abs(4 * gap[:, 0]) + noise
-    )
+    linear = (
+        np.abs(gap[:, 1] - 2 * gap[:, 0]) <= SMOOTH_TOL * np.abs(2 * gap[:, 0]) + noise
+    ) & (np.abs(gap[:, 2] - 4 * gap[:, 0]) <= SMOOTH_TOL * np.abs(4 * gap[:, 0]) + noise)
     return ratio & linear
 
 
@@ -240,6 +245,9 @@ def judge_elements(
     step = h.copy()
     fresh: tuple[np.ndarray, np.ndarray] | None = (first.f, first.offsets)
     candidate = np.zeros(k, dtype=bool)  # a kink proven at the previous, larger scale
+    # smooth at the previous scale with a outside the bound there: its value and bound
+    disagreed = np.zeros(k, dtype=bool)
+    was_value, was_bound = np.zeros(k), np.zeros(k)
     for _ in range(SHRINK_TRIES + 1):
         todo = np.flatnonzero(open_)
         if not len(todo):
@@ -270,8 +278,21 @@ def judge_elements(
             hi_all[todo] = np.fmax(hi_all[todo], np.nanmax(estimates, axis=1))
         widest[todo] = np.maximum(widest[todo], SAFETY * sub.rounding)
 
-        # smooth at this scale: pass or fail against Richardson's value
-        settle_smooth = smooth & (agrees | ~proven)
+        # smooth at this scale: a pass, or a failure once a smaller scale confirms it (a
+        # few kinks crossed at h, 2h, 4h may fall on both ratios by chance; not at two
+        # scales ten times apart)
+        wrong = smooth & ~agrees & ~proven
+        # the smaller scale agrees with the larger one's value: the failure judged there,
+        # at its (tighter) bound, is confirmed
+        old_value, old_bound = was_value[todo], was_bound[todo]
+        same = np.abs(rich[:, 0] - old_value) <= b + old_bound
+        confirmed = disagreed[todo] & smooth & same
+        settle_smooth = (smooth & agrees & ~confirmed) | confirmed
+        disagreed[todo] = wrong & ~confirmed
+        was_value[todo], was_bound[todo] = rich[:, 0], b
+        rich[confirmed, 0] = old_value[confirmed]
+        b = np.where(confirmed, old_bound, b)
+        agrees = agrees & ~confirmed
         # a kink at the element: proven at this scale and at the one ten times larger (a
         # kink a little way off keeps a steady gap only while the steps reach past it);
         # then a between the one-sided slopes, or a failure with evidence
