@@ -109,7 +109,7 @@ def run_check(problem: Problem, progress: ProgressCallback | None = None) -> Rep
             report.checks.append(check_tensor(problem, objective, tensor, plan[tensor], tol, tick))
         report.expectations = compare_expectations(problem, trace, grads)
         how = isolation_mode(problem, report)
-        report.layers = isolate_layers(problem, objective, grads, tol, rng, how)
+        report.layers = isolate_layers(problem, objective, trace, grads, tol, rng, how)
         if how is Isolation.SKIP:
             report.warnings.append(fast.ISOLATION_SKIPPED)
         settle_compound_kinks(report, problem, tol)

@@ -23,7 +23,7 @@ from .diagnose import diagnose
 from .elements import check_elements, select_elements, tensor_check
 from .kinks import split_upstream
 from .objective import LayerObjective, LossObjective, NetworkObjective
-from .passes import Gradients
+from .passes import Gradients, Trace, loss_forward, node_forward, reduce_losses
 
 
 class Isolation(str, Enum):
@@ -53,8 +53,14 @@ def isolation_mode(problem: Problem, report: Report) -> Isolation:
     return Isolation.DIRECTIONS if passed else Isolation.ELEMENTS
 
 
-def objectives(problem: Problem, net: NetworkObjective, grads: Gradients):
-    """(name, type, objective) of every node alone, then of the loss alone."""
+def objectives(problem: Problem, net: NetworkObjective, trace: Trace, grads: Gradients):
+    """(name, type, objective) of every node alone, then of the loss alone.
+
+    Each is checked at the very point its backward saw: its inputs from the analytic
+    pass (in the problem's dtype; float32 values upcast, so a tie float32 rounding made
+    is a tie here too), run forward afresh in float64 for the base value (no cache that
+    user code could have changed), with the real upstream delta.
+    """
     out = []
     for node in problem.network:
         delta = grads.deltas[node.name].astype(np.float64)
@@ -62,15 +68,18 @@ def objectives(problem: Problem, net: NetworkObjective, grads: Gradients):
             node.slot_name(s): grads.contributions[(node.name, s)] for s in range(len(node.inputs))
         }
         analytic.update({f"{node.name}.{p}": g for p, g in grads.per_use[node.name].items()})
-        xs = [net.values[v] for v in node.inputs]
-        y = net.values[node.name]
+        xs = [trace.values[v].astype(np.float64) for v in node.inputs]
         params = net.params[node.owner]
+        with np.errstate(all="ignore"):
+            y, _ = node_forward(node, xs, params)
         obj = LayerObjective(node, xs, params, delta, float((y * delta).sum()), analytic)
         out.append((node.name, node.type, obj))
     output = problem.network.output
-    loss_obj = LossObjective(
-        problem, net.values[output], net.target, net.f0, {"input": grads.deltas[output]}
-    )
+    y = trace.values[output].astype(np.float64)
+    with np.errstate(all="ignore"):
+        losses, _ = loss_forward(problem.loss, y, net.target)
+    f0 = float(reduce_losses(losses, y.shape[0], problem.loss.reduction)[0])
+    loss_obj = LossObjective(problem, y, net.target, f0, {"input": grads.deltas[output]})
     out.append((LOSS, problem.loss.type, loss_obj))
     return out
 
@@ -78,6 +87,7 @@ def objectives(problem: Problem, net: NetworkObjective, grads: Gradients):
 def isolate_layers(
     problem: Problem,
     net: NetworkObjective,
+    trace: Trace,
     grads: Gradients,
     tol: Tolerances,
     rng: np.random.Generator,
@@ -89,7 +99,7 @@ def isolate_layers(
     judge = directional_verdict if how is Isolation.DIRECTIONS else element_verdict
     return [
         judge(obj, name, type_, problem, tol, rng)
-        for name, type_, obj in objectives(problem, net, grads)
+        for name, type_, obj in objectives(problem, net, trace, grads)
     ]
 
 

@@ -131,9 +131,9 @@ def _smooth(s: _Scale) -> np.ndarray:
     ratio = np.abs(d2 - 4 * d1) <= SMOOTH_TOL * np.abs(4 * d1) + 8.0 * s.rounding
     gap = s.right - s.left
     noise = 12.0 * s.rounding
-    linear = (
-        np.abs(gap[:, 1] - 2 * gap[:, 0]) <= SMOOTH_TOL * np.abs(2 * gap[:, 0]) + noise
-    ) & (np.abs(gap[:, 2] - 4 * gap[:, 0]) <= SMOOTH_TOL * np.abs(4 * gap[:, 0]) + noise)
+    linear = (np.abs(gap[:, 1] - 2 * gap[:, 0]) <= SMOOTH_TOL * np.abs(2 * gap[:, 0]) + noise) & (
+        np.abs(gap[:, 2] - 4 * gap[:, 0]) <= SMOOTH_TOL * np.abs(4 * gap[:, 0]) + noise
+    )
     return ratio & linear
 
 
