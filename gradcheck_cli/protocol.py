@@ -9,7 +9,9 @@ array passed to ``forward``/``backward`` carries a leading batch axis ``N``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -139,36 +141,57 @@ LAYERS: dict[str, type[Layer]] = {}
 LOSSES: dict[str, type[Loss]] = {}
 #: Where each registered type came from: "built-in" or the plugin's path/module.
 ORIGINS: dict[tuple[str, str], str] = {}
-_current_origin = ["built-in"]
+_origin: ContextVar[str] = ContextVar("gradcheck_origin", default="built-in")
 
 T = TypeVar("T", bound=type)
 
 
-def register_layer(name: str) -> Callable[[T], T]:
-    """Class decorator: make ``type: <name>`` available in configs.
+@contextlib.contextmanager
+def registering_from(origin: str) -> Iterator[None]:
+    """Record ``origin`` (a plugin's path or module name) as where every type registered
+    inside the block comes from; outside any block it is "built-in"."""
+    token = _origin.set(origin)
+    try:
+        yield
+    finally:
+        _origin.reset(token)
 
-    Works for ``Layer`` and ``Loss`` subclasses alike. A later registration under the
-    same name replaces the earlier one (a plugin may override a built-in on purpose).
-    """
+
+def _registrar(kind: str, base: type, registry: dict[str, Any], name: str) -> Callable[[T], T]:
+    decorator = f"register_{kind}"
     if not isinstance(name, str) or not name:
-        raise TypeError("register_layer needs a non-empty type name")
+        raise TypeError(f"{decorator} needs a non-empty type name")
 
     def decorate(cls: T) -> T:
-        if isinstance(cls, type) and issubclass(cls, Loss):
-            LOSSES[name] = cls
-            ORIGINS[("loss", name)] = _current_origin[0]
-        elif isinstance(cls, type) and issubclass(cls, Layer):
-            LAYERS[name] = cls
-            ORIGINS[("layer", name)] = _current_origin[0]
-        else:
-            raise TypeError(f"@register_layer({name!r}) needs a Layer or Loss subclass")
+        if not (isinstance(cls, type) and issubclass(cls, base)):
+            hint = ""
+            if isinstance(cls, type) and issubclass(cls, (Layer, Loss)):  # the other one
+                other = "layer" if issubclass(cls, Layer) else "loss"
+                hint = f"; use @register_{other} for a {other}"
+            raise TypeError(f"@{decorator}({name!r}) needs a {base.__name__} subclass{hint}")
+        registry[name] = cls
+        ORIGINS[(kind, name)] = _origin.get()
         cls.type_name = name  # type: ignore[attr-defined]
         return cls
 
     return decorate
 
 
-register_loss = register_layer
+def register_layer(name: str) -> Callable[[T], T]:
+    """Class decorator: make ``type: <name>`` available under ``layers:`` in configs.
+
+    A later registration under the same name replaces the earlier one (a plugin may
+    override a built-in on purpose).
+    """
+    return _registrar("layer", Layer, LAYERS, name)
+
+
+def register_loss(name: str) -> Callable[[T], T]:
+    """Class decorator: make ``loss: {type: <name>}`` available in configs.
+
+    A later registration under the same name replaces the earlier one.
+    """
+    return _registrar("loss", Loss, LOSSES, name)
 
 
 def describe(cls: type) -> str:

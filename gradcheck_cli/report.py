@@ -186,7 +186,7 @@ def _finite(v: float) -> float | None:
 
 
 def report_to_dict(r: Report) -> dict[str, Any]:
-    """The JSON report, schema ``gradcheck-report/1`` (contract section 3)."""
+    """The JSON report, schema ``gradcheck-report/1`` (README.md, "Reports")."""
     return {
         "schema": SCHEMA,
         "config": r.config,

@@ -1,9 +1,9 @@
 """The JSON Schema (draft 2020-12) of the config format, built from the registry.
 
-The fixed structure (contract section 2: name, seed, dtype, plugins, input, layers,
-loss, check, expect) is written out here; every registered layer and loss type adds a
-schema of its own, read from its class: ``__init__``'s parameters (types from the
-annotations, defaults from the signature) and ``param_names`` (arrays).
+The fixed structure (docs/config.md, "Top-level keys": name, seed, dtype, plugins,
+input, layers, loss, check, expect) is written out here; every registered layer and loss
+type adds a schema of its own, read from its class: ``__init__``'s parameters (types from
+the annotations, defaults from the signature) and ``param_names`` (arrays).
 
 Layers and losses are matched on ``type`` with ``if``/``then``, so an editor offers the
 fields of the type being written, while a type nobody registered yet (a plugin's, which
@@ -280,7 +280,7 @@ def layer_schema(name: str, cls: type) -> dict[str, Any]:
 
     params = tuple(getattr(cls, "param_names", ()) or ())
     skip = {"batch_size"} if getattr(cls, "wants_batch_size", False) else set()
-    fields, required, open_ended = init_fields(cls, skip)
+    fields, required, open_ended = field_schemas(cls, skip)
     if protocol.ORIGINS.get(("layer", name)) == "built-in":
         for key, schema in fields.items():
             if (name, key) in BUILTIN_BOUNDS:
@@ -312,7 +312,7 @@ def layer_schema(name: str, cls: type) -> dict[str, Any]:
 def loss_schema(name: str, cls: type) -> dict[str, Any]:
     """The schema of one loss type: its target array, its fields, ``reduction``."""
     target = getattr(cls, "target_name", None)
-    fields, required, open_ended = init_fields(cls, set())
+    fields, required, open_ended = field_schemas(cls, set())
     properties: dict[str, Any] = {"type": {"const": name}, "reduction": _reduction()}
     if target:
         properties[target] = {
@@ -329,9 +329,9 @@ def loss_schema(name: str, cls: type) -> dict[str, Any]:
     }
 
 
-def init_fields(cls: type, skip: set[str]) -> tuple[dict[str, Any], list[str], bool]:
+def field_schemas(cls: type, skip: set[str]) -> tuple[dict[str, Any], list[str], bool]:
     """(field schemas, required field names, whether **kwargs takes any other key)."""
-    from .config.fields import describe, signature_of
+    from .config.fields import describe_annotation, signature_of
 
     sig = signature_of(cls)
     fields: dict[str, Any] = {}
@@ -341,7 +341,7 @@ def init_fields(cls: type, skip: set[str]) -> tuple[dict[str, Any], list[str], b
             continue
         ann = sig.hints.get(key, param.annotation)
         schema = annotation_schema(ann)
-        text = describe(ann) if ann is not inspect.Parameter.empty else "any value"
+        text = describe_annotation(ann) if ann is not inspect.Parameter.empty else "any value"
         if param.default is inspect.Parameter.empty:
             required.append(key)
         else:

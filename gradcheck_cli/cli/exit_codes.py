@@ -1,4 +1,4 @@
-"""The stable exit codes (contract section 1), and their text for ``--help``."""
+"""The stable exit codes (docs/exit-codes.md), and their text for ``--help``."""
 
 from __future__ import annotations
 

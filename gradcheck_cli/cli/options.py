@@ -89,7 +89,7 @@ class ByteSize(click.ParamType):
 
 
 def check_options(f: F) -> F:
-    """The options that override a config's ``check:`` block (contract section 1).
+    """The options that override a config's ``check:`` block (README.md, "Commands").
 
     Each defaults to None, meaning "keep the config's value"; see ``apply_check_options``.
     """

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..problem import CHECK_OPTIONS, CheckSettings, Expectation, LayerSpec, Method, Mode
+from ..protocol import squeezed
 from .arrays import read_array
 from .context import Context, as_int, as_number, join
 from .stack import Draft
@@ -190,10 +191,6 @@ def check_only_matches(doc: Any, settings: CheckSettings, names: list[str], ctx:
         )
 
 
-def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
-    return tuple(d for d in shape if d != 1)
-
-
 def expectations(
     doc: Any,
     drafts: list[Draft],
@@ -291,10 +288,10 @@ def _expect_targets(
             continue
         out = spec.out_shape
         for suffix in ("output", "delta"):
-            shapes[f"{spec.name}.{suffix}"] = [(*lead, *out), (*lead, *_squeezed(out))]
+            shapes[f"{spec.name}.{suffix}"] = [(*lead, *out), (*lead, *squeezed(out))]
         for p, array in spec.params.items():
             user = spec.user_shapes.get(p, array.shape)
-            shapes[f"{spec.name}.{p}.grad"] = [user, array.shape, _squeezed(user)]
+            shapes[f"{spec.name}.{p}.grad"] = [user, array.shape, squeezed(user)]
     return valid, shapes, unknown
 
 

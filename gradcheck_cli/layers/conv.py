@@ -7,7 +7,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..protocol import Layer, Params, Shape, register_layer
-from ._fields import IntPair, as_int, as_pair
+from ._fields import IntPair, checked_int, checked_pair
 from ._windows import Geometry, fold, image_shape, patches
 
 
@@ -41,10 +41,10 @@ class Conv2d(Layer):
         padding: IntPair = 0,
         bias: bool = True,
     ):
-        self.out_channels = as_int(out_channels, "out_channels")
-        kh, kw = as_pair(kernel_size, "kernel_size", 1)
-        sh, sw = as_pair(stride, "stride", 1)
-        ph, pw = as_pair(padding, "padding", 0)
+        self.out_channels = checked_int(out_channels, "out_channels")
+        kh, kw = checked_pair(kernel_size, "kernel_size", 1)
+        sh, sw = checked_pair(stride, "stride", 1)
+        ph, pw = checked_pair(padding, "padding", 0)
         self.geometry = Geometry(kh, kw, sh, sw, ph, pw)
         if not bias:
             self.param_names = ("weight",)

@@ -7,7 +7,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..protocol import Layer, Params, Shape, register_layer
-from ._fields import as_int
+from ._fields import checked_int
 
 
 class DenseCache(NamedTuple):
@@ -28,7 +28,7 @@ class Dense(Layer):
     batch_independent = True
 
     def __init__(self, out_features: int, bias: bool = True):
-        self.out_features = as_int(out_features, "out_features")
+        self.out_features = checked_int(out_features, "out_features")
         if not bias:
             self.param_names = ("weight",)
 

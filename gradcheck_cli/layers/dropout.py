@@ -10,7 +10,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..protocol import FieldError, Layer, Params, Shape, register_layer
-from ._fields import as_int
+from ._fields import checked_int
 
 
 @functools.lru_cache(maxsize=64)
@@ -48,8 +48,8 @@ class Dropout(Layer):
         if not ok or not 0.0 <= p < 1.0:
             raise FieldError("p", f"must be a drop probability in [0, 1), got {p!r}")
         self.p = float(p)
-        self.seed = as_int(seed, "seed", minimum=0)
-        self.batch_size = as_int(batch_size, "batch_size")
+        self.seed = checked_int(seed, "seed", minimum=0)
+        self.batch_size = checked_int(batch_size, "batch_size")
 
     def forward(self, x: np.ndarray, params: Params) -> tuple[np.ndarray, DropoutCache]:
         full = dropout_mask(self.seed, self.p, (self.batch_size, *x.shape[1:]))

@@ -7,7 +7,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..protocol import FieldError, Layer, Params, Shape, register_layer
-from ._fields import IntPair, as_pair
+from ._fields import IntPair, checked_pair
 from ._windows import Geometry, fold, image_shape, patches
 
 
@@ -20,9 +20,9 @@ class _Pool2d(Layer):
     batch_independent = True
 
     def __init__(self, kernel_size: IntPair, stride: IntPair | None = None, padding: IntPair = 0):
-        kh, kw = as_pair(kernel_size, "kernel_size", 1)
-        sh, sw = (kh, kw) if stride is None else as_pair(stride, "stride", 1)
-        ph, pw = as_pair(padding, "padding", 0)
+        kh, kw = checked_pair(kernel_size, "kernel_size", 1)
+        sh, sw = (kh, kw) if stride is None else checked_pair(stride, "stride", 1)
+        ph, pw = checked_pair(padding, "padding", 0)
         # As in PyTorch: with more padding a window could hold padding only.
         if 2 * ph > kh or 2 * pw > kw:
             raise FieldError(

@@ -18,7 +18,7 @@ from .junit import render_junit
 
 
 def render_json(report: Report) -> str:
-    """The JSON report, schema ``gradcheck-report/1`` (contract section 3)."""
+    """The JSON report, schema ``gradcheck-report/1`` (README.md, "Reports")."""
     return report.to_json() + "\n"
 
 
