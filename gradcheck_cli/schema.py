@@ -3,7 +3,8 @@
 The fixed structure (docs/config.md, "Top-level keys": name, seed, dtype, plugins,
 input, layers, loss, check, expect) is written out here; every registered layer and loss
 type adds a schema of its own, read from its class: ``__init__``'s parameters (types from
-the annotations, defaults from the signature) and ``param_names`` (arrays).
+the annotations, defaults from the signature, bounds from ``field_bounds``),
+``param_names`` (arrays) and ``inferred_from`` (sizes a given weight says).
 
 Layers and losses are matched on ``type`` with ``if``/``then``, so an editor offers the
 fields of the type being written, while a type nobody registered yet (a plugin's, which
@@ -40,20 +41,6 @@ EXPECT_KEY_PATTERN = (
 SIZE_PATTERN = r"^\s*\d+(\.\d+)?\s*([kKmMgGtT][iI]?[bB]|[bB])?\s*$"
 #: An integral number written as a string (``"2e0"``, ``"3.0"``): the loader reads it.
 INTEGER_PATTERN = r"^\s*[-+]?\d+(\.0*)?([eE]\+?\d+)?\s*$"
-
-#: Ranges of built-in layers' fields, which their annotations cannot say (the layers
-#: check them with FieldError). Applied only to the built-in classes.
-BUILTIN_BOUNDS: dict[tuple[str, str], dict[str, float]] = {
-    **{
-        (kind, key): {"minimum": low}
-        for kind in ("conv2d", "maxpool2d", "avgpool2d")
-        for key, low in (("kernel_size", 1), ("stride", 1), ("padding", 0))
-    },
-    ("conv2d", "out_channels"): {"minimum": 1},
-    ("dense", "out_features"): {"minimum": 1},
-    ("dropout", "p"): {"minimum": 0, "exclusiveMaximum": 1},
-    ("dropout", "seed"): {"minimum": 0},
-}
 
 REF = "#/$defs/"
 
@@ -274,17 +261,15 @@ def _reduction() -> dict[str, Any]:
     }
 
 
-def layer_schema(name: str, cls: type) -> dict[str, Any]:
+def layer_schema(name: str, cls: type[protocol.Layer]) -> dict[str, Any]:
     """The schema of one layer type: its fields, its arrays, ``type`` and ``name``."""
-    from .config.stack import INFERABLE
-
     params = tuple(getattr(cls, "param_names", ()) or ())
     skip = {"batch_size"} if getattr(cls, "wants_batch_size", False) else set()
     fields, required, open_ended = field_schemas(cls, skip)
-    if protocol.ORIGINS.get(("layer", name)) == "built-in":
-        for key, schema in fields.items():
-            if (name, key) in BUILTIN_BOUNDS:
-                fields[key] = _bounded(schema, BUILTIN_BOUNDS[(name, key)])
+    for key, bounds in cls.field_bounds.items():
+        if key in fields:
+            fields[key] = _bounded(fields[key], dict(bounds))
+    said_by = {f: p for p, said in cls.inferred_from.items() for f in said}
     properties: dict[str, Any] = {"type": {"const": name}, "name": _layer_name()}
     for p in params:
         array = {**_ref("array"), "description": f"parameter {p}; default: seeded random"}
@@ -299,13 +284,21 @@ def layer_schema(name: str, cls: type) -> dict[str, Any]:
         "description": protocol.describe(cls),
         "type": "object",
         "properties": properties,
-        "required": ["type", *(r for r in required if r not in INFERABLE.get(name, ()))],
+        "required": ["type", *(r for r in required if r not in said_by)],
         "additionalProperties": open_ended,
     }
-    inferable = [r for r in required if r in INFERABLE.get(name, ())]
-    if inferable:  # sizes a given weight already says
-        schema["if"] = {"not": {"required": ["weight"]}}
-        schema["then"] = {"required": inferable}
+    inferable: dict[str, list[str]] = {}  # sizes a given weight says: required without it
+    for r in required:
+        if r in said_by:
+            inferable.setdefault(said_by[r], []).append(r)
+    rules = [
+        {"if": {"not": {"required": [p]}}, "then": {"required": names}}
+        for p, names in inferable.items()
+    ]
+    if len(rules) == 1:
+        schema.update(rules[0])
+    elif rules:
+        schema["allOf"] = rules
     return schema
 
 

@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..protocol import FieldError, Layer, Params, Shape, register_layer
+from ..protocol import ElementWise, FieldError, Layer, Params, Shape, register_layer
 from ._fields import checked_int
 
 
@@ -39,6 +39,10 @@ class Dropout(Layer):
     """
 
     summary = "dropout with a fixed mask (p, seed), kept units scaled by 1/(1-p)"
+    field_bounds = {"p": {"minimum": 0, "exclusiveMaximum": 1}, "seed": {"minimum": 0}}
+    derivation = ElementWise(
+        "f'(x) = the fixed mask: 1/(1-p) for kept units, 0 for dropped ones", activation=False
+    )
     batch_independent = True
     #: The config loader passes batch_size=N, the number of examples in the input.
     wants_batch_size = True
