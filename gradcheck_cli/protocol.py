@@ -137,6 +137,9 @@ class Layer:
     wants_batch_size: ClassVar[bool] = False
     #: The axes of each parameter, for shape messages: ``{"bias": "(out_features,)"}``.
     param_axes: ClassVar[Mapping[str, str]] = {}
+    #: How ``init_params`` fills a parameter the config leaves out, in words, for
+    #: ``gradcheck schema``: ``{"gamma": "ones"}``; unnamed ones say "seeded random".
+    param_defaults: ClassVar[Mapping[str, str]] = {}
     #: Shorter ways a config may write a parameter, for messages: ``{"weight": "(kh, kw)
     #: for one channel"}``; ``from_written`` turns them into the parameter's shape.
     param_shorthands: ClassVar[Mapping[str, str]] = {}

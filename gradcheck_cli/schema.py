@@ -272,7 +272,8 @@ def layer_schema(name: str, cls: type[protocol.Layer]) -> dict[str, Any]:
     said_by = {f: p for p, said in cls.inferred_from.items() for f in said}
     properties: dict[str, Any] = {"type": {"const": name}, "name": _layer_name()}
     for p in params:
-        array = {**_ref("array"), "description": f"parameter {p}; default: seeded random"}
+        default = cls.param_defaults.get(p, "seeded random")
+        array = {**_ref("array"), "description": f"parameter {p}; default: {default}"}
         if p in fields:  # bias: [0.1] or bias: false
             array = {
                 "description": f"parameter {p}, or false for none",

@@ -95,7 +95,8 @@ def test_registering_from_records_the_origin_and_restores_it(registry):
 def test_the_defaults_suit_a_plain_element_wise_layer():
     layer = gc.Layer()
     assert gc.Layer.input_kind is InputKind.ANY
-    assert (gc.Layer.param_axes, gc.Layer.param_shorthands, gc.Layer.inferred_from) == ({}, {}, {})
+    assert gc.Layer.param_axes == gc.Layer.param_defaults == gc.Layer.param_shorthands == {}
+    assert gc.Layer.inferred_from == {}
     assert gc.Layer.field_bounds == {} and gc.Layer.derivation is None
     assert gc.Layer.sizes_from("weight", (3, 4)) == {}
     assert layer.from_written("weight", np.ones((2, 2)), (1, 1, 2, 2)) is None
@@ -161,6 +162,7 @@ class Gain(gc.Layer):
     param_names = ("gain",)
     input_kind = InputKind.FLAT
     param_axes = {"gain": "(features,)"}
+    param_defaults = {"gain": "init, for every feature"}
     param_shorthands = {"gain": "(features, 1), a column"}
     inferred_from = {"gain": ("features",)}
     field_bounds = {"features": {"minimum": 1}, "init": {"exclusiveMinimum": 0}}
@@ -259,7 +261,7 @@ def test_a_plugin_declaring_image_input_reads_a_2d_input_as_one_channel(registry
     ]
 
 
-def test_field_bounds_reach_the_schema_for_plugins_too(registry):
+def test_field_bounds_and_param_defaults_reach_the_schema_for_plugins_too(registry):
     gc.register_layer("protocol_test_gain")(Gain)
     own = config_schema()["$defs"]["layer.protocol_test_gain"]
     assert own["properties"]["features"]["anyOf"][0] == {"type": "integer", "minimum": 1}
@@ -267,6 +269,11 @@ def test_field_bounds_reach_the_schema_for_plugins_too(registry):
     assert own["required"] == ["type"]  # features: said by a given gain
     assert own["if"] == {"not": {"required": ["gain"]}}
     assert own["then"] == {"required": ["features"]}
+    assert own["properties"]["gain"]["description"] == (
+        "parameter gain; default: init, for every feature"
+    )
+    conv = config_schema()["$defs"]["layer.conv2d"]["properties"]["weight"]
+    assert conv["description"] == "parameter weight; default: seeded random"
 
 
 def test_a_plugin_note_is_shown_as_it_is(registry):
