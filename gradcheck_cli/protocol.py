@@ -9,7 +9,11 @@ array passed to ``forward``/``backward`` carries a leading batch axis ``N``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from enum import Enum
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -32,29 +36,150 @@ class FieldError(ValueError):
         self.message = message
 
 
+class InputKind(Enum):
+    """What one example of a layer's input must look like."""
+
+    #: Any shape the layer's ``output_shape`` accepts.
+    ANY = "any"
+    #: A flat vector (F,); anything else is a config error that suggests ``flatten``.
+    FLAT = "flat"
+    #: An image (C, H, W); a 2-D network input (H, W) read first by such a layer is
+    #: one channel, (1, H, W).
+    IMAGE = "image"
+
+
+def image_shape(in_shape: Shape, layer: str) -> tuple[int, int, int]:
+    """(C, H, W) from a per-example shape, or FieldError for anything but a 3-D shape."""
+    if len(in_shape) != 3:
+        raise FieldError(
+            "type",
+            f"{layer} needs a (channels, height, width) input per example, "
+            f"got shape {list(in_shape)}",
+        )
+    c, h, w = in_shape
+    return c, h, w
+
+
+# How ``gradcheck explain`` derives a layer's backward (``Layer.derivation``). The engine
+# dispatches on these declarations, never on type names, so a subclass of a built-in
+# inherits its explanation and a plugin may declare one of its own.
+
+
+@dataclass(frozen=True)
+class ElementWise:
+    """delta_in = delta * f'(x), element by element: explain shows f' as computed by the
+    layer's own backward (fed ones), under ``derivative``, the formula in words.
+
+    ``activation``: the layer is an activation f in FC_i = f(z_i), so a dense layer
+    right before it explains its input gradient with f'(z_i) (dropout is not one).
+    """
+
+    derivative: str
+    activation: bool = True
+
+
+@dataclass(frozen=True)
+class Routing:
+    """Max-like pooling: each window sends its whole gradient to one input. Explain
+    probes the layer's backward window by window. The layer needs a ``geometry`` (kh, kw,
+    sh, sw, ph, pw, as ``layers._windows.Geometry``) and (C, H, W) input and output."""
+
+
+@dataclass(frozen=True)
+class ConvSums:
+    """conv2d's sums of products: weight (O, C, kh, kw), optional bias (O,) and a
+    ``geometry`` like ``Routing``'s; explain writes every gradient out as its sums."""
+
+
+@dataclass(frozen=True)
+class DenseSums:
+    """A dense layer's sums of products, y = W x + b with weight (O, F), bias (O,)."""
+
+
+@dataclass(frozen=True)
+class Note:
+    """One sentence on how the backward works, shown as it is."""
+
+    text: str
+
+
+Derivation = ElementWise | Routing | ConvSums | DenseSums | Note
+
+
 class Layer:
     """Base class of every layer, built-in or plugin.
 
     Subclasses set ``param_names`` (the YAML keys that hold arrays, e.g. ``("weight",
     "bias")``; an instance may narrow it, as conv2d does for ``bias: false``) and take
     every other YAML key as a keyword argument of ``__init__``.
+
+    Everything the config loader, the schema and ``explain`` need to know about a layer
+    is declared here, on its class, never in a table elsewhere: a new layer is one file.
+    Every attribute below has a default that suits a plain element-wise layer.
     """
 
     param_names: tuple[str, ...] = ()
     #: One line for ``gradcheck layers``; defaults to the docstring's first line.
     summary: ClassVar[str] = ""
-    #: Documented non-differentiable points (shown by ``gradcheck layers``).
+    #: Documented non-differentiable points and the derivative taken there (shown by
+    #: ``gradcheck layers`` and ``explain``); empty for a layer smooth everywhere.
     kinks: ClassVar[str] = ""
     #: True when ``forward_perturbed`` is implemented (vectorised numeric checks).
     supports_perturbed: ClassVar[bool] = False
-    #: True when the layer needs a flat per-example vector (dense and friends).
-    needs_flat_input: ClassVar[bool] = False
+    #: What one example of the input must be: any shape, a flat vector or an image.
+    #: (``needs_flat_input = True``, the earlier spelling of FLAT, is still honoured.)
+    input_kind: ClassVar[InputKind] = InputKind.ANY
     #: True when row r of the output depends only on row r of the input (no batch
     #: statistics). The engine then stacks perturbed copies along the batch axis;
     #: otherwise each copy runs through this layer on its own (slower, always right).
     batch_independent: ClassVar[bool] = False
     #: True when the layer needs the batch size N as ``batch_size=`` (dropout's mask).
     wants_batch_size: ClassVar[bool] = False
+    #: The axes of each parameter, for shape messages: ``{"bias": "(out_features,)"}``.
+    param_axes: ClassVar[Mapping[str, str]] = {}
+    #: How ``init_params`` fills a parameter the config leaves out, in words, for
+    #: ``gradcheck schema``: ``{"gamma": "ones"}``; unnamed ones say "seeded random".
+    param_defaults: ClassVar[Mapping[str, str]] = {}
+    #: Shorter ways a config may write a parameter, for messages: ``{"weight": "(kh, kw)
+    #: for one channel"}``; ``from_written`` turns them into the parameter's shape.
+    param_shorthands: ClassVar[Mapping[str, str]] = {}
+    #: Required ``__init__`` fields a given parameter array already says, per parameter:
+    #: ``{"weight": ("out_features",)}``. The config may leave them out when it gives
+    #: that array; ``sizes_from`` reads them off its shape.
+    inferred_from: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    #: JSON Schema bounds of ``__init__`` fields that annotations cannot say, for
+    #: ``gradcheck schema``: ``{"p": {"minimum": 0, "exclusiveMaximum": 1}}``. The layer
+    #: still checks them itself (with FieldError): the loader is the authority.
+    field_bounds: ClassVar[Mapping[str, Mapping[str, float]]] = {}
+    #: How ``gradcheck explain`` derives the backward (ElementWise, Routing, ConvSums,
+    #: DenseSums or Note); None shows the output and delta only. A property may stand
+    #: here when the text depends on the instance (avgpool2d's window size).
+    derivation: Derivation | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = vars(cls)
+        if "needs_flat_input" in own and "input_kind" not in own:
+            cls.input_kind = InputKind.FLAT if own["needs_flat_input"] else InputKind.ANY
+
+    @classmethod
+    def sizes_from(cls, name: str, shape: Shape) -> dict[str, Any]:
+        """The fields of ``inferred_from[name]`` that a given array of ``shape`` says
+        (``{"out_features": 4}`` for a (4, 9) dense weight); {} when that shape cannot say
+        them (the loader then asks for the fields)."""
+        return {}
+
+    def from_written(self, name: str, value: np.ndarray, needed: Shape) -> np.ndarray | None:
+        """``value``, written as one of ``param_shorthands[name]``, in the ``needed`` shape;
+        None when it is no shorthand. (The exact shape, and one number for a parameter of
+        one element, are always accepted.)"""
+        return None
+
+    def param_sizes(self, in_shape: Shape, out_shape: Shape) -> dict[str, tuple[str, int]]:
+        """Per parameter: (the field that sets its size, its number of elements) for these
+        shapes, so that the loader refuses a parameter too large to check (a typo in
+        ``out_features``) before ``init_params`` allocates it. {} guards nothing."""
+        return {}
 
     def output_shape(self, in_shape: Shape) -> Shape:
         """Per-example output shape for a per-example input shape (no batch axis)."""
@@ -139,36 +264,57 @@ LAYERS: dict[str, type[Layer]] = {}
 LOSSES: dict[str, type[Loss]] = {}
 #: Where each registered type came from: "built-in" or the plugin's path/module.
 ORIGINS: dict[tuple[str, str], str] = {}
-_current_origin = ["built-in"]
+_origin: ContextVar[str] = ContextVar("gradcheck_origin", default="built-in")
 
 T = TypeVar("T", bound=type)
 
 
-def register_layer(name: str) -> Callable[[T], T]:
-    """Class decorator: make ``type: <name>`` available in configs.
+@contextlib.contextmanager
+def registering_from(origin: str) -> Iterator[None]:
+    """Record ``origin`` (a plugin's path or module name) as where every type registered
+    inside the block comes from; outside any block it is "built-in"."""
+    token = _origin.set(origin)
+    try:
+        yield
+    finally:
+        _origin.reset(token)
 
-    Works for ``Layer`` and ``Loss`` subclasses alike. A later registration under the
-    same name replaces the earlier one (a plugin may override a built-in on purpose).
-    """
+
+def _registrar(kind: str, base: type, registry: dict[str, Any], name: str) -> Callable[[T], T]:
+    decorator = f"register_{kind}"
     if not isinstance(name, str) or not name:
-        raise TypeError("register_layer needs a non-empty type name")
+        raise TypeError(f"{decorator} needs a non-empty type name")
 
     def decorate(cls: T) -> T:
-        if isinstance(cls, type) and issubclass(cls, Loss):
-            LOSSES[name] = cls
-            ORIGINS[("loss", name)] = _current_origin[0]
-        elif isinstance(cls, type) and issubclass(cls, Layer):
-            LAYERS[name] = cls
-            ORIGINS[("layer", name)] = _current_origin[0]
-        else:
-            raise TypeError(f"@register_layer({name!r}) needs a Layer or Loss subclass")
+        if not (isinstance(cls, type) and issubclass(cls, base)):
+            hint = ""
+            if isinstance(cls, type) and issubclass(cls, (Layer, Loss)):  # the other one
+                other = "layer" if issubclass(cls, Layer) else "loss"
+                hint = f"; use @register_{other} for a {other}"
+            raise TypeError(f"@{decorator}({name!r}) needs a {base.__name__} subclass{hint}")
+        registry[name] = cls
+        ORIGINS[(kind, name)] = _origin.get()
         cls.type_name = name  # type: ignore[attr-defined]
         return cls
 
     return decorate
 
 
-register_loss = register_layer
+def register_layer(name: str) -> Callable[[T], T]:
+    """Class decorator: make ``type: <name>`` available under ``layers:`` in configs.
+
+    A later registration under the same name replaces the earlier one (a plugin may
+    override a built-in on purpose).
+    """
+    return _registrar("layer", Layer, LAYERS, name)
+
+
+def register_loss(name: str) -> Callable[[T], T]:
+    """Class decorator: make ``loss: {type: <name>}`` available in configs.
+
+    A later registration under the same name replaces the earlier one.
+    """
+    return _registrar("loss", Loss, LOSSES, name)
 
 
 def describe(cls: type) -> str:

@@ -1,9 +1,10 @@
 """The JSON Schema (draft 2020-12) of the config format, built from the registry.
 
-The fixed structure (contract section 2: name, seed, dtype, plugins, input, layers,
-loss, check, expect) is written out here; every registered layer and loss type adds a
-schema of its own, read from its class: ``__init__``'s parameters (types from the
-annotations, defaults from the signature) and ``param_names`` (arrays).
+The fixed structure (docs/config.md, "Top-level keys": name, seed, dtype, plugins,
+input, layers, loss, check, expect) is written out here; every registered layer and loss
+type adds a schema of its own, read from its class: ``__init__``'s parameters (types from
+the annotations, defaults from the signature, bounds from ``field_bounds``),
+``param_names`` (arrays) and ``inferred_from`` (sizes a given weight says).
 
 Layers and losses are matched on ``type`` with ``if``/``then``, so an editor offers the
 fields of the type being written, while a type nobody registered yet (a plugin's, which
@@ -35,20 +36,6 @@ DRAFT = "https://json-schema.org/draft/2020-12/schema"
 EXPECT_KEY_PATTERN = (
     r"^(tolerance|loss|input\.grad|[^.\s]+\.(output|delta)|[^.\s]+\.[^.\s]+\.grad)$"
 )
-
-#: Ranges of built-in layers' fields, which their annotations cannot say (the layers
-#: check them with FieldError). Applied only to the built-in classes.
-BUILTIN_BOUNDS: dict[tuple[str, str], dict[str, float]] = {
-    **{
-        (kind, key): {"minimum": low}
-        for kind in ("conv2d", "maxpool2d", "avgpool2d")
-        for key, low in (("kernel_size", 1), ("stride", 1), ("padding", 0))
-    },
-    ("conv2d", "out_channels"): {"minimum": 1},
-    ("dense", "out_features"): {"minimum": 1},
-    ("dropout", "p"): {"minimum": 0, "exclusiveMaximum": 1},
-    ("dropout", "seed"): {"minimum": 0},
-}
 
 REF = "#/$defs/"
 
@@ -269,20 +256,19 @@ def _reduction() -> dict[str, Any]:
     }
 
 
-def layer_schema(name: str, cls: type) -> dict[str, Any]:
+def layer_schema(name: str, cls: type[protocol.Layer]) -> dict[str, Any]:
     """The schema of one layer type: its fields, its arrays, ``type`` and ``name``."""
-    from .config.stack import INFERABLE
-
     params = tuple(getattr(cls, "param_names", ()) or ())
     skip = {"batch_size"} if getattr(cls, "wants_batch_size", False) else set()
-    fields, required, open_ended = init_fields(cls, skip)
-    if protocol.ORIGINS.get(("layer", name)) == "built-in":
-        for key, schema in fields.items():
-            if (name, key) in BUILTIN_BOUNDS:
-                fields[key] = _bounded(schema, BUILTIN_BOUNDS[(name, key)])
+    fields, required, open_ended = field_schemas(cls, skip)
+    for key, bounds in cls.field_bounds.items():
+        if key in fields:
+            fields[key] = _bounded(fields[key], dict(bounds))
+    said_by = {f: p for p, said in cls.inferred_from.items() for f in said}
     properties: dict[str, Any] = {"type": {"const": name}, "name": _layer_name()}
     for p in params:
-        array = {**_ref("array"), "description": f"parameter {p}; default: seeded random"}
+        default = cls.param_defaults.get(p, "seeded random")
+        array = {**_ref("array"), "description": f"parameter {p}; default: {default}"}
         if p in fields:  # bias: [0.1] or bias: false
             array = {
                 "description": f"parameter {p}, or false for none",
@@ -294,20 +280,28 @@ def layer_schema(name: str, cls: type) -> dict[str, Any]:
         "description": protocol.describe(cls),
         "type": "object",
         "properties": properties,
-        "required": ["type", *(r for r in required if r not in INFERABLE.get(name, ()))],
+        "required": ["type", *(r for r in required if r not in said_by)],
         "additionalProperties": open_ended,
     }
-    inferable = [r for r in required if r in INFERABLE.get(name, ())]
-    if inferable:  # sizes a given weight already says
-        schema["if"] = {"not": {"required": ["weight"]}}
-        schema["then"] = {"required": inferable}
+    inferable: dict[str, list[str]] = {}  # sizes a given weight says: required without it
+    for r in required:
+        if r in said_by:
+            inferable.setdefault(said_by[r], []).append(r)
+    rules = [
+        {"if": {"not": {"required": [p]}}, "then": {"required": names}}
+        for p, names in inferable.items()
+    ]
+    if len(rules) == 1:
+        schema.update(rules[0])
+    elif rules:
+        schema["allOf"] = rules
     return schema
 
 
 def loss_schema(name: str, cls: type) -> dict[str, Any]:
     """The schema of one loss type: its target array, its fields, ``reduction``."""
     target = getattr(cls, "target_name", None)
-    fields, required, open_ended = init_fields(cls, set())
+    fields, required, open_ended = field_schemas(cls, set())
     properties: dict[str, Any] = {"type": {"const": name}, "reduction": _reduction()}
     if target:
         properties[target] = {
@@ -324,9 +318,9 @@ def loss_schema(name: str, cls: type) -> dict[str, Any]:
     }
 
 
-def init_fields(cls: type, skip: set[str]) -> tuple[dict[str, Any], list[str], bool]:
+def field_schemas(cls: type, skip: set[str]) -> tuple[dict[str, Any], list[str], bool]:
     """(field schemas, required field names, whether **kwargs takes any other key)."""
-    from .config.fields import describe, signature_of
+    from .config.fields import describe_annotation, signature_of
 
     sig = signature_of(cls)
     fields: dict[str, Any] = {}
@@ -336,7 +330,7 @@ def init_fields(cls: type, skip: set[str]) -> tuple[dict[str, Any], list[str], b
             continue
         ann = sig.hints.get(key, param.annotation)
         schema = annotation_schema(ann)
-        text = describe(ann) if ann is not inspect.Parameter.empty else "any value"
+        text = describe_annotation(ann) if ann is not inspect.Parameter.empty else "any value"
         if param.default is inspect.Parameter.empty:
             required.append(key)
         else:

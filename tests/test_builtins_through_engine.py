@@ -31,6 +31,7 @@ CASES = {
     "softmax": (IMAGE, [{"type": "softmax"}]),
     "flatten": (IMAGE, [{"type": "flatten"}]),
     "dropout": (FLAT, [{"type": "dropout", "p": 0.3, "seed": 5}]),
+    "batchnorm": (IMAGE, [{"type": "batchnorm", "eps": 1e-3}]),
 }
 
 

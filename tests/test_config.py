@@ -860,7 +860,7 @@ def test_plugin_file_relative_to_the_config(tmp_path, clean_registry):
     )
     assert p.layers[0].type == "swish_t" and p.layers[0].layer.beta == pytest.approx(0.2)
     assert protocol.ORIGINS[("layer", "swish_t")] == str(folder / "plugins" / "swish.py")
-    assert protocol._current_origin[0] == "built-in"
+    assert protocol._origin.get() == "built-in"
     assert sys.path == path_before  # the plugin's folder was on sys.path only while importing
     # loading twice re-imports without complaint
     assert load_problem(folder / "config.yaml").layers[0].type == "swish_t"
@@ -909,7 +909,7 @@ def test_plugin_failures(tmp_path, clean_registry):
     assert_issue(issues, "plugins[4]", 6, "SystemExit")
     assert_issue(issues, "plugins[5]", 7, "no module named 'no_such_module_xyz'")
     assert_issue(issues, "layers[0].type", 9, "unknown layer type 'swish_t'", "plugin failed")
-    assert protocol._current_origin[0] == "built-in"
+    assert protocol._origin.get() == "built-in"
     assert not any(m.startswith("gradcheck_plugin_boom") for m in sys.modules)
 
 

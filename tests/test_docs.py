@@ -199,7 +199,7 @@ def test_layer_page_examples_run_and_check(restore_registry):
     assert gc.check(
         {
             "input": {"value": [[0.5, -1.0, 2.0], [1.0, 0.0, -0.5]], "batched": True},
-            "layers": [{"type": "scale", "name": "s", "gain_init": 0.5}, {"type": "tanh"}],
+            "layers": [{"type": "scale", "name": "s", "gain_init": 0.5}, {"type": "scaled_tanh"}],
             "loss": {**yaml.safe_load("{type: huber, delta: 0.5}"), "target": [[0, 1, 0]] * 2},
         }
     ).passed

@@ -68,8 +68,13 @@ CASES = [
     ("softmax-chw", "softmax", {}, (3, 2, 2)),
     ("flatten", "flatten", {}, (2, 3, 4)),
     ("dropout", "dropout", {"p": 0.3, "seed": 1, "batch_size": 3}, (4, 5)),
+    ("batchnorm-flat", "batchnorm", {"batch_size": 3}, (5,)),
+    ("batchnorm-chw", "batchnorm", {"eps": 1e-3, "batch_size": 3}, (2, 3, 4)),
 ]
 N = 3
+#: Cases of layers that declare batch_independent = True, and of those that do not.
+INDEPENDENT = [c[0] for c in CASES if LAYERS[c[1]].batch_independent]
+MIXING = [c[0] for c in CASES if not LAYERS[c[1]].batch_independent]
 
 
 def setup(case_id: str, seed: int = 0):
@@ -121,10 +126,10 @@ def test_forward_is_pure_and_deterministic(case_id):
     np.testing.assert_array_equal(y1, y2)
 
 
-@pytest.mark.parametrize("case_id", [c[0] for c in CASES])
+@pytest.mark.parametrize("case_id", INDEPENDENT)
 def test_rows_are_bitwise_independent_of_the_batch(case_id):
-    """The engine stacks P copies of the batch (copy-major) and expects, bit for bit,
-    what it gets one copy at a time."""
+    """A layer declaring batch_independent = True really is: the engine stacks P copies
+    of the batch (copy-major) and expects, bit for bit, what it gets one copy at a time."""
     layer, params, x, _, rng = setup(case_id)
     copies = [x, x[::-1].copy(), distinct_input(rng, x.shape)]
     stacked, _ = layer.forward(np.concatenate(copies), params)
@@ -155,10 +160,34 @@ def test_large_products_are_row_consistent(type_name, kwargs, in_shape):
         np.testing.assert_array_equal(y[r : r + 1], layer.forward(x[r : r + 1], params)[0])
 
 
-def test_builtin_layers_declare_batch_independence_and_a_summary():
+@pytest.mark.parametrize("case_id", INDEPENDENT)
+def test_moving_one_row_leaves_the_other_rows_alone(case_id):
+    """batch_independent = True: row r of the output depends only on row r of the input."""
+    layer, params, x, _, _ = setup(case_id)
+    y, _ = layer.forward(x, params)
+    for s in range(N):
+        moved = x.copy()
+        moved[s] += 0.125
+        y2, _ = layer.forward(moved, params)
+        others = [r for r in range(N) if r != s]
+        np.testing.assert_array_equal(y2[others], y[others])
+
+
+@pytest.mark.parametrize("case_id", MIXING)
+def test_layers_not_declared_batch_independent_do_mix_rows(case_id):
+    """The protocol allows batch statistics (batchnorm); such a layer declares
+    batch_independent = False, and the engine then checks it one copy at a time."""
+    layer, params, x, _, _ = setup(case_id)
+    y, _ = layer.forward(x, params)
+    moved = x.copy()
+    moved[0] += 0.5 * np.arange(moved[0].size).reshape(moved[0].shape)
+    y2, _ = layer.forward(moved, params)
+    assert not np.array_equal(y2[1:], y[1:])
+
+
+def test_builtin_layers_have_a_summary():
     for name, cls in LAYERS.items():
         if ORIGINS.get(("layer", name)) == "built-in":
-            assert getattr(cls, "batch_independent", False) is True, name
             assert cls.summary, name
 
 

@@ -22,6 +22,11 @@ def close(ours: np.ndarray, theirs) -> None:
     np.testing.assert_allclose(ours, theirs.detach().numpy(), rtol=RTOL, atol=ATOL)
 
 
+def batch_norm(x, p, eps):
+    """BatchNorm1d/2d in training: batch statistics, biased variance."""
+    return F.batch_norm(x, None, None, p["gamma"], p["beta"], training=True, eps=eps)
+
+
 def conv(kw):
     return lambda x, p: F.conv2d(
         x, p["weight"], p.get("bias"), kw.get("stride", 1), kw.get("padding", 0)
@@ -100,6 +105,8 @@ LAYER_CASES = [
     ("softmax-flat", "softmax", {}, (6,), lambda x, p: F.softmax(x, dim=1)),
     ("softmax-chw", "softmax", {}, (3, 2, 2), lambda x, p: F.softmax(x, dim=1)),
     ("flatten", "flatten", {}, (2, 3, 4), lambda x, p: torch.flatten(x, 1)),
+    ("batchnorm-flat", "batchnorm", {}, (5,), lambda x, p: batch_norm(x, p, 1e-5)),
+    ("batchnorm-chw", "batchnorm", {"eps": 0.01}, (2, 3, 4), lambda x, p: batch_norm(x, p, 0.01)),
 ]
 
 

@@ -77,7 +77,7 @@ def registered_types() -> list[TypeInfo]:
                 TypeInfo(
                     kind=kind,
                     name=name,
-                    fields=init_fields(cls),
+                    fields=field_list(cls),
                     arrays=arrays,
                     description=describe(cls),
                     kinks=getattr(cls, "kinks", ""),
@@ -100,12 +100,12 @@ def _short_origin(origin: str) -> str:
     return origin
 
 
-def init_fields(cls: type) -> tuple[str, ...]:
+def field_list(cls: type) -> tuple[str, ...]:
     """The YAML keys ``__init__`` takes: ``name=default``, or ``name`` when required.
 
     >>> class Pool:
     ...     def __init__(self, kernel_size, stride=None): ...
-    >>> init_fields(Pool)
+    >>> field_list(Pool)
     ('kernel_size', 'stride=None')
     """
     if cls.__init__ is object.__init__:

@@ -23,7 +23,7 @@ from .context import Context, as_int, join
 from .fields import BadValue, signature_of
 from .plugins import load_plugins
 from .settings import check_only_matches, check_settings, expectations, input_grad_shapes
-from .stack import IMAGE_LAYERS, build_layers, first_layer_type, infer_shapes, layer_items
+from .stack import build_layers, infer_shapes, layer_items, reads_images_first
 from .suggest import closest, did_you_mean, show
 from .yamlload import line_of
 
@@ -52,8 +52,7 @@ def build_problem(doc: dict, ctx: Context, default_name: str) -> Problem:
     ctx.dtype = np.dtype(dtype)
 
     plugins_ok = load_plugins(doc.get("plugins"), doc, ctx)
-    first_type = first_layer_type(doc)
-    x, batched, user_shape = _input(doc, ctx, seed, first_type)
+    x, batched, user_shape = _input(doc, ctx, seed, reads_images_first(doc))
     batch_size = x.shape[0] if x is not None else 1
 
     drafts = build_layers(layer_items(doc, ctx), ctx, batch_size, plugins_ok)
@@ -128,7 +127,7 @@ def _dtype(doc: dict, ctx: Context) -> str:
 
 
 def _input(
-    doc: dict, ctx: Context, seed: int, first_type: str | None
+    doc: dict, ctx: Context, seed: int, images_first: bool
 ) -> tuple[np.ndarray | None, bool, tuple[int, ...]]:
     """(x: (N, *in_shape), batched, the input's shape as written)."""
     if "input" not in doc:
@@ -151,7 +150,7 @@ def _input(
     if not per_example:
         ctx.add("input", line, f"must be an array (e.g. [{array.item()}]), not a single number")
         return None, False, ()
-    if len(per_example) == 2 and first_type in IMAGE_LAYERS:
+    if len(per_example) == 2 and images_first:
         per_example = (1, *per_example)  # a 2-D image is one channel
     n = array.shape[0] if batched else 1
     return array.reshape((n, *per_example)), batched, tuple(array.shape)

@@ -43,7 +43,7 @@ class Signature:
     def missing(self, type_name: str, name: str) -> str:
         """The message for a required keyword the config left out."""
         ann = self.hints.get(name)
-        what = f" ({describe(ann)})" if ann is not None else ""
+        what = f" ({describe_annotation(ann)})" if ann is not None else ""
         return f"missing: {type_name} needs {name}{what}"
 
 
@@ -75,7 +75,7 @@ class BadValue(ValueError):
 _NONE = type(None)
 
 
-def describe(ann: Any) -> str:
+def describe_annotation(ann: Any) -> str:
     """``int | tuple[int, int]`` -> "an integer or a pair [a, b] of integers"."""
     origin = typing.get_origin(ann)
     if origin in (typing.Union, types.UnionType):
@@ -89,7 +89,7 @@ def describe(ann: Any) -> str:
                 if item in seen_sequence:  # int | tuple[int, int] | list[int]: say it once
                     continue
                 seen_sequence.add(item)
-            parts.append(describe(arg))
+            parts.append(describe_annotation(arg))
         text = " or ".join(parts)
         return text + " (or null)" if _NONE in typing.get_args(ann) else text
     if ann is bool:
@@ -114,7 +114,7 @@ def describe(ann: Any) -> str:
 
 def _plural(ann: Any) -> str:
     return {int: "integers", float: "numbers", str: "strings", bool: "booleans"}.get(
-        ann, describe(ann)
+        ann, describe_annotation(ann)
     )
 
 
@@ -137,7 +137,7 @@ def coerce(value: Any, ann: Any) -> Any:
                 return coerce(value, arg)
             except BadValue:
                 continue
-        raise BadValue(f"must be {describe(ann)}, got {show(value)}")
+        raise BadValue(f"must be {describe_annotation(ann)}, got {show(value)}")
     if ann is bool:
         if isinstance(value, bool):
             return value
@@ -161,7 +161,7 @@ def coerce(value: Any, ann: Any) -> Any:
     if origin is typing.Literal:
         if value in typing.get_args(ann) and not isinstance(value, bool):
             return value
-        raise BadValue(f"must be {describe(ann)}, got {show(value)}")
+        raise BadValue(f"must be {describe_annotation(ann)}, got {show(value)}")
     if origin in (tuple, list, Sequence):
         return _coerce_sequence(value, ann, origin)
     return value
@@ -171,10 +171,10 @@ def _coerce_sequence(value: Any, ann: Any, origin: Any) -> Any:
     args = typing.get_args(ann)
     fixed = origin is tuple and args and args[-1] is not Ellipsis
     if not isinstance(value, (list, tuple)) or (fixed and len(value) != len(args)):
-        raise BadValue(f"must be {describe(ann)}, got {show(value)}")
+        raise BadValue(f"must be {describe_annotation(ann)}, got {show(value)}")
     item_anns = args if fixed else [args[0] if args else Any] * len(value)
     try:
         items = [coerce(v, a) for v, a in zip(value, item_anns, strict=True)]
     except BadValue:
-        raise BadValue(f"must be {describe(ann)}, got {show(value)}") from None
+        raise BadValue(f"must be {describe_annotation(ann)}, got {show(value)}") from None
     return tuple(items)  # YAML lists become tuples: hashable, like PyTorch's sizes

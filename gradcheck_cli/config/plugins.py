@@ -73,17 +73,13 @@ def _snapshot() -> dict[tuple[str, str], type]:
 def _load_one(entry: str, ctx: Context) -> str | None:
     """Import one plugin; return an issue message or None."""
     before = _snapshot()
-    origin_before = protocol._current_origin[0]
     if _is_file(entry):
         resolved = resolve(ctx.base_dir / entry)
         ctx.sources.append(resolved)
         if not resolved.is_file():
             return f"plugin file not found: {resolved} (paths are relative to the config's folder)"
-        protocol._current_origin[0] = str(resolved)
-        try:
+        with protocol.registering_from(str(resolved)):
             error = _import_file(resolved)
-        finally:
-            protocol._current_origin[0] = origin_before
         module_name = None
         shown = str(resolved)
     else:
@@ -92,11 +88,8 @@ def _load_one(entry: str, ctx: Context) -> str | None:
                 f"{entry!r} is neither a .py file nor a module name; write my_layers.py "
                 "(relative to this config) or package.module"
             )
-        protocol._current_origin[0] = entry
-        try:
+        with protocol.registering_from(entry):
             error = _import_module(entry)
-        finally:
-            protocol._current_origin[0] = origin_before
         module_name = entry
         shown = entry
         if error and (ctx.base_dir / f"{entry}.py").is_file():

@@ -16,6 +16,7 @@ from ..options import (
     merge,
 )
 from ..problem import Expectation, LayerSpec
+from ..protocol import squeezed
 from .arrays import read_array
 from .context import Context, join
 from .stack import Draft
@@ -72,10 +73,6 @@ def check_only_matches(doc: Any, settings: CheckSettings, names: list[str], ctx:
             match_globs((pattern,), names)
         except OptionError as e:
             ctx.add("check.only", line, e.message)
-
-
-def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
-    return tuple(d for d in shape if d != 1)
 
 
 def expectations(
@@ -175,10 +172,10 @@ def _expect_targets(
             continue
         out = spec.out_shape
         for suffix in ("output", "delta"):
-            shapes[f"{spec.name}.{suffix}"] = [(*lead, *out), (*lead, *_squeezed(out))]
+            shapes[f"{spec.name}.{suffix}"] = [(*lead, *out), (*lead, *squeezed(out))]
         for p, array in spec.params.items():
             user = spec.user_shapes.get(p, array.shape)
-            shapes[f"{spec.name}.{p}.grad"] = [user, array.shape, _squeezed(user)]
+            shapes[f"{spec.name}.{p}.grad"] = [user, array.shape, squeezed(user)]
     return valid, shapes, unknown
 
 

@@ -4,6 +4,10 @@ Building never runs a forward pass. Shape inference walks the stack from the inp
 per-example shape and stops at the first layer whose output shape is unknown; every
 parameter gets its given value (checked against the shape ``init_params`` defines) or
 its seeded default.
+
+Nothing here knows a layer type by name: what a layer takes (its input kind, the sizes a
+given weight says, its shorthands, its parameter axes and sizes) is declared on its class
+(``gradcheck_cli.protocol.Layer``).
 """
 
 from __future__ import annotations
@@ -16,27 +20,14 @@ import numpy as np
 
 from .. import protocol
 from ..problem import LayerSpec
-from ..protocol import FieldError, Layer
+from ..protocol import FieldError, InputKind, Layer, image_shape
 from .arrays import MAX_RANDOM_SIZE, ArrayValue, read_array
 from .context import Context, join
 from .fields import BadValue, Signature, signature_of
 from .suggest import did_you_mean, show
 from .yamlload import line_of
 
-#: Layers whose 2-D input is read as one channel: (H, W) -> (1, H, W).
-IMAGE_LAYERS = frozenset({"conv2d", "maxpool2d", "avgpool2d"})
 RESERVED_NAMES = frozenset({"input", "loss"})
-#: Sizes a given ``weight`` already says, so the user may leave them out.
-INFERABLE = {"conv2d": ("out_channels", "kernel_size"), "dense": ("out_features",)}
-
-#: How the built-in parameters' axes are called, for shape messages. A layer class may
-#: add its own with a ``param_axes = {"weight": "(out, in)"}`` attribute.
-PARAM_AXES = {
-    ("conv2d", "weight"): "(out_channels, in_channels, kh, kw)",
-    ("conv2d", "bias"): "(out_channels,)",
-    ("dense", "weight"): "(out_features, in_features)",
-    ("dense", "bias"): "(out_features,)",
-}
 
 
 @dataclass
@@ -54,13 +45,17 @@ class Draft:
     given: dict[str, ArrayValue] = field(default_factory=dict)
 
 
-def first_layer_type(doc: Any) -> str | None:
-    """The ``type`` of the first layer, if it reads as one (for the 2-D input rule)."""
+def reads_images_first(doc: Any) -> bool:
+    """Whether the first layer takes (C, H, W) images, so that a 2-D input is one channel.
+
+    Called after the plugins loaded: a plugin's first layer may declare it too.
+    """
     layers = doc.get("layers")
     if isinstance(layers, (list, tuple)) and layers and isinstance(layers[0], dict):
         kind = layers[0].get("type")
-        return kind if isinstance(kind, str) else None
-    return None
+        cls = protocol.LAYERS.get(kind) if isinstance(kind, str) else None
+        return cls is not None and cls.input_kind is InputKind.IMAGE
+    return False
 
 
 def layer_items(doc: Any, ctx: Context) -> list:
@@ -210,25 +205,27 @@ def _construct(draft: Draft, cls: type[Layer], ctx: Context, batch_size: int) ->
         except BadValue as err:
             ctx.add(where, line, str(err))
             ok = False
-    kwargs.update(_inferred(draft, sig, kwargs))
+    kwargs.update(_inferred(draft, cls, sig, kwargs))
     if wants_batch:
         kwargs["batch_size"] = batch_size
-    inferable = INFERABLE.get(draft.type or "", ())
     missing = [n for n in sig.required if n not in kwargs and n not in item]
     if missing:
         ok = False
-    if "weight" in draft.given and any(n in inferable for n in missing):
-        shape = list(draft.given["weight"].array.shape)
-        ctx.add(
-            join(draft.path, "weight"),
-            line_of(item, "weight"),
-            f"a {draft.type} weight has the axes {PARAM_AXES.get((draft.type, 'weight'), '')}"
-            + (" (or (kh, kw) for one channel)" if draft.type == "conv2d" else "")
-            + f", got shape {shape}; fix it or give {' and '.join(missing)}",
-        )
+    said_by = {f: p for p, fields in cls.inferred_from.items() for f in fields}
+    for param, fields in cls.inferred_from.items():
+        if param in draft.given and any(n in fields for n in missing):
+            shorthand = cls.param_shorthands.get(param)
+            ctx.add(
+                join(draft.path, param),
+                line_of(item, param),
+                f"a {draft.type} {param} has the axes {cls.param_axes.get(param, '')}"
+                + (f" (or {shorthand})" if shorthand else "")
+                + f", got shape {list(draft.given[param].array.shape)}; "
+                f"fix it or give {' and '.join(missing)}",
+            )
     for name in missing:
-        if name in misspelt or ("weight" in item and name in inferable):
-            continue  # the issue of the misspelt key or of the weight says it
+        if name in misspelt or (name in said_by and said_by[name] in item):
+            continue  # the issue of the misspelt key or of the array says it
         ctx.add(join(draft.path, name), draft.line, sig.missing(draft.type, name))
     if not ok:
         return
@@ -245,19 +242,15 @@ def _construct(draft: Draft, cls: type[Layer], ctx: Context, batch_size: int) ->
         )
 
 
-def _inferred(draft: Draft, sig: Signature, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Sizes a student can leave out because the given weight already says them."""
-    given = draft.given.get("weight")
-    if given is None:
-        return {}
-    shape = given.array.shape
+def _inferred(
+    draft: Draft, cls: type[Layer], sig: Signature, kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """Sizes a student can leave out because a given array (the weight) already says them."""
     found: dict[str, Any] = {}
-    if draft.type == "conv2d" and len(shape) in (2, 4):
-        kh, kw = shape[-2:]
-        found["out_channels"] = shape[0] if len(shape) == 4 else 1
-        found["kernel_size"] = kh if kh == kw else (kh, kw)
-    elif draft.type == "dense" and len(shape) == 2:
-        found["out_features"] = shape[0]
+    for param, fields in cls.inferred_from.items():
+        if param in draft.given:
+            said = cls.sizes_from(param, draft.given[param].array.shape)
+            found.update((k, v) for k, v in said.items() if k in fields)
     return {
         k: v
         for k, v in found.items()
@@ -296,7 +289,8 @@ def infer_shapes(
 
 def _output_shape(draft: Draft, in_shape: tuple[int, ...], ctx: Context) -> tuple[int, ...] | None:
     layer = draft.layer
-    if getattr(layer, "needs_flat_input", False) and len(in_shape) != 1:
+    kind = type(layer).input_kind
+    if kind is InputKind.FLAT and len(in_shape) != 1:
         ctx.add(
             draft.path,
             draft.line,
@@ -305,6 +299,8 @@ def _output_shape(draft: Draft, in_shape: tuple[int, ...], ctx: Context) -> tupl
         )
         return None
     try:
+        if kind is InputKind.IMAGE:
+            image_shape(in_shape, draft.type or "")
         out = layer.output_shape(in_shape)  # type: ignore[union-attr]
     except FieldError as err:
         ctx.add(
@@ -354,21 +350,25 @@ def _sizes_fit(
             "copy of the network per perturbed element)",
         )
         return False
-    field_name, size = "", 0
-    if draft.type == "dense" and out_shape:
-        field_name, size = "out_features", out_shape[0] * math.prod(in_shape)
-    elif draft.type == "conv2d" and out_shape and in_shape:
-        g = getattr(draft.layer, "geometry", None)  # a plugin may replace conv2d
-        kernel = g.kh * g.kw if g is not None else 1
-        field_name, size = "out_channels", out_shape[0] * in_shape[0] * kernel
-    if size > MAX_RANDOM_SIZE:
+    try:
+        sizes = draft.layer.param_sizes(in_shape, out_shape)  # type: ignore[union-attr]
+    except Exception as err:
         ctx.add(
-            join(draft.path, field_name),
-            line_of(draft.item, field_name) or draft.line,
-            f"{where} would have a weight of {size:,} elements; keep parameters under "
-            f"{MAX_RANDOM_SIZE:,} (each element is checked by its own forward passes)",
+            draft.path,
+            draft.line,
+            f"{where}: param_sizes failed for input shape {list(in_shape)}: "
+            f"{type(err).__name__}: {err}",
         )
         return False
+    for param, (field_name, size) in sizes.items():
+        if size > MAX_RANDOM_SIZE:
+            ctx.add(
+                join(draft.path, field_name),
+                line_of(draft.item, field_name) or draft.line,
+                f"{where} would have a {param} of {size:,} elements; keep parameters under "
+                f"{MAX_RANDOM_SIZE:,} (each element is checked by its own forward passes)",
+            )
+            return False
     return True
 
 
@@ -442,12 +442,15 @@ def _fit(
     """The given array in the layer's shape, allowing the written conveniences."""
     if value.shape == needed:
         return value
-    # a 2-D kernel is a 1-in 1-out conv2d kernel; one number fills a size-1 parameter
-    kernel_2d = draft.type == "conv2d" and name == "weight" and needed == (1, 1, *value.shape)
-    if kernel_2d or (value.ndim == 0 and int(np.prod(needed)) == 1):
+    if value.ndim == 0 and int(np.prod(needed)) == 1:  # one number fills a size-1 parameter
         return value.reshape(needed)
-    cls = type(draft.layer)
-    axes = getattr(cls, "param_axes", {}).get(name) or PARAM_AXES.get((draft.type, name), "")
+    try:
+        written = draft.layer.from_written(name, value, needed)  # type: ignore[union-attr]
+    except Exception:
+        written = None  # a plugin's broken shorthand: the shape message below says enough
+    if isinstance(written, np.ndarray) and written.shape == needed:
+        return written
+    axes = type(draft.layer).param_axes.get(name, "")
     ctx.add(
         join(draft.path, name),
         line_of(draft.item, name),

@@ -12,7 +12,8 @@ once on the whole batch and keeps example ``k``:
   ``dE/dW_ij = d_i x_j``; element-wise layers: their local derivative f'.
 
 Every sum carries both the total of its terms and the value the layer's backward gave,
-so a wrong backward is visible as a mismatch.
+so a wrong backward is visible as a mismatch. Which of these a layer gets is declared on
+its class (``Layer.derivation``), so plugins choose too.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import protocol
 from ..network import Node
 from ..problem import Problem
 from ..protocol import describe
@@ -37,40 +39,21 @@ MAX_TERMS = 16
 #: Max-pooling windows probed one by one at most (one backward call each).
 MAX_WINDOWS = 64
 
-#: What f' is for the element-wise built-in layers (delta_in = delta * f').
-DERIVATIVES = {
-    "relu": "f'(x) = 1 where x > 0, else 0",
-    "leaky_relu": "f'(x) = 1 where x > 0, else negative_slope",
-    "sigmoid": "f'(x) = s (1 - s), s = sigmoid(x)",
-    "tanh": "f'(x) = 1 - tanh(x)^2",
-    "dropout": "f'(x) = the fixed mask: 1/(1-p) for kept units, 0 for dropped ones",
-}
-#: Element-wise layers that are an activation f in FC_i = f(z_i) after a dense layer.
-ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh")
 
+def derivation(layer: object) -> protocol.Derivation | None:
+    """How ``layer`` declares its backward is derived (``Layer.derivation``), else None.
 
-def builtin_kind(layer: object) -> str | None:
-    """Which built-in layer ``layer`` is (subclasses included), else None.
-
-    Classes, not type names: a plugin that subclasses Conv2d gets the conv explanation,
-    and a wrong backward in it shows as sums that disagree with what backward gave.
+    Declared on the class, never looked up by type name: a plugin that subclasses Conv2d
+    gets the conv explanation (and a wrong backward in it shows as sums that disagree
+    with what backward gave), and a plugin may declare its own.
     """
-    from ..layers import activations, conv, dense, dropout, pool, reshape, softmax
+    return getattr(layer, "derivation", None)
 
-    kinds = (
-        (activations.LeakyReLU, "leaky_relu"),
-        (activations.ReLU, "relu"),
-        (activations.Sigmoid, "sigmoid"),
-        (activations.Tanh, "tanh"),
-        (dropout.Dropout, "dropout"),
-        (pool.MaxPool2d, "maxpool2d"),
-        (pool.AvgPool2d, "avgpool2d"),
-        (reshape.Flatten, "flatten"),
-        (softmax.Softmax, "softmax"),
-        (conv.Conv2d, "conv2d"),
-        (dense.Dense, "dense"),
-    )
-    return next((kind for cls, kind in kinds if isinstance(layer, cls)), None)
+
+def _is_activation(layer: object) -> bool:
+    """An activation f in FC_i = f(z_i), as the dense explanation writes it."""
+    how = derivation(layer)
+    return isinstance(how, protocol.ElementWise) and how.activation
 
 
 @dataclass(frozen=True)
@@ -300,28 +283,18 @@ def _own_grads(
 def _details(
     problem: Problem, spec: Node, trace: Trace, grads: Gradients, params: dict, k: int, step: Step
 ) -> list[Detail]:
-    kind = builtin_kind(spec.layer)
+    how = derivation(spec.layer)
     x = trace.values[spec.inputs[0]]
     dx = grads.contributions[(spec.name, 0)]  # what this node's own backward sent down
-    if kind in DERIVATIVES:
-        return [LocalDerivative(DERIVATIVES[kind], _local_derivative(spec, trace, params)[k])]
-    if kind == "maxpool2d":
+    if isinstance(how, protocol.ElementWise):
+        return [LocalDerivative(how.derivative, _local_derivative(spec, trace, params)[k])]
+    if isinstance(how, protocol.Routing):
         return [_routing(spec, trace, grads, params, k)]
-    if kind == "avgpool2d":
-        g = spec.layer.geometry
-        return [
-            Note(
-                f"average pooling: every input of a {g.kh}x{g.kw} window receives "
-                f"d[a,b] / {g.kh * g.kw}; an input in several windows gets the sum"
-            )
-        ]
-    if kind == "flatten":
-        return [Note("a reshape: the input's delta holds the same numbers in its shape")]
-    if kind == "softmax":
-        return [Note("dE/dx = y * (d - sum(d * y)): every output depends on every input")]
-    if kind == "conv2d":
+    if isinstance(how, protocol.Note):
+        return [Note(how.text)]
+    if isinstance(how, protocol.ConvSums):
         return _conv(spec, x[k], grads.deltas[spec.name][k], dx[k], step.grads)
-    if kind == "dense":
+    if isinstance(how, protocol.DenseSums):
         return _dense(problem, spec, trace, grads, params, x[k], dx[k], step.grads, k)
     return []
 
@@ -525,7 +498,7 @@ def _dense(
     delta = grads.deltas[spec.name][k]
     readers = problem.network.readers(spec.name)
     after = readers[0][0] if len(readers) == 1 else None  # FC = f(z) when one f reads z
-    if after is not None and builtin_kind(after.layer) in ACTIVATIONS:
+    if after is not None and _is_activation(after.layer):
         upstream = grads.deltas[after.name][k]
         fprime = _local_derivative(after, trace, params)[k]
         formula = f"grad(P_j) = sum_{{i<{n_out}}} grad(FC_i) * f'(z_i) * W[i,j]"

@@ -1,4 +1,7 @@
-"""Validation of layer hyper-parameters: FieldErrors that say what would be right."""
+"""Validation of layer hyper-parameters: FieldErrors that say what would be right.
+
+(Not ``config.context.as_int``, which only parses a YAML value and never raises.)
+"""
 
 from __future__ import annotations
 
@@ -14,14 +17,14 @@ def _is_int(value: object, minimum: int) -> bool:
     return isinstance(value, Integral) and not isinstance(value, bool) and value >= minimum
 
 
-def as_int(value: object, field: str, minimum: int = 1) -> int:
+def checked_int(value: object, field: str, minimum: int = 1) -> int:
     """value as an int >= minimum, or FieldError."""
     if not _is_int(value, minimum):
         raise FieldError(field, f"must be an integer >= {minimum}, got {value!r}")
     return int(value)  # type: ignore[call-overload]
 
 
-def as_pair(value: object, field: str, minimum: int) -> tuple[int, int]:
+def checked_pair(value: object, field: str, minimum: int) -> tuple[int, int]:
     """An int or an [h, w] pair of ints, each >= minimum, as (h, w); or FieldError."""
     items = list(value) if isinstance(value, (tuple, list)) else [value, value]
     if len(items) != 2 or not all(_is_int(v, minimum) for v in items):

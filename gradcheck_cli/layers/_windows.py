@@ -18,7 +18,7 @@ from typing import NamedTuple
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ..protocol import FieldError, Shape
+from ..protocol import FieldError
 
 
 class Geometry(NamedTuple):
@@ -40,18 +40,6 @@ class Geometry(NamedTuple):
                 f"{hp}x{wp} or more padding",
             )
         return (hp - self.kh) // self.sh + 1, (wp - self.kw) // self.sw + 1
-
-
-def image_shape(in_shape: Shape, layer: str) -> tuple[int, int, int]:
-    """(C, H, W) from a per-example shape, or FieldError for anything but a 3-D shape."""
-    if len(in_shape) != 3:
-        raise FieldError(
-            "type",
-            f"{layer} needs a (channels, height, width) input per example, "
-            f"got shape {list(in_shape)}",
-        )
-    c, h, w = in_shape
-    return c, h, w
 
 
 def patches(x: np.ndarray, g: Geometry, pad_value: float = 0.0) -> np.ndarray:

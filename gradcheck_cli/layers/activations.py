@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..protocol import FieldError, Layer, Params, register_layer
+from ..protocol import ElementWise, FieldError, Layer, Params, register_layer
 
 
 class InputCache(NamedTuple):
@@ -28,6 +28,7 @@ class ReLU(Layer):
 
     summary = "rectified linear unit, max(x, 0)"
     kinks = "x = 0 (derivative taken as 0 there)"
+    derivation = ElementWise("f'(x) = 1 where x > 0, else 0")
     batch_independent = True
 
     def forward(self, x: np.ndarray, params: Params) -> tuple[np.ndarray, InputCache]:
@@ -48,6 +49,7 @@ class LeakyReLU(Layer):
 
     summary = "leaky rectified linear unit, x if x > 0 else negative_slope * x"
     kinks = "x = 0 (derivative taken as negative_slope there)"
+    derivation = ElementWise("f'(x) = 1 where x > 0, else negative_slope")
     batch_independent = True
 
     def __init__(self, negative_slope: float = 0.01):
@@ -71,6 +73,7 @@ class Sigmoid(Layer):
     """y = 1 / (1 + exp(-x)), computed without overflow. x: (N, *shape) -> y: (N, *shape)."""
 
     summary = "logistic sigmoid, 1 / (1 + exp(-x))"
+    derivation = ElementWise("f'(x) = s (1 - s), s = sigmoid(x)")
     batch_independent = True
 
     def forward(self, x: np.ndarray, params: Params) -> tuple[np.ndarray, OutputCache]:
@@ -89,6 +92,7 @@ class Tanh(Layer):
     """y = tanh(x). x: (N, *shape) -> y: (N, *shape)."""
 
     summary = "hyperbolic tangent"
+    derivation = ElementWise("f'(x) = 1 - tanh(x)^2")
     batch_independent = True
 
     def forward(self, x: np.ndarray, params: Params) -> tuple[np.ndarray, OutputCache]:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..protocol import Layer, Params, Shape, register_layer
-from ._fields import IntPair, as_int, as_pair
-from ._windows import Geometry, fold, image_shape, patches
+from ..protocol import ConvSums, InputKind, Layer, Params, Shape, image_shape, register_layer
+from ._fields import IntPair, checked_int, checked_pair
+from ._windows import Geometry, fold, patches
 
 
 class ConvCache(NamedTuple):
@@ -30,6 +30,17 @@ class Conv2d(Layer):
 
     summary = "2-D cross-correlation: stride, zero padding, several in/out channels"
     param_names = ("weight", "bias")
+    input_kind = InputKind.IMAGE
+    param_axes = {"weight": "(out_channels, in_channels, kh, kw)", "bias": "(out_channels,)"}
+    param_shorthands = {"weight": "(kh, kw) for one channel"}
+    inferred_from = {"weight": ("out_channels", "kernel_size")}
+    field_bounds = {
+        "out_channels": {"minimum": 1},
+        "kernel_size": {"minimum": 1},
+        "stride": {"minimum": 1},
+        "padding": {"minimum": 0},
+    }
+    derivation = ConvSums()
     supports_perturbed = True
     batch_independent = True
 
@@ -41,13 +52,33 @@ class Conv2d(Layer):
         padding: IntPair = 0,
         bias: bool = True,
     ):
-        self.out_channels = as_int(out_channels, "out_channels")
-        kh, kw = as_pair(kernel_size, "kernel_size", 1)
-        sh, sw = as_pair(stride, "stride", 1)
-        ph, pw = as_pair(padding, "padding", 0)
+        self.out_channels = checked_int(out_channels, "out_channels")
+        kh, kw = checked_pair(kernel_size, "kernel_size", 1)
+        sh, sw = checked_pair(stride, "stride", 1)
+        ph, pw = checked_pair(padding, "padding", 0)
         self.geometry = Geometry(kh, kw, sh, sw, ph, pw)
         if not bias:
             self.param_names = ("weight",)
+
+    @classmethod
+    def sizes_from(cls, name: str, shape: Shape) -> dict[str, Any]:
+        """out_channels and kernel_size from a (O, C, kh, kw) or a 2-D (kh, kw) weight."""
+        if name != "weight" or len(shape) not in (2, 4):
+            return {}
+        kh, kw = shape[-2:]
+        return {
+            "out_channels": shape[0] if len(shape) == 4 else 1,
+            "kernel_size": kh if kh == kw else (kh, kw),
+        }
+
+    def from_written(self, name: str, value: np.ndarray, needed: Shape) -> np.ndarray | None:
+        if name == "weight" and needed == (1, 1, *value.shape):  # a 2-D kernel: 1-in, 1-out
+            return value.reshape(needed)
+        return None
+
+    def param_sizes(self, in_shape: Shape, out_shape: Shape) -> dict[str, tuple[str, int]]:
+        g = self.geometry
+        return {"weight": ("out_channels", self.out_channels * in_shape[0] * g.kh * g.kw)}
 
     def output_shape(self, in_shape: Shape) -> Shape:
         _, h, w = image_shape(in_shape, "conv2d")

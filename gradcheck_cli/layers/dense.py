@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import math
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..protocol import Layer, Params, Shape, register_layer
-from ._fields import as_int
+from ..protocol import DenseSums, InputKind, Layer, Params, Shape, register_layer
+from ._fields import checked_int
 
 
 class DenseCache(NamedTuple):
@@ -23,14 +24,26 @@ class Dense(Layer):
 
     summary = "fully connected layer y = W x + b on a flat input"
     param_names = ("weight", "bias")
-    needs_flat_input = True
+    input_kind = InputKind.FLAT
+    param_axes = {"weight": "(out_features, in_features)", "bias": "(out_features,)"}
+    inferred_from = {"weight": ("out_features",)}
+    field_bounds = {"out_features": {"minimum": 1}}
+    derivation = DenseSums()
     supports_perturbed = True
     batch_independent = True
 
     def __init__(self, out_features: int, bias: bool = True):
-        self.out_features = as_int(out_features, "out_features")
+        self.out_features = checked_int(out_features, "out_features")
         if not bias:
             self.param_names = ("weight",)
+
+    @classmethod
+    def sizes_from(cls, name: str, shape: Shape) -> dict[str, Any]:
+        """out_features from a 2-D (out_features, in_features) weight."""
+        return {"out_features": shape[0]} if name == "weight" and len(shape) == 2 else {}
+
+    def param_sizes(self, in_shape: Shape, out_shape: Shape) -> dict[str, tuple[str, int]]:
+        return {"weight": ("out_features", self.out_features * math.prod(in_shape))}
 
     def output_shape(self, in_shape: Shape) -> Shape:
         return (self.out_features,)

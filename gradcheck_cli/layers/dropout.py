@@ -9,8 +9,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..protocol import FieldError, Layer, Params, Shape, register_layer
-from ._fields import as_int
+from ..protocol import ElementWise, FieldError, Layer, Params, Shape, register_layer
+from ._fields import checked_int
 
 
 @functools.lru_cache(maxsize=64)
@@ -39,6 +39,10 @@ class Dropout(Layer):
     """
 
     summary = "dropout with a fixed mask (p, seed), kept units scaled by 1/(1-p)"
+    field_bounds = {"p": {"minimum": 0, "exclusiveMaximum": 1}, "seed": {"minimum": 0}}
+    derivation = ElementWise(
+        "f'(x) = the fixed mask: 1/(1-p) for kept units, 0 for dropped ones", activation=False
+    )
     batch_independent = True
     #: The config loader passes batch_size=N, the number of examples in the input.
     wants_batch_size = True
@@ -48,8 +52,8 @@ class Dropout(Layer):
         if not ok or not 0.0 <= p < 1.0:
             raise FieldError("p", f"must be a drop probability in [0, 1), got {p!r}")
         self.p = float(p)
-        self.seed = as_int(seed, "seed", minimum=0)
-        self.batch_size = as_int(batch_size, "batch_size")
+        self.seed = checked_int(seed, "seed", minimum=0)
+        self.batch_size = checked_int(batch_size, "batch_size")
 
     def forward(self, x: np.ndarray, params: Params) -> tuple[np.ndarray, DropoutCache]:
         full = dropout_mask(self.seed, self.p, (self.batch_size, *x.shape[1:]))

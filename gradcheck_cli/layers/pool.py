@@ -6,9 +6,19 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..protocol import FieldError, Layer, Params, Shape, register_layer
-from ._fields import IntPair, as_pair
-from ._windows import Geometry, fold, image_shape, patches
+from ..protocol import (
+    FieldError,
+    InputKind,
+    Layer,
+    Note,
+    Params,
+    Routing,
+    Shape,
+    image_shape,
+    register_layer,
+)
+from ._fields import IntPair, checked_pair
+from ._windows import Geometry, fold, patches
 
 
 class _Pool2d(Layer):
@@ -17,12 +27,18 @@ class _Pool2d(Layer):
     Ho = (H + 2*ph - kh) // sh + 1,  Wo = (W + 2*pw - kw) // sw + 1.
     """
 
+    input_kind = InputKind.IMAGE
+    field_bounds = {
+        "kernel_size": {"minimum": 1},
+        "stride": {"minimum": 1},
+        "padding": {"minimum": 0},
+    }
     batch_independent = True
 
     def __init__(self, kernel_size: IntPair, stride: IntPair | None = None, padding: IntPair = 0):
-        kh, kw = as_pair(kernel_size, "kernel_size", 1)
-        sh, sw = (kh, kw) if stride is None else as_pair(stride, "stride", 1)
-        ph, pw = as_pair(padding, "padding", 0)
+        kh, kw = checked_pair(kernel_size, "kernel_size", 1)
+        sh, sw = (kh, kw) if stride is None else checked_pair(stride, "stride", 1)
+        ph, pw = checked_pair(padding, "padding", 0)
         # As in PyTorch: with more padding a window could hold padding only.
         if 2 * ph > kh or 2 * pw > kw:
             raise FieldError(
@@ -63,6 +79,7 @@ class MaxPool2d(_Pool2d):
         "ties within a window: the first maximum in row-major order gets the whole "
         "gradient, the other tied inputs exactly 0"
     )
+    derivation = Routing()
 
     def forward(self, x: np.ndarray, params: Params) -> tuple[np.ndarray, MaxCache]:
         # A running maximum over the kh*kw strided views of the padded input: no copy of
@@ -108,6 +125,14 @@ class AvgPool2d(_Pool2d):
     """
 
     summary = "2-D average pooling; divides by kh*kw, padding included (count_include_pad)"
+
+    @property
+    def derivation(self) -> Note:  # type: ignore[override]
+        g = self.geometry
+        return Note(
+            f"average pooling: every input of a {g.kh}x{g.kw} window receives "
+            f"d[a,b] / {g.kh * g.kw}; an input in several windows gets the sum"
+        )
 
     def forward(self, x: np.ndarray, params: Params) -> tuple[np.ndarray, AvgCache]:
         g = self.geometry

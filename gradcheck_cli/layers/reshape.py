@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..protocol import Layer, Params, Shape, register_layer
+from ..protocol import Layer, Note, Params, Shape, register_layer
 
 
 class FlattenCache(NamedTuple):
@@ -19,6 +19,7 @@ class Flatten(Layer):
     """x: (N, *shape) -> y: (N, prod(shape)), in C (row-major) order like torch.flatten."""
 
     summary = "reshape each example to a vector (row-major), e.g. before dense"
+    derivation = Note("a reshape: the input's delta holds the same numbers in its shape")
     batch_independent = True
 
     def output_shape(self, in_shape: Shape) -> Shape:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -102,6 +102,17 @@ def format_value(v: float) -> str:
 
 def format_error(v: float) -> str:
     return "—" if math.isnan(v) else f"{v:.2e}"
+
+
+def format_shape(shape: tuple[int, ...]) -> str:
+    """``(2, 3)``; a vector's shape is ``(3)`` and a scalar's ``()``."""
+    return "(" + ", ".join(str(d) for d in shape) + ")"
+
+
+def format_array(a: np.ndarray, precision: int, **options: Any) -> str:
+    """Expected or actual values as numpy prints them, always as floats (``options``:
+    ``np.array2string``'s, e.g. ``suppress_small`` or ``threshold``)."""
+    return np.array2string(np.asarray(a, dtype=float), precision=precision, **options)
 
 
 def elements_text(check: TensorCheck, limit: int = ELEMENT_ROWS) -> str:

@@ -29,6 +29,7 @@ from ..engine.explain import (
     Sum,
     tensor_stats,
 )
+from .elements import format_shape
 
 #: Tensors with at most this many elements print in full.
 SMALL = 64
@@ -111,7 +112,7 @@ def backward_section(e: Explanation, precision: int) -> list[RenderableType]:
 
 def step_heading(step: Step) -> Text:
     text = Text(f"{step.index}. {step.name}", style=HEAD)
-    text.append(f" ({step.type})  {_shape(step.in_shape)} -> {_shape(step.out_shape)}")
+    text.append(f" ({step.type})  {format_shape(step.in_shape)} -> {format_shape(step.out_shape)}")
     return text
 
 
@@ -223,10 +224,10 @@ def tensor_block(label: str, a: np.ndarray, precision: int | None) -> Renderable
         s = tensor_stats(a)
         p = precision or DEFAULT_PRECISION
         return Text(
-            f"{label}: shape {_shape(s['shape'])}, min {fmt(s['min'], p)}, "
+            f"{label}: shape {format_shape(s['shape'])}, min {fmt(s['min'], p)}, "
             f"max {fmt(s['max'], p)}, mean {fmt(s['mean'], p)}, norm {fmt(s['norm'], p)}"
         )
-    head = Text(f"{label} {_shape(a.shape)}", style=DIM)
+    head = Text(f"{label} {format_shape(a.shape)}", style=DIM)
     return Group(head, _indent(matrix(a, precision), 2))
 
 
@@ -338,10 +339,6 @@ def _term(v: float, precision: int, bare: bool = False) -> str:
 
 def _short(v: float) -> str:
     return f"{v:.10g}"
-
-
-def _shape(shape: tuple[int, ...]) -> str:
-    return "(" + ", ".join(str(d) for d in shape) + ")"
 
 
 def _indent(renderable: RenderableType, n: int = INDENT) -> Padding:

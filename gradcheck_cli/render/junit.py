@@ -12,9 +12,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from .elements import elements_text, taylor_summary, taylor_text
+from .elements import elements_text, format_array, taylor_summary, taylor_text
 from .format import FormatSpec
 
 if TYPE_CHECKING:
@@ -97,7 +95,8 @@ def _expectation_case(e: ExpectationResult, classname: str) -> ET.Element:
                 "type": "ExpectationMismatch",
             },
         )
-        failure.text = f"expected:\n{_array(e.expected)}\nactual:\n{_array(e.actual)}"
+        expected, actual = (format_array(v, 8, threshold=200) for v in (e.expected, e.actual))
+        failure.text = f"expected:\n{expected}\nactual:\n{actual}"
     return case
 
 
@@ -111,10 +110,6 @@ def _property(value: object) -> str:
     """Enums by value, booleans as JSON writes them."""
     value = getattr(value, "value", value)
     return str(value).lower() if isinstance(value, bool) else str(value)
-
-
-def _array(a: np.ndarray) -> str:
-    return np.array2string(np.asarray(a, dtype=float), precision=8, threshold=200)
 
 
 FORMAT = FormatSpec(

@@ -22,8 +22,10 @@ from rich.text import Text
 
 from .elements import (
     ELEMENT_ROWS,
+    format_array,
     format_error,
     format_index,
+    format_shape,
     format_value,
     hidden_unchecked,
     taylor_rows,
@@ -123,7 +125,7 @@ def summary_table(report: Report) -> Table:
         checked = c.checked > 0
         row: list[str | Text] = [
             c.name,
-            _shape(c.shape),
+            format_shape(c.shape),
             checked_cell(c),
             str(c.kinks),
             *([str(c.inconclusive)] if unresolved else []),
@@ -178,7 +180,7 @@ def element_table(check: TensorCheck, limit: int = ELEMENT_ROWS) -> Table:
     else:
         verdict = f"{check.inconclusive} of {check.checked} elements INCONCLUSIVE"
     table = Table(
-        title=f"{check.name} {_shape(check.shape)}: {verdict}",
+        title=f"{check.name} {format_shape(check.shape)}: {verdict}",
         title_justify="left",
         show_edge=False,
     )
@@ -216,7 +218,7 @@ def taylor_table(check: TensorCheck) -> Table:
     when the gradient is right and like h when it is wrong."""
     verdict = "PASS" if check.passed else "FAIL"
     table = Table(
-        title=f"{check.name} {_shape(check.shape)}: Taylor test {verdict}",
+        title=f"{check.name} {format_shape(check.shape)}: Taylor test {verdict}",
         title_justify="left",
         caption=taylor_summary(check),
         caption_justify="left",
@@ -271,7 +273,8 @@ def expectation_table(report: Report) -> Table:
         row: list[str | Text] = [e.name, format_error(e.max_abs_error), status]
         if show_values:
             shown = not e.passed and _small(e)
-            row += [_array(e.expected), _array(e.actual)] if shown else ["", ""]
+            values = (format_array(v, 6, suppress_small=True) for v in (e.expected, e.actual))
+            row += list(values) if shown else ["", ""]
         table.add_row(*row)
     return table
 
@@ -337,16 +340,8 @@ def _names(names: list[str]) -> str:
     return ", ".join(shown) + (", …" if len(names) > len(shown) else "")
 
 
-def _shape(shape: tuple[int, ...]) -> str:
-    return "(" + ", ".join(map(str, shape)) + ")"
-
-
 def _small(e: ExpectationResult) -> bool:
     return max(np.size(e.expected), np.size(e.actual)) <= SMALL_ARRAY
-
-
-def _array(a: np.ndarray) -> str:
-    return np.array2string(np.asarray(a, dtype=float), precision=6, suppress_small=True)
 
 
 def _plain(v: object) -> str:
