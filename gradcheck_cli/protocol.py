@@ -126,6 +126,9 @@ class Layer:
     kinks: ClassVar[str] = ""
     #: True when ``forward_perturbed`` is implemented (vectorised numeric checks).
     supports_perturbed: ClassVar[bool] = False
+    #: True when ``forward_local`` is implemented: the engine then carries a
+    #: perturbation through this layer as the few outputs it changes (engine/local.py).
+    supports_local: ClassVar[bool] = False
     #: What one example of the input must be: any shape, a flat vector or an image.
     #: (``needs_flat_input = True``, the earlier spelling of FLAT, is still honoured.)
     input_kind: ClassVar[InputKind] = InputKind.ANY
@@ -209,6 +212,29 @@ class Layer:
         """
         return perturbed_by_loop(self, x, params, name, index, delta)
 
+    def forward_local(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        params: Params,
+        rows: np.ndarray,
+        index: np.ndarray,
+        values: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The outputs that change when a few inputs of some examples do.
+
+        x: (N, *in_shape) and y: (N, *out_shape), the base input and output; rows: (R,)
+        the example each changed row is a copy of; index: (R, K) flat positions in one
+        example's input (C order) and values: (R, K) the row's new values there (its
+        other inputs are x[rows]). Returns (out_index, out_values), both (R, K'): flat
+        positions in one example's output and the row's values there (every other
+        output equals y[rows]); or None when the change reaches most outputs, and the
+        engine runs ``forward`` on the whole rows instead. Only called when
+        ``supports_local`` is True; the result must equal what ``forward`` gives, up to
+        rounding.
+        """
+        return None
+
 
 def perturbed_by_loop(
     layer: Layer, x: np.ndarray, params: Params, name: str, index: np.ndarray, delta: np.ndarray
@@ -232,6 +258,9 @@ class Loss:
 
     #: YAML key holding this loss's array (``"target"``, ``"grad"``) or None.
     target_name: ClassVar[str | None] = "target"
+    #: True when example n's loss depends on example n alone (the protocol's per-example
+    #: losses): the engine may then recompute only the examples a perturbation reaches.
+    per_example: ClassVar[bool] = True
     summary: ClassVar[str] = ""
     kinks: ClassVar[str] = ""
 

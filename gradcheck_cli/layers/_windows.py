@@ -63,3 +63,86 @@ def fold(dp: np.ndarray, hw: tuple[int, int], g: Geometry) -> np.ndarray:
         for j in range(g.kw):
             dxp[:, :, i : i + g.sh * ho : g.sh, j : j + g.sw * wo : g.sw] += dp[:, :, i, j]
     return dxp[:, :, g.ph : g.ph + h, g.pw : g.pw + w]
+
+
+class Window(NamedTuple):
+    """Per changed row, the block of outputs a few changed inputs reach: rows a0 .. a0 +
+    wa - 1 and columns b0 .. b0 + wb - 1 of the output (a0, b0: (R,); wa, wb: ints, the
+    same for every row so the rows compute as one batch)."""
+
+    a0: np.ndarray
+    b0: np.ndarray
+    wa: int
+    wb: int
+
+
+def changed_window(
+    g: Geometry, in_shape: tuple[int, ...], out_hw: tuple[int, int], index: np.ndarray
+) -> Window:
+    """The output block reached by the inputs at ``index`` (R, K): flat positions in one
+    (C, H, W) input. Every output whose window reads one of them lies in the block."""
+    _, h, w = in_shape
+    ho, wo = out_hw
+    spatial = index % (h * w)
+    r, s = spatial // w, spatial % w
+    a_lo = np.clip(-((-(r.min(axis=1) + g.ph - g.kh + 1)) // g.sh), 0, ho - 1)
+    a_hi = np.clip((r.max(axis=1) + g.ph) // g.sh, 0, ho - 1)
+    b_lo = np.clip(-((-(s.min(axis=1) + g.pw - g.kw + 1)) // g.sw), 0, wo - 1)
+    b_hi = np.clip((s.max(axis=1) + g.pw) // g.sw, 0, wo - 1)
+    wa = int(max(1, (a_hi - a_lo + 1).max()))
+    wb = int(max(1, (b_hi - b_lo + 1).max()))
+    return Window(np.minimum(a_lo, ho - wa), np.minimum(b_lo, wo - wb), wa, wb)
+
+
+def window_patches(
+    x: np.ndarray,
+    rows: np.ndarray,
+    index: np.ndarray,
+    values: np.ndarray,
+    g: Geometry,
+    win: Window,
+    pad_value: float = 0.0,
+) -> np.ndarray:
+    """The input each row's output block reads: (R, C, (wa - 1) * sh + kh, (wb - 1) * sw +
+    kw), cut from the padded base input x[rows] with the row's changed values put in.
+
+    x: (N, C, H, W); rows (R,); index, values (R, K) as in ``changed_window``. Changed
+    inputs outside the block's reach are read by no output in it, and are left out.
+    """
+    _, c, h, w = x.shape
+    xp = x
+    if g.ph or g.pw:
+        xp = np.pad(x, ((0, 0), (0, 0), (g.ph, g.ph), (g.pw, g.pw)), constant_values=pad_value)
+    ph_, pw_ = (win.wa - 1) * g.sh + g.kh, (win.wb - 1) * g.sw + g.kw
+    top, left = win.a0 * g.sh, win.b0 * g.sw
+    ii = top[:, None] + np.arange(ph_)
+    jj = left[:, None] + np.arange(pw_)
+    patch = xp[
+        rows[:, None, None, None],
+        np.arange(c)[None, :, None, None],
+        ii[:, None, :, None],
+        jj[:, None, None, :],
+    ]
+    ch, spatial = np.divmod(index, h * w)
+    pr = spatial // w + g.ph - top[:, None]
+    ps = spatial % w + g.pw - left[:, None]
+    inside = (pr >= 0) & (pr < ph_) & (ps >= 0) & (ps < pw_)
+    at = np.nonzero(inside)
+    patch[at[0], ch[at], pr[at], ps[at]] = values[at]
+    return patch
+
+
+def window_index(channels: int, out_hw: tuple[int, int], win: Window) -> np.ndarray:
+    """Flat positions (R, channels * wa * wb) of every row's output block in one
+    (channels, Ho, Wo) output, in the block's (channel, row, column) order."""
+    ho, wo = out_hw
+    a = win.a0[:, None] + np.arange(win.wa)  # (R, wa)
+    b = win.b0[:, None] + np.arange(win.wb)  # (R, wb)
+    ch = np.arange(channels)
+    flat = (ch[None, :, None, None] * ho + a[:, None, :, None]) * wo + b[:, None, None, :]
+    return flat.reshape(len(win.a0), -1)
+
+
+#: A layer computes a local change only while its block is at most this share of the
+#: output: beyond it, the whole forward costs about the same and gathering loses.
+LOCAL_SHARE = 0.5

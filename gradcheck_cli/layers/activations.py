@@ -22,8 +22,20 @@ class OutputCache(NamedTuple):
     y: np.ndarray  # the layer's output (sigmoid and tanh derivatives are functions of y)
 
 
+class _ElementWise(Layer):
+    """An activation applied element by element: a change stays where it is."""
+
+    batch_independent = True
+    supports_local = True
+
+    def forward_local(self, x, y, params, rows, index, values):
+        """The changed positions, through the activation: (index, f(values))."""
+        out, _ = self.forward(values, {})
+        return index, out
+
+
 @register_layer("relu")
-class ReLU(Layer):
+class ReLU(_ElementWise):
     """y = max(x, 0). x: (N, *shape) -> y: (N, *shape)."""
 
     summary = "rectified linear unit, max(x, 0)"
@@ -44,7 +56,7 @@ class ReLU(Layer):
 
 
 @register_layer("leaky_relu")
-class LeakyReLU(Layer):
+class LeakyReLU(_ElementWise):
     """y = x for x > 0, negative_slope * x otherwise. x: (N, *shape) -> y: (N, *shape)."""
 
     summary = "leaky rectified linear unit, x if x > 0 else negative_slope * x"
@@ -69,7 +81,7 @@ class LeakyReLU(Layer):
 
 
 @register_layer("sigmoid")
-class Sigmoid(Layer):
+class Sigmoid(_ElementWise):
     """y = 1 / (1 + exp(-x)), computed without overflow. x: (N, *shape) -> y: (N, *shape)."""
 
     summary = "logistic sigmoid, 1 / (1 + exp(-x))"
@@ -88,7 +100,7 @@ class Sigmoid(Layer):
 
 
 @register_layer("tanh")
-class Tanh(Layer):
+class Tanh(_ElementWise):
     """y = tanh(x). x: (N, *shape) -> y: (N, *shape)."""
 
     summary = "hyperbolic tangent"

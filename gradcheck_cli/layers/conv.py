@@ -8,7 +8,15 @@ import numpy as np
 
 from ..protocol import ConvSums, InputKind, Layer, Params, Shape, image_shape, register_layer
 from ._fields import IntPair, checked_int, checked_pair
-from ._windows import Geometry, fold, patches
+from ._windows import (
+    LOCAL_SHARE,
+    Geometry,
+    changed_window,
+    fold,
+    patches,
+    window_index,
+    window_patches,
+)
 
 
 class ConvCache(NamedTuple):
@@ -42,6 +50,7 @@ class Conv2d(Layer):
     }
     derivation = ConvSums()
     supports_perturbed = True
+    supports_local = True
     batch_independent = True
 
     def __init__(
@@ -139,3 +148,21 @@ class Conv2d(Layer):
         rows = cache.cols[:, rest].transpose(1, 0, 2)  # (P, N, Ho*Wo)
         out[p, :, o] += (delta[:, None, None] * rows).reshape(out.shape[:2] + out.shape[3:])
         return out
+
+    def forward_local(self, x, y, params, rows, index, values):
+        """The output block a few changed input pixels reach (every output channel),
+        computed from the input patch it reads: (R, O * wa * wb) positions and values.
+
+        x: (N, C, H, W), y: (N, O, Ho, Wo); rows (R,); index, values (R, K) in (C, H, W)."""
+        g = self.geometry
+        ho, wo = y.shape[2:]
+        win = changed_window(g, x.shape[1:], (ho, wo), index)
+        if win.wa * win.wb > LOCAL_SHARE * ho * wo:
+            return None
+        patch = window_patches(x, rows, index, values, g, win)
+        cols = patches(patch, Geometry(g.kh, g.kw, g.sh, g.sw, 0, 0))
+        cols = cols.reshape(len(rows), -1, win.wa * win.wb)
+        out = np.matmul(params["weight"].reshape(self.out_channels, -1), cols)
+        if "bias" in params:
+            out += params["bias"][:, None]
+        return window_index(self.out_channels, (ho, wo), win), out.reshape(len(rows), -1)

@@ -30,6 +30,7 @@ class Dense(Layer):
     field_bounds = {"out_features": {"minimum": 1}}
     derivation = DenseSums()
     supports_perturbed = True
+    supports_local = True
     batch_independent = True
 
     def __init__(self, out_features: int, bias: bool = True):
@@ -89,3 +90,16 @@ class Dense(Layer):
             o, j = np.divmod(index, x.shape[1])
             out[p, :, o] += delta[:, None] * x[:, j].T
         return out
+
+    def forward_local(self, x, y, params, rows, index, values):
+        """Every output, from a few changed inputs: y[rows] + sum_k (v_k - x_k) W[:, j_k],
+        K multiply-adds per output instead of F. x: (N, F), y: (N, O); rows (R,);
+        index, values (R, K)."""
+        if 4 * index.shape[1] > x.shape[1]:
+            return None
+        wt = params["weight"].T  # (F, O)
+        change = values - x[rows[:, None], index]
+        out = y[rows].copy()
+        for k in range(index.shape[1]):
+            out += change[:, k : k + 1] * wt[index[:, k]]
+        return np.broadcast_to(np.arange(out.shape[1]), out.shape), out

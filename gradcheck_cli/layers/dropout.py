@@ -60,6 +60,14 @@ class Dropout(Layer):
         mask = full[np.arange(x.shape[0]) % self.batch_size].astype(x.dtype, copy=False)
         return x * mask, DropoutCache(mask)
 
+    supports_local = True
+
+    def forward_local(self, x, y, params, rows, index, values):
+        """The changed positions times their rows' mask there."""
+        full = dropout_mask(self.seed, self.p, (self.batch_size, *x.shape[1:]))
+        mask = full.reshape(self.batch_size, -1)[(rows % self.batch_size)[:, None], index]
+        return index, values * mask.astype(values.dtype, copy=False)
+
     def backward(
         self, dy: np.ndarray, cache: DropoutCache, params: Params
     ) -> tuple[np.ndarray, Params]:

@@ -18,7 +18,15 @@ from ..protocol import (
     register_layer,
 )
 from ._fields import IntPair, checked_pair
-from ._windows import Geometry, fold, patches
+from ._windows import (
+    LOCAL_SHARE,
+    Geometry,
+    changed_window,
+    fold,
+    patches,
+    window_index,
+    window_patches,
+)
 
 
 class _Pool2d(Layer):
@@ -34,6 +42,9 @@ class _Pool2d(Layer):
         "padding": {"minimum": 0},
     }
     batch_independent = True
+    supports_local = True
+    #: what padding counts as: -inf for max pooling, 0 for average pooling
+    pad_value: float = 0.0
 
     def __init__(self, kernel_size: IntPair, stride: IntPair | None = None, padding: IntPair = 0):
         kh, kw = checked_pair(kernel_size, "kernel_size", 1)
@@ -55,6 +66,23 @@ class _Pool2d(Layer):
         """x: (N, C, H, W) -> (N, C, kh*kw, Ho, Wo), window positions in row-major order."""
         p = patches(x, self.geometry, pad_value)
         return p.reshape(p.shape[0], p.shape[1], -1, *p.shape[4:])
+
+    def forward_local(self, x, y, params, rows, index, values):
+        """The output block a few changed inputs reach, pooled from the input patch it
+        reads (every channel): (R, C * wa * wb) positions and values."""
+        g = self.geometry
+        c, ho, wo = y.shape[1:]
+        win = changed_window(g, x.shape[1:], (ho, wo), index)
+        if win.wa * win.wb > LOCAL_SHARE * ho * wo:
+            return None
+        patch = window_patches(x, rows, index, values, g, win, self.pad_value)
+        windows = patches(patch, Geometry(g.kh, g.kw, g.sh, g.sw, 0, 0), self.pad_value)
+        out = self._pool(windows.reshape(len(rows), c, g.kh * g.kw, win.wa, win.wb))
+        return window_index(c, (ho, wo), win), out.reshape(len(rows), -1)
+
+    def _pool(self, windows: np.ndarray) -> np.ndarray:
+        """(R, C, kh*kw, a, b) windows -> (R, C, a, b) pooled values."""
+        raise NotImplementedError
 
     def _fold(self, dwin: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
         """Adjoint of _windows: (N, C, kh*kw, Ho, Wo) -> (N, C, H, W), overlaps summed."""
@@ -80,6 +108,10 @@ class MaxPool2d(_Pool2d):
         "gradient, the other tied inputs exactly 0"
     )
     derivation = Routing()
+    pad_value = -np.inf
+
+    def _pool(self, windows: np.ndarray) -> np.ndarray:
+        return windows.max(axis=2)
 
     def forward(self, x: np.ndarray, params: Params) -> tuple[np.ndarray, MaxCache]:
         # A running maximum over the kh*kw strided views of the padded input: no copy of
@@ -133,6 +165,10 @@ class AvgPool2d(_Pool2d):
             f"average pooling: every input of a {g.kh}x{g.kw} window receives "
             f"d[a,b] / {g.kh * g.kw}; an input in several windows gets the sum"
         )
+
+    def _pool(self, windows: np.ndarray) -> np.ndarray:
+        g = self.geometry
+        return windows.sum(axis=2) / (g.kh * g.kw)
 
     def forward(self, x: np.ndarray, params: Params) -> tuple[np.ndarray, AvgCache]:
         g = self.geometry

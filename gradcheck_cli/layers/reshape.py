@@ -21,9 +21,14 @@ class Flatten(Layer):
     summary = "reshape each example to a vector (row-major), e.g. before dense"
     derivation = Note("a reshape: the input's delta holds the same numbers in its shape")
     batch_independent = True
+    supports_local = True
 
     def output_shape(self, in_shape: Shape) -> Shape:
         return (math.prod(in_shape),)
+
+    def forward_local(self, x, y, params, rows, index, values):
+        """A row-major reshape keeps every flat position: the change passes as it is."""
+        return index, values
 
     def forward(self, x: np.ndarray, params: Params) -> tuple[np.ndarray, FlattenCache]:
         return x.reshape(x.shape[0], math.prod(x.shape[1:])), FlattenCache(x.shape)

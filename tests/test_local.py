@@ -1,0 +1,73 @@
+"""``forward_local`` (engine/local.py) against the plain ``forward``: for every built-in
+layer that declares ``supports_local``, the changed outputs it returns and the outputs it
+leaves alone must be what ``forward`` gives for the changed rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gradcheck_cli.layers  # noqa: F401  (registers the built-in layers)
+from gradcheck_cli.protocol import LAYERS
+
+CASES = [
+    ("conv2d", {"out_channels": 3, "kernel_size": 3}, (2, 7, 6)),
+    ("conv2d", {"out_channels": 2, "kernel_size": [3, 2], "stride": 2, "padding": 1}, (3, 9, 8)),
+    ("conv2d", {"out_channels": 4, "kernel_size": 1, "bias": False}, (2, 5, 5)),
+    ("maxpool2d", {"kernel_size": 2}, (2, 8, 8)),
+    ("maxpool2d", {"kernel_size": 3, "stride": 1, "padding": 1}, (2, 7, 7)),
+    ("avgpool2d", {"kernel_size": 2, "stride": 1}, (3, 6, 7)),
+    ("dense", {"out_features": 5}, (40,)),
+    ("relu", {}, (3, 4, 4)),
+    ("leaky_relu", {"negative_slope": 0.1}, (12,)),
+    ("sigmoid", {}, (12,)),
+    ("tanh", {}, (2, 6)),
+    ("flatten", {}, (2, 3, 4)),
+    ("dropout", {"p": 0.4, "seed": 3, "batch_size": 4}, (10,)),
+]
+
+
+def local_vs_forward(type_, fields, shape, k, seed):
+    rng = np.random.default_rng(seed)
+    layer = LAYERS[type_](**fields)
+    assert layer.supports_local
+    params = {n: np.asarray(v) for n, v in layer.init_params(shape, rng).items()}
+    n = 4
+    x = rng.standard_normal((n, *shape))
+    y, _ = layer.forward(x, params)
+    r = 6
+    rows = rng.integers(0, n, r)
+    size = int(np.prod(shape))
+    # a few distinct changed inputs per row, near each other (a window) in a random place
+    start = rng.integers(0, max(1, size - 3 * k), (r, 1))
+    offsets = np.stack([np.sort(rng.choice(3 * k, k, replace=False)) for _ in range(r)])
+    index = np.minimum(start + offsets, size - 1)
+    values = rng.standard_normal((r, k))
+    out = layer.forward_local(x, y, params, rows, index, values)
+    want = np.empty((r, y[0].size))
+    for i in range(r):  # the changed row in its place in the batch, as the engine runs it
+        batch = x.reshape(n, -1).copy()
+        batch[rows[i], index[i]] = values[i]
+        full, _ = layer.forward(batch.reshape(x.shape), params)
+        want[i] = full[rows[i]].reshape(-1)
+    if out is None:  # the change reaches too much: the engine runs forward instead
+        return None
+    out_index, out_values = out
+    got = y[rows].reshape(r, -1).copy()
+    got[np.arange(r)[:, None], out_index] = out_values
+    scale = max(1.0, float(np.abs(want).max()))
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * scale)
+    return out_index.shape[1]
+
+
+@pytest.mark.parametrize(("type_", "fields", "shape"), CASES, ids=lambda c: str(c))
+@pytest.mark.parametrize("k", [1, 3])
+def test_forward_local_agrees_with_forward(type_, fields, shape, k):
+    reached = [local_vs_forward(type_, fields, shape, k, seed) for seed in range(5)]
+    if type_ in ("conv2d", "maxpool2d", "avgpool2d") and k == 1:
+        assert any(r is not None for r in reached)  # a one-pixel change stays local
+
+
+def test_every_layer_that_claims_local_is_in_the_table():
+    claimed = {name for name, cls in LAYERS.items() if getattr(cls, "supports_local", False)}
+    assert claimed <= {c[0] for c in CASES}
