@@ -42,6 +42,10 @@ class TensorCheck:
     consequence_of: str | None = None  # name of the blamed layer this failure follows from
     taylor_order: float | None = None  # --method taylor: observed order (None: exact)
     taylor_passed: bool | None = None  # --method taylor: the verdict, which ``passed`` returns
+    #: the layer whose impurity corrupts this gradient in a real network (purity probes,
+    #: engine/purity.py); the tensor then fails whatever its numeric check says, and
+    #: ``diagnosis`` says how
+    corrupted_by: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -83,6 +87,8 @@ class TensorCheck:
 
     @property
     def passed(self) -> bool:
+        if self.corrupted_by is not None:
+            return False
         if self.taylor_passed is not None:
             return self.taylor_passed
         return self.failed == 0
@@ -107,9 +113,29 @@ class ExpectationResult:
     max_abs_error: float
 
 
+@dataclass(frozen=True)
+class LayerProblem:
+    """What a purity probe found wrong with a layer (engine/purity.py), by name.
+
+    kind: ``mutates_input``, ``mutates_params``, ``mutates_dy``, ``mutates_cache``,
+    ``backward_not_repeatable``, ``not_batch_independent``; message: what the layer did
+    and how to fix it; failure: True when it fails the check (exit 1, the layer blamed),
+    False for a warning.
+    """
+
+    kind: str
+    message: str
+    failure: bool = False
+
+    @property
+    def severity(self) -> str:
+        return "error" if self.failure else "warning"
+
+
 @dataclass
 class LayerVerdict:
-    """A layer's own backward checked in isolation (a VJP against that layer alone)."""
+    """A layer's own backward checked in isolation (a VJP against that layer alone),
+    and what the purity probes found (``problems``)."""
 
     name: str
     type: str
@@ -125,6 +151,18 @@ class LayerVerdict:
     #: random directions it was checked along (engine/fast.py); 0 = element-wise only.
     #: A layer with directions > 0 and checked == 0 passed on its directions alone.
     directions: int = 0
+    #: what the purity probes found (engine/purity.py); a failing one fails the layer
+    problems: list[LayerProblem] = field(default_factory=list)
+
+    @property
+    def own_backward_ok(self) -> bool:
+        """Its own backward agreed with its numeric VJP in isolation (purity aside)."""
+        return all(self.tensors_ok.values())
+
+    @property
+    def impure(self) -> bool:
+        """A purity problem fails this layer."""
+        return any(p.failure for p in self.problems)
 
 
 @dataclass
@@ -144,7 +182,14 @@ class Report:
 
     @property
     def passed(self) -> bool:
-        return all(c.passed for c in self.checks) and all(e.passed for e in self.expectations)
+        """Every checked tensor and expectation agrees, and no layer is impure in a way
+        that corrupts gradients (a failing purity problem fails the check even when the
+        tensors it corrupts were not selected with ``only``)."""
+        return (
+            all(c.passed for c in self.checks)
+            and all(e.passed for e in self.expectations)
+            and not any(v.impure for v in self.layers)
+        )
 
     @property
     def exit_code(self) -> int:

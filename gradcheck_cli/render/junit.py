@@ -18,7 +18,7 @@ from .elements import elements_text, taylor_summary, taylor_text
 from .format import FormatSpec
 
 if TYPE_CHECKING:
-    from ..report import ExpectationResult, Report, TensorCheck
+    from ..report import ExpectationResult, LayerVerdict, Report, TensorCheck
 
 
 def render_junit(report: Report) -> str:
@@ -34,6 +34,7 @@ def render_junit(report: Report) -> str:
     cases = [_tensor_case(c, classname) for c in report.checks]
     cases += [_expectation_case(e, classname) for e in report.expectations]
     cases += [_skipped_case(name, classname) for name in report.skipped]
+    cases += [_purity_case(v, classname) for v in report.layers if v.impure]
     counts = {
         "tests": str(len(cases)),
         "failures": str(sum(case.find("failure") is not None for case in cases)),
@@ -65,6 +66,8 @@ def _tensor_case(c: TensorCheck, classname: str) -> ET.Element:
     if not c.passed:
         if c.mode == "taylor":
             message = f"Taylor test: {taylor_summary(c)}"
+        elif c.corrupted_by and not c.failed:
+            message = f"corrupted by the impurity of layer {c.corrupted_by}"
         else:
             message = (
                 f"{c.failed} of {c.checked} elements disagree; max abs error "
@@ -91,6 +94,19 @@ def _expectation_case(e: ExpectationResult, classname: str) -> ET.Element:
             },
         )
         failure.text = f"expected:\n{_array(e.expected)}\nactual:\n{_array(e.actual)}"
+    return case
+
+
+def _purity_case(v: LayerVerdict, classname: str) -> ET.Element:
+    """A layer whose purity problems fail the check (engine/purity.py), one case."""
+    case = _case(classname, f"purity of layer {v.name}")
+    failing = [p for p in v.problems if p.failure]
+    failure = ET.SubElement(
+        case,
+        "failure",
+        {"message": "; ".join(p.kind for p in failing), "type": "ImpureLayer"},
+    )
+    failure.text = "\n".join(f"{p.kind}: {p.message}" for p in failing)
     return case
 
 
