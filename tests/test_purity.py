@@ -406,6 +406,23 @@ def test_every_built_in_loss_probes_clean(kind):
     assert not problem.loss.defended
 
 
+# --- a plugin that registers a built-in name -------------------------------------------------
+
+
+def test_a_plugin_that_replaces_a_built_in_is_named_in_a_warning_with_both_origins():
+    config = {**with_loss("mse"), "plugins": [str(PLUGINS / "shadow_mse.py")]}
+    for _ in range(2):  # the second load replaces the first's class, still not the built-in
+        report = gc.check(config)
+        (warning,) = [w for w in report.warnings if "replaces" in w]
+        assert "loss type 'mse'" in warning and "built-in loss 'mse'" in warning
+        assert "gradcheck_cli.losses.mse.MSE" in warning
+        assert str(PLUGINS / "shadow_mse.py") in warning and "MyMSE" in warning
+
+
+def test_a_plugin_of_new_names_gets_no_such_warning():
+    assert not [w for w in gc.check(stack("inplace_mul", before=None)).warnings if "replaces" in w]
+
+
 # --- the command line and the JSON report ------------------------------------------------------
 
 
