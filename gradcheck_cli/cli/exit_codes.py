@@ -17,7 +17,7 @@ Exit codes:
   1    at least one gradient or expectation disagrees
   2    the command line or the config is invalid
   3    the check could not be carried out (NaN/Inf in a forward pass,
-       the loss or a gradient)
+       the loss or a gradient; a forward that is not deterministic)
   4    internal error, a bug in gradcheck (traceback with --debug)
   130  interrupted (Ctrl-C)
   141  the output's reader closed it early (gradcheck run ... | head)
