@@ -114,7 +114,7 @@ def same(a: np.ndarray, b: np.ndarray) -> bool:
     a, b = np.asarray(a), np.asarray(b)
     if a.shape != b.shape:
         return False
-    if a.dtype == b.dtype and a.dtype.kind != "O" and a.tobytes() == b.tobytes():
+    if a.dtype == b.dtype and a.dtype.kind != "O" and bool((a == b).all()):
         return True  # the common case, and the fastest test of it
     try:
         return bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc" and b.dtype.kind in "fc"))

@@ -42,9 +42,11 @@ DType = Any
 class Trace:
     """Everything one forward pass leaves behind.
 
-    values: every network input and node output by name, each (N, *shape); caches: one
-    per node; losses: (N,) per-example losses; loss: the reduced scalar; loss_cache:
-    for the loss's backward; output: the name of the value the loss read.
+    values: every network input and node output by name, each (N, *shape), gradcheck's
+    own copies; caches: one per node; losses: (N,) per-example losses; loss: the reduced
+    scalar; loss_cache: for the loss's backward; output: the name of the value the loss
+    read; returned: each node's output as the layer returned it, never read but by the
+    purity probes (engine/purity.py), to see whether the layer writes into it later.
     """
 
     values: dict[str, np.ndarray]
@@ -53,6 +55,7 @@ class Trace:
     loss: float
     loss_cache: Any
     output: str
+    returned: dict[str, np.ndarray] = field(default_factory=dict)
 
     def inputs_of(self, node: Node) -> list[np.ndarray]:
         """The arrays ``node`` read, in its input order."""
@@ -211,12 +214,13 @@ def forward(
     {owner name: {param: array}}, then the loss (target: default the problem's, cast to
     the inputs' float dtype)."""
     values = {k: np.array(v, copy=True) for k, v in as_inputs(inputs).items()}
-    caches = {}
+    caches, returned = {}, {}
     for node in problem.network:
         xs = [values[v].copy() for v in node.inputs]
         y, cache = guarded_forward(node, xs, copy_params(node_params(params, node)))
         values[node.name] = y.copy()  # the layer may overwrite y later (its cache, a buffer)
         caches[node.name] = cache
+        returned[node.name] = y
     output = problem.network.output
     if target is None:
         target = loss_target(problem, values[output].dtype)
@@ -224,7 +228,7 @@ def forward(
     losses, loss_cache = guarded_loss_forward(problem.loss, values[output].copy(), target)
     n = values[output].shape[0]
     loss = float(reduce_losses(losses, n, problem.loss.reduction)[0])
-    return Trace(values, caches, losses, loss, loss_cache, output)
+    return Trace(values, caches, losses, loss, loss_cache, output, returned)
 
 
 def loss_target(problem: Problem, dtype: DType) -> np.ndarray | None:

@@ -8,9 +8,10 @@ arrays it read in the analytic pass, through the bare guarded calls
 PluginError naming it), and what it did is found by comparing copies taken before each
 call with the arrays after it (engine/copies.py):
 
-- forward, twice, on equal copies: did it write into its inputs or its parameters
-  (``mutates_input``, ``mutates_params``)? Are the two outputs, and the analytic pass's,
-  the same (``nondeterministic_forward``)? Does it return memory it reuses?
+- forward, a second time after the analytic pass's call, on equal copies: did it write
+  into its inputs or its parameters (``mutates_input``, ``mutates_params``)? Is the
+  output the analytic pass's (else ``nondeterministic_forward``)? Does it return, or
+  overwrite, memory it returned before?
 - backward, twice, with equal copies of ``dy`` and the same cache object and parameter
   arrays, as training code would hold them: did it write into ``dy`` (``mutates_dy``),
   into its cache or its output (``mutates_cache``), its parameters or, through a
@@ -172,10 +173,13 @@ def probe_node(
     dy: np.ndarray,
     y0: np.ndarray,
     analytic: dict[str, np.ndarray],
+    returned: np.ndarray | None = None,
 ) -> Probe:
     """Probe one node. xs: its inputs in the analytic pass, params: its parameters, dy:
-    its delta, y0: its output there, analytic: its backward's result there by label.
-    None of these arrays is handed to the layer: every call gets copies."""
+    its delta, y0: its output there (gradcheck's copy), analytic: its backward's result
+    there by label, returned: the array its forward returned there. The analytic pass
+    was the first call, the probe's the second. None of these arrays is handed to the
+    layer: every call gets copies."""
     probe = Probe(node.name, node.type)
 
     def written(where: str, before: Params, after: Params) -> None:
@@ -188,28 +192,24 @@ def probe_node(
             if not same(a, b) and node.inputs[s] not in probe.mutated_inputs:
                 probe.mutated_inputs.append(node.inputs[s])
 
-    # forward twice on equal copies; the second call's cache goes to backward
-    xs0, ps0 = [x.copy() for x in xs], copy_params(params)
-    y_other, _ = guarded_forward(node, xs0, ps0)
-    other_first = y_other.copy()
-    inputs_written(xs, xs0)
-    written("forward", params, ps0)
+    # forward, the second call after the analytic pass's: same output, same arrays?
     xs1, ps1 = [x.copy() for x in xs], copy_params(params)
     y1, cache = guarded_forward(node, xs1, ps1)
     first = y1.copy()
     saved = snapshot(cache)
     inputs_written(xs, xs1)
     written("forward", params, ps1)
-    # a layer that returns memory it reuses (an output buffer) overwrote y_other now
-    probe.reuses_output = bool(np.may_share_memory(y1, y_other)) or not same(y_other, other_first)
-    for other in (other_first, y0):
-        if not close(first, other):
-            probe.nondeterministic = _difference(other, first)
-            return probe  # nothing else can be judged on a function that changes
+    # a layer that returns memory it reuses (an output buffer) has overwritten what it
+    # returned in the analytic pass, or returned the very same memory
+    if returned is not None:
+        probe.reuses_output = bool(np.may_share_memory(y1, returned)) or not same(returned, y0)
+    if not close(first, y0):
+        probe.nondeterministic = _difference(y0, first)
+        return probe  # nothing else can be judged on a function that changes
 
     # backward twice: equal copies of dy, the same cache object and parameter arrays
     # (fresh ones, as the analytic pass had: a forward's writes are judged above)
-    kept_xs, ps1 = [x.copy() for x in xs0 + xs1], copy_params(params)
+    kept_xs, ps1 = [x.copy() for x in xs1], copy_params(params)
     kept_ps = copy_params(ps1)
     dy1 = dy.copy()
     once = _labelled(node, guarded_backward(node, dy1, cache, ps1, xs))
@@ -217,9 +217,7 @@ def probe_node(
     probe.mutated_cache = changed(saved, cache)
     if not probe.reuses_output and not same(y1, first):
         probe.mutated_cache.append("its output y, after returning it")
-    # a reference to x (of either forward) kept and written now
-    inputs_written(kept_xs[: len(xs)], xs0)
-    inputs_written(kept_xs[len(xs) :], xs1)
+    inputs_written(kept_xs, xs1)  # a reference to x kept from forward, written now
     written("backward", kept_ps, ps1)
     twice = _labelled(node, guarded_backward(node, dy.copy(), cache, ps1, xs))
     for label, a in once.items():
@@ -278,11 +276,9 @@ def probe_loss(problem: Problem, trace: Trace, grads: Gradients) -> Probe:
         probe.mutated_inputs.append(trace.output)
     if target is not None and not same(t1, target):
         probe.mutated_inputs.append("target")
-    again, _ = guarded_loss_forward(spec, y.copy(), target_copy())
-    for other in (again, trace.losses):
-        if not close(first, other):
-            probe.nondeterministic = _difference(first, other)
-            return probe
+    if not close(first, trace.losses):  # the analytic pass was the first call
+        probe.nondeterministic = _difference(trace.losses, first)
+        return probe
     kept_y = y1.copy()
     once = guarded_loss_backward(spec, cache, y).copy()
     probe.mutated_cache = changed(saved, cache)
@@ -508,6 +504,7 @@ def probe(problem: Problem, trace: Trace, grads: Gradients) -> Purity:
                 grads.deltas[node.name],
                 trace.values[node.name],
                 analytic,
+                trace.returned.get(node.name),
             )
             _refuse_nondeterminism(probes[node.name])
         probes[LOSS] = probe_loss(problem, trace, grads)
@@ -758,10 +755,11 @@ def _problems(p: Probe, victims: list[str], corrupts: bool) -> list[LayerProblem
         out.append(
             LayerProblem(
                 Kind.NOT_BATCH_INDEPENDENT.value,
-                f"declares batch_independent = True, but its rows depend on each other: "
-                f"changing row 0 of its input changed other rows of its output "
-                f"({p.mixes_rows}); batch statistics? gradcheck checked it one copy at a time "
-                "instead (slower, correct); remove batch_independent from the class",
+                f"declares batch_independent = True, but a row of its output depends on "
+                f"more than the same row of its input: with row 0 of the batch changed, the "
+                f"other rows came out different ({p.mixes_rows}); batch statistics, or a "
+                "result that depends on the row's position? gradcheck checked it one copy "
+                "at a time instead (slower, correct); remove batch_independent from the class",
             )
         )
     return out
