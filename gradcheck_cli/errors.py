@@ -3,7 +3,8 @@
 ConfigError (exit 2): the config or command line is invalid; carries every issue found.
 PluginError (exit 2): a layer broke the protocol (wrong gradient shape, missing key,
     exception in forward or backward), reported against the layer by name.
-NumericalError (exit 3): NaN/Inf in a forward pass, the loss or a gradient.
+NumericalError (exit 3): NaN/Inf in a forward pass, the loss or a gradient;
+    NondeterministicError, a forward that gives different outputs for the same input.
 TooLargeError (exit 2): the check would not fit in memory; refused before it starts.
 """
 
@@ -116,3 +117,17 @@ class PluginError(GradcheckError):
 
 class NumericalError(GradcheckError):
     exit_code = ExitCode.NOT_CARRIED_OUT
+
+
+class NondeterministicError(NumericalError):
+    """A layer's (or the loss's) forward gives different outputs for the same input
+    (exit 3): finite differences of a function that changes between calls measure
+    nothing. ``layer`` names it, and ``locate`` says where it is written, as in
+    PluginError."""
+
+    def __init__(self, layer: str, message: str):
+        self.layer = layer
+        self.message = message
+        super().__init__(f"layer {layer!r}: {message}")
+
+    locate = PluginError.locate

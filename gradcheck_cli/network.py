@@ -54,10 +54,23 @@ class Node:
     share: str | None = None
     #: per-example shape of every input, in order (default: (in_shape,))
     in_shapes: tuple[Shape, ...] = ()
+    #: Set by the purity probes (engine/purity.py), never by the user, and read by the
+    #: engine's calls into the layer. ``defended``: the layer changes arrays it is handed
+    #: (or returns memory it reuses), so every call gets copies and its output is
+    #: copied. ``mixes_rows``: it declares ``batch_independent`` but its rows depend on
+    #: each other, so perturbed copies go through it one at a time.
+    defended: bool = False
+    mixes_rows: bool = False
 
     def __post_init__(self) -> None:
         if not self.in_shapes:
             self.in_shapes = (tuple(self.in_shape),)
+
+    @property
+    def batch_independent(self) -> bool:
+        """Row r of the output depends only on row r of the input: the layer says so
+        and the purity probe did not find otherwise."""
+        return bool(getattr(self.layer, "batch_independent", False)) and not self.mixes_rows
 
     @property
     def multi_input(self) -> bool:

@@ -28,6 +28,9 @@ class LossSpec:
     target: np.ndarray | None  # (N, ...) after loss.prepare_target, or None
     reduction: str = "sum"  # "sum" or "mean" over the batch axis
     line: int | None = None
+    #: set by the purity probes when the loss changes y or the target in place: every
+    #: call the engine makes then hands it copies (engine/passes.py ``loss_forward``)
+    defended: bool = False
 
 
 @dataclass

@@ -49,6 +49,10 @@ class TensorCheck:
     consequence_of: str | None = None  # name of the blamed layer this failure follows from
     taylor_order: float | None = None  # --method taylor: observed order (None: exact)
     taylor_passed: bool | None = None  # --method taylor: the verdict, which ``passed`` returns
+    #: the layer whose impurity corrupts this gradient in a real network (purity probes,
+    #: engine/purity.py); the tensor then fails whatever its numeric check says, and
+    #: ``diagnosis`` says how
+    corrupted_by: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     #: bool: elements no step resolved (default: none)
     inconclusive_mask: np.ndarray = None  # type: ignore[assignment]
@@ -100,7 +104,10 @@ class TensorCheck:
 
     @property
     def passed(self) -> bool:
-        """Every checked element agreed (or is a kink): no failure, nothing inconclusive."""
+        """Every checked element agreed (or is a kink): no failure, nothing inconclusive,
+        and no impure layer corrupted its gradient."""
+        if self.corrupted_by is not None:
+            return False
         if self.taylor_passed is not None:
             return self.taylor_passed
         return self.failed == 0 and self.inconclusive == 0
@@ -130,9 +137,29 @@ class ExpectationResult:
     max_abs_error: float
 
 
+@dataclass(frozen=True)
+class LayerProblem:
+    """What a purity probe found wrong with a layer (engine/purity.py), by name.
+
+    kind: ``mutates_input``, ``mutates_params``, ``mutates_dy``, ``mutates_cache``,
+    ``backward_not_repeatable``, ``not_batch_independent``; message: what the layer did
+    and how to fix it; failure: True when it fails the check (exit 1, the layer blamed),
+    False for a warning.
+    """
+
+    kind: str
+    message: str
+    failure: bool = False
+
+    @property
+    def severity(self) -> str:
+        return "error" if self.failure else "warning"
+
+
 @dataclass
 class LayerVerdict:
-    """A layer's own backward checked in isolation (a VJP against that layer alone)."""
+    """A layer's own backward checked in isolation (a VJP against that layer alone),
+    and what the purity probes found (``problems``)."""
 
     name: str
     type: str
@@ -151,13 +178,28 @@ class LayerVerdict:
     directions: int = 0
     #: elements no step resolved in its isolated check
     inconclusive: int = 0
+    #: what the purity probes found (engine/purity.py); a failing one fails the layer
+    problems: list[LayerProblem] = field(default_factory=list)
 
     @property
     def wrong(self) -> bool:
-        """Its own backward failed somewhere (it is to blame; inconclusive is not)."""
-        if any(ok is False for ok in self.tensors_ok.values()):
+        """It is to blame: its own backward failed somewhere in isolation, or a purity
+        problem fails it (an inconclusive isolated check blames nobody)."""
+        if self.impure or any(ok is False for ok in self.tensors_ok.values()):
             return True
-        return not self.passed and self.inconclusive == 0
+        return not self.passed and not self.tensors_ok and self.inconclusive == 0
+
+    @property
+    def own_backward_ok(self) -> bool:
+        """Its own backward agreed with its numeric VJP in isolation (purity aside)."""
+        if not self.tensors_ok:
+            return self.passed or self.impure
+        return all(ok is True for ok in self.tensors_ok.values())
+
+    @property
+    def impure(self) -> bool:
+        """A purity problem fails this layer."""
+        return any(p.failure for p in self.problems)
 
 
 @dataclass
@@ -177,11 +219,13 @@ class Report:
 
     @property
     def failed(self) -> bool:
-        """A gradient or an expectation disagrees (exit 1)."""
+        """A gradient or an expectation disagrees, or an impure layer corrupts one (exit 1)."""
         return (
             any(c.failed for c in self.checks if c.taylor_passed is None)
             or any(c.taylor_passed is False for c in self.checks)
+            or any(c.corrupted_by is not None for c in self.checks)
             or not all(e.passed for e in self.expectations)
+            or any(v.impure for v in self.layers)
         )
 
     @property

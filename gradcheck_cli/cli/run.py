@@ -112,17 +112,17 @@ def _load_problem(path: str, seed: int | None = None) -> Problem:
 def _run_check(problem: Problem, progress: LazyProgress) -> Report:
     """The engine's report; after Ctrl-C, the partial report marked ``interrupted``.
 
-    A plugin's protocol error (exit 2) is located: the config file, line and key path
-    of the layer it names."""
+    A plugin's protocol error (exit 2) or non-deterministic forward (exit 3) is
+    located: the config file, line and key path of the layer it names."""
     from ..engine import CheckInterrupted, run_check
-    from ..errors import PluginError
+    from ..errors import NondeterministicError, PluginError
 
     try:
         return run_check(problem, progress=progress)
     except CheckInterrupted as e:
         e.report.interrupted = True
         return e.report
-    except PluginError as e:
+    except (PluginError, NondeterministicError) as e:
         raise e.locate(problem.path, *problem.where(e.layer)) from e
 
 

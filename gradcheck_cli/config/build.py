@@ -84,7 +84,7 @@ def build_problem(doc: dict, ctx: Context, default_name: str) -> Problem:
         expectations=expects,
         expect_atol=atol,
         expect_rtol=rtol,
-        warnings=warnings,
+        warnings=[*warnings, *ctx.warnings],
         sources=tuple(str(p) for p in ctx.sources),
     )
     check_only_matches(doc, settings, problem.tensor_names(), ctx)

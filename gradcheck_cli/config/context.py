@@ -23,6 +23,8 @@ class Context:
     #: every file the config made us read (arrays, plugins), so reports never overwrite them
     sources: list[Path] = field(default_factory=list)
     issues: list[ConfigIssue] = field(default_factory=list)
+    #: things worth saying that do not make the config invalid (they reach the report)
+    warnings: list[str] = field(default_factory=list)
     #: Key paths that a "did you mean" already points at (``layer:`` -> ``layers``):
     #: saying that they are missing too would only repeat it.
     suggested: set[str] = field(default_factory=set)

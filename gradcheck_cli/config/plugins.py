@@ -71,8 +71,10 @@ def _snapshot() -> dict[tuple[str, str], type]:
 
 
 def _load_one(entry: str, ctx: Context) -> str | None:
-    """Import one plugin; return an issue message or None."""
+    """Import one plugin; return an issue message or None. A registration that
+    replaces a type from elsewhere (a built-in, another plugin) is a warning."""
     before = _snapshot()
+    origins = dict(protocol.ORIGINS)
     if _is_file(entry):
         resolved = resolve(ctx.base_dir / entry)
         ctx.sources.append(resolved)
@@ -101,7 +103,42 @@ def _load_one(entry: str, ctx: Context) -> str | None:
             f"plugin {shown} registered no layer or loss; decorate its classes with "
             "@gradcheck_cli.register_layer('name')"
         )
+    ctx.warnings.extend(_replaced(before, origins, shown))
     return None
+
+
+#: Built-in types that a plugin replaced in this process, (kind, name) -> the built-in
+#: class: a plugin loaded again (each config load imports it afresh) still replaces it.
+_SHADOWED: dict[tuple[str, str], type] = {}
+
+
+def _replaced(
+    before: dict[tuple[str, str], type], origins: dict[tuple[str, str], str], shown: str
+) -> list[str]:
+    """A warning for every type the plugin ``shown`` registered over a built-in or over
+    another plugin's, naming both origins (a plugin imported again over its own earlier
+    import replaces nothing new)."""
+    warnings = []
+    for key, cls in _snapshot().items():
+        old = before.get(key)
+        if old is None or old is cls:
+            continue
+        kind, name = key
+        was, now = origins.get(key, "unknown"), protocol.ORIGINS.get(key, shown)
+        builtin = old if was == "built-in" else _SHADOWED.get(key)
+        if builtin is not None:
+            _SHADOWED[key] = builtin
+            where = f"the built-in {kind} {name!r} ({builtin.__module__}.{builtin.__qualname__})"
+        elif was != now:
+            where = f"the {kind} {name!r} from {was} ({old.__qualname__})"
+        else:
+            continue
+        warnings.append(
+            f"plugin {shown} registers {kind} type {name!r}, which replaces {where}; configs "
+            f"that use type: {name} now get {cls.__qualname__} from {now}. Register it "
+            "under a name of its own unless replacing it is the point"
+        )
+    return warnings
 
 
 def _registered_something(before: dict[tuple[str, str], type], module_name: str | None) -> bool:

@@ -1,6 +1,7 @@
 """Orchestration: one problem in, one Report out.
 
-1. analytic forward and backward in the problem's dtype (engine/passes.py);
+1. analytic forward and backward in the problem's dtype (engine/passes.py), then the
+   purity probes of every layer and the loss (engine/purity.py);
 2. a float64 forward pass, the prefix cache of the numeric side (engine/objective.py);
 3. every selected tensor checked element-wise against central differences
    (engine/elements.py), or by directions (engine/fast.py) or Taylor (engine/taylor.py);
@@ -31,6 +32,7 @@ from .isolation import Isolation, isolate_layers, isolation_mode
 from .kinks import settle_compound_kinks
 from .objective import NetworkObjective
 from .passes import analytic_pass, problem_params
+from .purity import probe
 from .taylor import taylor_check
 from .verdict import ANALYTIC_ULPS
 
@@ -69,6 +71,7 @@ def run_check(problem: Problem, progress: ProgressCallback | None = None) -> Rep
     memory.require_fits(problem)  # a check too large is refused before any work (exit 2)
     tol, notes = tolerances(problem)
     trace, grads = analytic_pass(problem, problem_params(problem))
+    purity = probe(problem, trace, grads)  # exit 3 for a non-deterministic forward
     objective = NetworkObjective.build(problem, trace, grads, problem_params(problem, np.float64))
     checked, skipped = select_tensors(problem)
     rng = np.random.default_rng(problem.settings.seed)
@@ -90,7 +93,7 @@ def run_check(problem: Problem, progress: ProgressCallback | None = None) -> Rep
         loss=trace.loss,
         settings=settings_dict(problem, tol),
         skipped=skipped,
-        warnings=[*problem.warnings, *notes],
+        warnings=[*problem.warnings, *notes, *purity.warnings],
     )
     try:
         directions = np.random.default_rng([problem.settings.seed, 1])  # --method taylor
@@ -117,6 +120,7 @@ def run_check(problem: Problem, progress: ProgressCallback | None = None) -> Rep
         for c in report.checks:
             if not c.passed:
                 c.diagnosis = diagnose(c, batch_size=problem.batch_size)
+        purity.apply(report)  # after blame and diagnosis, which judge numeric failures
     except KeyboardInterrupt:
         report.interrupted = True
         report.total_s = time.perf_counter() - started

@@ -28,7 +28,16 @@ from ..errors import NumericalError, PluginError
 from ..network import Node
 from ..problem import Problem
 from ..protocol import Params, perturbed_by_loop
-from .passes import Gradients, Trace, loss_forward, node_forward, node_params, reduce_losses
+from .copies import copy_params
+from .passes import (
+    Gradients,
+    Trace,
+    loss_forward,
+    node_forward,
+    node_params,
+    real_dtype,
+    reduce_losses,
+)
 
 #: Copies compared first when looking for unchanged ones in a chunk (_drop_unchanged).
 PRUNE_PROBES = 16
@@ -61,14 +70,19 @@ def _perturbed_layer(
     """P copies of one node's output with a perturbed parameter: (P*N, *out_shape).
 
     xs: the node's unperturbed inputs, each (N, *shape). Guarded like ``node_forward``:
-    a plugin's mistake here is a PluginError naming it.
+    a plugin's mistake here is a PluginError naming it, and a node that writes into what
+    it is handed (``node.defended``) gets copies.
     """
     vectorised = getattr(node.layer, "supports_perturbed", False) and not node.multi_input
     what = "forward_perturbed" if vectorised else "forward"
+    if node.defended:
+        xs, params = [x.copy() for x in xs], copy_params(params)
     x = tuple(xs) if node.multi_input else xs[0]
     try:
         if vectorised:
             y = node.layer.forward_perturbed(x, params, name, index, delta)
+        elif node.defended:  # each call on copies, each output copied before the next
+            y = np.stack([node_forward(node, xs, p)[0] for p in _moved(params, name, index, delta)])
         else:
             y = perturbed_by_loop(node.layer, x, params, name, index, delta)
     except (NumericalError, PluginError):
@@ -83,14 +97,26 @@ def _perturbed_layer(
             node.name,
             f"{what} returned shape {got}, expected {list(expected)} (copies, batch, output)",
         )
+    if y.dtype != xs[0].dtype:
+        y = real_dtype(node.name, f"{what}'s y", y, xs[0].dtype)
     return y.reshape(len(index) * n, *node.out_shape)
+
+
+def _moved(params: Params, name: str, index: np.ndarray, delta: np.ndarray):
+    """The parameters of each perturbed copy in turn: params[name].flat[index[p]] moved
+    by delta[p] (a copy of that one parameter; the others are shared)."""
+    for i, d in zip(index.tolist(), delta.tolist(), strict=True):
+        moved = params[name].copy()
+        moved.flat[i] += d
+        yield {**params, name: moved}
 
 
 def _forward_copies(node: Node, xs: list[np.ndarray], params: Params, p: int) -> np.ndarray:
     """Forward of P stacked copies, each input (P*N, ...). A layer that does not declare
-    ``batch_independent`` (it may mix examples, e.g. batch statistics) sees one copy at a
-    time, so stacking never changes what it computes."""
-    if p == 1 or getattr(node.layer, "batch_independent", False):
+    ``batch_independent`` (it may mix examples, e.g. batch statistics), or whose claim
+    the purity probe disproved (``Node.batch_independent``), sees one copy at a time, so
+    stacking never changes what it computes."""
+    if p == 1 or node.batch_independent:
         return node_forward(node, xs, params)[0]
     parts = [np.split(x, p) for x in xs]
     return np.concatenate(

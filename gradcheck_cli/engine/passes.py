@@ -3,7 +3,17 @@
 Arrays carry a leading batch axis: every value is (N, *shape). Values are named: the
 network inputs (``input``, or ``input.<name>``) and each node's output (the node's
 name). Every call into a layer is guarded so that a plugin's mistake is reported against
-that layer by name (PluginError), never as a traceback.
+that layer by name (PluginError), never as a traceback; that includes the dtype of what
+it returns (``real_dtype``).
+
+gradcheck keeps its own copies. The analytic pass (``forward``, ``backward``) hands every
+layer copies of its inputs, parameters, ``dy`` and cache, and keeps copies of what the
+layer returns, so nothing a plugin does to those arrays (a ReLU that zeroes ``dy`` in
+place, a gradient buffer it overwrites later) can change a trace value, a delta, an
+expectation or ``explain``. The numeric side calls ``node_forward`` tens of thousands of
+times and copies nothing there, except for a node the purity probes found writing into
+what it is handed (``Node.defended``, engine/purity.py). ``guarded_forward`` and
+``guarded_backward`` are the bare guarded calls, with no copies, for the probes.
 
 A value read by several nodes (a fork) receives the SUM of what their backwards send
 to it (the chain rule); a parameter used by several nodes (``share:``) gets the sum of
@@ -22,6 +32,7 @@ from ..errors import NumericalError, PluginError
 from ..network import INPUT, Node
 from ..problem import LossSpec, Problem
 from ..protocol import Params
+from .copies import copy_params, copy_tree
 
 #: dtype arguments numpy takes: a dtype, a type, a name
 DType = Any
@@ -31,9 +42,11 @@ DType = Any
 class Trace:
     """Everything one forward pass leaves behind.
 
-    values: every network input and node output by name, each (N, *shape); caches: one
-    per node; losses: (N,) per-example losses; loss: the reduced scalar; loss_cache:
-    for the loss's backward; output: the name of the value the loss read.
+    values: every network input and node output by name, each (N, *shape), gradcheck's
+    own copies; caches: one per node; losses: (N,) per-example losses; loss: the reduced
+    scalar; loss_cache: for the loss's backward; output: the name of the value the loss
+    read; returned: each node's output as the layer returned it, never read but by the
+    purity probes (engine/purity.py), to see whether the layer writes into it later.
     """
 
     values: dict[str, np.ndarray]
@@ -42,6 +55,7 @@ class Trace:
     loss: float
     loss_cache: Any
     output: str
+    returned: dict[str, np.ndarray] = field(default_factory=dict)
 
     def inputs_of(self, node: Node) -> list[np.ndarray]:
         """The arrays ``node`` read, in its input order."""
@@ -76,9 +90,49 @@ def reduce_losses(losses: np.ndarray, n: int, reduction: str) -> np.ndarray:
     return per_copy / n if reduction == "mean" else per_copy
 
 
-def node_forward(node: Node, xs: list[np.ndarray], params: Params) -> tuple[np.ndarray, Any]:
-    """Guarded forward of one node: xs, one (M, *in_shape) array per input, -> y
-    (M, *out_shape). A one-input layer gets the array, a multi-input layer the tuple."""
+def real_dtype(owner: str, what: str, a: np.ndarray, expected: np.dtype) -> np.ndarray:
+    """``a`` as a real float array of the check's dtype, or PluginError (exit 2).
+
+    owner: the layer (or ``loss``) that returned it; what: which array (``y``, ``dx``,
+    ``dweight``); expected: the dtype of the arrays the call was handed.
+
+    - complex dtypes are refused outright, even with every imaginary part 0: gradcheck
+      checks real-valued functions, and a complex gradient's imaginary part would
+      otherwise be dropped without a word;
+    - integer, boolean and object arrays are refused: gradients and outputs are floats;
+    - a float less precise than the check (float32 or float16 in a float64 check) is
+      refused: the numeric side's differences would drown in its rounding;
+    - a float more precise than the check (float64 in a float32 check) is accepted and
+      cast down, so that a float32 check stays float32 throughout.
+    """
+    dtype = a.dtype
+    if dtype == expected:
+        return a
+    if dtype.kind == "c":
+        raise PluginError(
+            owner,
+            f"{what} has complex dtype {dtype}; gradcheck checks real-valued layers and "
+            "refuses complex arrays even when every imaginary part is 0 "
+            "(return np.real(...) if it is meant to be real)",
+        )
+    if dtype.kind != "f":
+        raise PluginError(
+            owner, f"{what} has dtype {dtype}; expected a float array of dtype {expected}"
+        )
+    if dtype.itemsize < np.dtype(expected).itemsize:
+        raise PluginError(
+            owner,
+            f"{what} is {dtype} in a {expected} check; compute in the dtype of the arrays "
+            f"the layer is handed (a {dtype} result loses the precision the numeric "
+            "check needs)",
+        )
+    return a.astype(expected)
+
+
+def guarded_forward(node: Node, xs: list[np.ndarray], params: Params) -> tuple[np.ndarray, Any]:
+    """The bare guarded forward of one node (no copies): xs, one (M, *in_shape) array
+    per input, -> (y (M, *out_shape) of the inputs' dtype, cache). A one-input layer
+    gets the array, a multi-input layer the tuple."""
     try:
         out = node.layer.forward(tuple(xs) if node.multi_input else xs[0], params)
     except (NumericalError, PluginError):
@@ -96,11 +150,24 @@ def node_forward(node: Node, xs: list[np.ndarray], params: Params) -> tuple[np.n
             f"forward returned y of shape {got}, expected {list(expected)} "
             f"(batch axis, then output_shape {list(node.out_shape)})",
         )
-    return out
+    if y.dtype != xs[0].dtype:
+        y = real_dtype(node.name, "forward's y", y, xs[0].dtype)
+    return y, out[1]
 
 
-def loss_forward(spec: LossSpec, y: np.ndarray, target: np.ndarray | None):
-    """Guarded per-example loss: y (M, *shape) -> ((M,) losses, cache)."""
+def node_forward(node: Node, xs: list[np.ndarray], params: Params) -> tuple[np.ndarray, Any]:
+    """Guarded forward of one node, as the numeric side calls it: no copies, unless the
+    purity probes found the layer writing into what it is handed or reusing its output
+    (``node.defended``), in which case it gets copies and its output is copied."""
+    if node.defended:
+        y, cache = guarded_forward(node, [x.copy() for x in xs], copy_params(params))
+        return y.copy(), cache
+    return guarded_forward(node, xs, params)
+
+
+def guarded_loss_forward(spec: LossSpec, y: np.ndarray, target: np.ndarray | None):
+    """The bare guarded per-example loss (no copies): y (M, *shape) -> ((M,) losses of
+    y's dtype, cache)."""
     try:
         losses, cache = spec.loss.forward(y, target)
     except (Exception, SystemExit) as exc:
@@ -111,7 +178,18 @@ def loss_forward(spec: LossSpec, y: np.ndarray, target: np.ndarray | None):
         raise PluginError(
             "loss", f"{spec.type} forward must return one loss per example, shape ({y.shape[0]},)"
         )
+    if losses.dtype != y.dtype:
+        losses = real_dtype("loss", f"{spec.type} forward's losses", losses, y.dtype)
     return losses, cache
+
+
+def loss_forward(spec: LossSpec, y: np.ndarray, target: np.ndarray | None):
+    """Guarded per-example loss: y (M, *shape) -> ((M,) losses, cache). A loss the
+    purity probes found writing into y or the target gets copies (``spec.defended``)."""
+    if spec.defended:
+        y = y.copy()
+        target = None if target is None else target.copy()
+    return guarded_loss_forward(spec, y, target)
 
 
 def as_inputs(inputs: Mapping[str, np.ndarray] | np.ndarray) -> dict[str, np.ndarray]:
@@ -135,42 +213,59 @@ def forward(
     """Run the whole network on its inputs (each (N, *shape)) with params
     {owner name: {param: array}}, then the loss (target: default the problem's, cast to
     the inputs' float dtype)."""
-    values = as_inputs(inputs)
-    caches = {}
+    values = {k: np.array(v, copy=True) for k, v in as_inputs(inputs).items()}
+    caches, returned = {}, {}
     for node in problem.network:
-        y, cache = node_forward(node, [values[v] for v in node.inputs], node_params(params, node))
-        values[node.name] = y
+        xs = [values[v].copy() for v in node.inputs]
+        y, cache = guarded_forward(node, xs, copy_params(node_params(params, node)))
+        values[node.name] = y.copy()  # the layer may overwrite y later (its cache, a buffer)
         caches[node.name] = cache
+        returned[node.name] = y
     output = problem.network.output
-    dtype = values[output].dtype
     if target is None:
-        target = problem.loss.target
-        if (
-            target is not None
-            and target.dtype != dtype
-            and np.issubdtype(target.dtype, np.floating)
-        ):
-            target = target.astype(dtype)
-    losses, loss_cache = loss_forward(problem.loss, values[output], target)
+        target = loss_target(problem, values[output].dtype)
+    target = None if target is None else np.array(target, copy=True)
+    losses, loss_cache = guarded_loss_forward(problem.loss, values[output].copy(), target)
     n = values[output].shape[0]
     loss = float(reduce_losses(losses, n, problem.loss.reduction)[0])
-    return Trace(values, caches, losses, loss, loss_cache, output)
+    return Trace(values, caches, losses, loss, loss_cache, output, returned)
 
 
-def loss_backward(problem: Problem, trace: Trace) -> np.ndarray:
-    """dE/d(network output), (N, *shape), from the loss's own backward (and the mean)."""
-    y = trace.values[trace.output]
+def loss_target(problem: Problem, dtype: DType) -> np.ndarray | None:
+    """The problem's target, a float target cast to ``dtype`` (integer labels stay)."""
+    target = problem.loss.target
+    if target is not None and target.dtype != dtype and np.issubdtype(target.dtype, np.floating):
+        target = target.astype(dtype)
+    return target
+
+
+def guarded_loss_backward(spec: LossSpec, cache: Any, y: np.ndarray) -> np.ndarray:
+    """The bare guarded loss backward (no copies): d(sum of losses)/dy, shaped like y
+    (N, *shape), in y's dtype."""
     try:
-        dy = np.asarray(problem.loss.loss.backward(trace.loss_cache))
+        dy = np.asarray(spec.loss.backward(cache))
     except (Exception, SystemExit) as exc:
         raise PluginError("loss", f"backward raised {type(exc).__name__}: {exc}") from exc
     if dy.shape != y.shape:
         raise PluginError(
             "loss", f"backward returned shape {list(dy.shape)}, expected {list(y.shape)}"
         )
-    if problem.loss.reduction == "mean":
-        dy = dy / y.shape[0]
+    if dy.dtype != y.dtype:
+        dy = real_dtype("loss", f"{spec.type} backward's dy", dy, y.dtype)
     return dy
+
+
+def reduced_dy(spec: LossSpec, dy: np.ndarray) -> np.ndarray:
+    """dE/dy for the reduced loss: the loss's own dy, divided by N for ``mean``."""
+    return dy / dy.shape[0] if spec.reduction == "mean" else dy
+
+
+def loss_backward(problem: Problem, trace: Trace) -> np.ndarray:
+    """dE/d(network output), (N, *shape), from the loss's own backward (and the mean);
+    the loss gets a copy of its cache and the result is gradcheck's own copy."""
+    y = trace.values[trace.output]
+    dy = guarded_loss_backward(problem.loss, copy_tree(trace.loss_cache), y)
+    return np.array(reduced_dy(problem.loss, dy), copy=True)
 
 
 def backward(problem: Problem, trace: Trace, params: Mapping[str, Params]) -> Gradients:
@@ -207,11 +302,12 @@ def backward(problem: Problem, trace: Trace, params: Mapping[str, Params]) -> Gr
     return Gradients(deltas, grads, contributions, per_use)
 
 
-def node_backward(
+def guarded_backward(
     node: Node, dy: np.ndarray, cache: Any, params: Params, xs: list[np.ndarray]
 ) -> tuple[list[np.ndarray], Params]:
-    """Guarded backward of one node: (one dx per input, {param: grad}); checks the
-    shapes of every dx and the grads' keys and shapes."""
+    """The bare guarded backward of one node (no copies): (one dx per input, {param:
+    grad}); checks the shape and dtype of every dx and the grads' keys, shapes and
+    dtypes. xs: the node's inputs (only their shapes and dtypes are read)."""
     try:
         out = node.layer.backward(dy, cache, params)
     except (Exception, SystemExit) as exc:
@@ -228,12 +324,14 @@ def node_backward(
     else:
         dxs = [np.asarray(dx)]
     for slot, (d, x) in enumerate(zip(dxs, xs, strict=True)):
+        which = "dx" if len(xs) == 1 else f"dx for input {slot} ({node.inputs[slot]})"
         if d.shape != x.shape:
-            which = "dx" if len(xs) == 1 else f"dx for input {slot} ({node.inputs[slot]})"
             raise PluginError(
                 node.name,
                 f"backward returned {which} of shape {list(d.shape)}, expected {list(x.shape)}",
             )
+        if d.dtype != x.dtype:
+            dxs[slot] = real_dtype(node.name, f"backward's {which}", d, x.dtype)
     missing = sorted(set(params) - set(grads))
     extra = sorted(set(grads) - set(params))
     if missing or extra:
@@ -241,7 +339,7 @@ def node_backward(
         if missing:
             parts.append(f"missing gradient for {', '.join(missing)}")
         if extra:
-            parts.append(f"gradient for unknown parameter {', '.join(extra)}")
+            parts.append(f"gradient for unknown parameter {', '.join(map(str, extra))}")
         raise PluginError(
             node.name, f"backward: {'; '.join(parts)} (grads must use exactly the keys of params)"
         )
@@ -254,8 +352,21 @@ def node_backward(
                 f"backward returned d{name} of shape {list(g.shape)}, "
                 f"expected {list(params[name].shape)} (the shape of {name})",
             )
+        if g.dtype != params[name].dtype:
+            g = real_dtype(node.name, f"backward's d{name}", g, params[name].dtype)
         checked[name] = g
     return dxs, checked
+
+
+def node_backward(
+    node: Node, dy: np.ndarray, cache: Any, params: Params, xs: list[np.ndarray]
+) -> tuple[list[np.ndarray], Params]:
+    """Guarded backward of one node, defended: the layer gets copies of dy, of its
+    cache's arrays and of its parameters, and what it returns is copied, so that neither
+    a layer writing into ``dy`` nor one that reuses a gradient buffer can change what
+    gradcheck keeps. Never on the numeric side's hot path."""
+    dxs, grads = guarded_backward(node, dy.copy(), copy_tree(cache), copy_params(params), xs)
+    return [d.copy() for d in dxs], {k: g.copy() for k, g in grads.items()}
 
 
 def problem_params(problem: Problem, dtype: DType = None) -> dict[str, Params]:

@@ -59,6 +59,7 @@ def report_to_dict(r: Report) -> dict[str, Any]:
                 "consequence_of": c.consequence_of,
                 "taylor_order": c.taylor_order,
                 "taylor_passed": c.taylor_passed,
+                "corrupted_by": c.corrupted_by,
                 "analytic": to_jsonable(c.analytic),
                 "numeric": to_jsonable(np.where(c.checked_mask, c.numeric, np.nan)),
                 "error_bound": to_jsonable(np.where(c.checked_mask, c.error_bound, np.nan)),
@@ -86,6 +87,10 @@ def report_to_dict(r: Report) -> dict[str, Any]:
                 "checked": v.checked,
                 "directions": v.directions,
                 "diagnosis": v.diagnosis,
+                "problems": [
+                    {"kind": p.kind, "message": p.message, "severity": p.severity}
+                    for p in v.problems
+                ],
             }
             for v in r.layers
         ],

@@ -16,7 +16,7 @@ from .elements import elements_text, format_array, taylor_summary, taylor_text
 from .format import FormatSpec
 
 if TYPE_CHECKING:
-    from ..report import ExpectationResult, Report, TensorCheck
+    from ..report import ExpectationResult, LayerVerdict, Report, TensorCheck
 
 
 def render_junit(report: Report) -> str:
@@ -32,6 +32,7 @@ def render_junit(report: Report) -> str:
     cases = [_tensor_case(c, classname) for c in report.checks]
     cases += [_expectation_case(e, classname) for e in report.expectations]
     cases += [_skipped_case(name, classname) for name in report.skipped]
+    cases += [_purity_case(v, classname) for v in report.layers if v.impure]
     counts = {
         "tests": str(len(cases)),
         "failures": str(sum(case.find("failure") is not None for case in cases)),
@@ -70,6 +71,8 @@ def _tensor_case(c: TensorCheck, classname: str) -> ET.Element:
     elif not c.passed:
         if c.mode == "taylor":
             message = f"Taylor test: {taylor_summary(c)}"
+        elif c.corrupted_by and not c.failed:
+            message = f"corrupted by the impurity of layer {c.corrupted_by}"
         else:
             message = (
                 f"{c.failed} of {c.checked} elements disagree; max abs error "
@@ -97,6 +100,19 @@ def _expectation_case(e: ExpectationResult, classname: str) -> ET.Element:
         )
         expected, actual = (format_array(v, 8, threshold=200) for v in (e.expected, e.actual))
         failure.text = f"expected:\n{expected}\nactual:\n{actual}"
+    return case
+
+
+def _purity_case(v: LayerVerdict, classname: str) -> ET.Element:
+    """A layer whose purity problems fail the check (engine/purity.py), one case."""
+    case = _case(classname, f"purity of layer {v.name}")
+    failing = [p for p in v.problems if p.failure]
+    failure = ET.SubElement(
+        case,
+        "failure",
+        {"message": "; ".join(p.kind for p in failing), "type": "ImpureLayer"},
+    )
+    failure.text = "\n".join(f"{p.kind}: {p.message}" for p in failing)
     return case
 
 

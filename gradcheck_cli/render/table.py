@@ -35,7 +35,7 @@ from .elements import (
 from .heatmap import error_heatmap
 
 if TYPE_CHECKING:
-    from ..report import ExpectationResult, Report, TensorCheck
+    from ..report import ExpectationResult, LayerVerdict, Report, TensorCheck
 
 PASS_STYLE = "bold green"
 FAIL_STYLE = "bold red"
@@ -68,7 +68,9 @@ def report_body(report: Report, verbosity: Verbosity = Verbosity.NORMAL) -> list
         return []
     parts: list[RenderableType] = [settings_line(report), summary_table(report)]
     for check in report.checks:
-        if verbosity is Verbosity.VERBOSE or not check.passed:
+        # a tensor failed only by a purity verdict has no element to show: its diagnosis says
+        numeric = check.corrupted_by is None or check.failed > 0
+        if verbosity is Verbosity.VERBOSE or (not check.passed and numeric):
             parts.append(taylor_table(check) if check.mode == "taylor" else element_table(check))
             heatmap = error_heatmap(check)  # None unless failing, 2-D or more, and checked
             if heatmap is not None:
@@ -249,13 +251,25 @@ def layer_table(report: Report) -> Table:
         row = [
             v.name,
             v.type,
-            Text("ok", style=PASS_STYLE) if v.passed else Text("WRONG", style=FAIL_STYLE),
+            layer_status(v),
             format_error(v.max_abs_error),
             format_error(v.max_rel_error),
             str(v.kinks),
         ]
         table.add_row(*row, *([v.diagnosis or ""] if diagnosed else []))
     return table
+
+
+def layer_status(v: LayerVerdict) -> Text:
+    """``ok``; ``WRONG`` when its own backward disagrees in isolation; ``impure`` when
+    only a purity problem fails it (its diagnosis says which)."""
+    if v.passed:
+        return Text("ok", style=PASS_STYLE)
+    if v.impure and v.own_backward_ok:
+        return Text("impure", style=FAIL_STYLE)
+    if not v.wrong:  # its isolated check met elements no step resolved
+        return Text("inconclusive", style=UNSURE_STYLE)
+    return Text("WRONG", style=FAIL_STYLE)
 
 
 def expectation_table(report: Report) -> Table:
@@ -322,6 +336,9 @@ def verdict_line(report: Report) -> Text:
             bad = [x.name for x in items if not x.passed]
             if bad:
                 clauses.append(f"{len(bad)} of {len(items)} {what} disagree ({_names(bad)})")
+        impure = [v.name for v in report.layers if v.impure]
+        if impure and not clauses:  # no selected tensor carries what they corrupt
+            clauses.append(f"{_plural(len(impure), 'impure layer')} ({_names(impure)})")
         text.append(": " + ", ".join(clauses))
         blamed = report.blamed_layers()
         if blamed:
