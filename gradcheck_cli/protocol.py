@@ -226,12 +226,16 @@ class Layer:
         x: (N, *in_shape) and y: (N, *out_shape), the base input and output; rows: (R,)
         the example each changed row is a copy of; index: (R, K) flat positions in one
         example's input (C order) and values: (R, K) the row's new values there (its
-        other inputs are x[rows]). Returns (out_index, out_values), both (R, K'): flat
-        positions in one example's output and the row's values there (every other
-        output equals y[rows]); or None when the change reaches most outputs, and the
-        engine runs ``forward`` on the whole rows instead. Only called when
-        ``supports_local`` is True; the result must equal what ``forward`` gives, up to
-        rounding.
+        other inputs are x[rows]); a row with fewer than K changes is padded by repeating
+        its first position and value. Returns (out_index, out_values), both
+        (R, K'), under the same convention: flat positions in one example's output
+        and the row's values there (every other output equals y[rows]). A row's values
+        must depend on that row alone (its own changes, never the other rows passed with
+        it or how they are padded), so that no result depends on how copies are
+        chunked; a row a layer cannot compute locally it computes whole, as ``forward``
+        does. They must equal what ``forward`` gives, up to rounding. Return None only
+        for a reason that holds for every call (the engine then runs ``forward`` on the
+        whole rows). Only called when ``supports_local`` is True.
         """
         return None
 

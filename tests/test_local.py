@@ -43,6 +43,9 @@ def local_vs_forward(type_, fields, shape, k, seed):
     offsets = np.stack([np.sort(rng.choice(3 * k, k, replace=False)) for _ in range(r)])
     index = np.minimum(start + offsets, size - 1)
     values = rng.standard_normal((r, k))
+    # rows are padded to one K by repeating their first position and value (the convention)
+    index = np.concatenate([index, index[:, :1]], axis=1)
+    values = np.concatenate([values, values[:, :1]], axis=1)
     out = layer.forward_local(x, y, params, rows, index, values)
     want = np.empty((r, y[0].size))
     for i in range(r):  # the changed row in its place in the batch, as the engine runs it
@@ -66,6 +69,34 @@ def test_forward_local_agrees_with_forward(type_, fields, shape, k):
     reached = [local_vs_forward(type_, fields, shape, k, seed) for seed in range(5)]
     if type_ in ("conv2d", "maxpool2d", "avgpool2d") and k == 1:
         assert any(r is not None for r in reached)  # a one-pixel change stays local
+
+
+@pytest.mark.parametrize(("type_", "fields", "shape"), CASES, ids=lambda c: str(c))
+def test_a_row_gives_the_same_values_whatever_rows_come_with_it(type_, fields, shape):
+    """Results never depend on how copies are chunked: a row computed alone and among
+    others (whose blocks differ in size) agrees bit for bit."""
+    rng = np.random.default_rng(7)
+    layer = LAYERS[type_](**fields)
+    params = {n: np.asarray(v) for n, v in layer.init_params(shape, rng).items()}
+    x = rng.standard_normal((4, *shape))
+    y, _ = layer.forward(x, params)
+    size = int(np.prod(shape))
+    rows = np.array([0, 1, 2, 3])
+    index = np.array([[0, 0], [size // 2, size // 2 + 1], [size - 1, size - 1], [1, 3]])
+    values = rng.standard_normal((4, 2))
+    values[0, 1], values[2, 1] = values[0, 0], values[2, 0]  # padded rows: the first again
+    together = layer.forward_local(x, y, params, rows, index, values)
+    for r in range(4):
+        alone = layer.forward_local(
+            x, y, params, rows[r : r + 1], index[r : r + 1], values[r : r + 1]
+        )
+        if together is None or alone is None:
+            continue
+        got = y[rows[r]].reshape(-1).copy()
+        got[together[0][r]] = together[1][r]
+        want = y[rows[r]].reshape(-1).copy()
+        want[alone[0][0]] = alone[1][0]
+        np.testing.assert_array_equal(got, want)
 
 
 def test_every_layer_that_claims_local_is_in_the_table():

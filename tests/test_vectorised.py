@@ -77,18 +77,36 @@ def numerics(objective, tensor: str, chunk: int | None) -> np.ndarray:
 
 
 def assert_vectorised_equals_plain(problem: Problem, chunks=(None, 7)) -> None:
-    """Every tensor's central differences, many copies per call vs one (1e-12 rel)."""
-    objective = objective_of(problem)
-    for tensor in objective.tensors():
-        plain = numerics(objective, tensor, chunk=1)
-        for chunk in chunks:
-            np.testing.assert_allclose(
-                numerics(objective, tensor, chunk),
-                plain,
-                rtol=RTOL,
-                atol=0,
-                err_msg=f"{tensor}, {chunk or 'default'} copies per call",
-            )
+    """Every tensor's central differences, many copies per call vs one, bit for bit, in
+    every way copies travel (engine/local.py): whole batches, the rows they reach, a few
+    changed positions."""
+    for rows, local in ((False, False), (True, False), (True, True)):
+        objective = objective_of(problem)
+        objective.rows, objective.local = rows, local
+        for tensor in objective.tensors():
+            plain = numerics(objective, tensor, chunk=1)
+            for chunk in chunks:
+                np.testing.assert_array_equal(
+                    numerics(objective, tensor, chunk),
+                    plain,
+                    err_msg=f"{tensor}, {chunk or 'default'} copies per call, {rows=} {local=}",
+                )
+
+
+def test_copies_as_the_rows_they_reach_give_the_numbers_of_whole_batches():
+    """Batched inputs: a perturbed input element runs only its own example, and the other
+    examples keep their cached losses; the numbers are those of whole batches, bit for
+    bit. Copies carried as a few changed positions agree with them up to rounding."""
+    problem = built_in_network()
+    results = {}
+    for rows, local in ((False, False), (True, False), (True, True)):
+        objective = objective_of(problem)
+        objective.rows, objective.local = rows, local
+        results[rows, local] = {t: numerics(objective, t, None) for t in objective.tensors()}
+    for t, whole in results[False, False].items():
+        np.testing.assert_array_equal(results[True, False][t], whole, err_msg=t)
+        scale = float(np.abs(whole).max())
+        np.testing.assert_allclose(results[True, True][t], whole, rtol=0, atol=1e-8 * scale)
 
 
 def test_built_in_network_vectorised_equals_plain():
@@ -163,20 +181,27 @@ def test_forward_perturbed_equals_the_loop(layer_name):
         assert np.all(np.any(loop.reshape(len(index), -1) != base.reshape(1, -1), axis=1))
 
 
-def test_chunk_tuner_tries_smaller_sizes_then_keeps_the_fastest_within_the_estimate():
-    tuner = numeric.ChunkTuner(estimate=400, copies=100_000)
-    cost_per_copy = {100: 3.0, 200: 1.0, 400: 2.0}
-    seen = []
-    for _ in range(6):
-        size = tuner.next_size()
-        seen.append(size)
-        tuner.record(size, cost_per_copy[size] * size)
-    assert seen == [100, 200, 400, 200, 200, 200]
-    # a memory-bound estimate below MIN_CHUNK is never exceeded
-    small = numeric.ChunkTuner(estimate=2, copies=100_000)
-    assert {small.next_size()} == {2} and max(small.trials, default=2) <= 2
-    # few copies: no trials, the estimate as is
-    assert numeric.ChunkTuner(estimate=400, copies=1000).trials == []
+def test_chunk_tuner_grows_while_it_pays_and_keeps_the_fastest_within_the_budget():
+    def run(tuner, cost_per_copy, calls=12):
+        seen = []
+        for _ in range(calls):
+            size = tuner.next_size()
+            seen.append(size)
+            tuner.record(size, cost_per_copy(size) * size)
+        return seen
+
+    # cheaper per copy up to 1600, dearer beyond: grows to 1600, tries 3200, keeps 1600
+    grows = numeric.ChunkTuner(estimate=400, copies=10**7, limit=10**6)
+    seen = run(grows, lambda n: 1.0 / min(n, 1600) + (n > 1600))
+    assert seen[:4] == [400, 800, 1600, 3200] and seen[-1] == 1600
+    # doubling never pays: halves once, keeps the cheapest
+    shrinks = numeric.ChunkTuner(estimate=400, copies=10**7, limit=10**6)
+    seen = run(shrinks, lambda n: n)
+    assert seen[:4] == [400, 800, 200, 100] and seen[-1] == 25  # halves down to MIN_CHUNK
+    # the memory budget is never passed, and few copies are not worth a search
+    capped = numeric.ChunkTuner(estimate=400, copies=10**7, limit=500)
+    assert max(run(capped, lambda n: 1.0 / n)) <= 500
+    assert run(numeric.ChunkTuner(estimate=400, copies=1000), lambda n: 1.0) == [400] * 12
 
 
 def test_the_check_runs_on_one_blas_thread_and_restores_the_count():

@@ -10,14 +10,17 @@ perturbed tensor. The plain way carries every copy as the whole batch, (P*N, *sh
   ``per_copy`` rows (R = P * per_copy), in copy order.
 - ``Local``: rows that differ from their base rows at K positions each (a pixel's
   neighbourhood after a convolution, one unit after a dense weight moved), carried as
-  those positions and values while the layers on the way support it
+  those positions and values (a row with fewer changes than the others is padded by
+  repeating its first position and value) while the layers on the way support it
   (``Layer.forward_local``); a layer that mixes everything (softmax, a batch statistic)
   turns it back into ``Rows`` or ``Full``.
 
 Rows and Full give the same numbers bit for bit: the layers that run on rows are row
 consistent (``batch_independent``), and the examples a copy does not reach keep the
 base pass's losses. Local computes the changed outputs from the changed inputs alone,
-which agrees with the whole forward up to rounding (tests/test_local.py).
+which agrees with the whole forward up to rounding (tests/test_local.py); a row's values
+never depend on the rows computed with it, so no result depends on how the copies are
+chunked, timed or spread over workers.
 """
 
 from __future__ import annotations
@@ -25,9 +28,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-#: A row stays Local while its changed positions are at most this share of the value.
-SPARSE_SHARE = 0.25
 
 
 @dataclass
@@ -50,12 +50,28 @@ class Local:
     values: np.ndarray
     per_copy: int
 
+    def is_whole(self, base: np.ndarray) -> bool:
+        """Every row lists every position of the value, in order (rows a layer computed
+        whole): ``dense`` is then the values themselves."""
+        return self.index.shape[1] == base[0].size and _in_order(self.index)
+
     def dense(self, base: np.ndarray) -> Rows:
         """The whole rows: the base rows with the changed values put in."""
         r = len(self.rows)
+        size = base[0].size
+        if self.index.shape[1] == size and _in_order(self.index):  # every position, in order
+            return Rows(self.rows, self.values.reshape(r, *base.shape[1:]), self.per_copy)
         data = base[self.rows].reshape(r, -1).copy()
         data[np.arange(r)[:, None], self.index] = self.values
         return Rows(self.rows, data.reshape(r, *base.shape[1:]), self.per_copy)
+
+
+def _in_order(index: np.ndarray) -> bool:
+    """Every row's positions are 0, 1, 2, ... (as a dense layer's outputs are)."""
+    first = index[0]
+    if not np.array_equal(first, np.arange(len(first))):
+        return False
+    return index.strides[0] == 0 or bool((index == first).all())
 
 
 Value = np.ndarray | Rows | Local
@@ -86,21 +102,22 @@ def full(v: Value, base: np.ndarray) -> np.ndarray:
     return out.reshape(p * n, *base.shape[1:])
 
 
-def sparse(rows: Rows, base: np.ndarray) -> Value:
-    """``rows`` as Local when each row differs from its base row in few positions."""
+def sparse(rows: Rows, base: np.ndarray) -> Local:
+    """``rows`` as Local: each row as the positions where it differs from its base row
+    (a row's representation depends on that row alone)."""
     r = len(rows.rows)
     data = rows.data.reshape(r, -1)
     changed = data != base[rows.rows].reshape(r, -1)
     counts = changed.sum(axis=1)
-    k = int(counts.max(initial=0))
-    if k > SPARSE_SHARE * data.shape[1]:
-        return rows
-    k = max(k, 1)
-    # the changed positions first in each row, in order; rows with fewer repeat their
-    # first position (writing a value twice where it already is changes nothing)
-    order = np.argsort(~changed, axis=1, kind="stable")[:, :k]
-    fill = np.arange(k)[None, :] < counts[:, None]
-    index = np.where(fill, order, order[:, :1])
+    k = max(int(counts.max(initial=0)), 1)
+    # the changed positions of each row in order; rows with fewer repeat their first
+    # (writing a value twice where it already is changes nothing)
+    row, pos = np.nonzero(changed)
+    index = np.zeros((r, k), dtype=np.intp)
+    slot = np.arange(len(row)) - np.repeat(np.cumsum(counts) - counts, counts)
+    index[row, slot] = pos
+    short = np.arange(k)[None, :] >= counts[:, None]
+    index = np.where(short, index[:, :1], index)
     return Local(rows.rows, index, np.take_along_axis(data, index, axis=1), rows.per_copy)
 
 

@@ -65,34 +65,55 @@ def chunk_size(bytes_per_copy: int, max_memory: int) -> int:
     """How many perturbed copies to evaluate per call: within the memory budget (at
     least 2), and near the cache-friendly size."""
     per_copy = max(1, bytes_per_copy)
-    by_memory = max(2, int(max_memory // per_copy))
-    return min(by_memory, max(MIN_CHUNK, int(CACHE_BYTES // per_copy)))
+    return min(memory_cap(bytes_per_copy, max_memory), max(MIN_CHUNK, int(CACHE_BYTES // per_copy)))
+
+
+def memory_cap(bytes_per_copy: int, max_memory: int) -> int:
+    """The most copies per call the memory budget allows (at least 2)."""
+    return max(2, int(max_memory // max(1, bytes_per_copy)))
 
 
 class ChunkTuner:
-    """Copies per call: the estimate from ``chunk_size``, then the fastest of a few sizes.
+    """Copies per call: the estimate from ``chunk_size``, then the fastest size found.
 
-    ``bytes_per_copy`` is a rough estimate (a layer's im2col or window copies are not in
-    it), so when a tensor needs many calls the first ones try 1/4, 1/2 and all of the
-    estimate, once each, and the rest use the size that cost least per copy. Chunking
-    never changes a value (the layers are row-consistent), only the time.
+    ``bytes_per_copy`` is a rough estimate: a copy carried as the few values it changes
+    (engine/local.py) costs far less than a whole batch, a layer's im2col copies are not
+    in it. So while copies remain, the size doubles as long as the cost per copy falls
+    (never past ``limit``, the memory budget), then halves from the estimate if doubling
+    never paid; every other call uses the cheapest size seen. No value depends on the
+    chunking (the layers are row-consistent), only the time.
     """
 
-    def __init__(self, estimate: int, copies: int):
-        # never above the estimate: it holds the memory budget
-        sizes = sorted({min(estimate, max(MIN_CHUNK, estimate // d)) for d in (4, 2, 1)})
-        self.trials = sizes if copies >= 4 * sum(sizes) else []
+    def __init__(self, estimate: int, copies: int, limit: int | None = None):
         self.best = estimate
-        self._best_rate = float("inf")
+        self.limit = max(estimate, limit or estimate)
+        self._rates: dict[int, float] = {}
+        self._left = copies
+        self._next: int | None = estimate if copies >= 8 * estimate else None
 
     def next_size(self) -> int:
-        return self.trials[0] if self.trials else self.best
+        return self._next if self._next is not None else self.best
 
     def record(self, size: int, seconds: float) -> None:
-        if self.trials and size == self.trials[0]:
-            self.trials.pop(0)
-            if seconds / size < self._best_rate:
-                self.best, self._best_rate = size, seconds / size
+        self._left -= size
+        rate = seconds / max(size, 1)
+        if size == self._next:
+            self._rates[size] = min(rate, self._rates.get(size, rate))
+            self.best = min(self._rates, key=self._rates.__getitem__)
+            self._next = self._following(size)
+
+    def _following(self, size: int) -> int | None:
+        """The next size to try, or None when the search is over."""
+        up = 2 * size
+        growing = size >= max(self._rates, default=size) and self.best == size
+        if growing and up <= self.limit and self._left >= 8 * up and up not in self._rates:
+            return up
+        smallest = min(self._rates)
+        down = smallest // 2
+        fits = down >= MIN_CHUNK and down not in self._rates and self._left >= 8 * down
+        if self.best == smallest and fits:
+            return down
+        return None
 
 
 @dataclass
@@ -132,8 +153,9 @@ def evaluate(
     taken = (values[:, None] + offsets) - values[:, None]
     all_index = np.repeat(index, m)
     all_delta = taken.reshape(-1)
-    estimate = chunk or chunk_size(objective.bytes_per_copy(tensor), max_memory)
-    tuner = ChunkTuner(estimate, 0 if chunk else k * m)
+    per_copy = objective.bytes_per_copy(tensor)
+    estimate = chunk or chunk_size(per_copy, max_memory)
+    tuner = ChunkTuner(estimate, 0 if chunk else k * m, memory_cap(per_copy, max_memory))
     out = np.empty(k * m)
     start = 0
     while start < k * m:

@@ -28,12 +28,14 @@ from ..errors import NumericalError, PluginError
 from ..network import Node
 from ..problem import Problem
 from ..protocol import Params, perturbed_by_loop
+from . import local
 from .copies import copy_params
 from .passes import (
     Gradients,
     Trace,
     loss_forward,
     node_forward,
+    node_forward_local,
     node_params,
     real_dtype,
     reduce_losses,
@@ -146,6 +148,13 @@ class NetworkObjective:
     _target_tiles: np.ndarray | None = field(default=None, repr=False)
     _plans: dict = field(default_factory=dict, repr=False)
     _magnitude: float = 0.0
+    #: the base pass's per-example losses, (N,): what a copy's unreached examples give
+    base_losses: np.ndarray | None = None
+    #: carry perturbations as the rows they reach / as a few changed positions
+    #: (engine/local.py); off, every copy is the whole batch (the reference path)
+    rows: bool = True
+    local: bool = True
+    _rowwise: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(
@@ -176,6 +185,7 @@ class NetworkObjective:
             f0=trace64.loss,
             analytic=analytic,
             _magnitude=float(np.abs(trace64.losses).sum() + terms),
+            base_losses=np.asarray(trace64.losses, dtype=np.float64),
         )
 
     @property
@@ -199,18 +209,28 @@ class NetworkObjective:
         return out
 
     def bytes_per_copy(self, tensor: str) -> int:
-        """Rough peak bytes one perturbed copy costs downstream of the tensor (x3 for caches)."""
+        """Rough peak bytes one perturbed copy costs downstream of the tensor (x3 for
+        caches): every example, or the one a perturbed input reaches when copies travel
+        as rows (engine/local.py)."""
         sizes = self.network.example_sizes(self.network.copy_values(tensor))
-        return int(8 * self.n * 3 * (sum(sizes) + max(sizes)))
+        rows = 1 if self.network.is_input(tensor) and self.rowwise(tensor) else self.n
+        return int(8 * rows * 3 * (sum(sizes) + max(sizes)))
 
     def losses(self, tensor: str, index: np.ndarray, delta: np.ndarray) -> np.ndarray:
         """(P,) reduced losses of P copies, copy p with tensor.flat[index[p]] += delta[p]."""
         p = len(index)
         self.forward_passes += p
         network = self.network
+        rowwise = self.rowwise(tensor)
         if network.is_input(tensor):
-            moved = {tensor: _stack_input(self.inputs[tensor], index, delta)}
-            return self._run(tensor, moved, p, fresh=True)
+            x = self.inputs[tensor]
+            if rowwise:  # one example reached: one row, changed at one position
+                row, at = np.divmod(index, x[0].size)
+                moved_value = x.reshape(len(x), -1)[row, at] + delta
+                start: local.Value = local.Local(row, at[:, None], moved_value[:, None], 1)
+            else:
+                start = _stack_input(x, index, delta)
+            return self._run(tensor, {tensor: start}, p, fresh=True)
         owner, name = network.split_param(tensor)
         users = network.users(owner)
         if len(users) > 1:  # a shared parameter moves several nodes at once
@@ -219,22 +239,37 @@ class NetworkObjective:
         xs = [self.values[v] for v in node.inputs]
         y = _perturbed_layer(node, xs, self.params[owner], name, index, delta)
         self.copies_through[node.name] = self.copies_through.get(node.name, 0) + p
-        return self._run(tensor, {node.name: y}, p)
+        moved: local.Value = y
+        if rowwise:  # every example reached
+            moved = local.Rows(np.tile(np.arange(self.n), p), y, self.n)
+        return self._run(tensor, {node.name: moved}, p)
+
+    def rowwise(self, tensor: str) -> bool:
+        """A perturbation of ``tensor`` may travel as the rows it reaches (engine/local.py):
+        every node downstream is batch independent and the loss is per example."""
+        if tensor not in self._rowwise:
+            nodes = self.network.downstream(tensor)
+            self._rowwise[tensor] = self.rows and (
+                bool(getattr(self.problem.loss.loss, "per_example", True))
+                and not self.problem.loss.defended
+                and all(n.batch_independent for n in nodes)
+            )
+        return self._rowwise[tensor]
 
     def _run(
-        self, tensor: str, moved: dict[str, np.ndarray], p: int, fresh: bool = False
+        self, tensor: str, moved: dict[str, local.Value], p: int, fresh: bool = False
     ) -> np.ndarray:
-        """The nodes downstream of ``tensor`` and the loss on P stacked copies.
+        """The nodes downstream of ``tensor`` and the loss on P perturbed copies.
 
-        moved: the values already perturbed, each (P*N, ...). A copy whose perturbed
-        values all equal the unperturbed ones bit for bit (a weight on a zero input, a
-        ReLU that stays off, a max-pool that ignores the change) can only give f0, since
-        every layer maps equal rows to equal rows: it leaves the batch there and gets f0
-        without running the nodes below. Copies are compared where one value carries the
-        whole perturbation (the segments of a chain); looking costs a comparison of every
-        copy, so a few probes spread over the chunk go first (``_drop_unchanged``). That
-        changes the time, never a value. ``fresh``: the moved values differ from the
-        unperturbed ones by construction (a perturbed input): no comparison first.
+        moved: the values already perturbed, each as the whole batch of every copy or as
+        the rows it reaches (engine/local.py). A copy whose perturbed values all equal
+        the unperturbed ones bit for bit (a weight on a zero input, a ReLU that stays
+        off, a max-pool that ignores the change) can only give f0, since every layer maps
+        equal rows to equal rows: it leaves the batch there and gets f0 without running
+        the nodes below. Copies are compared where one value carries the whole
+        perturbation (the segments of a chain). That changes the time, never a value.
+        ``fresh``: the moved values differ from the unperturbed ones by construction (a
+        perturbed input): no comparison first.
         """
         network = self.network
         out = np.full(p, self.f0)
@@ -242,24 +277,73 @@ class NetworkObjective:
         output = network.output
         for k, (node, prune, done) in enumerate(self._plan(tensor, tuple(moved))):
             if prune is not None and not (fresh and k == 0):
-                alive = self._drop_unchanged(prune, moved, alive)
+                alive, moved = self._drop_unchanged(prune, moved, alive)
                 if not len(alive):
                     return out
-            xs = [
-                moved[v] if v in moved else _tiled(self.values[v], len(alive)) for v in node.inputs
-            ]
             self.copies_through[node.name] = self.copies_through.get(node.name, 0) + len(alive)
-            moved[node.name] = _forward_copies(node, xs, node_params(self.params, node), len(alive))
+            moved[node.name] = self._step(node, moved, len(alive))
             for v in done:  # free what no node below reads any more
                 del moved[v]
         if output not in moved:  # the perturbation never reaches the loss
             return out
-        alive = self._drop_unchanged(output, moved, alive)
+        alive, moved = self._drop_unchanged(output, moved, alive, final=True)
         if not len(alive):
             return out
-        losses, _ = loss_forward(self.problem.loss, moved[output], self._tiled_target(len(alive)))
-        out[alive] = reduce_losses(losses, self.n, self.problem.loss.reduction)
+        out[alive] = self._reduced_losses(moved[output], len(alive))
         return out
+
+    def _step(self, node: Node, moved: dict[str, local.Value], p: int) -> local.Value:
+        """One node on P copies: as a few changed positions where the layer can
+        (``forward_local``), on the rows reached where it is batch independent, else on
+        every example of every copy."""
+        params = node_params(self.params, node)
+        ins = [moved.get(v) for v in node.inputs]
+        given = [m for m in ins if m is not None]
+        whole = not all(isinstance(m, local.Rows | local.Local) for m in given)
+        if not whole and len({m.rows.tobytes() for m in given}) > 1:  # type: ignore[union-attr]
+            whole = True  # moved inputs reaching different rows: run every example
+        if whole or not node.batch_independent:
+            xs = [
+                local.full(m, self.values[v]) if m is not None else _tiled(self.values[v], p)
+                for v, m in zip(node.inputs, ins, strict=True)
+            ]
+            return _forward_copies(node, xs, params, p)
+        first = given[0]
+        if (
+            self.local
+            and len(ins) == 1
+            and isinstance(first, local.Local)
+            and getattr(node.layer, "supports_local", False)
+            and not node.defended
+        ):
+            x, y = self.values[node.inputs[0]], self.values[node.name]
+            out = node_forward_local(node, x, y, params, first.rows, first.index, first.values)
+            if out is not None:
+                changed = local.Local(first.rows, out[0], out[1], first.per_copy)
+                # every row changed everywhere (computed whole, as forward does): carry
+                # the rows themselves from here on; the same numbers, less bookkeeping
+                return changed.dense(y) if changed.is_whole(y) else changed
+        rows = first.rows
+        xs = [
+            local.as_rows(m, self.values[v]).data if m is not None else self.values[v][rows]
+            for v, m in zip(node.inputs, ins, strict=True)
+        ]
+        return local.Rows(rows, node_forward(node, xs, params)[0], first.per_copy)
+
+    def _reduced_losses(self, y: local.Value, p: int) -> np.ndarray:
+        """(P,) reduced losses of P copies of the network output. Copies carried as rows
+        take the base pass's losses for the examples they do not reach, and are summed
+        in the same order, so they give the same numbers as whole batches."""
+        loss = self.problem.loss
+        if not isinstance(y, local.Rows | local.Local):
+            losses, _ = loss_forward(loss, y, self._tiled_target(p))
+            return reduce_losses(losses, self.n, loss.reduction)
+        rows = local.as_rows(y, self.values[self.network.output])
+        target = None if self.target is None else self.target[rows.rows]
+        losses, _ = loss_forward(loss, rows.data, target)
+        table = np.broadcast_to(self.base_losses, (p, self.n)).copy()
+        table[np.repeat(np.arange(p), rows.per_copy), rows.rows] = losses
+        return reduce_losses(table.reshape(-1), self.n, loss.reduction)
 
     def _plan(
         self, tensor: str, start: tuple[str, ...]
@@ -284,26 +368,33 @@ class NetworkObjective:
         return self._plans[key]
 
     def _drop_unchanged(
-        self, value: str, moved: dict[str, np.ndarray], alive: np.ndarray
-    ) -> np.ndarray:
-        """Keep the copies whose rows of ``value`` differ from its unperturbed rows;
-        every moved value is cut down alike. Returns the copies still alive.
+        self, value: str, moved: dict[str, local.Value], alive: np.ndarray, final: bool = False
+    ) -> tuple[np.ndarray, dict[str, local.Value]]:
+        """Keep the copies whose ``value`` differs from its unperturbed one somewhere;
+        every moved value is cut down alike. Returns (the copies still alive, moved).
 
-        PRUNE_PROBES copies spread over the chunk are compared first, and the whole
-        chunk only when one of them is unchanged: copies are ordered by element, and
-        neighbours tend to share their fate (a dead unit, a zero input).
+        For whole batches, PRUNE_PROBES copies spread over the chunk are compared first,
+        and the whole chunk only when one of them is unchanged: copies are ordered by
+        element, and neighbours tend to share their fate (a dead unit, a zero input).
         """
+        v, base = moved[value], self.values[value]
         p = len(alive)
-        a = moved[value]
-        copies, base = a.reshape(p, -1), self.values[value].reshape(1, -1)
-        if (copies[:: max(1, p // PRUNE_PROBES)] != base).any(axis=1).all():
-            return alive
-        changed = (copies != base).any(axis=1)
+        if isinstance(v, local.Local) and not final:
+            return alive, moved  # the nodes below cost as little as looking would
+        if not isinstance(v, local.Local):  # a few copies spread over the chunk first
+            picks = np.arange(0, p, max(1, p // PRUNE_PROBES))
+            if isinstance(v, local.Rows):
+                at = (picks[:, None] * v.per_copy + np.arange(v.per_copy)).reshape(-1)
+                data = v.data[at].reshape(len(picks), -1)
+                ref = base[v.rows[at]].reshape(len(picks), -1)
+            else:
+                data, ref = v.reshape(p, -1)[picks], base.reshape(1, -1)
+            if (data != ref).any(axis=1).all():
+                return alive, moved
+        changed = local.changed_copies(v, base, self.n)
         if changed.all():
-            return alive
-        for v, arr in moved.items():
-            moved[v] = arr.reshape(p, -1)[changed].reshape(-1, *arr.shape[1:])
-        return alive[changed]
+            return alive, moved
+        return alive[changed], {k: local.keep(m, changed, self.n) for k, m in moved.items()}
 
     def _shared(
         self, tensor: str, owner: str, name: str, index: np.ndarray, delta: np.ndarray

@@ -165,6 +165,36 @@ def node_forward(node: Node, xs: list[np.ndarray], params: Params) -> tuple[np.n
     return guarded_forward(node, xs, params)
 
 
+def node_forward_local(
+    node: Node,
+    x: np.ndarray,
+    y: np.ndarray,
+    params: Params,
+    rows: np.ndarray,
+    index: np.ndarray,
+    values: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Guarded ``forward_local`` of a one-input node (protocol.py): the outputs a few
+    changed inputs reach, as (index, values), each (R, K'); None: run ``forward``."""
+    try:
+        out = node.layer.forward_local(x, y, params, rows, index, values)
+    except (NumericalError, PluginError):
+        raise
+    except (Exception, SystemExit) as exc:
+        raise PluginError(node.name, f"forward_local raised {type(exc).__name__}: {exc}") from exc
+    if out is None:
+        return None
+    ok = isinstance(out, tuple) and len(out) == 2
+    where, got = (np.asarray(out[0]), np.asarray(out[1])) if ok else (None, None)
+    if not ok or where.shape != got.shape or where.ndim != 2 or len(where) != len(rows):
+        raise PluginError(
+            node.name, "forward_local must return None or a pair (index, values), each (R, K)"
+        )
+    if got.dtype != values.dtype:
+        got = real_dtype(node.name, "forward_local's values", got, values.dtype)
+    return where, got
+
+
 def guarded_loss_forward(spec: LossSpec, y: np.ndarray, target: np.ndarray | None):
     """The bare guarded per-example loss (no copies): y (M, *shape) -> ((M,) losses of
     y's dtype, cache)."""

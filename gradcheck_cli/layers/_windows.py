@@ -66,9 +66,8 @@ def fold(dp: np.ndarray, hw: tuple[int, int], g: Geometry) -> np.ndarray:
 
 
 class Window(NamedTuple):
-    """Per changed row, the block of outputs a few changed inputs reach: rows a0 .. a0 +
-    wa - 1 and columns b0 .. b0 + wb - 1 of the output (a0, b0: (R,); wa, wb: ints, the
-    same for every row so the rows compute as one batch)."""
+    """A block of outputs, the same size for every row of a group: rows a0 .. a0 + wa - 1
+    and columns b0 .. b0 + wb - 1 of the output (a0, b0: (R,) per row)."""
 
     a0: np.ndarray
     b0: np.ndarray
@@ -76,22 +75,27 @@ class Window(NamedTuple):
     wb: int
 
 
-def changed_window(
+def changed_blocks(
     g: Geometry, in_shape: tuple[int, ...], out_hw: tuple[int, int], index: np.ndarray
-) -> Window:
-    """The output block reached by the inputs at ``index`` (R, K): flat positions in one
-    (C, H, W) input. Every output whose window reads one of them lies in the block."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(a0, b0, wa, wb), each (R,): per row, a block of outputs holding every output whose
+    window reads one of the inputs at ``index`` (R, K), flat positions in one (C, H, W)
+    input. The block's size depends only on how far the row's changes spread (not on
+    where they are, nor on the other rows), so rows of one spread share one size and a
+    row's outputs come out the same whatever rows it is computed with; it is placed
+    inside the output, over the outputs the changes reach."""
     _, h, w = in_shape
     ho, wo = out_hw
     spatial = index % (h * w)
     r, s = spatial // w, spatial % w
-    a_lo = np.clip(-((-(r.min(axis=1) + g.ph - g.kh + 1)) // g.sh), 0, ho - 1)
-    a_hi = np.clip((r.max(axis=1) + g.ph) // g.sh, 0, ho - 1)
-    b_lo = np.clip(-((-(s.min(axis=1) + g.pw - g.kw + 1)) // g.sw), 0, wo - 1)
-    b_hi = np.clip((s.max(axis=1) + g.pw) // g.sw, 0, wo - 1)
-    wa = int(max(1, (a_hi - a_lo + 1).max()))
-    wb = int(max(1, (b_hi - b_lo + 1).max()))
-    return Window(np.minimum(a_lo, ho - wa), np.minimum(b_lo, wo - wb), wa, wb)
+    r_min, r_max, s_min, s_max = r.min(axis=1), r.max(axis=1), s.min(axis=1), s.max(axis=1)
+    # outputs reached: a with a*sh - ph <= r <= a*sh - ph + kh - 1 for some changed r;
+    # at most (extent + kh - 1) // sh + 1 of them, one more where the stride may split it
+    wa = np.minimum((r_max - r_min + g.kh - 1) // g.sh + 1 + (g.sh > 1), ho)
+    wb = np.minimum((s_max - s_min + g.kw - 1) // g.sw + 1 + (g.sw > 1), wo)
+    a_lo = np.clip(-((-(r_min + g.ph - g.kh + 1)) // g.sh), 0, ho - 1)
+    b_lo = np.clip(-((-(s_min + g.pw - g.kw + 1)) // g.sw), 0, wo - 1)
+    return np.minimum(a_lo, ho - wa), np.minimum(b_lo, wo - wb), wa, wb
 
 
 def window_patches(
@@ -106,7 +110,7 @@ def window_patches(
     """The input each row's output block reads: (R, C, (wa - 1) * sh + kh, (wb - 1) * sw +
     kw), cut from the padded base input x[rows] with the row's changed values put in.
 
-    x: (N, C, H, W); rows (R,); index, values (R, K) as in ``changed_window``. Changed
+    x: (N, C, H, W); rows (R,); index, values (R, K) as in ``changed_blocks``. Changed
     inputs outside the block's reach are read by no output in it, and are left out.
     """
     _, c, h, w = x.shape
@@ -141,6 +145,43 @@ def window_index(channels: int, out_hw: tuple[int, int], win: Window) -> np.ndar
     ch = np.arange(channels)
     flat = (ch[None, :, None, None] * ho + a[:, None, :, None]) * wo + b[:, None, None, :]
     return flat.reshape(len(win.a0), -1)
+
+
+def local_blocks(g, x, y, rows, index, values, compute, whole, pad_value=0.0):
+    """The outputs a few changed inputs reach, block by block: rows are grouped by the
+    size of their block and each group computed at that size (so a row's values never
+    depend on the rows beside it), then padded to one width by repeating each row's
+    first output (the Local convention). A row whose block would cover more than
+    LOCAL_SHARE of the output is computed whole by ``whole(rows)`` (the layer's forward).
+
+    x: (N, C, H, W), y: (N, O, Ho, Wo); compute(patch, win) -> (R_g, O, wa, wb).
+    Returns (index, values), each (R, K').
+    """
+    channels, ho, wo = y.shape[1:]
+    a0, b0, wa, wb = changed_blocks(g, x.shape[1:], (ho, wo), index)
+    big = wa * wb > LOCAL_SHARE * ho * wo
+    width = channels * (ho * wo if big.any() else int((wa * wb).max()))
+    out_index = np.empty((len(rows), width), dtype=np.intp)
+    out_values = np.empty((len(rows), width), dtype=values.dtype)
+    if big.any():
+        group = np.flatnonzero(big)
+        dense = x[rows[group]].reshape(len(group), -1).copy()
+        dense[np.arange(len(group))[:, None], index[group]] = values[group]
+        out_values[group] = whole(dense.reshape(len(group), *x.shape[1:])).reshape(len(group), -1)
+        out_index[group] = np.arange(width)
+    sizes = np.where(big, -1, wa * (wo + 1) + wb)
+    for size in np.unique(sizes[sizes >= 0]):
+        group = np.flatnonzero(sizes == size)
+        win = Window(a0[group], b0[group], int(wa[group[0]]), int(wb[group[0]]))
+        patch = window_patches(x, rows[group], index[group], values[group], g, win, pad_value)
+        block = compute(patch, win).reshape(len(group), -1)
+        k = block.shape[1]
+        out_values[group, :k] = block
+        out_index[group, :k] = window_index(channels, (ho, wo), win)
+        if k < width:
+            out_values[group, k:] = block[:, :1]
+            out_index[group, k:] = out_index[group, :1]
+    return out_index, out_values
 
 
 #: A layer computes a local change only while its block is at most this share of the

@@ -8,15 +8,7 @@ import numpy as np
 
 from ..protocol import ConvSums, InputKind, Layer, Params, Shape, image_shape, register_layer
 from ._fields import IntPair, checked_int, checked_pair
-from ._windows import (
-    LOCAL_SHARE,
-    Geometry,
-    changed_window,
-    fold,
-    patches,
-    window_index,
-    window_patches,
-)
+from ._windows import Geometry, fold, local_blocks, patches
 
 
 class ConvCache(NamedTuple):
@@ -151,18 +143,20 @@ class Conv2d(Layer):
 
     def forward_local(self, x, y, params, rows, index, values):
         """The output block a few changed input pixels reach (every output channel),
-        computed from the input patch it reads: (R, O * wa * wb) positions and values.
+        computed from the input patch it reads (``_windows.local_blocks``).
 
         x: (N, C, H, W), y: (N, O, Ho, Wo); rows (R,); index, values (R, K) in (C, H, W)."""
         g = self.geometry
-        ho, wo = y.shape[2:]
-        win = changed_window(g, x.shape[1:], (ho, wo), index)
-        if win.wa * win.wb > LOCAL_SHARE * ho * wo:
-            return None
-        patch = window_patches(x, rows, index, values, g, win)
-        cols = patches(patch, Geometry(g.kh, g.kw, g.sh, g.sw, 0, 0))
-        cols = cols.reshape(len(rows), -1, win.wa * win.wb)
-        out = np.matmul(params["weight"].reshape(self.out_channels, -1), cols)
-        if "bias" in params:
-            out += params["bias"][:, None]
-        return window_index(self.out_channels, (ho, wo), win), out.reshape(len(rows), -1)
+        unpadded = Geometry(g.kh, g.kw, g.sh, g.sw, 0, 0)
+        w2d = params["weight"].reshape(self.out_channels, -1)
+
+        def compute(patch, win):
+            cols = patches(patch, unpadded).reshape(len(patch), -1, win.wa * win.wb)
+            out = np.matmul(w2d, cols)
+            if "bias" in params:
+                out += params["bias"][:, None]
+            return out
+
+        return local_blocks(
+            g, x, y, rows, index, values, compute, lambda z: self.forward(z, params)[0]
+        )

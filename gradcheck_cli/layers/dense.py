@@ -10,6 +10,10 @@ import numpy as np
 from ..protocol import DenseSums, InputKind, Layer, Params, Shape, register_layer
 from ._fields import checked_int
 
+#: A row with more than F / LOCAL_DENSE changed inputs is computed whole: one gemv then
+#: costs less than gathering that many weight columns.
+LOCAL_DENSE = 16
+
 
 class DenseCache(NamedTuple):
     x: np.ndarray  # (N, F), the layer's input
@@ -93,13 +97,23 @@ class Dense(Layer):
 
     def forward_local(self, x, y, params, rows, index, values):
         """Every output, from a few changed inputs: y[rows] + sum_k (v_k - x_k) W[:, j_k],
-        K multiply-adds per output instead of F. x: (N, F), y: (N, O); rows (R,);
-        index, values (R, K)."""
-        if 4 * index.shape[1] > x.shape[1]:
-            return None
-        wt = params["weight"].T  # (F, O)
+        K multiply-adds per output instead of F; a row with more than F/LOCAL_DENSE
+        changed inputs is computed whole, exactly as ``forward`` computes it. x: (N, F), y: (N, O);
+        rows (R,); index, values (R, K)."""
+        weight, n_in = params["weight"], x.shape[1]
         change = values - x[rows[:, None], index]
+        # a row padded to K repeats its first position (the Local convention): once only
+        again = np.zeros(index.shape, dtype=bool)
+        again[:, 1:] = index[:, 1:] == index[:, :1]
+        change[again] = 0.0
+        whole = LOCAL_DENSE * (index.shape[1] - again.sum(axis=1)) > n_in
         out = y[rows].copy()
-        for k in range(index.shape[1]):
-            out += change[:, k : k + 1] * wt[index[:, k]]
+        part = np.flatnonzero(~whole)
+        if len(part):  # one gather of the K weight columns each row needs, one sum
+            columns = weight.T[index[part]]  # (R', K, O)
+            out[part] += np.einsum("rk,rko->ro", change[part], columns)
+        if whole.any():
+            full = x[rows[whole]].copy()
+            full[np.arange(int(whole.sum()))[:, None], index[whole]] = values[whole]
+            out[whole], _ = self.forward(full, params)
         return np.broadcast_to(np.arange(out.shape[1]), out.shape), out

@@ -18,15 +18,7 @@ from ..protocol import (
     register_layer,
 )
 from ._fields import IntPair, checked_pair
-from ._windows import (
-    LOCAL_SHARE,
-    Geometry,
-    changed_window,
-    fold,
-    patches,
-    window_index,
-    window_patches,
-)
+from ._windows import Geometry, fold, local_blocks, patches
 
 
 class _Pool2d(Layer):
@@ -69,16 +61,26 @@ class _Pool2d(Layer):
 
     def forward_local(self, x, y, params, rows, index, values):
         """The output block a few changed inputs reach, pooled from the input patch it
-        reads (every channel): (R, C * wa * wb) positions and values."""
+        reads, every channel (``_windows.local_blocks``)."""
         g = self.geometry
-        c, ho, wo = y.shape[1:]
-        win = changed_window(g, x.shape[1:], (ho, wo), index)
-        if win.wa * win.wb > LOCAL_SHARE * ho * wo:
-            return None
-        patch = window_patches(x, rows, index, values, g, win, self.pad_value)
-        windows = patches(patch, Geometry(g.kh, g.kw, g.sh, g.sw, 0, 0), self.pad_value)
-        out = self._pool(windows.reshape(len(rows), c, g.kh * g.kw, win.wa, win.wb))
-        return window_index(c, (ho, wo), win), out.reshape(len(rows), -1)
+        unpadded = Geometry(g.kh, g.kw, g.sh, g.sw, 0, 0)
+        c = y.shape[1]
+
+        def compute(patch, win):
+            windows = patches(patch, unpadded, self.pad_value)
+            return self._pool(windows.reshape(len(patch), c, g.kh * g.kw, win.wa, win.wb))
+
+        return local_blocks(
+            g,
+            x,
+            y,
+            rows,
+            index,
+            values,
+            compute,
+            lambda z: self.forward(z, params)[0],
+            self.pad_value,
+        )
 
     def _pool(self, windows: np.ndarray) -> np.ndarray:
         """(R, C, kh*kw, a, b) windows -> (R, C, a, b) pooled values."""
