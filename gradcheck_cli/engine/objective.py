@@ -43,6 +43,9 @@ from .passes import (
 
 #: Copies compared first when looking for unchanged ones in a chunk (_drop_unchanged).
 PRUNE_PROBES = 16
+#: Chunks after which a value where no copy ever left the batch is not looked at again
+#: (dropping a copy changes the time, never a value, so when to look is free to choose).
+PRUNE_PATIENCE = 4
 
 
 def _stack_input(x: np.ndarray, index: np.ndarray, delta: np.ndarray) -> np.ndarray:
@@ -155,6 +158,7 @@ class NetworkObjective:
     rows: bool = True
     local: bool = True
     _rowwise: dict = field(default_factory=dict, repr=False)
+    _pruned: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(
@@ -381,6 +385,10 @@ class NetworkObjective:
         p = len(alive)
         if isinstance(v, local.Local) and not final:
             return alive, moved  # the nodes below cost as little as looking would
+        seen = self._pruned.setdefault(value, [0, 0])  # [chunks looked at, copies dropped]
+        if seen[0] >= PRUNE_PATIENCE and not seen[1] and not final:
+            return alive, moved  # nothing ever leaves here: looking only costs
+        seen[0] += 1
         if not isinstance(v, local.Local):  # a few copies spread over the chunk first
             picks = np.arange(0, p, max(1, p // PRUNE_PROBES))
             if isinstance(v, local.Rows):
@@ -394,6 +402,7 @@ class NetworkObjective:
         changed = local.changed_copies(v, base, self.n)
         if changed.all():
             return alive, moved
+        seen[1] += int((~changed).sum())
         return alive[changed], {k: local.keep(m, changed, self.n) for k, m in moved.items()}
 
     def _shared(
