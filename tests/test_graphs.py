@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from click.testing import CliRunner
 
 import gradcheck_cli as gc
@@ -24,6 +25,7 @@ from gradcheck_cli.cli import cli
 from gradcheck_cli.config import load_problem, problem_from_dict
 from gradcheck_cli.engine import run_check
 from gradcheck_cli.engine.explain import explain
+from gradcheck_cli.engine.objective import NetworkObjective
 from gradcheck_cli.engine.passes import analytic_pass, problem_params
 from gradcheck_cli.protocol import LAYERS, ORIGINS, FieldError, Layer, takes_several
 from gradcheck_cli.schema import config_schema
@@ -272,6 +274,26 @@ def test_every_mode_passes_on_the_shipped_graphs(name, mode):
     report = gc.check(shipped(name), **mode)
     assert report.passed, [(c.name, c.failed) for c in report.checks if not c.passed]
     assert [c.name for c in report.checks] == load_problem(shipped(name)).tensor_names()
+
+
+def test_a_perturbation_runs_only_what_lies_downstream_of_it():
+    """The prefix cache on a graph: moving conv's weight runs conv and what reads it,
+    never the other branch (pool, flat, fc come from the unperturbed pass)."""
+    problem = load_problem(shipped("fork_sum"))
+    trace, grads = analytic_pass(problem, problem_params(problem))
+    objective = NetworkObjective.build(problem, trace, grads, problem_params(problem, np.float64))
+    objective.losses("conv.weight", np.arange(4), np.full(4, 1e-3))
+    assert objective.copies_through == {"conv": 4, "conv_flat": 4, "head": 4}
+    objective.copies_through.clear()
+    objective.losses("fc.bias", np.arange(2), np.full(2, 1e-3))
+    assert objective.copies_through == {"fc": 2, "head": 2}
+
+
+@pytest.mark.parametrize("name", GRAPH_CONFIGS)
+def test_float32_graphs_pass(name):
+    config = yaml.safe_load(shipped(name).read_text())
+    config.pop("expect")  # figures given to float64 precision
+    assert gc.check({**config, "dtype": "float32"}).passed
 
 
 def test_only_selects_a_named_input():
