@@ -86,7 +86,8 @@ def _reads(
     ctx: Context,
 ) -> tuple[str, ...] | None:
     item, cls = draft.item, draft.cls
-    assert cls is not None
+    if cls is None:  # an unknown type: its own issue says so
+        return None
     if "inputs" not in item:
         if takes_several(cls):
             ctx.add(

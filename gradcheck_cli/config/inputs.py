@@ -29,7 +29,7 @@ INPUTS_STREAM = 0x1A9B7
 
 
 #: (value name, key path, the value as written, line): one entry of input_entries.
-Entry = tuple[str, str, Any, "int | None"]
+Entry = tuple[str, str, Any, int | None]
 
 
 @dataclass
