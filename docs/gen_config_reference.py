@@ -103,7 +103,9 @@ def type_text(s: dict[str, Any], defs: dict[str, Any]) -> str:
             what = "[a, b]" if len(items) == 2 else f"list of {len(items)}"
             return f"{what} of {items[0]}"
         if "items" in s:
-            return f"list of {type_text(s['items'], defs)}"
+            least = s.get("minItems", 1)
+            many = f"{least} or more " if least > 1 and "maxItems" not in s else ""
+            return f"list of {many}{type_text(s['items'], defs)}"
         return "list"
     if kind == "object":
         return "mapping"
@@ -120,12 +122,14 @@ def field_rows(
     for key, sub in schema.get("properties", {}).items():
         if key in skip:
             continue
+        if type_fields and key in ("inputs", "share") and key not in required:
+            continue  # every layer takes them: told once, under `layers`
         default = sub.get("default")
         if default is None and "anyOf" in sub:
             default = next((x["default"] for x in sub["anyOf"] if "default" in x), None)
         takes = type_text(sub, defs)
         note = _first_line(sub.get("description", ""))
-        if type_fields and key != "name" and "array" not in takes:
+        if type_fields and key not in ("name", "inputs") and "array" not in takes:
             note = ""
         if key in required:
             note = "**required**" + (f": {note}" if note else "")
@@ -190,11 +194,43 @@ def render() -> str:
         "(seeded random) or, for a batch, `{value: [...], batched: true}` (the first axis is",
         "the batch; a loss's `target` or `grad` then carries the batch axis too).",
         "",
+        "## `inputs`",
+        "",
+        "Instead of `input:`, a network with several inputs names them, each written as",
+        "`input:` is: `inputs: {x: {shape: [3]}, h0: [0.0, 0.0]}`. Layers read them as",
+        "`input.x` and `input.h0`, they are checked as `input.x` and `input.h0`, and their",
+        "gradients are expected as `input.x.grad`. All share one batch size: every input is",
+        "batched with the same N, or none is.",
+        "",
         "## `layers`",
         "",
         "A list; each item has a `type` and an optional `name` (default `<type>_<k>`, k",
         "counting that type from 1; names appear in tensor names such as `conv1.weight`).",
         "Any other key is the type's own. Checked tensors are `input` and `<layer>.<param>`.",
+        "",
+        "Every layer also takes two keys of the network's:",
+        "",
+        "| key | takes | default | notes |",
+        "|---|---|---|---|",
+        "| `inputs` | layer name or list of layer names | the previous layer | the values it "
+        "reads, in order: earlier layer names, `input`, or `input.<name>`; several readers "
+        "of one value (a fork) send it the SUM of their deltas |",
+        "| `share` | layer name |  | an earlier layer whose parameters it uses (tied "
+        "weights); it gives no arrays, and the gradient, checked under the owner's name, is "
+        "the sum over every use |",
+        "",
+        "```yaml",
+        "layers:",
+        "  - {type: conv2d, name: c1, out_channels: 4, kernel_size: 3, padding: 1}",
+        "  - {type: relu, name: r1}",
+        "  - {type: conv2d, name: c2, out_channels: 4, kernel_size: 3, padding: 1}",
+        "  - {type: add, name: skip, inputs: [r1, c2]}        # a residual connection",
+        "  - {type: concat, name: cat, inputs: [skip, input], axis: 0}",
+        "```",
+        "",
+        "Only layers listed above may be read, so a network cannot have a cycle; a layer",
+        "whose output nothing reads, other than the last (the network's output), is warned",
+        "about: it cannot change the loss.",
         "",
     ]
     for name in sorted(k.removeprefix("layer.") for k in defs if k.startswith("layer.")):
@@ -234,8 +270,10 @@ def render() -> str:
         "## `expect`",
         "",
         "Optional: values derived by hand, compared with the engine's after the check.",
-        "Keys: `<layer>.<param>.grad`, `input.grad`, `<layer>.output` (forward value),",
-        "`<layer>.delta` (dE/d of the layer's output) and `loss`; each value an array.",
+        "Keys: `<layer>.<param>.grad`, `input.grad` (`input.<name>.grad` for several",
+        "inputs), `<layer>.output` (forward value), `<layer>.delta` (dE/d of the layer's",
+        "output) and `loss`; each value an array. A shared parameter's gradient is its",
+        "owner's: `<owner>.<param>.grad`, the sum over every use.",
         "",
     ]
     out += field_rows(expect, defs, skip=())

@@ -43,11 +43,26 @@ class Expectation:
 
 
 @dataclass
+class NamedInput:
+    """One of several network inputs (``inputs: {x: ..., h0: ...}``).
+
+    value: (N, *shape); user_shape: as written (no batch axis unless batched).
+    """
+
+    value: np.ndarray
+    user_shape: Shape
+    line: int | None = None
+
+
+@dataclass
 class Problem:
     """A whole validated config.
 
     x: (N, *in_shape) with N = 1 for an unbatched config. input_user_shape is the input's
     shape as written (no batch axis for unbatched configs, e.g. (5, 5) for a 2-D input).
+    A config with several inputs (``inputs:``) has them in ``named_inputs`` by value name
+    (``input.x``, ``input.h0``); ``x`` and ``input_user_shape`` are then the first one's.
+    Every input has the batch size N.
     """
 
     path: str
@@ -66,6 +81,9 @@ class Problem:
     warnings: list[str] = field(default_factory=list)
     #: resolved paths of every file the config read (arrays, plugins): never written to
     sources: tuple[str, ...] = ()
+    #: the network inputs by value name when the config gives several (``inputs:``);
+    #: empty when it gives one (``input:``), which is ``x``
+    named_inputs: dict[str, NamedInput] = field(default_factory=dict)
 
     @property
     def batch_size(self) -> int:
@@ -74,15 +92,19 @@ class Problem:
     @functools.cached_property
     def network(self) -> Network:
         """The layers as a network of named values (gradcheck_cli/network.py)."""
-        return Network({INPUT: tuple(self.x.shape[1:])}, self.layers)
+        return Network({k: tuple(v.shape[1:]) for k, v in self.inputs.items()}, self.layers)
 
     @property
     def inputs(self) -> dict[str, np.ndarray]:
         """Every network input by value name, each (N, *shape)."""
+        if self.named_inputs:
+            return {k: v.value for k, v in self.named_inputs.items()}
         return {INPUT: self.x}
 
     def input_user_shapes(self) -> dict[str, Shape]:
         """Each network input's shape as the user wrote it (no batch axis unless batched)."""
+        if self.named_inputs:
+            return {k: tuple(v.user_shape) for k, v in self.named_inputs.items()}
         return {INPUT: tuple(self.input_user_shape)}
 
     def where(self, layer: str) -> tuple[int | None, str]:

@@ -158,6 +158,15 @@ class Layer:
     #: DenseSums or Note); None shows the output and delta only. A property may stand
     #: here when the text depends on the instance (avgpool2d's window size).
     derivation: Derivation | None = None
+    #: How many values the layer reads (a config lists them under ``inputs:``). 1, the
+    #: default, keeps every signature below exactly as it is. A multi-input layer says
+    #: k >= 2 (exactly k) or None (any number from 2 up); then ``forward`` takes a tuple
+    #: ``xs`` of arrays (N, *in_shapes[i]) in the order the config lists them,
+    #: ``backward`` returns a tuple with one dx per input (each shaped like its x), and
+    #: ``output_shape``, ``init_params`` and ``param_sizes`` take the tuple
+    #: ``in_shapes`` where a one-input layer takes ``in_shape``. ``input_kind`` then
+    #: applies to every input.
+    n_inputs: ClassVar[int | None] = 1
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -348,6 +357,18 @@ def register_loss(name: str) -> Callable[[T], T]:
     A later registration under the same name replaces the earlier one.
     """
     return _registrar("loss", Loss, LOSSES, name)
+
+
+def takes_several(layer: Layer | type[Layer]) -> bool:
+    """True when a layer reads several values (``n_inputs`` is not 1): its forward takes
+    a tuple of arrays and its backward returns a tuple of dx."""
+    return getattr(layer, "n_inputs", 1) != 1
+
+
+def inputs_wanted(layer: Layer | type[Layer]) -> str:
+    """How many inputs a layer reads, in words: ``one``, ``2``, ``2 or more``."""
+    n = getattr(layer, "n_inputs", 1)
+    return "one" if n == 1 else "2 or more" if n is None else str(n)
 
 
 def describe(cls: type) -> str:

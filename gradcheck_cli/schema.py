@@ -1,7 +1,7 @@
 """The JSON Schema (draft 2020-12) of the config format, built from the registry.
 
 The fixed structure (docs/config.md, "Top-level keys": name, seed, dtype, plugins,
-input, layers, loss, check, expect) is written out here; every registered layer and loss
+input or inputs, layers, loss, check, expect) is written out here; every registered layer and loss
 type adds a schema of its own, read from its class: ``__init__``'s parameters (types from
 the annotations, defaults from the signature, bounds from ``field_bounds``),
 ``param_names`` (arrays) and ``inferred_from`` (sizes a given weight says).
@@ -12,7 +12,9 @@ registers when the config loads) is still accepted under a generic schema.
 
 >>> schema = config_schema()
 >>> schema["$schema"], sorted(schema["required"])
-('https://json-schema.org/draft/2020-12/schema', ['input', 'layers', 'loss'])
+('https://json-schema.org/draft/2020-12/schema', ['layers', 'loss'])
+>>> schema["oneOf"]  # the one input, or several by name
+[{'required': ['input']}, {'required': ['inputs']}]
 
 The schema is a guide for editors and a first line of defence; the config loader stays
 the authority (it checks shapes, ranges and plugin types, which a schema cannot).
@@ -33,9 +35,12 @@ from .options import INTEGER_PATTERN, NUMBER_PATTERN  # numbers as strings, as t
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 #: Expectation keys (besides ``tolerance``): loss, input.grad, <layer>.output,
 #: <layer>.delta, <layer>.<param>.grad.
+#: (input.<name>.grad has the shape of <layer>.<param>.grad.)
 EXPECT_KEY_PATTERN = (
     r"^(tolerance|loss|input\.grad|[^.\s]+\.(output|delta)|[^.\s]+\.[^.\s]+\.grad)$"
 )
+#: A name under the top-level ``inputs:`` (config/inputs.py's INPUT_NAME).
+INPUT_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
 
 REF = "#/$defs/"
 
@@ -113,7 +118,8 @@ def config_schema() -> dict[str, Any]:
             "checks against central differences. See `gradcheck layers` and docs/config.md."
         ),
         "type": "object",
-        "required": ["input", "layers", "loss"],
+        "required": ["layers", "loss"],
+        "oneOf": [{"required": ["input"]}, {"required": ["inputs"]}],
         "additionalProperties": False,
         "properties": {
             "name": {
@@ -140,9 +146,23 @@ def config_schema() -> dict[str, Any]:
                     {"type": "array", "items": {"type": "string", "minLength": 1}},
                 ],
             },
-            "input": _ref("input"),
+            "input": {**_ref("input"), "description": "the network's input (or inputs:)"},
+            "inputs": {
+                "description": (
+                    "several network inputs by name, each written as input: is; layers read "
+                    "them as input.<name> (inputs: [input.h0]) and they are checked as "
+                    "input.<name>; all share one batch size"
+                ),
+                "type": "object",
+                "minProperties": 1,
+                "propertyNames": {"pattern": INPUT_NAME_PATTERN},
+                "additionalProperties": _ref("input"),
+            },
             "layers": {
-                "description": "the layer stack, first layer first",
+                "description": (
+                    "the layers, first layer first; each reads the previous one's output "
+                    "unless it says otherwise with inputs:"
+                ),
                 "type": "array",
                 "minItems": 1,
                 "items": _ref("layer"),
@@ -222,7 +242,7 @@ def _generic(kind: str, registry: dict[str, type]) -> dict[str, Any]:
         }
     }
     if kind == "layer":
-        properties["name"] = _layer_name()
+        properties.update(name=_layer_name(), inputs=_layer_inputs(None), share=_layer_share())
     else:
         properties["reduction"] = _reduction()
     return {
@@ -248,6 +268,38 @@ def _layer_name() -> dict[str, Any]:
     }
 
 
+def _layer_inputs(count: int | None) -> dict[str, Any]:
+    """``inputs:`` of a layer: the values it reads. count: 1 for a one-input layer, k
+    for exactly k, 0 for any number from 2 up, None for the generic layer."""
+    item = {"type": "string", "minLength": 1}
+    listed: dict[str, Any] = {"type": "array", "minItems": 1, "items": item}
+    if count == 1:
+        listed["maxItems"] = 1
+    elif count == 0:
+        listed["minItems"] = 2
+    elif count is not None:
+        listed["minItems"] = listed["maxItems"] = count
+    schema: dict[str, Any] = {
+        "description": (
+            "the values it reads, in order: earlier layer names, input, or input.<name>; "
+            "default: the previous layer's output"
+        ),
+        "anyOf": [item, listed] if count in (1, None) else [listed],
+    }
+    return schema
+
+
+def _layer_share() -> dict[str, Any]:
+    return {
+        "description": (
+            "an earlier layer whose parameters this one uses (tied weights, an unrolled "
+            "recurrent cell); it then gives no arrays, and the gradient sums every use"
+        ),
+        "type": "string",
+        "pattern": r"^[^.]+$",
+    }
+
+
 def _reduction() -> dict[str, Any]:
     return {
         "description": "how per-example losses combine over a batch",
@@ -265,7 +317,14 @@ def layer_schema(name: str, cls: type[protocol.Layer]) -> dict[str, Any]:
         if key in fields:
             fields[key] = _bounded(fields[key], dict(bounds))
     said_by = {f: p for p, said in cls.inferred_from.items() for f in said}
-    properties: dict[str, Any] = {"type": {"const": name}, "name": _layer_name()}
+    n_inputs = getattr(cls, "n_inputs", 1)
+    properties: dict[str, Any] = {
+        "type": {"const": name},
+        "name": _layer_name(),
+        "inputs": _layer_inputs(0 if n_inputs is None else n_inputs),
+    }
+    if params:
+        properties["share"] = _layer_share()
     for p in params:
         default = cls.param_defaults.get(p, "seeded random")
         array = {**_ref("array"), "description": f"parameter {p}; default: {default}"}
@@ -280,7 +339,11 @@ def layer_schema(name: str, cls: type[protocol.Layer]) -> dict[str, Any]:
         "description": protocol.describe(cls),
         "type": "object",
         "properties": properties,
-        "required": ["type", *(r for r in required if r not in said_by)],
+        "required": [
+            "type",
+            *(["inputs"] if protocol.takes_several(cls) else []),
+            *(r for r in required if r not in said_by),
+        ],
         "additionalProperties": open_ended,
     }
     inferable: dict[str, list[str]] = {}  # sizes a given weight says: required without it
@@ -428,7 +491,8 @@ def _expect_schema() -> dict[str, Any]:
     return {
         "description": (
             "hand-derived values compared with the engine's: <layer>.<param>.grad, "
-            "input.grad, <layer>.output, <layer>.delta, loss; plus tolerance"
+            "input.grad (input.<name>.grad), <layer>.output, <layer>.delta, loss; plus "
+            "tolerance"
         ),
         "type": "object",
         "propertyNames": {"pattern": EXPECT_KEY_PATTERN},

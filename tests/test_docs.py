@@ -203,6 +203,10 @@ def test_layer_page_examples_run_and_check(restore_registry):
             "loss": {**yaml.safe_load("{type: huber, delta: 0.5}"), "target": [[0, 1, 0]] * 2},
         }
     ).passed
+    gate_yaml = next(b for b in blocks(DOCS / "layers.md", "yaml") if "type: gate" in b)
+    network = yaml.safe_load(gate_yaml)
+    network.pop("plugins")
+    assert gc.check(network).passed
     with pytest.raises(gc.ConfigError, match=r"layers\[0\]\.gain_init: must be > 0, got -1"):
         gc.check(
             {
@@ -232,14 +236,16 @@ def test_yaml_configs_in_the_docs_validate():
     assert found >= 1
 
 
-def test_explain_page_excerpt_is_what_explain_prints():
-    (excerpt,) = blocks(DOCS / "explain.md", "text")
+@pytest.mark.parametrize("k, config", [(0, "example_b_network"), (1, "fork_sum")])
+def test_explain_page_excerpt_is_what_explain_prints(k, config):
+    excerpts = blocks(DOCS / "explain.md", "text")
+    assert len(excerpts) == 2
     result = CliRunner().invoke(
-        cli, ["explain", str(REPO / "configs" / "example_b_network.yaml"), "--no-color"]
+        cli, ["explain", str(REPO / "configs" / f"{config}.yaml"), "--no-color"]
     )
     assert result.exit_code == 0
     printed = [line.rstrip() for line in result.output.splitlines()]
-    lines = excerpt.rstrip().splitlines()
+    lines = excerpts[k].rstrip().splitlines()
     start = printed.index(lines[0], printed.index("Backward pass"))
     assert printed[start : start + len(lines)] == lines
 

@@ -42,7 +42,7 @@ F = torch.nn.functional
 
 from gradcheck_cli.config import problem_from_dict  # noqa: E402
 from gradcheck_cli.engine.passes import analytic_pass, problem_params  # noqa: E402
-from gradcheck_cli.protocol import LAYERS, LOSSES, ORIGINS  # noqa: E402
+from gradcheck_cli.protocol import LAYERS, LOSSES, ORIGINS, takes_several  # noqa: E402
 
 STACKS = int(os.environ.get("GRADCHECK_TORCH_STACKS", "200"))
 RTOL = 1e-8
@@ -492,6 +492,8 @@ def test_generator_covers_every_builtin():
                 seen[f"{item['type']}-stride-{item.get('stride', 2)}"] += 1
                 seen[f"{item['type']}-padding-{item.get('padding', 0)}"] += 1
     builtin_layers = {n for n in LAYERS if ORIGINS.get(("layer", n)) == "built-in"}
+    # multi-input layers need a graph: tests/test_graphs_vs_torch.py
+    builtin_layers = {n for n in builtin_layers if not takes_several(LAYERS[n])}
     builtin_losses = {n for n in LOSSES if ORIGINS.get(("loss", n)) == "built-in"}
     assert builtin_losses == set(LOSSES_USED)
     wanted = builtin_layers | {(loss, r) for loss in builtin_losses for r in ("sum", "mean")}

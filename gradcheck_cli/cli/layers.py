@@ -18,7 +18,9 @@ class TypeInfo:
 
     kind: str  # "layer" or "loss"
     name: str
-    fields: tuple[str, ...]  # "stride=1", or "out_features" when required
+    #: "stride=1", or "out_features" when required; "inputs" first for a layer that
+    #: reads several values (the config must list them)
+    fields: tuple[str, ...]
     arrays: tuple[str, ...]  # param_names of a layer, target_name of a loss
     description: str
     kinks: str
@@ -65,7 +67,7 @@ def load_plugins(plugins: tuple[str, ...]) -> None:
 
 def registered_types() -> list[TypeInfo]:
     """Every registered layer, then every loss, each sorted by type name."""
-    from ..protocol import LAYERS, LOSSES, ORIGINS, describe
+    from ..protocol import LAYERS, LOSSES, ORIGINS, describe, takes_several
 
     rows = []
     for kind, registry in (("layer", LAYERS), ("loss", LOSSES)):
@@ -77,7 +79,7 @@ def registered_types() -> list[TypeInfo]:
                 TypeInfo(
                     kind=kind,
                     name=name,
-                    fields=field_list(cls),
+                    fields=(("inputs",) if takes_several(cls) else ()) + field_list(cls),
                     arrays=arrays,
                     description=describe(cls),
                     kinks=getattr(cls, "kinks", ""),

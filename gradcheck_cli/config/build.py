@@ -1,10 +1,10 @@
 """A parsed config mapping -> a validated :class:`~gradcheck_cli.problem.Problem`.
 
-The order matters: plugins first (they register types), then the input (its batch size
-is a constructor argument of some layers), the layers and their shapes, the loss (its
-target is checked against the final shape), then ``check:`` and ``expect:``. Every step
-records issues on the context and carries on where that is safe; at the end any issue
-raises one ConfigError listing them all.
+The order matters: plugins first (they register types), then the inputs (their batch
+size is a constructor argument of some layers), the layers, what each reads and their
+shapes, the loss (its target is checked against the final shape), then ``check:`` and
+``expect:``. Every step records issues on the context and carries on where that is safe;
+at the end any issue raises one ConfigError listing them all.
 """
 
 from __future__ import annotations
@@ -16,18 +16,32 @@ import numpy as np
 
 from .. import protocol
 from ..errors import ConfigError
-from ..problem import LossSpec, Problem
+from ..network import INPUT
+from ..problem import LossSpec, NamedInput, Problem
 from ..protocol import FieldError, Loss
-from .arrays import INPUT_FORMS, ArrayValue, read_array
+from .arrays import ArrayValue, read_array
 from .context import Context, as_int, join
 from .fields import BadValue, signature_of
+from .graph import image_inputs, unread_warnings, wire
+from .inputs import input_entries, read_inputs
 from .plugins import load_plugins
 from .settings import check_only_matches, check_settings, expectations, input_grad_shapes
-from .stack import build_layers, infer_shapes, layer_items, reads_images_first
+from .stack import build_layers, infer_shapes, layer_items
 from .suggest import closest, did_you_mean, show
 from .yamlload import line_of
 
-TOP_KEYS = ("name", "seed", "dtype", "plugins", "input", "layers", "loss", "check", "expect")
+TOP_KEYS = (
+    "name",
+    "seed",
+    "dtype",
+    "plugins",
+    "input",
+    "inputs",
+    "layers",
+    "loss",
+    "check",
+    "expect",
+)
 DTYPES = ("float64", "float32")
 FLOAT32_WARNING = (
     "float32 is too coarse for finite differences; the numeric reference is computed in "
@@ -52,32 +66,41 @@ def build_problem(doc: dict, ctx: Context, default_name: str) -> Problem:
     ctx.dtype = np.dtype(dtype)
 
     plugins_ok = load_plugins(doc.get("plugins"), doc, ctx)
-    x, batched, user_shape = _input(doc, ctx, seed, reads_images_first(doc))
-    batch_size = x.shape[0] if x is not None else 1
+    entries = input_entries(doc, ctx)
+    value_names = [entry[0] for entry in entries]
+    inputs = read_inputs(entries, ctx, seed, image_inputs(doc, value_names))
+    batched = bool(inputs) and inputs[0].batched  # type: ignore[index]
+    batch_size = inputs[0].array.shape[0] if inputs else 1
 
     drafts = build_layers(layer_items(doc, ctx), ctx, batch_size, plugins_ok)
-    in_shape = tuple(x.shape[1:]) if x is not None else None
-    specs, out_shape = infer_shapes(drafts, in_shape, seed, ctx)
+    wire(drafts, value_names, ctx)
+    in_shapes = {i.name: tuple(i.array.shape[1:]) for i in inputs} if inputs else None
+    specs, out_shape = infer_shapes(drafts, in_shapes, seed, ctx)
     loss = _loss(doc, ctx, out_shape, batch_size if batched else None, plugins_ok)
 
     settings = check_settings(doc, seed, ctx)
-    grad_shapes = input_grad_shapes(user_shape, x, batched) if x is not None else None
+    grad_shapes = (
+        {f"{i.name}.grad": input_grad_shapes(i.user_shape, i.array, i.batched) for i in inputs}
+        if inputs
+        else None
+    )
     expects, atol, rtol = expectations(
         doc, drafts, specs, grad_shapes, batch_size if batched else None, ctx
     )
     if ctx.issues:
         raise ConfigError(ctx.issues)
-    if x is None or loss is None or out_shape is None or len(specs) != len(drafts):
+    if not inputs or loss is None or out_shape is None or len(specs) != len(drafts):
         # every step that gives up records why; reaching here is a bug (exit 4)
         raise RuntimeError("the config loader stopped without reporting an issue")
+    first = inputs[0]
     problem = Problem(
         path=ctx.file,
         name=name,
         seed=seed,
         dtype=dtype,
-        x=x,  # type: ignore[arg-type]
+        x=first.array,
         batched=batched,
-        input_user_shape=user_shape,
+        input_user_shape=first.user_shape,
         layers=specs,
         loss=loss,  # type: ignore[arg-type]
         settings=settings,
@@ -86,7 +109,12 @@ def build_problem(doc: dict, ctx: Context, default_name: str) -> Problem:
         expect_rtol=rtol,
         warnings=[*warnings, *ctx.warnings],
         sources=tuple(str(p) for p in ctx.sources),
+        named_inputs={
+            i.name: NamedInput(i.array, i.user_shape, i.line) for i in inputs if i.name != INPUT
+        },
     )
+    where = {i.name: i.path for i in inputs} | {d.name: d.path for d in drafts if d.name}
+    problem.warnings.extend(unread_warnings(problem.network, where))
     check_only_matches(doc, settings, problem.tensor_names(), ctx)
     if ctx.issues:
         raise ConfigError(ctx.issues)
@@ -124,36 +152,6 @@ def _dtype(doc: dict, ctx: Context) -> str:
     hint = did_you_mean(value, DTYPES) if isinstance(value, str) else ""
     ctx.add("dtype", line_of(doc, "dtype"), f"must be float64 or float32, got {show(value)}{hint}")
     return "float64"
-
-
-def _input(
-    doc: dict, ctx: Context, seed: int, images_first: bool
-) -> tuple[np.ndarray | None, bool, tuple[int, ...]]:
-    """(x: (N, *in_shape), batched, the input's shape as written)."""
-    if "input" not in doc:
-        ctx.missing("input", line_of(doc), f"input is required ({INPUT_FORMS})")
-        return None, False, ()
-    line = line_of(doc, "input")
-    parsed = read_array(doc["input"], "input", line, ctx, rng=np.random.default_rng(seed))
-    if parsed is None:
-        return None, False, ()
-    array, batched = parsed.array, parsed.batched
-    per_example = array.shape[1:] if batched else array.shape
-    if batched and array.ndim < 2:
-        ctx.add(
-            "input",
-            line,
-            f"a batched input needs the batch axis first and at least one more axis, "
-            f"got shape {list(array.shape)}",
-        )
-        return None, False, ()
-    if not per_example:
-        ctx.add("input", line, f"must be an array (e.g. [{array.item()}]), not a single number")
-        return None, False, ()
-    if len(per_example) == 2 and images_first:
-        per_example = (1, *per_example)  # a 2-D image is one channel
-    n = array.shape[0] if batched else 1
-    return array.reshape((n, *per_example)), batched, tuple(array.shape)
 
 
 def _loss(

@@ -79,14 +79,15 @@ def expectations(
     doc: Any,
     drafts: list[Draft],
     specs: list[LayerSpec],
-    input_shapes: list[tuple[int, ...]] | None,
+    input_shapes: dict[str, list[tuple[int, ...]]] | None,
     batch: int | None,
     ctx: Context,
 ) -> tuple[list[Expectation], float, float]:
     """The ``expect:`` block: (expectations, atol, rtol).
 
-    input_shapes: accepted shapes of ``input.grad`` (None when the input is unknown);
-    batch: N when the config is batched, else None.
+    input_shapes: the accepted shapes of each network input's gradient by key
+    (``input.grad``, or ``input.x.grad`` for several inputs; None when the inputs are
+    unknown); batch: N when the config is batched, else None.
     """
     atol, rtol = 1e-6, 0.0
     block = doc.get("expect")
@@ -110,12 +111,7 @@ def expectations(
             head = key.split(".", 1)[0] if isinstance(key, str) else None
             if head in unknown_layers:
                 continue  # that layer has its own issue already
-            ctx.add(
-                where,
-                line,
-                f"unknown expectation key {show(key)}"
-                + did_you_mean(key, valid, listing="valid keys"),
-            )
+            ctx.add(where, line, _unknown_key(key, valid, drafts))
             read_array(value, where, line, ctx)
             continue
         parsed = read_array(value, where, line, ctx)
@@ -136,11 +132,28 @@ def expectations(
     return found, atol, rtol
 
 
+def _unknown_key(key: Any, valid: list[str], drafts: list[Draft]) -> str:
+    """Why an expectation key is unknown; a sharing layer's parameter gradient is
+    pointed at its owner's."""
+    if isinstance(key, str) and key.endswith(".grad"):
+        layer, _, param = key[: -len(".grad")].rpartition(".")
+        for draft in drafts:
+            if draft.name == layer and draft.share is not None:
+                return (
+                    f"unknown expectation key {show(key)}: {layer} uses {draft.share}'s "
+                    f"parameters (share:), whose gradient sums every use; expect "
+                    f"{draft.share}.{param}.grad"
+                )
+    return f"unknown expectation key {show(key)}" + did_you_mean(key, valid, listing="valid keys")
+
+
 def _what(key: str) -> str:
     if key == "loss":
         return "the loss"
     if key == "input.grad":
         return "the input"
+    if key.startswith("input.") and key.count(".") == 2:
+        return f"the input {key[len('input.') : -len('.grad')]}"
     if key.endswith(".grad"):
         return key[: -len(".grad")]
     layer, suffix = key.rsplit(".", 1)
@@ -150,13 +163,12 @@ def _what(key: str) -> str:
 def _expect_targets(
     drafts: list[Draft],
     specs: list[LayerSpec],
-    input_shapes: list[tuple[int, ...]] | None,
+    input_shapes: dict[str, list[tuple[int, ...]]] | None,
     batch: int | None,
 ) -> tuple[list[str], dict[str, list[tuple[int, ...]]], set[str]]:
-    valid = ["loss", "input.grad"]
+    valid = ["loss", *(input_shapes or ["input.grad"])]
     shapes: dict[str, list[tuple[int, ...]]] = {"loss": [(), (1,)]}
-    if input_shapes:
-        shapes["input.grad"] = input_shapes
+    shapes.update(input_shapes or {})
     unknown: set[str] = set()
     by_name = {s.name: s for s in specs}
     lead = (batch,) if batch is not None else ()
@@ -166,14 +178,15 @@ def _expect_targets(
             unknown.update(n for n in (name, draft.name) if isinstance(n, str))
             continue
         valid += [f"{draft.name}.output", f"{draft.name}.delta"]
-        valid += [f"{draft.name}.{p}.grad" for p in draft.layer.param_names]
+        if draft.share is None:  # a shared parameter's gradient is its owner's
+            valid += [f"{draft.name}.{p}.grad" for p in draft.layer.param_names]
         spec = by_name.get(draft.name)
         if spec is None:
             continue
         out = spec.out_shape
         for suffix in ("output", "delta"):
             shapes[f"{spec.name}.{suffix}"] = [(*lead, *out), (*lead, *squeezed(out))]
-        for p, array in spec.params.items():
+        for p, array in spec.params.items() if spec.share is None else ():
             user = spec.user_shapes.get(p, array.shape)
             shapes[f"{spec.name}.{p}.grad"] = [user, array.shape, squeezed(user)]
     return valid, shapes, unknown

@@ -1,9 +1,10 @@
-"""``layers:``: build each layer, then infer shapes through the whole stack.
+"""``layers:``: build each layer, then infer shapes through the whole network.
 
-Building never runs a forward pass. Shape inference walks the stack from the input's
-per-example shape and stops at the first layer whose output shape is unknown; every
-parameter gets its given value (checked against the shape ``init_params`` defines) or
-its seeded default.
+Building never runs a forward pass. Shape inference walks the layers in order (each
+reads values listed above it, config/graph.py) from the inputs' per-example shapes, and
+skips a layer that reads a value whose shape is unknown (an earlier layer's issue says
+why); every parameter gets its given value (checked against the shape ``init_params``
+defines) or its seeded default, or, with ``share:``, the owner's arrays.
 
 Nothing here knows a layer type by name: what a layer takes (its input kind, the sizes a
 given weight says, its shorthands, its parameter axes and sizes) is declared on its class
@@ -20,7 +21,7 @@ import numpy as np
 
 from .. import protocol
 from ..problem import LayerSpec
-from ..protocol import FieldError, InputKind, Layer, image_shape
+from ..protocol import FieldError, InputKind, Layer, Shape, image_shape, takes_several
 from .arrays import MAX_RANDOM_SIZE, ArrayValue, read_array
 from .context import Context, join
 from .fields import BadValue, Signature, signature_of
@@ -28,6 +29,9 @@ from .suggest import did_you_mean, show
 from .yamlload import line_of
 
 RESERVED_NAMES = frozenset({"input", "loss"})
+#: Keys of a layer item that are the network's, not the layer type's: handled here and
+#: in config/graph.py, never passed to the layer.
+NETWORK_KEYS = ("type", "name", "inputs", "share")
 
 
 @dataclass
@@ -43,19 +47,10 @@ class Draft:
     name: str | None = None
     layer: Layer | None = None
     given: dict[str, ArrayValue] = field(default_factory=dict)
-
-
-def reads_images_first(doc: Any) -> bool:
-    """Whether the first layer takes (C, H, W) images, so that a 2-D input is one channel.
-
-    Called after the plugins loaded: a plugin's first layer may declare it too.
-    """
-    layers = doc.get("layers")
-    if isinstance(layers, (list, tuple)) and layers and isinstance(layers[0], dict):
-        kind = layers[0].get("type")
-        cls = protocol.LAYERS.get(kind) if isinstance(kind, str) else None
-        return cls is not None and cls.input_kind is InputKind.IMAGE
-    return False
+    #: the values it reads, in order (config/graph.py); None when unknown
+    reads: tuple[str, ...] | None = None
+    #: the layer whose parameters it uses (``share:``, resolved to their owner)
+    share: str | None = None
 
 
 def layer_items(doc: Any, ctx: Context) -> list:
@@ -175,7 +170,7 @@ def _construct(draft: Draft, cls: type[Layer], ctx: Context, batch_size: int) ->
     # required names not to call missing: the hint of a misspelt key already says them
     misspelt: set[str] = set()
     for key, value in item.items():
-        if key in ("type", "name"):
+        if key in NETWORK_KEYS:
             continue
         where, line = join(draft.path, key), line_of(item, key)
         if key in param_names and not isinstance(value, bool):
@@ -191,7 +186,7 @@ def _construct(draft: Draft, cls: type[Layer], ctx: Context, batch_size: int) ->
             if key in param_names:  # a bool for an array parameter
                 message = f"must be an array; {draft.type} has no `{key}: {show(value)}` switch"
             else:
-                choices = set(sig.accepted) | set(param_names) | {"type", "name"}
+                choices = set(sig.accepted) | set(param_names) | set(NETWORK_KEYS)
                 if wants_batch:
                     choices.discard("batch_size")
                 hint = did_you_mean(key, choices, listing="it takes")
@@ -259,61 +254,104 @@ def _inferred(
 
 
 def infer_shapes(
-    drafts: list[Draft], in_shape: tuple[int, ...] | None, seed: int, ctx: Context
-) -> tuple[list[LayerSpec], tuple[int, ...] | None]:
-    """LayerSpecs for the layers whose shapes are known; the final shape if all are."""
+    drafts: list[Draft], input_shapes: dict[str, Shape] | None, seed: int, ctx: Context
+) -> tuple[list[LayerSpec], Shape | None]:
+    """LayerSpecs for the layers whose shapes and parameters are known, in order; the
+    network output's shape (the last layer's) when it is known.
+
+    input_shapes: per-example shape of each network input by value name (None: unknown).
+    """
+    if input_shapes is None:
+        return [], None
+    shapes: dict[str, Shape] = dict(input_shapes)
     specs: list[LayerSpec] = []
+    by_name: dict[str, LayerSpec] = {}
     for draft in drafts:
-        if in_shape is None or draft.layer is None or draft.name is None:
-            return specs, None
-        out_shape = _output_shape(draft, in_shape, ctx)
-        if out_shape is None or not _sizes_fit(draft, in_shape, out_shape, ctx):
-            return specs, None
-        params, user_shapes = _params(draft, in_shape, seed, ctx)
-        if params is not None:
-            specs.append(
-                LayerSpec(
-                    name=draft.name,
-                    type=draft.type or "",
-                    layer=draft.layer,
-                    params=params,
-                    in_shape=in_shape,
-                    out_shape=out_shape,
-                    user_shapes=user_shapes,
-                    line=draft.line,
-                )
-            )
-        in_shape = out_shape
-    return specs, in_shape
+        if draft.layer is None or draft.name is None or draft.reads is None:
+            continue
+        if any(v not in shapes for v in draft.reads):
+            continue  # it reads a value an earlier issue left unknown
+        in_shapes = tuple(shapes[v] for v in draft.reads)
+        out_shape = _output_shape(draft, in_shapes, ctx)
+        if out_shape is None or not _sizes_fit(draft, in_shapes, out_shape, ctx):
+            continue
+        shapes[draft.name] = out_shape  # known, even when a parameter has an issue
+        owner = by_name.get(draft.share) if draft.share is not None else None
+        if draft.share is not None and owner is None:
+            continue  # the owner has an issue of its own
+        params, user_shapes = _params(draft, in_shapes, seed, ctx, owner)
+        if params is None:
+            continue
+        spec = LayerSpec(
+            name=draft.name,
+            type=draft.type or "",
+            layer=draft.layer,
+            params=params,
+            in_shape=in_shapes[0],
+            out_shape=out_shape,
+            user_shapes=user_shapes,
+            line=draft.line,
+            inputs=draft.reads,
+            share=draft.share,
+            in_shapes=in_shapes,
+        )
+        specs.append(spec)
+        by_name[draft.name] = spec
+    last = drafts[-1].name if drafts else None
+    return specs, shapes.get(last) if last is not None else None
 
 
-def _output_shape(draft: Draft, in_shape: tuple[int, ...], ctx: Context) -> tuple[int, ...] | None:
+def _shape_arg(draft: Draft, in_shapes: tuple[Shape, ...]) -> Any:
+    """What the layer's shape methods take: the one in_shape, or the tuple of them."""
+    return in_shapes if takes_several(draft.layer) else in_shapes[0]  # type: ignore[arg-type]
+
+
+def _shapes_text(draft: Draft, in_shapes: tuple[Shape, ...]) -> str:
+    """``input shape [1, 5, 5]``, or ``input shapes r1 [4, 5, 5], c2 [2, 5, 5]``."""
+    if len(in_shapes) == 1:
+        return f"input shape {list(in_shapes[0])}"
+    reads = draft.reads or ()
+    return "input shapes " + ", ".join(
+        f"{v} {list(s)}" for v, s in zip(reads, in_shapes, strict=True)
+    )
+
+
+def _output_shape(
+    draft: Draft, in_shapes: tuple[Shape, ...], ctx: Context
+) -> tuple[int, ...] | None:
     layer = draft.layer
     kind = type(layer).input_kind
-    if kind is InputKind.FLAT and len(in_shape) != 1:
-        ctx.add(
-            draft.path,
-            draft.line,
-            f"{draft.type} needs a flat vector but gets shape {list(in_shape)}; "
-            "add `- {type: flatten}` before it",
-        )
-        return None
+    several = len(in_shapes) > 1
+    for value, in_shape in zip(draft.reads or (), in_shapes, strict=True):
+        if kind is InputKind.FLAT and len(in_shape) != 1:
+            what = f"its input {value} has" if several else "gets"
+            ctx.add(
+                draft.path,
+                draft.line,
+                f"{draft.type} needs a flat vector but {what} shape {list(in_shape)}; "
+                "add `- {type: flatten}` before it",
+            )
+            return None
     try:
         if kind is InputKind.IMAGE:
-            image_shape(in_shape, draft.type or "")
-        out = layer.output_shape(in_shape)  # type: ignore[union-attr]
+            for in_shape in in_shapes:
+                image_shape(in_shape, draft.type or "")
+        out = layer.output_shape(_shape_arg(draft, in_shapes))  # type: ignore[union-attr]
     except FieldError as err:
+        message = err.message
+        if several and err.field == "inputs":  # say which values those are
+            message += f" (from {', '.join(draft.reads or ())})"
         ctx.add(
             join(draft.path, err.field),
             line_of(draft.item, err.field) or draft.line,
-            err.message,
+            message,
         )
         return None
     except Exception as err:
         ctx.add(
             draft.path,
             draft.line,
-            f"layer {draft.name!r} ({draft.type}) cannot take input shape {list(in_shape)}: "
+            f"layer {draft.name!r} ({draft.type}) cannot take {_shapes_text(draft, in_shapes)}: "
             f"{type(err).__name__}: {err}",
         )
         return None
@@ -326,16 +364,16 @@ def _output_shape(draft: Draft, in_shape: tuple[int, ...], ctx: Context) -> tupl
         ctx.add(
             draft.path,
             draft.line,
-            f"layer {draft.name!r} ({draft.type}) gives output shape {show(out)} for input "
-            f"shape {list(in_shape)}; its settings do not fit that input (a shape needs "
-            "positive integers)",
+            f"layer {draft.name!r} ({draft.type}) gives output shape {show(out)} for "
+            f"{_shapes_text(draft, in_shapes)}; its settings do not fit that input (a shape "
+            "needs positive integers)",
         )
         return None
     return shape
 
 
 def _sizes_fit(
-    draft: Draft, in_shape: tuple[int, ...], out_shape: tuple[int, ...], ctx: Context
+    draft: Draft, in_shapes: tuple[Shape, ...], out_shape: tuple[int, ...], ctx: Context
 ) -> bool:
     """Refuse, before anything is allocated, an output or a built-in parameter so large
     that it is surely a typo (and could never be checked element by element)."""
@@ -351,12 +389,12 @@ def _sizes_fit(
         )
         return False
     try:
-        sizes = draft.layer.param_sizes(in_shape, out_shape)  # type: ignore[union-attr]
+        sizes = draft.layer.param_sizes(_shape_arg(draft, in_shapes), out_shape)  # type: ignore[union-attr]
     except Exception as err:
         ctx.add(
             draft.path,
             draft.line,
-            f"{where}: param_sizes failed for input shape {list(in_shape)}: "
+            f"{where}: param_sizes failed for {_shapes_text(draft, in_shapes)}: "
             f"{type(err).__name__}: {err}",
         )
         return False
@@ -373,13 +411,21 @@ def _sizes_fit(
 
 
 def _params(
-    draft: Draft, in_shape: tuple[int, ...], seed: int, ctx: Context
+    draft: Draft,
+    in_shapes: tuple[Shape, ...],
+    seed: int,
+    ctx: Context,
+    owner: LayerSpec | None = None,
 ) -> tuple[dict[str, np.ndarray] | None, dict[str, tuple[int, ...]]]:
+    """The layer's parameters and the shapes they were written in; with ``owner``
+    (``share:``), the owner's very arrays, once their shapes are the ones this layer
+    needs."""
     layer = draft.layer
     names = tuple(layer.param_names)  # type: ignore[union-attr]
     who = f"layer {draft.name!r} ({draft.type})"
     try:
-        defaults = layer.init_params(in_shape, np.random.default_rng([seed, draft.index]))  # type: ignore[union-attr]
+        rng = np.random.default_rng([seed, draft.index])
+        defaults = layer.init_params(_shape_arg(draft, in_shapes), rng)  # type: ignore[union-attr]
     except FieldError as err:
         ctx.add(
             join(draft.path, err.field), line_of(draft.item, err.field) or draft.line, err.message
@@ -397,6 +443,8 @@ def _params(
             f"is {list(names)}; they must name the same parameters",
         )
         return None, {}
+    if owner is not None:
+        return _shared(draft, defaults, owner, in_shapes, ctx)
     params: dict[str, np.ndarray] = {}
     user_shapes: dict[str, tuple[int, ...]] = {}
     ok = True
@@ -423,7 +471,7 @@ def _params(
                 ok = False
             params[name], user_shapes[name] = default, default.shape
             continue
-        value = _fit(draft, name, given.array, default.shape, in_shape, ctx)
+        value = _fit(draft, name, given.array, default.shape, in_shapes, ctx)
         if value is None:
             ok = False
             continue
@@ -431,12 +479,47 @@ def _params(
     return (params if ok else None), user_shapes
 
 
+def _shared(
+    draft: Draft,
+    defaults: dict[str, Any],
+    owner: LayerSpec,
+    in_shapes: tuple[Shape, ...],
+    ctx: Context,
+) -> tuple[dict[str, np.ndarray] | None, dict[str, tuple[int, ...]]]:
+    """A sharing layer's parameters: the owner's arrays, when this layer, fed its own
+    inputs, needs parameters of the same names and shapes (``defaults``, its
+    ``init_params``)."""
+    where, line = join(draft.path, "share"), line_of(draft.item, "share") or draft.line
+    who = f"{draft.name} cannot share {owner.name}'s parameters"
+    if set(defaults) != set(owner.params):
+        mine = ", ".join(defaults) or "none"
+        ctx.add(
+            where,
+            line,
+            f"{who}: it has {mine} and {owner.name} has {', '.join(owner.params) or 'none'}",
+        )
+        return None, {}
+    for name, array in owner.params.items():
+        needed = np.shape(defaults[name])
+        if tuple(needed) != array.shape:
+            axes = type(draft.layer).param_axes.get(name, "")
+            ctx.add(
+                where,
+                line,
+                f"{who}: with its {_shapes_text(draft, in_shapes)} it needs a {name} of shape "
+                f"{list(needed)}{' ' + axes if axes else ''}, and {owner.name}'s is "
+                f"{list(array.shape)}; layers that share parameters need them in one shape",
+            )
+            return None, {}
+    return owner.params, dict(owner.user_shapes)
+
+
 def _fit(
     draft: Draft,
     name: str,
     value: np.ndarray,
     needed: tuple[int, ...],
-    in_shape: tuple[int, ...],
+    in_shapes: tuple[Shape, ...],
     ctx: Context,
 ) -> np.ndarray | None:
     """The given array in the layer's shape, allowing the written conveniences."""
@@ -456,6 +539,10 @@ def _fit(
         line_of(draft.item, name),
         f"{name} has shape {list(value.shape)} but this layer needs {list(needed)}"
         + (f" {axes}" if axes else "")
-        + f" for its input of shape {list(in_shape)}",
+        + (
+            f" for its input of shape {list(in_shapes[0])}"
+            if len(in_shapes) == 1
+            else f" for its {_shapes_text(draft, in_shapes)}"
+        ),
     )
     return None

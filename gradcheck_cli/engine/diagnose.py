@@ -321,7 +321,7 @@ def _slices(
 
 def _axis_label(check: TensorCheck, axis: int, batch_size: int) -> str:
     ndim = check.analytic.ndim
-    if check.name == "input":
+    if check.layer is None:  # a network input (input, input.x)
         batched = batch_size > 1 or ndim == 4
         return (["examples", "channels"] if batched else ["channels"])[axis]
     if check.param == "weight" and ndim == 4:

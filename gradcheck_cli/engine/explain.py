@@ -14,6 +14,12 @@ once on the whole batch and keeps example ``k``:
 Every sum carries both the total of its terms and the value the layer's backward gave,
 so a wrong backward is visible as a mismatch. Which of these a layer gets is declared on
 its class (``Layer.derivation``), so plugins choose too.
+
+On a graph (gradcheck_cli/network.py) three things are told with their numbers: a value
+several nodes read (a fork) gets the SUM of what each sends back (``Fork``); a node with
+several inputs shows what it sends back to each (``Sent``; add copies its delta to
+every input); a parameter several nodes use (``share:``) gets the sum of its gradient
+over every use (``Uses``).
 """
 
 from __future__ import annotations
@@ -132,6 +138,35 @@ Detail = Accumulation | Routing | LocalDerivative | Note
 
 
 @dataclass
+class Fork:
+    """A value several nodes read: its delta is the SUM of what each reader's backward
+    sends back to it. parts: (reader, its contribution for example k); sums: the delta
+    element by element as that sum, when small."""
+
+    value: str
+    parts: list[tuple[str, np.ndarray]]
+    sums: Accumulation
+
+
+@dataclass
+class Sent:
+    """What a multi-input node's backward sends back to each of its inputs (example k):
+    (the value it read, that input's delta share)."""
+
+    parts: list[tuple[str, np.ndarray]]
+
+
+@dataclass
+class Uses:
+    """A parameter several nodes use (``share:``): its gradient is the sum over every
+    use. parts: (node, that use's gradient for example k, in the user's shape)."""
+
+    param: str
+    parts: list[tuple[str, np.ndarray]]
+    sums: Accumulation
+
+
+@dataclass
 class Expected:
     """An ``expect:`` value shown beside the engine's (per-example keys sliced to k)."""
 
@@ -159,6 +194,19 @@ class Step:
     grads: dict[str, np.ndarray]
     details: list[Detail] = field(default_factory=list)
     expected: list[Expected] = field(default_factory=list)
+    #: the values it reads and their shapes, in order
+    reads: tuple[str, ...] = ()
+    in_shapes: tuple[tuple[int, ...], ...] = ()
+    #: True when it reads just the previous layer's output (the first: the one input)
+    chain: bool = True
+    #: the layer whose parameters it uses (share:); its own are then not repeated
+    share: str | None = None
+    #: its output is read by several nodes (else None)
+    fork: Fork | None = None
+    #: a multi-input node: what its backward sends to each input (else None)
+    sent: Sent | None = None
+    #: its parameters are used by other nodes too: each one's sum over the uses
+    uses: list[Uses] = field(default_factory=list)
 
 
 @dataclass
@@ -168,8 +216,9 @@ class Explanation:
     example: int
     batch_size: int
     batched: bool
-    input: np.ndarray  # example k in the shape the user wrote
-    input_grad: np.ndarray
+    #: every network input (``input``, or ``input.x`` ...), example k in the user's shape
+    inputs: dict[str, np.ndarray]
+    input_grads: dict[str, np.ndarray]
     steps: list[Step]
     loss: float
     loss_type: str
@@ -178,6 +227,17 @@ class Explanation:
     expected: list[Expected] = field(default_factory=list)  # loss, input.grad
     expect_atol: float = 0.0
     expect_rtol: float = 0.0
+    #: network inputs read by several nodes: the sum of what each sends back
+    input_forks: dict[str, Fork] = field(default_factory=dict)
+
+    @property
+    def input(self) -> np.ndarray:
+        """The (first) network input, example k in the shape the user wrote."""
+        return next(iter(self.inputs.values()))
+
+    @property
+    def input_grad(self) -> np.ndarray:
+        return next(iter(self.input_grads.values()))
 
 
 def explain(problem: Problem, example: int = 0) -> Explanation:
@@ -192,9 +252,11 @@ def explain(problem: Problem, example: int = 0) -> Explanation:
     params = problem_params(problem)
     trace, grads = analytic_pass(problem, params)
     per_key = {e.name: e for e in compare_expectations(problem, trace, grads)}
+    network = problem.network
 
     steps = []
-    for i, spec in enumerate(problem.network):
+    previous = network.input_names[0] if len(network.input_names) == 1 else None
+    for i, spec in enumerate(network):
         step = Step(
             index=i + 1,
             name=spec.name,
@@ -205,27 +267,44 @@ def explain(problem: Problem, example: int = 0) -> Explanation:
             delta=grads.deltas[spec.name][example],
             params={p: v.reshape(spec.user_shapes.get(p, v.shape)) for p, v in spec.params.items()},
             grads=_own_grads(problem, spec, trace, grads, params, example),
+            reads=tuple(spec.inputs),
+            in_shapes=tuple(spec.in_shapes),
+            chain=tuple(spec.inputs) == (previous,),
+            share=spec.share,
+            fork=_fork(problem, spec.name, grads, example),
+            sent=_sent(spec, grads, example),
         )
+        previous = spec.name
         step.details = _details(problem, spec, trace, grads, params, example, step)
         for key in (f"{spec.name}.output", f"{spec.name}.delta"):
             if key in per_key:
                 step.expected.append(_sliced(per_key.pop(key), problem, example))
-        for p in spec.params:
+        for p in spec.params if spec.share is None else ():
             if f"{spec.name}.{p}.grad" in per_key:
                 step.expected.append(_whole(per_key.pop(f"{spec.name}.{p}.grad")))
         steps.append(step)
+    by_name = {step.name: step for step in steps}
+    for step in steps:
+        if step.share is None and len(network.users(step.name)) > 1:
+            users = [by_name[n.name] for n in network.users(step.name)]
+            step.uses = [_uses(step.name, p, users) for p in step.grads]
+    input_keys = {f"{v}.grad" for v in network.input_names}
     rest = [
-        _sliced(e, problem, example) if e.name == "input.grad" else _whole(e)
+        _sliced(e, problem, example) if e.name in input_keys else _whole(e)
         for e in per_key.values()
     ]
+    shapes = problem.input_user_shapes()
     return Explanation(
         config=problem.path,
         name=problem.name,
         example=example,
         batch_size=n,
         batched=problem.batched,
-        input=_user_input(problem, problem.x[example]),
-        input_grad=_user_input(problem, grads.dx[example]),
+        inputs={v: _user_input(problem, shapes[v], a[example]) for v, a in problem.inputs.items()},
+        input_grads={
+            v: _user_input(problem, shapes[v], grads.deltas[v][example])
+            for v in network.input_names
+        },
         steps=steps,
         loss=trace.loss,
         loss_type=problem.loss.type,
@@ -234,13 +313,93 @@ def explain(problem: Problem, example: int = 0) -> Explanation:
         expected=rest,
         expect_atol=problem.expect_atol,
         expect_rtol=problem.expect_rtol,
+        input_forks={
+            v: fork
+            for v in network.input_names
+            if (fork := _fork(problem, v, grads, example)) is not None
+        },
     )
 
 
-def _user_input(problem: Problem, a: np.ndarray) -> np.ndarray:
+def _user_input(problem: Problem, shape: tuple[int, ...], a: np.ndarray) -> np.ndarray:
     """An input-shaped array of one example in the shape the user wrote it."""
-    shape = problem.input_user_shape[1:] if problem.batched else problem.input_user_shape
-    return a.reshape(shape)
+    return a.reshape(shape[1:] if problem.batched else shape)
+
+
+def _reader_labels(readers: list[tuple[Node, int]]) -> list[str]:
+    """How each (node, slot) reading a value is called: the node's name, with the slot
+    when the node reads the value more than once (``sq[1]``)."""
+    counts: dict[str, int] = {}
+    for node, _ in readers:
+        counts[node.name] = counts.get(node.name, 0) + 1
+    return [f"{n.name}[{s}]" if counts[n.name] > 1 else n.name for n, s in readers]
+
+
+def _fork(problem: Problem, value: str, grads: Gradients, k: int) -> Fork | None:
+    """The delta of a value several nodes read, as the sum of their contributions."""
+    readers = problem.network.readers(value)
+    if len(readers) < 2:
+        return None
+    labels = _reader_labels(readers)
+    parts = [
+        (label, grads.contributions[(node.name, slot)][k])
+        for label, (node, slot) in zip(labels, readers, strict=True)
+    ]
+    total = grads.deltas[value][k]
+    sums = _sum_of_parts(
+        f"fork: {value} is read by {_and(labels)}, so its delta is the SUM of what each "
+        "sends back (the chain rule adds up the paths from the loss)",
+        f"dE/d({value})",
+        parts,
+        total,
+        "via ",
+    )
+    return Fork(value, parts, sums)
+
+
+def _sent(spec: Node, grads: Gradients, k: int) -> Sent | None:
+    """What a multi-input node's backward sent to each of its inputs."""
+    if not spec.multi_input:
+        return None
+    return Sent([(v, grads.contributions[(spec.name, s)][k]) for s, v in enumerate(spec.inputs)])
+
+
+def _uses(owner: str, param: str, users: list[Step]) -> Uses:
+    """The gradient of ``owner.param`` as the sum of every user's own share."""
+    parts = [(u.name, u.grads[param]) for u in users]
+    total = np.sum([g for _, g in parts], axis=0)
+    sums = _sum_of_parts(
+        f"shared {param}: {_and([u.name for u in users])} use {owner}'s {param}, so its "
+        "gradient is the SUM of what each use contributes",
+        f"dE/d{param}",
+        parts,
+        total,
+        "by ",
+    )
+    return Uses(param, parts, sums)
+
+
+def _sum_of_parts(
+    title: str,
+    target: str,
+    parts: list[tuple[str, np.ndarray]],
+    total: np.ndarray,
+    prefix: str,
+) -> Accumulation:
+    """``target = part_1 + part_2 + ...``, element by element when small."""
+    formula = f"{target} = " + " + ".join(f"({prefix}{label})" for label, _ in parts)
+    acc = Accumulation(title, formula, entries=int(total.size))
+    if total.size <= MAX_SUMS:
+        for ix in np.ndindex(total.shape):
+            terms = [(Factor(f"{prefix}{label}", float(a[ix])),) for label, a in parts]
+            where = _index(*ix) if ix else ""
+            # every part is a path of its own: a 0 on one of them is worth seeing
+            acc.sums.append(_sum(f"{target}{where}", terms, total[ix], keep_zeros=True))
+    return acc
+
+
+def _and(names: list[str]) -> str:
+    return ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
 
 
 def _whole(e: ExpectationResult) -> Expected:
@@ -347,14 +506,20 @@ def _index(*ix: int) -> str:
     return "[" + ",".join(str(v) for v in ix) + "]"
 
 
-def _sum(target: str, products: list[tuple[Factor, ...]], value: np.generic | float) -> Sum:
-    """A Sum of the given products (zeros dropped, at most MAX_TERMS listed).
+def _sum(
+    target: str,
+    products: list[tuple[Factor, ...]],
+    value: np.generic | float,
+    keep_zeros: bool = False,
+) -> Sum:
+    """A Sum of the given products (zeros dropped unless ``keep_zeros``, at most
+    MAX_TERMS listed).
 
     value: the layer's backward result, whose dtype bounds how far it may round away
     from the exact sum: a few units in the last place per term, relative to sum |term|.
     """
     values = [math.prod(f.value for f in t) for t in products]
-    nonzero = [t for t, v in zip(products, values, strict=True) if v != 0]
+    nonzero = [t for t, v in zip(products, values, strict=True) if v != 0 or keep_zeros]
     dtype = value.dtype if isinstance(value, np.generic) else np.dtype(np.float64)
     eps = float(np.finfo(dtype).eps) if np.issubdtype(dtype, np.floating) else 0.0
     scale = math.fsum(abs(v) for v in values)

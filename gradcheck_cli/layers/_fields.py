@@ -32,3 +32,16 @@ def checked_pair(value: object, field: str, minimum: int) -> tuple[int, int]:
             field, f"must be an integer >= {minimum} or a pair [h, w] of them, got {value!r}"
         )
     return int(items[0]), int(items[1])
+
+
+def same_shapes(in_shapes: tuple[tuple[int, ...], ...], layer: str) -> tuple[int, ...]:
+    """The one shape every input of an element-wise multi-input layer has, or FieldError
+    naming the shapes (the config loader adds which values they belong to)."""
+    first = tuple(in_shapes[0])
+    if any(tuple(s) != first for s in in_shapes[1:]):
+        shapes = ", ".join(str(list(s)) for s in in_shapes)
+        raise FieldError(
+            "inputs",
+            f"{layer} works element by element, so its inputs must have one shape, got {shapes}",
+        )
+    return first

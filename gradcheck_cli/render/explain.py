@@ -22,11 +22,14 @@ from ..engine.explain import (
     Detail,
     Expected,
     Explanation,
+    Fork,
     LocalDerivative,
     Note,
     Routing,
+    Sent,
     Step,
     Sum,
+    Uses,
     tensor_stats,
 )
 from .elements import format_shape
@@ -66,10 +69,14 @@ def title(e: Explanation) -> list[RenderableType]:
 
 def forward_section(e: Explanation, precision: int) -> list[RenderableType]:
     parts: list[RenderableType] = [Text(""), Text("Forward pass", style=HEAD)]
-    parts.append(_indent(tensor_block("input", e.input, precision)))
+    for name, value in e.inputs.items():
+        parts.append(_indent(tensor_block(name, value, precision)))
     for step in e.steps:
         parts.append(step_heading(step))
-        for name, value in step.params.items():
+        if step.share is not None and step.params:
+            what = ", ".join(step.params)
+            parts.append(_indent(Text(f"{what}: {step.share}'s (share: {step.share})", style=DIM)))
+        for name, value in step.params.items() if step.share is None else ():
             parts.append(_indent(tensor_block(name, value, precision)))
         parts.append(_indent(tensor_block("output", step.output, precision)))
         parts.extend(_indent(x, 2 * INDENT) for x in _expected(step.expected, "output", e))
@@ -97,23 +104,72 @@ def backward_section(e: Explanation, precision: int) -> list[RenderableType]:
         body: list[RenderableType] = [
             tensor_block(f"delta dE/d({step.name} output)", step.delta, precision)
         ]
+        if step.fork is not None:
+            body.append(fork_block(step.fork, precision))
         body.extend(_expected(step.expected, "delta", e))
         for detail in step.details:
             body.append(detail_block(detail, precision))
+        if step.sent is not None:
+            body.append(sent_block(step.sent, precision))
+        shared = step.share is not None or bool(step.uses)
         for name, grad in step.grads.items():
-            body.append(tensor_block(f"dE/d{name}", grad, precision))
+            label = f"dE/d{name}, this use" if shared else f"dE/d{name}"
+            body.append(tensor_block(label, grad, precision))
+        body.extend(uses_block(u, precision) for u in step.uses)
         body.extend(_expected(step.expected, "grad", e))
         parts.extend(_indent(b) for b in body)
-    parts.append(Text("input", style=HEAD))
-    parts.append(_indent(tensor_block("dE/d(input)", e.input_grad, precision)))
-    parts.extend(_indent(x) for x in _expected(e.expected, "input.grad", e))
+    for name, grad in e.input_grads.items():
+        parts.append(Text(name, style=HEAD))
+        parts.append(_indent(tensor_block(f"dE/d({name})", grad, precision)))
+        if name in e.input_forks:
+            parts.append(_indent(fork_block(e.input_forks[name], precision)))
+        parts.extend(_indent(x) for x in _expected(e.expected, f"{name}.grad", e))
     return parts
 
 
 def step_heading(step: Step) -> Text:
+    """``3. skip (add)  reads r1, c2  (4, 5, 5), (4, 5, 5) -> (4, 5, 5)``; a layer
+    that reads just the previous one's output does not say so."""
     text = Text(f"{step.index}. {step.name}", style=HEAD)
-    text.append(f" ({step.type})  {format_shape(step.in_shape)} -> {format_shape(step.out_shape)}")
+    text.append(f" ({step.type})  ")
+    if not step.chain:
+        text.append(f"reads {', '.join(step.reads)}  ")
+    shapes = step.in_shapes or (step.in_shape,)
+    text.append(", ".join(format_shape(s) for s in shapes) + f" -> {format_shape(step.out_shape)}")
+    if step.share is not None:
+        text.append(f"  shares {step.share}'s parameters", style=DIM)
     return text
+
+
+def fork_block(fork: Fork, precision: int) -> RenderableType:
+    """A fork's delta: each reader's contribution, then their sum element by element."""
+    acc = fork.sums
+    parts: list[RenderableType] = [Text(acc.title, style="italic"), Text(acc.formula)]
+    for label, part in fork.parts:
+        parts.append(_indent(tensor_block(f"via {label}", part, precision), 2))
+    parts.extend(_indent(sum_text(s, precision), 2) for s in acc.sums)
+    return Group(*parts)
+
+
+def sent_block(sent: Sent, precision: int) -> RenderableType:
+    """What a multi-input layer's backward sends back to each input."""
+    parts: list[RenderableType] = [Text("sends back to each input:", style="italic")]
+    for k, (value, part) in enumerate(sent.parts):
+        parts.append(_indent(tensor_block(f"to {value} (input {k})", part, precision), 2))
+    return Group(*parts)
+
+
+def uses_block(uses: Uses, precision: int) -> RenderableType:
+    """A shared parameter's gradient: the sum over its uses, element by element."""
+    acc = uses.sums
+    parts: list[RenderableType] = [Text(acc.title, style="italic"), Text(acc.formula)]
+    if not acc.sums:
+        for label, part in uses.parts:
+            parts.append(_indent(tensor_block(f"{label}'s use", part, precision), 2))
+    parts.extend(_indent(sum_text(s, precision), 2) for s in acc.sums)
+    if acc.entries and not acc.sums:
+        parts.append(Text(f"({acc.entries} entries: too many to list term by term)", style=DIM))
+    return Group(*parts)
 
 
 def detail_block(detail: Detail, precision: int) -> RenderableType:
@@ -200,8 +256,9 @@ def _expected(items: list[Expected], kind: str, e: Explanation) -> list[Renderab
     chosen = [
         x
         for x in items
-        if (kind == "grad" and x.key.endswith(".grad") and x.key != "input.grad")
-        or (kind != "grad" and (x.key == kind or x.key.endswith("." + kind)))
+        if (kind == "grad" and x.key.endswith(".grad") and not x.key.startswith("input"))
+        or (kind.endswith(".grad") and x.key == kind)
+        or (kind in ("output", "delta", "loss") and (x.key == kind or x.key.endswith("." + kind)))
     ]
     parts: list[RenderableType] = []
     for x in chosen:
