@@ -40,12 +40,12 @@ one-sided slopes' gap, s f'', doubles with the step s. A kink crossed between tw
 breaks the second even where the central differences happen to fall on a parabola.
 
 A kink is proven when the one-sided slopes R(s) = (f(v + s) - f(v)) / s and
-L(s) = (f(v) - f(v - s)) / s, at s = h, 2h and 4h, keep a gap well above their noise
-that changes by at most STEADY of itself (a smooth f has a gap of s f'' that doubles
-with s), and stay bounded: each slope moves by at most STEADY of the gap; and when this
-holds at two scales ten times apart (a kink a little way off the element shows a
-steady gap only while the steps reach past it). Then a is judged against [min, max] of
-the two slopes extrapolated to s -> 0. A random or
+L(s) = (f(v) - f(v - s)) / s keep a gap well above their noise that changes by at most
+STEADY of itself (a smooth f has a gap of s f'' that doubles with s), and stay bounded
+(each slope moves by at most STEADY of the gap), over the smallest steps taken, across
+a range KINK_SPAN wide (two scales): a kink a little way off the element shows a steady
+gap only while the steps reach past it. Then a is judged against [min, max] of the two
+slopes extrapolated to s -> 0. A random or
 corrupted forward gives slopes that wander with s: no kink is proven, and the element
 is inconclusive (or fails when a lies outside every numeric estimate taken).
 """
@@ -76,6 +76,8 @@ STEADY = 0.25
 SMOOTH_TOL = 0.1
 #: A kink's gap must exceed its noise (2 rho / s) this many times.
 GAP_NOISE = 10.0
+#: A kink is proven over steps spanning at least this ratio (two scales apart).
+KINK_SPAN = 10.0
 
 
 @dataclass
@@ -137,28 +139,42 @@ def _smooth(s: _Scale) -> np.ndarray:
     return ratio & linear
 
 
-def _kink(s: _Scale) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _kink(
+    right: np.ndarray, left: np.ndarray, steps: np.ndarray, rho: float, finite: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(proven, lo, hi): a kink at the element, and the bracket of its one-sided slopes
-    extrapolated to s -> 0 (module docstring)."""
-    gap = s.right - s.left  # (K, 3) at h, 2h, 4h
-    g1 = gap[:, 0]
-    noise = GAP_NOISE * 2 * s.rounding
-    steady = (np.abs(gap[:, 1] - g1) <= STEADY * np.abs(g1)) & (
-        np.abs(gap[:, 2] - g1) <= STEADY * np.abs(g1)
-    )
-    bounded = (np.abs(s.right[:, 1] - s.right[:, 0]) <= STEADY * np.abs(g1) + noise) & (
-        np.abs(s.left[:, 1] - s.left[:, 0]) <= STEADY * np.abs(g1) + noise
-    )
-    proven = (np.abs(g1) > noise) & steady & bounded & np.all(np.isfinite(s.f), axis=1)
-    r0 = 2 * s.right[:, 0] - s.right[:, 1]  # one-sided slopes are first order in s
-    l0 = 2 * s.left[:, 0] - s.left[:, 1]
-    lo, hi = np.minimum(r0, l0), np.maximum(r0, l0)
-    # how far the extrapolation may be off: the slopes' own movement, and rounding
-    slack = SAFETY * (
-        np.maximum(np.abs(s.right[:, 1] - s.right[:, 0]), np.abs(s.left[:, 1] - s.left[:, 0]))
-        + 2 * s.rounding
-    )
-    return proven, lo - slack, hi + slack
+    extrapolated to s -> 0 (module docstring).
+
+    right, left, steps: (n, m) one-sided slopes at the steps taken so far, smallest
+    first. The kink is proven when, from the smallest step a gap stands out of its noise
+    at, the gap stays within STEADY of itself and each slope within STEADY of the gap
+    over a range of steps KINK_SPAN wide: a kink a little way off the element shows a
+    steady gap only while the steps reach past it, a smooth f a gap growing with s."""
+    n, m = right.shape
+    proven = np.zeros(n, dtype=bool)
+    lo, hi = np.full(n, np.nan), np.full(n, np.nan)
+    gap = right - left
+    noise = GAP_NOISE * 2 * rho / steps
+    for start in range(0, m - 2, 3):  # from the smallest step of each scale
+        g0, r0, l0 = gap[:, start], right[:, start], left[:, start]
+        room = STEADY * np.abs(g0)[:, None] + noise[:, start:]
+        ok = (
+            (np.abs(gap[:, start:] - g0[:, None]) <= room)
+            & (np.abs(right[:, start:] - r0[:, None]) <= room)
+            & (np.abs(left[:, start:] - l0[:, None]) <= room)
+        )
+        held = np.cumprod(ok, axis=1).sum(axis=1)  # steps from ``start`` that hold
+        span = steps[np.arange(n), start + np.maximum(held, 1) - 1] / steps[:, start]
+        now = ~proven & finite & (np.abs(g0) > noise[:, start]) & (held >= 3) & (span >= KINK_SPAN)
+        # one-sided slopes are first order in s: extrapolate the two smallest to s -> 0
+        r_lim = 2 * r0 - right[:, start + 1]
+        l_lim = 2 * l0 - left[:, start + 1]
+        moved = np.maximum(np.abs(right[:, start + 1] - r0), np.abs(left[:, start + 1] - l0))
+        slack = SAFETY * (moved + 2 * rho / steps[:, start])
+        lo = np.where(now, np.minimum(r_lim, l_lim) - slack, lo)
+        hi = np.where(now, np.maximum(r_lim, l_lim) + slack, hi)
+        proven |= now
+    return proven, lo, hi
 
 
 def gradient_scale(objective) -> float:
@@ -244,11 +260,14 @@ def judge_elements(
 
     step = h.copy()
     fresh: tuple[np.ndarray, np.ndarray] | None = (first.f, first.offsets)
-    candidate = np.zeros(k, dtype=bool)  # a kink proven at the previous, larger scale
+    # every one-sided slope taken, per element, smallest steps first (filled per scale)
+    width = 3 * (SHRINK_TRIES + 1)
+    hist_r, hist_l = np.full((k, width), np.nan), np.full((k, width), np.nan)
+    hist_s = np.full((k, width), np.nan)
     # smooth at the previous scale with a outside the bound there: its value and bound
     disagreed = np.zeros(k, dtype=bool)
     was_value, was_bound = np.zeros(k), np.zeros(k)
-    for _ in range(SHRINK_TRIES + 1):
+    for scale in range(SHRINK_TRIES + 1):
         todo = np.flatnonzero(open_)
         if not len(todo):
             break
@@ -270,7 +289,14 @@ def judge_elements(
         allow = allowance[todo]
         smooth = _smooth(sub) & finite
         agrees = within(a_of, rich[:, 0], b, allow)
-        proven, lo, hi = _kink(sub)
+        # this scale's steps go before the larger ones (columns scale*3 .. from the end)
+        col = width - 3 * (scale + 1)
+        hist_r[todo, col : col + 3] = sub.right
+        hist_l[todo, col : col + 3] = sub.left
+        hist_s[todo, col : col + 3] = step[todo, None] * np.array([1.0, 2.0, 4.0])
+        proven, lo, hi = _kink(
+            hist_r[todo, col:], hist_l[todo, col:], hist_s[todo, col:], rho, finite
+        )
         bracketed = (a_of >= lo - allow) & (a_of <= hi + allow)
         estimates = np.concatenate([sub.central, sub.right, sub.left], axis=1)
         with np.errstate(invalid="ignore"):
@@ -293,11 +319,9 @@ def judge_elements(
         rich[confirmed, 0] = old_value[confirmed]
         b = np.where(confirmed, old_bound, b)
         agrees = agrees & ~confirmed
-        # a kink at the element: proven at this scale and at the one ten times larger (a
-        # kink a little way off keeps a steady gap only while the steps reach past it);
-        # then a between the one-sided slopes, or a failure with evidence
-        settle_kink = proven & candidate[todo] & ~(smooth & agrees)
-        candidate[todo] = proven
+        # a kink at the element, proven over the steps so far: a between the one-sided
+        # slopes, or a failure with evidence
+        settle_kink = proven & ~(smooth & agrees)
         for ix, mask in ((todo[settle_smooth], settle_smooth), (todo[settle_kink], settle_kink)):
             if not len(ix):
                 continue
