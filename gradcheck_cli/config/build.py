@@ -19,7 +19,7 @@ from ..errors import ConfigError
 from ..problem import LossSpec, Problem
 from ..protocol import FieldError, Loss
 from .arrays import INPUT_FORMS, ArrayValue, read_array
-from .context import Context, as_int, join
+from .context import Context, as_int, join, key_text
 from .fields import BadValue, signature_of
 from .plugins import load_plugins
 from .settings import check_only_matches, check_settings, expectations, input_grad_shapes
@@ -41,7 +41,7 @@ def build_problem(doc: dict, ctx: Context, default_name: str) -> Problem:
         if key not in TOP_KEYS:
             ctx.suggested.add(closest(key, TOP_KEYS) or "")
             ctx.add(
-                str(key),
+                key_text(key),
                 line_of(doc, key),
                 f"unknown key {show(key)}" + did_you_mean(key, TOP_KEYS, listing="valid keys"),
             )

@@ -201,7 +201,7 @@ def _construct(draft: Draft, cls: type[Layer], ctx: Context, batch_size: int) ->
                     choices.discard("batch_size")
                 hint = did_you_mean(key, choices, listing="it takes")
                 misspelt.update(c for c in choices if f"{c!r}?" in hint)
-                message = f"unknown key {key!r} for {draft.type}{hint}"
+                message = f"unknown key {show(key)} for {draft.type}{hint}"
             ctx.add(where, line, message)
             ok = False
             continue

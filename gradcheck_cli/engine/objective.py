@@ -28,7 +28,17 @@ from ..errors import NumericalError, PluginError
 from ..network import Node
 from ..problem import Problem
 from ..protocol import Params, perturbed_by_loop
-from .passes import Gradients, Trace, loss_forward, node_forward, node_params, reduce_losses
+from .passes import (
+    Calls,
+    Gradients,
+    OutOfTime,
+    Trace,
+    loss_forward,
+    node_forward,
+    node_params,
+    reduce_losses,
+    require_real,
+)
 
 #: Copies compared first when looking for unchanged ones in a chunk (_drop_unchanged).
 PRUNE_PROBES = 16
@@ -66,15 +76,26 @@ def _perturbed_layer(
     vectorised = getattr(node.layer, "supports_perturbed", False) and not node.multi_input
     what = "forward_perturbed" if vectorised else "forward"
     x = tuple(xs) if node.multi_input else xs[0]
+    Calls.enter(node.name, what)
     try:
         if vectorised:
             y = node.layer.forward_perturbed(x, params, name, index, delta)
-        else:
-            y = perturbed_by_loop(node.layer, x, params, name, index, delta)
-    except (NumericalError, PluginError):
+        else:  # one forward per copy, each a call of its own (a deadline sees each)
+            copies = []
+            for k in range(len(index)):
+                Calls.enter(node.name, what)
+                copies.append(
+                    perturbed_by_loop(
+                        node.layer, x, params, name, index[k : k + 1], delta[k : k + 1]
+                    )
+                )
+            y = np.concatenate(copies)
+    except (NumericalError, PluginError, OutOfTime):
         raise
     except (Exception, SystemExit) as exc:
         raise PluginError(node.name, f"{what} raised {type(exc).__name__}: {exc}") from exc
+    finally:
+        Calls.leave()
     n = xs[0].shape[0]
     expected = (len(index), n, *node.out_shape)
     if not isinstance(y, np.ndarray) or y.size != int(np.prod(expected)):
@@ -83,6 +104,7 @@ def _perturbed_layer(
             node.name,
             f"{what} returned shape {got}, expected {list(expected)} (copies, batch, output)",
         )
+    require_real(node.name, f"{what}'s y", y)
     return y.reshape(len(index) * n, *node.out_shape)
 
 

@@ -12,7 +12,8 @@ its gradients over every use.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,15 +77,68 @@ def reduce_losses(losses: np.ndarray, n: int, reduction: str) -> np.ndarray:
     return per_copy / n if reduction == "mean" else per_copy
 
 
+class OutOfTime(Exception):
+    """A call into a layer would start past ``Calls.deadline`` (``--time-budget``)."""
+
+
+class Calls:
+    """Which call into a layer (or the loss) is running, for whoever supervises the check
+    to name on a timeout or a crash: ``current`` is ``(layer, call)`` while user code
+    runs (``("conv1", "forward")``; ``("loss", "backward")``), None between calls;
+    ``last`` is the call that ran most recently. Set around every guarded call below and
+    in engine/objective.py; a supervisor thread reads them (gradcheck_cli/worker.py).
+    """
+
+    current: tuple[str, str] | None = None
+    last: tuple[str, str] | None = None
+    #: told ``(layer, call)`` as each call starts and ``None`` as it ends: a supervised
+    #: worker writes it where its supervisor reads it even after a crash
+    listener: Callable[[tuple[str, str] | None], None] | None = None
+    #: ``time.perf_counter()`` past which no call starts (OutOfTime): a time budget
+    #: overruns by at most the one call running when it passes
+    deadline: float | None = None
+
+    @classmethod
+    def enter(cls, layer: str, call: str) -> None:
+        if cls.deadline is not None and time.perf_counter() > cls.deadline:
+            raise OutOfTime(f"the time budget ran out before {layer} {call}")
+        cls.current = cls.last = (layer, call)
+        if cls.listener is not None:
+            cls.listener(cls.current)
+
+    @classmethod
+    def leave(cls) -> None:
+        cls.current = None
+        if cls.listener is not None:
+            cls.listener(None)
+
+
+#: numpy dtype kinds that hold real numbers: bool, signed and unsigned int, float.
+REAL_KINDS = "biuf"
+
+
+def require_real(layer: str, what: str, a: np.ndarray) -> None:
+    """PluginError (exit 2) when a layer hands back an array of objects, complex numbers
+    or text where real numbers belong: no finite difference or comparison means anything
+    there, and numpy's own error would read like a bug in gradcheck."""
+    if a.dtype.kind not in REAL_KINDS:
+        raise PluginError(
+            layer, f"{what} has dtype {a.dtype}; it must hold real numbers (float or int)"
+        )
+
+
 def node_forward(node: Node, xs: list[np.ndarray], params: Params) -> tuple[np.ndarray, Any]:
     """Guarded forward of one node: xs, one (M, *in_shape) array per input, -> y
     (M, *out_shape). A one-input layer gets the array, a multi-input layer the tuple."""
+    Calls.enter(node.name, "forward")
     try:
         out = node.layer.forward(tuple(xs) if node.multi_input else xs[0], params)
     except (NumericalError, PluginError):
         raise
     except (Exception, SystemExit) as exc:  # a plugin's sys.exit() is its mistake too
         raise PluginError(node.name, f"forward raised {type(exc).__name__}: {exc}") from exc
+    finally:
+        Calls.leave()
     if not (isinstance(out, tuple) and len(out) == 2):
         raise PluginError(node.name, "forward must return a pair (y, cache)")
     y = out[0]
@@ -96,17 +150,22 @@ def node_forward(node: Node, xs: list[np.ndarray], params: Params) -> tuple[np.n
             f"forward returned y of shape {got}, expected {list(expected)} "
             f"(batch axis, then output_shape {list(node.out_shape)})",
         )
+    require_real(node.name, "forward's y", y)
     return out
 
 
 def loss_forward(spec: LossSpec, y: np.ndarray, target: np.ndarray | None):
     """Guarded per-example loss: y (M, *shape) -> ((M,) losses, cache)."""
+    Calls.enter("loss", "forward")
     try:
         losses, cache = spec.loss.forward(y, target)
     except (Exception, SystemExit) as exc:
         msg = f"{spec.type} forward raised {type(exc).__name__}: {exc}"
         raise PluginError("loss", msg) from exc
+    finally:
+        Calls.leave()
     losses = np.asarray(losses)
+    require_real("loss", f"{spec.type} forward's losses", losses)
     if losses.shape != (y.shape[0],):
         raise PluginError(
             "loss", f"{spec.type} forward must return one loss per example, shape ({y.shape[0]},)"
@@ -160,14 +219,18 @@ def forward(
 def loss_backward(problem: Problem, trace: Trace) -> np.ndarray:
     """dE/d(network output), (N, *shape), from the loss's own backward (and the mean)."""
     y = trace.values[trace.output]
+    Calls.enter("loss", "backward")
     try:
         dy = np.asarray(problem.loss.loss.backward(trace.loss_cache))
     except (Exception, SystemExit) as exc:
         raise PluginError("loss", f"backward raised {type(exc).__name__}: {exc}") from exc
+    finally:
+        Calls.leave()
     if dy.shape != y.shape:
         raise PluginError(
             "loss", f"backward returned shape {list(dy.shape)}, expected {list(y.shape)}"
         )
+    require_real("loss", "backward's gradient", dy)
     if problem.loss.reduction == "mean":
         dy = dy / y.shape[0]
     return dy
@@ -212,10 +275,13 @@ def node_backward(
 ) -> tuple[list[np.ndarray], Params]:
     """Guarded backward of one node: (one dx per input, {param: grad}); checks the
     shapes of every dx and the grads' keys and shapes."""
+    Calls.enter(node.name, "backward")
     try:
         out = node.layer.backward(dy, cache, params)
     except (Exception, SystemExit) as exc:
         raise PluginError(node.name, f"backward raised {type(exc).__name__}: {exc}") from exc
+    finally:
+        Calls.leave()
     if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict)):
         raise PluginError(node.name, "backward must return a pair (dx, {param_name: dparam})")
     dx, grads = out
@@ -234,6 +300,7 @@ def node_backward(
                 node.name,
                 f"backward returned {which} of shape {list(d.shape)}, expected {list(x.shape)}",
             )
+        require_real(node.name, f"backward's {'dx' if len(xs) == 1 else f'dx {slot}'}", d)
     missing = sorted(set(params) - set(grads))
     extra = sorted(set(grads) - set(params))
     if missing or extra:
@@ -254,6 +321,7 @@ def node_backward(
                 f"backward returned d{name} of shape {list(g.shape)}, "
                 f"expected {list(params[name].shape)} (the shape of {name})",
             )
+        require_real(node.name, f"backward's d{name}", g)
         checked[name] = g
     return dxs, checked
 
