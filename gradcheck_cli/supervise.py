@@ -60,6 +60,8 @@ from .worker import _HEADER, BOOT, CALLS_BYTES, Job, Loaded, read_calls
 GRACE = 1.0
 #: How often the supervisor looks at its signals and deadlines while it waits (seconds).
 POLL = 0.05
+#: Seconds beyond which an in-process timeout is not kept (about three years).
+LONGEST_ALARM = 1e8
 #: The environment variable that chooses where ``gradcheck run`` runs the check: ``0`` in
 #: its own process, ``1`` in a supervised worker (the default for the command).
 SUPERVISE_ENV = "GRADCHECK_SUPERVISE"
@@ -217,8 +219,9 @@ class alarm:  # noqa: N801 - used as a context manager, like contextlib's
         return self
 
     def arm(self, seconds: float) -> None:
-        """Fire ``seconds`` from now (a timeout learnt from the config)."""
-        if self.main:
+        """Fire ``seconds`` from now (a timeout learnt from the config); a timeout of
+        years is no timeout (the system's timer would overflow)."""
+        if self.main and seconds < LONGEST_ALARM:
             signal.setitimer(signal.ITIMER_REAL, max(seconds, 1e-3))
 
     def _fire(self, reason: Stop) -> Callable[[int, Any], None]:

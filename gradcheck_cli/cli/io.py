@@ -244,16 +244,79 @@ def write_output(path: str, text: str, *, option: str = "") -> None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
         sys.stdout.flush()
         return
-    data = text.encode("utf-8", errors="backslashreplace")
-    where = f"{option} {printable(path)}" if option else printable(path)
+    if in_place(path):
+        stream = open_in_place(path, option=option)
+        try:
+            stream.write(text)
+        finally:
+            stream.close()
+        return
     try:
-        info = _stat(path)
-        if (info is not None and not stat.S_ISREG(info.st_mode)) or _names_a_descriptor(path):
-            _write_in_place(path, data, info)
-        else:
-            _replace_atomically(os.path.realpath(path), data)
+        _replace_atomically(os.path.realpath(path), text.encode("utf-8", "backslashreplace"))
     except OSError as e:
-        raise UsageError(f"cannot write {where}: {e.strerror or e}") from e
+        raise UsageError(f"cannot write {_where(path, option)}: {e.strerror or e}") from e
+
+
+def in_place(path: str) -> bool:
+    """Whether ``path`` is written in place (module docstring), not replaced."""
+    if path == "-":
+        return True
+    info = _stat(path)
+    return (info is not None and not stat.S_ISREG(info.st_mode)) or _names_a_descriptor(path)
+
+
+class InPlace:
+    """An output written in place, opened before anything is written to it: a report to
+    several streams can learn that one of them cannot be opened (a FIFO nobody reads)
+    before any other is told the run passed."""
+
+    def __init__(self, fd: int, where: str):
+        self.fd = fd
+        self.where = where
+
+    def write(self, text: str) -> None:
+        view = memoryview(text.encode("utf-8", "backslashreplace"))
+        try:
+            while view:
+                view = view[os.write(self.fd, view) :]
+            with contextlib.suppress(OSError):  # not every device can be synced
+                os.fsync(self.fd)
+        except OSError as e:
+            raise UsageError(f"cannot write {self.where}: {e.strerror or e}") from e
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+def open_in_place(path: str, *, option: str = "") -> InPlace:
+    """Open what ``path`` names for writing, without creating, truncating or replacing
+    anything. A FIFO waits up to FIFO_WAIT seconds for a reader (opening it for writing
+    would otherwise block for ever). Raises UsageError naming ``option``."""
+    where = _where(path, option)
+    info = _stat(path)
+    fifo = info is not None and stat.S_ISFIFO(info.st_mode)
+    flags = os.O_WRONLY | os.O_APPEND | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+    deadline = time.monotonic() + FIFO_WAIT
+    while True:
+        try:
+            fd = os.open(path, flags | os.O_NONBLOCK)
+            break
+        except OSError as e:
+            if fifo and e.errno == errno.ENXIO and time.monotonic() < deadline:
+                time.sleep(0.05)
+                continue
+            why = e.strerror or str(e)
+            if fifo and e.errno == errno.ENXIO:
+                why = f"no process opened the FIFO for reading within {FIFO_WAIT:g} s"
+            raise UsageError(f"cannot write {where}: {why}") from None
+    with contextlib.suppress(OSError):  # writes may then wait for a slow reader
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+    return InPlace(fd, where)
+
+
+def _where(path: str, option: str) -> str:
+    return f"{option} {printable(path)}" if option else printable(path)
 
 
 #: The name code written before output files were told apart by kind.
@@ -283,36 +346,6 @@ def _replace_atomically(target: str, data: bytes) -> None:
         if tmp is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-
-
-def _write_in_place(path: str, data: bytes, info: os.stat_result | None) -> None:
-    """Open what ``path`` names for writing, without creating, truncating or replacing
-    anything, and write ``data`` to it. A FIFO waits up to FIFO_WAIT seconds for a reader
-    (opening it for writing would otherwise block for ever)."""
-    fifo = info is not None and stat.S_ISFIFO(info.st_mode)
-    flags = os.O_WRONLY | os.O_APPEND | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
-    deadline = time.monotonic() + FIFO_WAIT
-    while True:
-        try:
-            fd = os.open(path, flags | os.O_NONBLOCK)
-            break
-        except OSError as e:
-            if not (fifo and e.errno == errno.ENXIO and time.monotonic() < deadline):
-                if fifo and e.errno == errno.ENXIO:
-                    why = f"no process opened the FIFO for reading within {FIFO_WAIT:g} s"
-                    raise OSError(e.errno, why) from None
-                raise
-            time.sleep(0.05)
-    try:
-        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        with contextlib.suppress(OSError):  # not every device can be synced
-            os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _umask() -> int:

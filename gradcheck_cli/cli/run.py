@@ -24,7 +24,7 @@ from ..supervise import Watch, inline, stdout_to_stderr, supervise, supervised_b
 from ..worker import Job
 from . import exit_codes
 from .formats import ReportCommand, check_report_paths, report_options, stdout_taken
-from .io import make_console, write_output
+from .io import in_place, make_console, open_in_place, write_output
 from .options import CliState, _usage_error, check_options, output_options, verbosity_options
 
 if TYPE_CHECKING:
@@ -197,28 +197,64 @@ class Outputs:
             raise
 
     def write(self, report: Report, *, only_valid: bool = False) -> None:
-        """Every report: stdout and special files first, regular files last. A write
-        that fails turns the reports not yet written into the report of that failure
-        (exit 2), so that none of them says passed; the failure is raised at the end."""
+        """Every report, so that none of them says passed unless the run exits 0:
+
+        1. every stream (stdout, a FIFO, a device) is opened first: one that cannot be
+           (a FIFO nobody reads) makes the report the report of that failure (exit 2)
+           before any stream is told anything;
+        2. the streams are written; a write that fails (no space left) turns the
+           reports not yet written into the report of that failure;
+        3. regular files last, atomically; one that fails has those written before it
+           written again with the failure.
+
+        The failure is raised at the end. (A stream already written cannot be taken
+        back: only a later write failing on another stream can leave it behind.)"""
+        from .endings import error_report
+
+        chosen = {
+            fmt: path for fmt, path in self.reports.items() if not only_valid or fmt in self.valid
+        }
         failure: UsageError | None = None
-        for fmt, path in sorted(self.reports.items(), key=lambda item: not _in_place(item[1])):
-            if only_valid and fmt not in self.valid:
-                continue
+
+        def failed(e: UsageError) -> None:
+            nonlocal failure, report
+            if failure is None:
+                failure, report = e, error_report(self.config, e)
+
+        streams: dict[Any, Any] = {}
+        for fmt, path in chosen.items():
+            if path != "-" and in_place(path):
+                try:
+                    streams[fmt] = open_in_place(path, option=fmt.spec.option)
+                except UsageError as e:
+                    failed(e)
+        for fmt, path in chosen.items():
+            if path == "-" or fmt in streams:
+                try:
+                    if path == "-":
+                        write_output(path, fmt.render(report), option=fmt.spec.option)
+                    else:
+                        streams[fmt].write(fmt.render(report))
+                except UsageError as e:
+                    failed(e)
+                finally:
+                    if fmt in streams:
+                        streams[fmt].close()
+        files = [(fmt, path) for fmt, path in chosen.items() if path != "-" and not in_place(path)]
+        written = []
+        for fmt, path in files:
+            before = failure
             try:
                 write_output(path, fmt.render(report), option=fmt.spec.option)
+                written.append((fmt, path))
             except UsageError as e:
-                if failure is None:
-                    from .endings import error_report
-
-                    failure = e
-                    report = error_report(self.config, e)
+                failed(e)
+            if failure is not None and before is None:  # the files before it said passed
+                for fmt_done, path_done in written:
+                    with contextlib.suppress(UsageError):
+                        write_output(path_done, fmt_done.render(report), option="")
         if failure is not None:
             raise failure
-
-
-def _in_place(path: str) -> bool:
-    """stdout, or an existing path that is not a regular file (written in place)."""
-    return path == "-" or (os.path.exists(path) and not os.path.isfile(path))
 
 
 def _load_problem(path: str, seed: int | None = None) -> Problem:

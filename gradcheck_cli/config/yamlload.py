@@ -155,7 +155,8 @@ def _yaml_issue(file: str, text: str, err: yaml.YAMLError) -> ConfigIssue:
             line,
             "",
             f"invalid YAML: the character {char!r} (U+{ord(char):04X}) is not allowed in a "
-            "YAML file; remove it (a NUL byte often means the file is not text)",
+            "YAML file; remove it"
+            + (" (a NUL byte often means the file is not text)" if char == "\0" else ""),
         )
     mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
     line = mark.line + 1 if mark is not None else None
