@@ -63,6 +63,10 @@ class UsageError(GradcheckError):
     exit_code = ExitCode.INVALID
 
 
+class OutputError(UsageError):
+    """An output (a report, ``schema -o``) could not be written (exit 2)."""
+
+
 @dataclass(frozen=True)
 class OptionHint:
     """A check option that would change an outcome, as data: its name as in a config's

@@ -165,7 +165,9 @@ class RunError:
     """Why a run ended without a verdict: the JSON report's ``error`` (contract section 1).
 
     kind: ``config``, ``plugin``, ``usage``, ``too_large``, ``numerical``, ``memory``,
-    ``timeout``, ``crashed``, ``report`` (a report could not be written) or ``internal``;
+    ``timeout``, ``budget`` (a time budget that reached nothing of a tensor),
+    ``crashed``, ``report`` (a report could not be written), ``output`` (stdout's
+    reader left) or ``internal`` (``inconclusive`` is the JSON's own, render/json.py);
     message: what the user was told; file, line, key: where, when one place is to blame
     (key is a key path such as ``layers[1].stride``); exit_code: 2, 3 or 4.
     """

@@ -194,7 +194,8 @@ def fake_engine(monkeypatch):
     """The CLI with its loader and engine faked; ``outcome`` chooses how the check ends."""
 
     class Fake:
-        outcome: object = passing_report
+        def __init__(self):
+            self.outcome: object = passing_report
 
         def load(self, path, seed=None):
             if isinstance(self.outcome, ConfigError):
@@ -272,7 +273,7 @@ def test_no_space_left_is_an_error_and_no_report_says_passed(tmp_path, config, m
     assert "cannot write --junit" in result.stderr and "No space left on device" in result.stderr
     written = json.loads(report.read_text())  # written after the failure: it says so
     assert written["passed"] is False and written["exit_code"] == 2
-    assert written["error"]["kind"] == "usage" and "No space left" in written["error"]["message"]
+    assert written["error"]["kind"] == "report" and "No space left" in written["error"]["message"]
     assert fifo.intact()
 
 
@@ -364,6 +365,21 @@ def test_every_ending_writes_reports_that_say_passed_only_on_exit_0(
     suite = ET.parse(tmp_path / "r.xml").getroot()
     green = suite.get("failures") == "0" and suite.get("errors") == "0"
     assert green is (code == 0)
+
+
+def test_a_reader_leaving_early_exits_141_and_the_report_says_so(
+    fake_engine, config, tmp_path, monkeypatch
+):
+    def reader_left(*args, **kwargs):
+        raise BrokenPipeError
+
+    monkeypatch.setattr(run_module, "_print_report", reader_left)
+    monkeypatch.setattr("gradcheck_cli.cli._silence_stdout", lambda: None)
+    result = invoke("run", config, "--json", tmp_path / "r.json")
+    assert result.exit_code == 141, result.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["exit_code"] == 141 and report["passed"] is False
+    assert report["error"]["kind"] == "output"
 
 
 def test_a_config_error_report_names_file_line_and_key(fake_engine, config, tmp_path):

@@ -22,6 +22,7 @@ from ..errors import (
     GradcheckError,
     NumericalError,
     OptionHint,
+    OutputError,
     PluginError,
     TooLargeError,
     WorkerDied,
@@ -129,6 +130,8 @@ def run_error(e: BaseException, config: str) -> RunError:
             key=e.path or None,
             exit_code=e.exit_code,
         )
+    if isinstance(e, OutputError):
+        return RunError("report", str(e), exit_code=e.exit_code)
     if isinstance(e, TooLargeError):
         return RunError("too_large", e.phrase(OptionHint.as_flag), file=config)
     if isinstance(e, click.ClickException):

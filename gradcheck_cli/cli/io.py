@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from ..errors import UsageError
+from ..errors import OutputError, UsageError
 from ..text import printable
 
 if TYPE_CHECKING:
@@ -254,7 +254,7 @@ def write_output(path: str, text: str, *, option: str = "") -> None:
     try:
         _replace_atomically(os.path.realpath(path), text.encode("utf-8", "backslashreplace"))
     except OSError as e:
-        raise UsageError(f"cannot write {_where(path, option)}: {e.strerror or e}") from e
+        raise OutputError(f"cannot write {_where(path, option)}: {e.strerror or e}") from e
 
 
 def in_place(path: str) -> bool:
@@ -282,7 +282,7 @@ class InPlace:
             with contextlib.suppress(OSError):  # not every device can be synced
                 os.fsync(self.fd)
         except OSError as e:
-            raise UsageError(f"cannot write {self.where}: {e.strerror or e}") from e
+            raise OutputError(f"cannot write {self.where}: {e.strerror or e}") from e
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -309,7 +309,7 @@ def open_in_place(path: str, *, option: str = "") -> InPlace:
             why = e.strerror or str(e)
             if fifo and e.errno == errno.ENXIO:
                 why = f"no process opened the FIFO for reading within {FIFO_WAIT:g} s"
-            raise UsageError(f"cannot write {where}: {why}") from None
+            raise OutputError(f"cannot write {where}: {why}") from None
     with contextlib.suppress(OSError):  # writes may then wait for a slow reader
         fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
     return InPlace(fd, where)

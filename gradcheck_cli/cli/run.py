@@ -67,6 +67,7 @@ def command(
       gradcheck run net.yaml --json - | jq .passed
       gradcheck run net.yaml --junit gradcheck.xml -q --timeout 600
     """
+    from ..report import RunError
     from .endings import ending
 
     outputs = Outputs(reports, config)
@@ -102,7 +103,18 @@ def command(
     if isinstance(error, OptionError):  # --only matches nothing: said as click says it
         error = _usage_error(error)
     if error is None or (report.checks and isinstance(error, CheckTimedOut | WorkerDied)):
-        _print_report(report, out, quiet=quiet, verbose=verbose)
+        try:
+            _print_report(report, out, quiet=quiet, verbose=verbose)
+        except BrokenPipeError:  # `| head`: exit 141, and the reports say that too
+            if report.error is None:
+                report.error = RunError(
+                    "output",
+                    "the reader of gradcheck's output closed it early",
+                    exit_code=ExitCode.BROKEN_PIPE,
+                )
+            with contextlib.suppress(UsageError, BrokenPipeError):
+                outputs.write(report)
+            raise
     outputs.write(report)
     if error is not None:
         raise error

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..exit_codes import ExitCode
 from ..report import Report, RunError
 from . import numeric
 from .passes import OutOfTime
@@ -152,5 +153,5 @@ def unreached(report: Report, budget: float) -> RunError | None:
         f"the check could not be carried out: the time budget of {budget:g} s ran out "
         f"before any element of {names} was checked; give it more time",
         file=report.config,
-        exit_code=3,
+        exit_code=ExitCode.NOT_CARRIED_OUT,
     )
