@@ -183,13 +183,12 @@ def limits() -> list[str]:
         "|---|---|",
         f"| a config file | {mib} MiB (keep large arrays in `.npy` files) |",
         f"| axes of any array (nested lists, `{{shape: [...]}}`, files) | {files.MAX_RANK} |",
-        f"| numbers in one array from a file or `{{shape: [...]}}` | "
-        f"{files.MAX_ARRAY_ELEMENTS:,} |",
+        f"| numbers in one array from a file or `{{shape: [...]}}`, or in a built-in layer's "
+        f"parameter | {files.MAX_ARRAY_ELEMENTS:,} |",
         f"| numbers written in the YAML itself | {arrays.MAX_LITERAL_SIZE:,} |",
         f"| bytes an `.npz` member inflates to (read from the zip directory) | "
         f"{files.MAX_MEMBER_BYTES:,} |",
-        f"| values a layer outputs per example, or holds in one parameter | "
-        f"{arrays.MAX_RANDOM_SIZE:,} |",
+        f"| values a layer outputs per example | {arrays.MAX_RANDOM_SIZE:,} |",
         "",
         "A config, an array file and a plugin must be regular files: a FIFO, a device or a",
         "socket is refused without being read (it could block for ever). A `.npy` whose",

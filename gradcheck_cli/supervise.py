@@ -195,13 +195,16 @@ class alarm:  # noqa: N801 - used as a context manager, like contextlib's
     with ``terminate``, on SIGTERM, recording in ``outcome`` why and what was running.
     Python code stops at its next bytecode; a call that never returns to the interpreter
     cannot be stopped in-process. Outside the main thread only a run without a timeout
-    is possible."""
+    is possible. SIGALRM and the process's timer are touched only while a timeout is
+    armed, and a timer set before (pytest-timeout's) is set again afterwards."""
 
     def __init__(self, seconds: float | None, outcome: Outcome, *, terminate: bool = True):
         self.seconds = seconds
         self.outcome = outcome
         self.terminate = terminate  # SIGTERM too (the command line; not the Python API)
         self.saved: dict[int, Any] = {}
+        self.previous: tuple[float, float] | None = None  # the timer found, when armed
+        self.entered = time.monotonic()
         self.main = threading.current_thread() is threading.main_thread()
 
     def __enter__(self) -> alarm:
@@ -211,7 +214,7 @@ class alarm:  # noqa: N801 - used as a context manager, like contextlib's
 
                 raise UsageError("a timeout can only be kept in the main thread")
             return self
-        self.saved = {signal.SIGALRM: signal.signal(signal.SIGALRM, self._fire(Stop.TIMEOUT))}
+        self.entered = time.monotonic()
         if self.terminate:
             self.saved[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._fire(Stop.TERMINATE))
         if self.seconds is not None:
@@ -221,8 +224,12 @@ class alarm:  # noqa: N801 - used as a context manager, like contextlib's
     def arm(self, seconds: float) -> None:
         """Fire ``seconds`` from now (a timeout learnt from the config); a timeout of
         years is no timeout (the system's timer would overflow)."""
-        if self.main and seconds < LONGEST_ALARM:
-            signal.setitimer(signal.ITIMER_REAL, max(seconds, 1e-3))
+        if not self.main or seconds >= LONGEST_ALARM:
+            return
+        if self.previous is None:
+            self.previous = signal.getitimer(signal.ITIMER_REAL)
+            self.saved[signal.SIGALRM] = signal.signal(signal.SIGALRM, self._fire(Stop.TIMEOUT))
+        signal.setitimer(signal.ITIMER_REAL, max(seconds, 1e-3))
 
     def _fire(self, reason: Stop) -> Callable[[int, Any], None]:
         from .engine.passes import Calls
@@ -236,10 +243,15 @@ class alarm:  # noqa: N801 - used as a context manager, like contextlib's
         return handler
 
     def __exit__(self, *exc: object) -> None:
-        if self.main:
+        if not self.main:
+            return
+        if self.previous is not None:
             signal.setitimer(signal.ITIMER_REAL, 0)
-            for signum, handler in self.saved.items():
-                signal.signal(signum, handler)
+        for signum, handler in self.saved.items():
+            signal.signal(signum, handler)
+        if self.previous is not None and self.previous[0] > 0:
+            left = self.previous[0] - (time.monotonic() - self.entered)
+            signal.setitimer(signal.ITIMER_REAL, max(left, 1e-3), self.previous[1])
 
 
 @contextlib.contextmanager
@@ -312,10 +324,19 @@ def inline(
 # --- in a worker process ----------------------------------------------------------------------
 
 
-def supervise(job: Job, watch: Watch, *, timeout: float | None = None) -> Outcome:
+def supervise(
+    job: Job,
+    watch: Watch,
+    *,
+    timeout: float | None = None,
+    meanwhile: Callable[[], None] | None = None,
+) -> Outcome:
     """Run ``job`` in a worker process and watch it (module docstring). Returns once the
     worker has ended; what it said is in ``watch``. Raises what ``watch.on_loaded``
-    raised, after stopping the worker."""
+    raised, after stopping the worker. ``meanwhile`` runs once the worker has started,
+    before its events are read: what this process must import or build to show the
+    outcome costs no time then (the pipe holds the events); if it raises, the worker is
+    stopped."""
     outcome = Outcome(timeout=timeout)
     job_r, job_w = os.pipe()
     events_r, events_w = os.pipe()
@@ -339,6 +360,8 @@ def supervise(job: Job, watch: Watch, *, timeout: float | None = None) -> Outcom
     try:
         data = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
         os.write(job_w, _HEADER.pack(len(data)) + data)  # small: one write
+        if meanwhile is not None:
+            meanwhile()
         _watch(proc, events_r, watch, outcome, signals, started)
     finally:
         restore()

@@ -161,11 +161,18 @@ def execute(
 
 
 def failure(exc: BaseException) -> Any:
-    """What to send about ``exc``: itself when it pickles whole (gradcheck's errors,
-    KeyboardInterrupt), else a Failure with its text."""
+    """What to send about ``exc``: itself when the supervisor can rebuild it (gradcheck's
+    own errors, KeyboardInterrupt, MemoryError); a subclass a plugin defined as the
+    gradcheck error it derives from; anything else as a Failure with its text."""
     from .errors import GradcheckError
     from .options import OptionError
 
+    if isinstance(exc, GradcheckError) and not type(exc).__module__.startswith(__package__):
+        own = next(c for c in type(exc).__mro__ if c.__module__.startswith(__package__))
+        try:
+            exc = own(str(exc))
+        except Exception:
+            exc = GradcheckError(str(exc))
     if isinstance(exc, GradcheckError | OptionError | KeyboardInterrupt | MemoryError):
         try:
             pickle.loads(pickle.dumps(exc))

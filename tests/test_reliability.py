@@ -474,6 +474,28 @@ def test_a_plugin_that_changes_folder_cannot_move_a_report(hostile, supervised):
     assert not (hostile / "elsewhere" / "report.json").exists()
 
 
+def test_a_bug_in_the_worker_is_an_internal_error_with_its_traceback(tmp_path):
+    """A plugin plants a bug in the engine inside the worker: exit 4, one line, and the
+    worker's traceback with --debug."""
+    (tmp_path / "bug.py").write_text(
+        "import gradcheck_cli as gc\nimport gradcheck_cli.engine.check as check\n\n"
+        "def boom(*args, **kwargs):\n    raise ZeroDivisionError('engine bug')\n\n"
+        "check.compare_expectations = boom\n\n"
+        "@gc.register_layer('same')\nclass Same(gc.Layer):\n"
+        "    def forward(self, x, params):\n        return x * 1.0, None\n\n"
+        "    def backward(self, dy, cache, params):\n        return dy * 1.0, {}\n"
+    )
+    (tmp_path / "net.yaml").write_text(
+        NET.replace("{type: tanh}", "{type: same}").replace("input:", "plugins: [bug.py]\ninput:")
+    )
+    proc = run("run", "net.yaml", "--debug", "--json", "r.json", cwd=tmp_path)
+    assert proc.returncode == 4, proc.stderr
+    assert "internal error (ZeroDivisionError: engine bug)" in proc.stderr
+    assert "Traceback (most recent call last)" in proc.stderr and "boom" in proc.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["exit_code"] == 4 and report["error"]["kind"] == "internal"
+
+
 def test_a_timeout_in_process_stops_python_code(hostile, monkeypatch):
     monkeypatch.chdir(hostile)
     monkeypatch.setenv("HOSTILE", "hang")

@@ -67,9 +67,6 @@ def command(
       gradcheck run net.yaml --json - | jq .passed
       gradcheck run net.yaml --junit gradcheck.xml -q --timeout 600
     """
-    from ..report import RunError
-    from .endings import ending
-
     outputs = Outputs(reports, config)
     if quiet and verbose:
         outputs.refuse(click.UsageError("-q/--quiet and -v/--verbose cannot be combined."))
@@ -79,26 +76,44 @@ def command(
     values = _read_values(overrides, outputs)
     job = Job(config, values)  # as written: messages name it so (the worker shares the cwd)
 
-    err = make_console(sys.stderr, no_color=no_color)
-    out = err if outputs.stdout_taken else make_console(sys.stdout, no_color=no_color)
     watch = Watch(on_loaded=outputs.protect_inputs)  # never overwrite what the config read
-    with LazyProgress(err, enabled=_isatty(sys.stderr)) as progress:
-        watch.progress = progress
-        try:
-            if supervised_by_default(embedded=_embedded()):
-                outcome = supervise(job, watch, timeout=values.get("timeout"))
-            else:
-                guard = stdout_to_stderr() if outputs.stdout_taken else contextlib.nullcontext()
-                with guard:
-                    outcome = inline(
-                        job,
-                        watch,
-                        timeout=values.get("timeout"),
-                        load=_load_problem,
-                        check=_run_check,
-                    )
-        except (UsageError, click.UsageError) as refused:  # a report would replace an input
-            outputs.refuse(refused)
+    consoles: list[Console] = []
+    progress: list[LazyProgress] = []
+
+    def get_ready() -> None:
+        """What this process needs to show the outcome: made while the worker starts
+        (rich, numpy and the renderers load on this core as the config loads on the
+        other)."""
+        err = make_console(sys.stderr, no_color=no_color)
+        out = err if outputs.stdout_taken else make_console(sys.stdout, no_color=no_color)
+        consoles.extend([err, out])
+        progress.append(LazyProgress(err, enabled=_isatty(sys.stderr)))
+        watch.progress = progress[0]
+        _warm_up()
+
+    try:
+        if supervised_by_default(embedded=_embedded()):
+            outcome = supervise(job, watch, timeout=values.get("timeout"), meanwhile=get_ready)
+        else:
+            get_ready()
+            guard = stdout_to_stderr() if outputs.stdout_taken else contextlib.nullcontext()
+            with guard:
+                outcome = inline(
+                    job,
+                    watch,
+                    timeout=values.get("timeout"),
+                    load=_load_problem,
+                    check=_run_check,
+                )
+    except (UsageError, click.UsageError) as refused:  # a report would replace an input
+        outputs.refuse(refused)
+    finally:
+        for bar in progress:
+            bar.__exit__()
+    err, out = consoles
+    from ..report import RunError
+    from .endings import ending
+
     report, error = ending(config, watch, outcome)
     if isinstance(error, OptionError):  # --only matches nothing: said as click says it
         error = _usage_error(error)
@@ -124,6 +139,11 @@ def command(
         how = "terminated (SIGTERM)" if report.exit_code == ExitCode.TERMINATED else "interrupted"
         err.print(f"gradcheck: {how}; the report above is partial")
     return report.exit_code
+
+
+def _warm_up() -> None:
+    """Import what showing a report needs (numpy with the report model, the renderers)."""
+    from ..render import json, junit, table  # noqa: F401
 
 
 def _print_report(report: Report, out: Console, *, quiet: bool, verbose: bool) -> None:

@@ -16,13 +16,20 @@ import numpy as np
 
 from ..text import listing
 from .context import Context, as_int, as_number, join, resolve
-from .files import MAX_ARRAY_ELEMENTS, MAX_MEMBER_BYTES, MAX_RANK, NotRegular, nul_in, open_regular
+from .files import (
+    MAX_ARRAY_ELEMENTS,
+    MAX_MEMBER_BYTES,
+    MAX_RANK,
+    NotRegular,
+    nul_in,
+    open_regular,
+)
 from .suggest import did_you_mean, show
 from .yamlload import line_of
 
 FORMS = "a number, a nested list, {file: x.npy} or {file: w.npz, key: name}"
 INPUT_FORMS = "a nested list, {file: ...} or {shape: [...]}"
-#: A layer's output or parameter larger than this is surely a typo (config/stack.py);
+#: A layer's output larger than this is surely a typo (config/stack.py); parameters and
 #: arrays given in a config (a file, ``{shape: [...]}``) are held to MAX_ARRAY_ELEMENTS.
 MAX_RANDOM_SIZE = 10**8
 #: The keys of an ``.npz`` listed in a message before "and N more".

@@ -17,7 +17,7 @@ import numpy as np
 from .. import protocol
 from ..problem import LayerSpec
 from ..protocol import FieldError, Layer
-from .arrays import MAX_RANDOM_SIZE, ArrayValue, read_array
+from .arrays import MAX_ARRAY_ELEMENTS, MAX_RANDOM_SIZE, ArrayValue, read_array
 from .context import Context, join
 from .fields import BadValue, Signature, signature_of
 from .suggest import did_you_mean, show
@@ -361,12 +361,12 @@ def _sizes_fit(
         g = getattr(draft.layer, "geometry", None)  # a plugin may replace conv2d
         kernel = g.kh * g.kw if g is not None else 1
         field_name, size = "out_channels", out_shape[0] * in_shape[0] * kernel
-    if size > MAX_RANDOM_SIZE:
+    if size > MAX_ARRAY_ELEMENTS:  # a parameter is allocated as it is built
         ctx.add(
             join(draft.path, field_name),
             line_of(draft.item, field_name) or draft.line,
             f"{where} would have a weight of {size:,} elements; keep parameters under "
-            f"{MAX_RANDOM_SIZE:,} (each element is checked by its own forward passes)",
+            f"{MAX_ARRAY_ELEMENTS:,} (each element is checked by its own forward passes)",
         )
         return False
     return True
