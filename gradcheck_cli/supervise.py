@@ -313,7 +313,9 @@ def inline(
         watch.send("error", exc)
     except BaseException as exc:  # noqa: BLE001 - read by the caller, who raises it
         if watch.refused is not exc:
-            watch.send("error", exc)
+            # a SystemExit that got past every guard must not end the command with its
+            # code (0 would read as a pass): it is reported as what it is, a bug
+            watch.send("error", worker.failure(exc) if isinstance(exc, SystemExit) else exc)
     finally:
         outcome.elapsed = time.monotonic() - started
     if watch.refused is not None:

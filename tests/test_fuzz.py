@@ -529,8 +529,8 @@ BEHAVIOURS = {
 }
 #: Behaviours after which no verdict is possible: the run must end 3.
 NO_VERDICT = {"os._exit(0)", "os._exit(1)", "SIGKILL", "SIGSEGV", "hangs", "spins"}
-HOSTILE_EXAMPLES = 4
-HOSTILE_TIMEOUT = 2.0
+HOSTILE_EXAMPLES = 3
+HOSTILE_TIMEOUT = 1.0
 HOSTILE_PLUGIN = """\
 import ctypes, os, signal, sys, time
 import numpy as np

@@ -204,7 +204,7 @@ def _loss(
     except FieldError as err:
         ctx.add(join("loss", err.field), line_of(block, err.field) or line, err.message)
         return None
-    except Exception as err:
+    except (Exception, SystemExit) as err:  # a plugin's sys.exit() is its mistake too
         ctx.add("loss", line, f"could not build loss {kind}: {type(err).__name__}: {err}")
         return None
     if target is not None and out_shape is not None:
@@ -306,7 +306,7 @@ def _prepare(
     except FieldError as err:
         ctx.add(join("loss", err.field), line_of(block, err.field) or line, err.message)
         return None
-    except Exception as err:
+    except (Exception, SystemExit) as err:
         ctx.add(
             join("loss", name),
             line_of(block, name) or line,

@@ -236,7 +236,7 @@ def _construct(draft: Draft, cls: type[Layer], ctx: Context, batch_size: int) ->
         draft.layer = cls(**kwargs)
     except FieldError as err:
         ctx.add(join(draft.path, err.field), line_of(item, err.field) or draft.line, err.message)
-    except Exception as err:
+    except (Exception, SystemExit) as err:  # a plugin's sys.exit() is its mistake too
         ctx.add(
             draft.path,
             draft.line,
@@ -313,7 +313,7 @@ def _output_shape(draft: Draft, in_shape: tuple[int, ...], ctx: Context) -> tupl
             err.message,
         )
         return None
-    except Exception as err:
+    except (Exception, SystemExit) as err:
         ctx.add(
             draft.path,
             draft.line,
@@ -385,7 +385,7 @@ def _params(
             join(draft.path, err.field), line_of(draft.item, err.field) or draft.line, err.message
         )
         return None, {}
-    except Exception as err:
+    except (Exception, SystemExit) as err:
         ctx.add(draft.path, draft.line, f"{who}: init_params failed: {type(err).__name__}: {err}")
         return None, {}
     if not isinstance(defaults, dict) or set(defaults) != set(names):
