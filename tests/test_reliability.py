@@ -395,6 +395,12 @@ def test_a_config_error_report_names_file_line_and_key(fake_engine, config, tmp_
     }
 
 
+def test_an_empty_report_path_is_refused_not_skipped(config, tmp_path):
+    result = invoke("run", config, "--json", "", "--junit", tmp_path / "r.xml")
+    assert result.exit_code == 2 and "--json" in result.stderr and "empty" in result.stderr
+    assert ET.parse(tmp_path / "r.xml").getroot().get("errors") == "1"
+
+
 def test_a_refused_command_line_still_writes_its_reports(config, tmp_path):
     (tmp_path / "r.json").write_text('{"passed": true, "exit_code": 0}')
     result = invoke("run", config, "--eps", "0", "--json", tmp_path / "r.json")

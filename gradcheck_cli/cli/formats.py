@@ -106,6 +106,12 @@ class ReportCommand(click.Command):
             elif not arg.startswith("-"):
                 positional.append(arg)  # the config, or another option's value
             k += 1
+        self._write_refusal(paths, positional, error)
+
+    def _write_refusal(
+        self, paths: dict[Any, str], positional: list[str], error: click.UsageError
+    ) -> None:
+        """Write the refusal's report to each of ``paths`` that passes its checks."""
         if not paths:
             return
         from ..report import Report, RunError
@@ -128,6 +134,15 @@ class ReportCommand(click.Command):
     def invoke(self, ctx: click.Context) -> Any:
         """Gather the report options into the callback's ``reports`` argument."""
         paths = {fmt: ctx.params.pop(_dest(fmt), None) for fmt in self.formats()}
+        for fmt, path in paths.items():
+            if path == "":  # `--json "$OUT"` with OUT unset: never a report silently skipped
+                error = click.BadParameter(
+                    "needs a path ('-' for stdout), got an empty one", param_hint=fmt.spec.option
+                )
+                given = {f: p for f, p in paths.items() if p}
+                config = ctx.params.get("config")
+                self._write_refusal(given, [config] if config else [], error)
+                raise error
         ctx.params["reports"] = {fmt: path for fmt, path in paths.items() if path}
         return super().invoke(ctx)
 
