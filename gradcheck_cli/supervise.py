@@ -442,20 +442,31 @@ def _watch(
                 _kill_group(proc.pid)
             time.sleep(POLL / 5)
             continue
-        try:
-            ready, _, _ = select.select([fd], [], [], POLL)
-        except InterruptedError:
-            continue
-        if not ready:
-            continue
-        chunk = os.read(fd, 1 << 16)
-        if not chunk:
+        if _exited(proc):  # a process it started may hold the pipe open: read what is there
+            while _read_events(fd, buffer, watch, wait=0.0) is True:
+                pass
+            return
+        if _read_events(fd, buffer, watch, wait=POLL) is None:
             eof_at = now
-            continue
-        buffer += chunk
-        for kind, payload in _frames(buffer):
-            with contextlib.suppress(Exception):  # on_loaded's refusal is kept in watch
-                watch.send(kind, payload)
+
+
+def _read_events(fd: int, buffer: bytearray, watch: Watch, *, wait: float) -> bool | None:
+    """Read what the pipe holds within ``wait`` seconds and hand each complete message to
+    ``watch``: True when something was read, False when nothing came, None at its end."""
+    try:
+        ready, _, _ = select.select([fd], [], [], wait)
+    except InterruptedError:
+        return False
+    if not ready:
+        return False
+    chunk = os.read(fd, 1 << 16)
+    if not chunk:
+        return None
+    buffer += chunk
+    for kind, payload in _frames(buffer):
+        with contextlib.suppress(Exception):  # on_loaded's refusal is kept in watch
+            watch.send(kind, payload)
+    return True
 
 
 def _exited(proc: subprocess.Popen) -> bool:

@@ -548,6 +548,35 @@ def test_the_worker_ends_when_the_command_is_killed(hostile):
         proc.kill()
 
 
+@pytest.mark.slow
+def test_a_child_the_plugin_forks_neither_holds_up_the_run_nor_outlives_it(tmp_path):
+    (tmp_path / "forker.py").write_text(
+        "import os, time\nimport gradcheck_cli as gc\n\n"
+        "@gc.register_layer('forker')\nclass Forker(gc.Layer):\n    done = False\n\n"
+        "    def forward(self, x, params):\n        if not Forker.done:\n"
+        "            Forker.done = True\n            pid = os.fork()\n"
+        "            if pid == 0:  # keeps every descriptor of the worker open\n"
+        "                time.sleep(30)\n                os._exit(0)\n"
+        f"            open({str(tmp_path / 'child')!r}, 'w').write(str(pid))\n"
+        "        return x * 1.0, None\n\n"
+        "    def backward(self, dy, cache, params):\n        return dy * 1.0, {}\n"
+    )
+    (tmp_path / "net.yaml").write_text(
+        NET.replace("{type: tanh}", "{type: forker}").replace(
+            "input:", "plugins: [forker.py]\ninput:"
+        )
+    )
+    started = time.monotonic()
+    proc = run("run", "net.yaml", "-q", cwd=tmp_path, timeout=25)
+    assert proc.returncode == 0, proc.stderr
+    assert time.monotonic() - started < 20
+    child = int((tmp_path / "child").read_text())
+    deadline = time.monotonic() + 5
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
