@@ -172,6 +172,37 @@ def _modes() -> str:
     return ", ".join(names[:-1]) + " and " + names[-1]
 
 
+def limits() -> list[str]:
+    """The "Limits" section, from the constants the loader enforces."""
+    from gradcheck_cli.config import arrays, files
+
+    mib = files.MAX_CONFIG_BYTES // 2**20
+    return [
+        "## Limits",
+        "",
+        "Each is refused up front (exit 2) with the file and the limit, before anything of",
+        "that size is read or allocated (gradcheck_cli/config/files.py):",
+        "",
+        "| what | limit |",
+        "|---|---|",
+        f"| a config file | {mib} MiB (keep large arrays in `.npy` files) |",
+        f"| axes of any array (nested lists, `{{shape: [...]}}`, files) | {files.MAX_RANK} |",
+        f"| numbers in one array from a file or `{{shape: [...]}}`, or in a built-in layer's "
+        f"parameter | {files.MAX_ARRAY_ELEMENTS:,} |",
+        f"| numbers written in the YAML itself | {arrays.MAX_LITERAL_SIZE:,} |",
+        f"| bytes an `.npz` member inflates to (read from the zip directory) | "
+        f"{files.MAX_MEMBER_BYTES:,} |",
+        f"| values a layer outputs per example | {arrays.MAX_RANDOM_SIZE:,} |",
+        "",
+        "A config, an array file and a plugin must be regular files: a FIFO, a device or a",
+        "socket is refused without being read (it could block for ever). A `.npy` whose",
+        "size does not match what its header declares is refused, and so is a path with a",
+        "NUL character. A check that would not fit in memory is refused by an estimate",
+        "before it starts (`--max-memory`, `--fast` and `--sample K` make it fit).",
+        "",
+    ]
+
+
 def render() -> str:
     schema = config_schema()
     defs = schema["$defs"]
@@ -188,6 +219,7 @@ def render() -> str:
         "(C, H, W), weight (out, in, kh, kw), bias (out); dense weight (out, in), bias (out).",
         "A 2-D conv2d input is one channel and a 2-D conv2d weight a 1-in 1-out kernel.",
         "",
+        *limits(),
         "## `input`",
         "",
         "One example, channels first: a nested list, `{file: x.npy}`, `{shape: [1, 28, 28]}`",

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .api import check
-    from .errors import ConfigError, GradcheckError, NumericalError, PluginError
+    from .errors import CheckTimedOut, ConfigError, GradcheckError, NumericalError, PluginError
     from .protocol import FieldError, Layer, Loss, register_layer, register_loss
     from .report import Report
 
@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 #: ``gradcheck --version`` and the pytest plugin start without importing numpy.
 _LAZY = {
     "check": "api",
+    "CheckTimedOut": "errors",
     "ConfigError": "errors",
     "GradcheckError": "errors",
     "NumericalError": "errors",
@@ -44,6 +45,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "check",
+    "CheckTimedOut",
     "ConfigError",
     "FieldError",
     "GradcheckError",

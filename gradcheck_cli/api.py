@@ -12,6 +12,7 @@ validation; they override the config's ``check:`` block.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -59,16 +60,46 @@ def check(source: str | os.PathLike | Mapping[str, Any], **options: Any) -> Repo
 
     source: a YAML path, or a mapping with the same structure (layers may use types
     registered in this process with ``@gradcheck_cli.register_layer``).
-    Raises ConfigError/PluginError (the CLI's exit 2) or NumericalError (exit 3).
+    Raises ConfigError/PluginError (the CLI's exit 2) or NumericalError (exit 3), and
+    CheckTimedOut (exit 3, with the partial report as ``.report``) past ``timeout``.
+
+    The check runs in this process. A ``timeout`` (keyword, or the config's ``check:``)
+    counts from the call and stops Python code at its next bytecode, in the main thread;
+    a call that never returns to the interpreter cannot be stopped here (``gradcheck
+    run`` can: it supervises the check in a worker process).
     """
-    from .engine import run_check
+    from .engine import CheckInterrupted, run_check
+    from .errors import CheckTimedOut
+    from .supervise import Outcome, Stop, Stopped, alarm, describe_call
 
     values = _read(options)
-    problem = load(source, seed=values.get("seed"))
-    problem.settings = merge(problem.settings, values)
-    if "only" in values:
-        try:
-            match_globs(problem.settings.only, problem.tensor_names())
-        except OptionError as e:
-            raise UsageError(e.text()) from None
-    return run_check(problem)
+    outcome = Outcome(timeout=values.get("timeout"))
+    started = time.monotonic()
+
+    def timed_out() -> CheckTimedOut:
+        return CheckTimedOut(
+            f"timed out after {outcome.timeout:g} s {describe_call(*outcome.running)}"
+        )
+
+    try:
+        with alarm(outcome.timeout, outcome, terminate=False) as timer:
+            problem = load(source, seed=values.get("seed"))
+            problem.settings = merge(problem.settings, values)
+            if outcome.timeout is None and problem.settings.timeout is not None:
+                outcome.timeout = problem.settings.timeout
+                if timer is not None:
+                    timer.arm(outcome.timeout - (time.monotonic() - started))
+            if "only" in values:
+                try:
+                    match_globs(problem.settings.only, problem.tensor_names())
+                except OptionError as e:
+                    raise UsageError(e.text()) from None
+            return run_check(problem)
+    except CheckInterrupted as e:
+        if outcome.stop is not Stop.TIMEOUT:
+            raise
+        error = timed_out()
+        error.report = e.report  # type: ignore[attr-defined]
+        raise error from None
+    except Stopped:  # while the config was being loaded
+        raise timed_out() from None

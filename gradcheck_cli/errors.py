@@ -6,6 +6,12 @@ PluginError (exit 2): a layer broke the protocol (wrong gradient shape, missing 
 NumericalError (exit 3): NaN/Inf in a forward pass, the loss or a gradient;
     NondeterministicError, a forward that gives different outputs for the same input.
 TooLargeError (exit 2): the check would not fit in memory; refused before it starts.
+CheckTimedOut (exit 3): the run went past its timeout.
+WorkerDied (exit 3): the process running the check ended without a verdict.
+WorkerError (exit 4): an internal error in that process.
+
+Every error pickles with all its data, so that a worker process can hand it to the
+command line that supervises it (``gradcheck_cli/supervise.py``).
 """
 
 from __future__ import annotations
@@ -48,11 +54,18 @@ class ConfigError(GradcheckError):
         self.issues = [issues] if isinstance(issues, ConfigIssue) else list(issues)
         super().__init__("\n".join(str(i) for i in self.issues))
 
+    def __reduce__(self):
+        return (type(self), (self.issues,))
+
 
 class UsageError(GradcheckError):
     """A command-line value is invalid (exit 2)."""
 
     exit_code = ExitCode.INVALID
+
+
+class OutputError(UsageError):
+    """An output (a report, ``schema -o``) could not be written (exit 2)."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +104,9 @@ class TooLargeError(UsageError):
         self.parts = list(parts)
         super().__init__(self.phrase(OptionHint.as_keyword))
 
+    def __reduce__(self):
+        return (type(self), (self.parts,))
+
     @property
     def hints(self) -> list[OptionHint]:
         return [p for p in self.parts if isinstance(p, OptionHint)]
@@ -102,6 +118,11 @@ class TooLargeError(UsageError):
 class PluginError(GradcheckError):
     exit_code = ExitCode.INVALID
 
+    #: where the layer is written, once ``locate`` has been told
+    file: str | None = None
+    line: int | None = None
+    path: str = ""
+
     def __init__(self, layer: str, message: str):
         self.layer = layer
         self.message = message
@@ -109,10 +130,22 @@ class PluginError(GradcheckError):
 
     def locate(self, file: str, line: int | None, path: str) -> PluginError:
         """Name where the layer is written: ``net.yaml:7: layers[1]: layer 'act': ...``."""
+        self.file, self.line, self.path = file, line, path
         where = file if line is None else f"{file}:{line}"
         where = f"{where}: {path}" if path else where
         self.args = (f"{where}: layer {self.layer!r}: {self.message}",)
         return self
+
+    def __reduce__(self):
+        return (
+            _plugin_error,
+            (type(self), self.layer, self.message, self.file, self.line, self.path),
+        )
+
+
+def _plugin_error(cls, layer, message, file, line, path) -> PluginError:
+    error = cls(layer, message)
+    return error.locate(file, line, path) if file is not None else error
 
 
 class NumericalError(GradcheckError):
@@ -131,3 +164,31 @@ class NondeterministicError(NumericalError):
         super().__init__(f"layer {layer!r}: {message}")
 
     locate = PluginError.locate
+
+
+class CheckTimedOut(GradcheckError):
+    """The run went past its timeout (exit 3); the message names what was running."""
+
+    exit_code = ExitCode.NOT_CARRIED_OUT
+
+
+class WorkerDied(GradcheckError):
+    """The process running the check ended without a verdict (exit 3): an exit status, a
+    crash, the out-of-memory killer. The message names the call that was running."""
+
+    exit_code = ExitCode.NOT_CARRIED_OUT
+
+
+class WorkerError(GradcheckError):
+    """An internal error (exit 4) raised in the worker process, told by its type name,
+    message and traceback (the exception itself stays there)."""
+
+    exit_code = ExitCode.INTERNAL
+
+    def __init__(self, type_name: str, message: str, traceback: str):
+        super().__init__(message)
+        self.type_name = type_name
+        self.traceback = traceback
+
+    def __reduce__(self):
+        return (type(self), (self.type_name, str(self), self.traceback))

@@ -23,12 +23,14 @@ class ExitCode(IntEnum):
     INVALID = 2, "the command line or the config is invalid"
     NOT_CARRIED_OUT = (
         3,
-        "the check could not be carried out (NaN/Inf in a forward pass, the loss or a gradient)",
+        "the check could not be carried out (NaN/Inf in a forward pass, the loss or a "
+        "gradient; past --timeout; the process running the check exited, crashed or was "
+        "killed)",
     )
     INTERNAL = 4, "internal error, a bug in gradcheck (traceback with --debug)"
-    INTERRUPTED = 130, "interrupted (Ctrl-C)"
+    INTERRUPTED = 130, "interrupted (Ctrl-C); the partial report is written"
     #: stdout closed early by its reader (``gradcheck run ... | head``): 128 + SIGPIPE,
     #: as shells report it
     BROKEN_PIPE = 141, "the output's reader closed it early (gradcheck run ... | head)"
-    #: 128 + SIGTERM; not produced yet, so not listed in --help
-    TERMINATED = 143
+    #: 128 + SIGTERM, as shells report it
+    TERMINATED = 143, "terminated (SIGTERM); the partial report is written"

@@ -82,6 +82,9 @@ class OptionError(ValueError):
         self.message = message
         self.option = option
 
+    def __reduce__(self):  # whole, across a worker process's pipe
+        return (OptionError, (self.message, self.option))
+
     def text(self, spell: Callable[[str], str] = str) -> str:
         """The whole message, naming options as ``spell`` does (``--max-memory``)."""
         return f"{spell(self.option)}: {self.message}" if self.option else self.message
@@ -557,6 +560,15 @@ class CheckSettings:
         "memory for batched perturbed forward passes (512MiB, 1GiB)",
         reported=False,
     )
+    timeout: float | None = option(
+        Real(positive=True),
+        None,
+        "give up after this many seconds, config and plugins included: exit 3, naming the "
+        "layer and the call that was running (the command line stops a hung plugin "
+        "wherever it hangs; in Python, code that returns to the interpreter)",
+        metavar="SECONDS",
+        reported=False,
+    )
     #: not an option: chosen by the one mode option that is on (``fast``, ``sample``,
     #: ``time_budget``), full otherwise
     mode: Mode = Mode.FULL
@@ -636,7 +648,10 @@ def match_globs(globs: tuple[str, ...], names: list[str]) -> None:
         suggestion = f"; did you mean {wider!r}?" if hint else ""
         missed.append(f"{pattern!r} matches no tensor{suggestion}")
     if missed:
-        raise OptionError(f"{'; '.join(missed)} (the tensors are: {', '.join(names)})", "only")
+        from .text import listing
+
+        shown = listing(names, 30)
+        raise OptionError(f"{'; '.join(missed)} (the tensors are: {shown})", "only")
 
 
 #: The report's first ``settings`` keys, in the order of the contract's example; the

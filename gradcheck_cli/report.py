@@ -203,6 +203,35 @@ class LayerVerdict:
 
 
 @dataclass
+class RunError:
+    """Why a run ended without a verdict: the JSON report's ``error`` (contract section 1).
+
+    kind: ``config``, ``plugin``, ``usage``, ``too_large``, ``numerical``, ``memory``,
+    ``timeout``, ``budget`` (a time budget that reached nothing of a tensor),
+    ``crashed``, ``report`` (a report could not be written), ``output`` (stdout's
+    reader left) or ``internal`` (``inconclusive`` is the JSON's own, render/json.py);
+    message: what the user was told; file, line, key: where, when one place is to blame
+    (key is a key path such as ``layers[1].stride``); exit_code: 2, 3 or 4.
+    """
+
+    kind: str
+    message: str
+    file: str | None = None
+    line: int | None = None
+    key: str | None = None
+    exit_code: int = ExitCode.INVALID
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "message": self.message,
+            "file": self.file,
+            "line": self.line,
+            "key": self.key,
+        }
+
+
+@dataclass
 class Report:
     config: str
     loss: float
@@ -215,7 +244,12 @@ class Report:
     total_s: float = 0.0
     forward_passes: int = 0
     name: str = ""
+    #: stopped before the end: Ctrl-C, SIGTERM, a timeout
     interrupted: bool = False
+    #: the exit code of an interruption (130 Ctrl-C, 143 SIGTERM)
+    interrupt_code: int = ExitCode.INTERRUPTED
+    #: set when the run ended without a verdict (the exit code is then the error's)
+    error: RunError | None = None
 
     @property
     def failed(self) -> bool:
@@ -235,11 +269,24 @@ class Report:
 
     @property
     def passed(self) -> bool:
-        """True only for exit code 0: every checked gradient and expectation agrees."""
+        """True only for exit code 0: every checked gradient and expectation agrees, and
+        the run was neither stopped nor ended by an error."""
         return self.exit_code == 0
 
     @property
     def exit_code(self) -> ExitCode:
+        """The process's exit code for this report: an error's, an interruption's, or
+        the verdict's."""
+        if self.error is not None:
+            return ExitCode(self.error.exit_code)
+        if self.interrupted:
+            return ExitCode(self.interrupt_code)
+        return self.verdict_code
+
+    @property
+    def verdict_code(self) -> ExitCode:
+        """The verdict on what was checked, however the run ended: 1 on a disagreement,
+        3 when something could not be resolved, else 0."""
         if self.failed:
             return ExitCode.DISAGREE
         return ExitCode.NOT_CARRIED_OUT if self.inconclusive else ExitCode.OK

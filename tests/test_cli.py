@@ -567,8 +567,11 @@ main()
 
 
 def faked(body, *args):
+    """A real ``gradcheck`` process whose loader and engine are faked: the check then runs
+    in that process (GRADCHECK_SUPERVISE=0), where the fakes are."""
     code = FAKED.format(tests=str(TESTS), body=body)
     env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "NO_COLOR")}
+    env["GRADCHECK_SUPERVISE"] = "0"
     return subprocess.run(
         [sys.executable, "-c", code, *map(str, args)],
         capture_output=True,
@@ -606,7 +609,7 @@ def test_subprocess_piped_output_is_plain_and_exit_code_follows_the_report(confi
 def test_importing_the_cli_stays_light():
     code = (
         "import sys, gradcheck_cli.cli; "
-        "print(sorted(m for m in ('rich', 'yaml', 'gradcheck_cli.engine', "
+        "print(sorted(m for m in ('rich', 'yaml', 'numpy', 'gradcheck_cli.engine', "
         "'gradcheck_cli.config', 'gradcheck_cli.render') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -1,5 +1,5 @@
 """Exit codes are one IntEnum (``gradcheck_cli.exit_codes.ExitCode``): no literal exit
-numbers elsewhere, and ``--help`` lists them from it, word for word as before."""
+numbers elsewhere, and ``--help`` lists them from it."""
 
 from __future__ import annotations
 
@@ -21,20 +21,22 @@ Exit codes:
   1    at least one gradient or expectation disagrees
   2    the command line or the config is invalid
   3    the check could not be carried out (NaN/Inf in a forward pass,
-       the loss or a gradient)
+       the loss or a gradient; past --timeout; the process running the
+       check exited, crashed or was killed)
   4    internal error, a bug in gradcheck (traceback with --debug)
-  130  interrupted (Ctrl-C)
+  130  interrupted (Ctrl-C); the partial report is written
   141  the output's reader closed it early (gradcheck run ... | head)
+  143  terminated (SIGTERM); the partial report is written
 """
 
 
 def test_the_codes():
     assert [int(c) for c in ExitCode] == [0, 1, 2, 3, 4, 130, 141, 143]
-    assert ExitCode.TERMINATED == 143 and ExitCode.TERMINATED.meaning is None
+    assert ExitCode.TERMINATED == 143 and "SIGTERM" in ExitCode.TERMINATED.meaning
 
 
 def test_help_epilog_is_generated_unchanged():
-    assert exit_codes.EPILOG == EPILOG  # 143 is listed once something exits with it
+    assert exit_codes.EPILOG == EPILOG  # 143 is listed now that SIGTERM exits with it
     assert exit_codes.INVALID is ExitCode.INVALID  # the names code used before the enum
 
 

@@ -12,7 +12,12 @@ loader and engine:
   or text, lists shortened, lengthened, flattened or nested.
 
 A fourth fuzzer draws command lines (every ``run`` option, with values of every kind)
-for the shipped configs.
+for the shipped configs; a fifth, report paths of every kind (a FIFO with and without a
+reader, links to files and to FIFOs, folders, inputs, NUL characters), which must never
+be replaced nor say passed unless the run exits 0; a sixth, plugins that misbehave
+anywhere they run (exiting the process, crashing, hanging, writing to file descriptor 1,
+changing folder), run through the real supervised command, which must end 0-3, within
+its timeout, with a report on stdout that tells the truth.
 
 The property is the issue's: no unhandled exception, an exit code in {0, 1, 2, 3}, and
 no traceback in the output. Every run gets ``--sample 3 --max-memory 16MiB`` so that a
@@ -22,10 +27,15 @@ The default run draws 1,250 examples; ``pytest -m slow`` draws many more.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import json
+import os
 import re
 import shutil
+import stat
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +44,7 @@ import yaml
 from click.testing import CliRunner
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from installed import GRADCHECK
 
 import gradcheck_cli.config  # noqa: F401 - registers the built-in types before any snapshot
 from gradcheck_cli import protocol
@@ -309,7 +320,7 @@ OPTION_VALUES = [
     "taylor", "input", "*", "conv1.*", "fc.weight", "[", "--eps",
 ]  # fmt: skip
 VALUED = ["--eps", "--atol", "--rtol", "--only", "--sample", "--time-budget", "--method",
-          "--seed", "--max-memory"]  # fmt: skip
+          "--seed", "--max-memory", "--timeout"]  # fmt: skip
 FLAGS = ["--fast", "--strict-kinks", "--no-strict-kinks", "-q", "-v", "--no-color"]
 command_lines = st.lists(
     st.tuples(st.sampled_from(VALUED), st.sampled_from(OPTION_VALUES)).map(list)
@@ -361,3 +372,238 @@ def test_the_fuzzers_start_from_configs_that_pass(workdir):
     for source in SHIPPED:
         copied = workdir / source.relative_to(REPO)
         assert run_cli(copied)[0] == 0, source
+
+
+# --- report paths ------------------------------------------------------------------------
+
+#: What a report path may name, each made in a fresh temporary folder.
+TARGETS = [
+    "new", "existing", "link_to_file", "dangling_link", "fifo_reader", "link_to_fifo",
+    "fifo_no_reader", "folder", "missing_parent", "nul", "the_config", "a_yaml", "dash",
+]  # fmt: skip
+#: Kinds that can never take a report: the run must refuse them (exit 2).
+REFUSED = {"fifo_no_reader", "folder", "missing_parent", "nul", "the_config", "a_yaml"}
+PATH_EXAMPLES = 40
+TINY = "input: [0.5, -1.0]\nlayers: [{type: tanh}]\nloss: {type: mse, target: [0, 0]}\n"
+
+
+class Target:
+    """One report path of a kind, and what must still hold of it afterwards."""
+
+    def __init__(self, folder: Path, kind: str, name: str, config: Path):
+        self.kind, self.fifo, self.reader = kind, None, None
+        self.path = str(folder / name)
+        self.data = b""
+        if kind == "existing":
+            Path(self.path).write_text("old\n")
+        elif kind in ("link_to_file", "dangling_link"):
+            target = folder / f"{name}.target"
+            if kind == "link_to_file":
+                target.write_text("old\n")
+            os.symlink(target, self.path)
+        elif kind in ("fifo_reader", "link_to_fifo", "fifo_no_reader"):
+            self.fifo = folder / f"{name}.fifo"
+            os.mkfifo(self.fifo)
+            if kind == "link_to_fifo":
+                os.symlink(self.fifo, self.path)
+            else:
+                self.path = str(self.fifo)
+            if kind != "fifo_no_reader":
+                self.reader = threading.Thread(target=self._read, daemon=True)
+                self.reader.start()
+        elif kind == "folder":
+            os.mkdir(self.path)
+        elif kind == "missing_parent":
+            self.path = str(folder / "missing" / name)
+        elif kind == "nul":
+            self.path += "\0x"
+        elif kind == "the_config":
+            self.path = str(config)
+        elif kind == "a_yaml":
+            self.path = str(folder / "other.yaml")
+            Path(self.path).write_text(TINY)
+        elif kind == "dash":
+            self.path = "-"
+        self.before = self._state()
+
+    def _read(self) -> None:
+        with open(self.fifo, "rb") as f:
+            self.data = f.read()
+
+    def finish(self) -> None:
+        if self.reader is not None and self.reader.is_alive():
+            with contextlib.suppress(OSError):  # nobody wrote: end the reader's wait
+                os.close(os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK))
+            self.reader.join(timeout=5)
+
+    def _state(self) -> tuple:
+        """What must not change: a FIFO's or folder's kind and inode, a link's target,
+        the text of a file the run reads."""
+        if self.kind in ("fifo_reader", "fifo_no_reader", "folder", "link_to_fifo"):
+            info = os.lstat(self.path)
+            link = os.readlink(self.path) if stat.S_ISLNK(info.st_mode) else None
+            return (stat.S_IFMT(info.st_mode), info.st_ino, link)
+        if self.kind in ("link_to_file", "dangling_link"):
+            return (os.readlink(self.path),)
+        if self.kind in ("the_config", "a_yaml"):
+            return (Path(self.path).read_text(),)
+        return ()
+
+
+@st.composite
+def report_paths(draw) -> list[tuple[str, str]]:
+    """One or two (option, target kind) pairs."""
+    options = draw(st.sampled_from([["--json"], ["--junit"], ["--json", "--junit"]]))
+    return [(option, draw(st.sampled_from(TARGETS))) for option in options]
+
+
+def fuzz_report_paths(workdir: Path, chosen: list[tuple[str, str]]) -> None:
+    import tempfile
+
+    import gradcheck_cli.cli.io as io_module
+
+    folder = Path(tempfile.mkdtemp(dir=workdir))
+    config = folder / "net.yaml"
+    config.write_text(TINY)
+    targets = [Target(folder, kind, f"r{k}", config) for k, (_, kind) in enumerate(chosen)]
+    args = [a for (option, _), t in zip(chosen, targets, strict=True) for a in (option, t.path)]
+    wait, io_module.FIFO_WAIT = io_module.FIFO_WAIT, 0.1
+    try:
+        result = CliRunner().invoke(cli, ["run", str(config), "-q", *args])
+    finally:
+        io_module.FIFO_WAIT = wait
+        for t in targets:
+            t.finish()
+    shown = f"\n--- {chosen}: exit {result.exit_code}\n{result.output[-2000:]}"
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise AssertionError(f"unhandled {result.exception!r}{shown}") from result.exception
+    assert result.exit_code in {0, 2}, shown
+    assert "Traceback" not in result.output, shown
+    if any(t.kind in REFUSED for t in targets):
+        assert result.exit_code == 2, shown
+    for t in targets:
+        assert t._state() == t.before, f"{t.kind} changed{shown}"
+        written = t.data if t.reader is not None else None
+        if t.kind in ("new", "existing", "link_to_file", "dangling_link") and result.exit_code == 0:
+            written = Path(t.path).read_bytes()
+        if written and written.lstrip().startswith(b"{"):
+            report = json.loads(written)
+            assert report["passed"] is (result.exit_code == 0), shown
+    assert not [p for p in os.listdir(folder) if p.endswith(".tmp")], shown
+    event(f"exit {result.exit_code}")
+
+
+@settings(max_examples=PATH_EXAMPLES, deadline=None)
+@given(chosen=report_paths())
+def test_random_report_paths(workdir, chosen):
+    fuzz_report_paths(workdir, chosen)
+
+
+@pytest.mark.slow
+@settings(max_examples=SLOW // 10, deadline=None)
+@given(chosen=report_paths())
+def test_random_report_paths_slow(workdir, chosen):
+    fuzz_report_paths(workdir, chosen)
+
+
+# --- hostile plugins ---------------------------------------------------------------------
+
+#: Where a plugin's code runs, and what it may do there.
+SITES = ["import", "__init__", "output_shape", "forward", "backward"]
+BEHAVIOURS = {
+    "returns": "pass",
+    "raises": "raise ValueError('no')",
+    "sys.exit(0)": "sys.exit(0)",
+    "sys.exit(3)": "sys.exit(3)",
+    "os._exit(0)": "os._exit(0)",
+    "os._exit(1)": "os._exit(1)",
+    "SIGKILL": "os.kill(os.getpid(), signal.SIGKILL)",
+    "SIGSEGV": "ctypes.string_at(0)",
+    "hangs": "time.sleep(600)",
+    "spins": "while True: pass",
+    "prints": "print('noise'); sys.stdout.flush()",
+    "writes fd 1": "os.write(1, b'noise on fd 1')",
+    "closes fd 1": "os.close(1)",
+    "changes folder": "os.chdir('/')",
+    "alarm": "signal.alarm(1)",
+}
+#: Behaviours after which no verdict is possible: the run must end 3.
+NO_VERDICT = {"os._exit(0)", "os._exit(1)", "SIGKILL", "SIGSEGV", "hangs", "spins"}
+HOSTILE_EXAMPLES = 3
+HOSTILE_TIMEOUT = 1.0
+HOSTILE_PLUGIN = """\
+import ctypes, os, signal, sys, time
+import numpy as np
+import gradcheck_cli as gc
+
+def act(site):
+    if site == {site!r}:
+        {code}
+
+act("import")
+
+
+@gc.register_layer("hostile")
+class Hostile(gc.Layer):
+    def __init__(self):
+        act("__init__")
+
+    def output_shape(self, in_shape):
+        act("output_shape")
+        return in_shape
+
+    def forward(self, x, params):
+        act("forward")
+        return np.tanh(x), x
+
+    def backward(self, dy, x, params):
+        act("backward")
+        return dy * (1 - np.tanh(x) ** 2), {{}}
+"""
+
+
+def fuzz_hostile(workdir: Path, site: str, behaviour: str) -> None:
+    import subprocess
+    import tempfile
+    import time
+
+    folder = Path(tempfile.mkdtemp(dir=workdir))
+    (folder / "hostile.py").write_text(HOSTILE_PLUGIN.format(site=site, code=BEHAVIOURS[behaviour]))
+    (folder / "net.yaml").write_text(
+        "plugins: [hostile.py]\ninput: [0.5, -1.0]\nlayers: [{type: hostile, name: evil}]\n"
+        "loss: {type: mse, target: [0, 0]}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRADCHECK_")}
+    started = time.monotonic()
+    proc = subprocess.run(
+        [*GRADCHECK, "run", "net.yaml", "--json", "-", "--timeout", str(HOSTILE_TIMEOUT)],
+        cwd=folder,
+        env={**env, "NO_COLOR": "1"},
+        capture_output=True,
+        text=True,
+        timeout=HOSTILE_TIMEOUT + 60,
+    )
+    elapsed = time.monotonic() - started
+    shown = f"\n--- {behaviour} in {site}: exit {proc.returncode}\n{proc.stderr[-2000:]}"
+    assert proc.returncode in ALLOWED, shown
+    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr, shown
+    if behaviour in NO_VERDICT:
+        assert proc.returncode == 3, shown
+    report = json.loads(proc.stdout)  # stdout is the report alone, whatever the plugin did
+    assert report["exit_code"] == proc.returncode, shown
+    assert report["passed"] is (proc.returncode == 0), shown
+    assert elapsed < HOSTILE_TIMEOUT + 30, shown  # the timeout, the grace, a slow start-up
+    event(f"exit {proc.returncode}")
+
+
+@settings(max_examples=HOSTILE_EXAMPLES, deadline=None)
+@given(site=st.sampled_from(SITES), behaviour=st.sampled_from(sorted(BEHAVIOURS)))
+def test_hostile_plugins(workdir, site, behaviour):
+    fuzz_hostile(workdir, site, behaviour)
+
+
+@pytest.mark.slow
+@settings(max_examples=len(SITES) * len(BEHAVIOURS), deadline=None)
+@given(site=st.sampled_from(SITES), behaviour=st.sampled_from(sorted(BEHAVIOURS)))
+def test_hostile_plugins_slow(workdir, site, behaviour):
+    fuzz_hostile(workdir, site, behaviour)

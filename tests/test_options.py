@@ -8,6 +8,7 @@ report. The engine is stubbed out: these tests are about reading options, not ch
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import re
@@ -25,7 +26,7 @@ from click.testing import CliRunner
 import gradcheck_cli as gc
 import gradcheck_cli.cli.run as run_module
 import gradcheck_cli.engine
-from gradcheck_cli import api, options
+from gradcheck_cli import api, options, supervise
 from gradcheck_cli.cli import cli
 from gradcheck_cli.cli.options import click_option
 from gradcheck_cli.config import load_problem
@@ -87,6 +88,8 @@ class FrontEnds:
 
         monkeypatch.setattr(run_module, "_run_check", run_check)
         monkeypatch.setattr(gradcheck_cli.engine, "run_check", run_check)
+        # a timeout is read like any option; these checks are too quick to keep one
+        monkeypatch.setattr(supervise, "alarm", lambda *args, **kwargs: contextlib.nullcontext())
 
     def command_line(self, given: dict[str, str]) -> Answer:
         args = ["run", str(self.network), "-q"]

@@ -230,7 +230,7 @@ def test_a_plugin_gets_the_loaders_messages_from_its_declarations(registry):
     ]
     assert messages(gain_doc(features=200_000_000)) == [
         "layers[0].features: layer 'g' (protocol_test_gain) would have a gain of 200,000,000 "
-        "elements; keep parameters under 100,000,000 (each element is checked by its own "
+        "elements; keep parameters under 10,000,000 (each element is checked by its own "
         "forward passes)"
     ]
 

@@ -261,12 +261,14 @@ def test_a_real_process_writes_nothing_beside_the_config(project, tmp_path, cwd)
     assert not list(project.rglob("__pycache__"))
 
 
-def test_a_failing_config_writes_nothing_either(project):
+def test_a_failing_config_writes_nothing_but_its_report(project):
     (project / "net.yaml").write_text(NET.replace("beta: 1.5", "beta: [1.5]"))
     before = snapshot(project)
     proc = run_process("run", project / "net.yaml", "--json", "-", cwd=project)
     assert proc.returncode == 2 and "layers[1].beta" in proc.stderr
-    assert proc.stdout == ""
+    report = json.loads(proc.stdout)  # the report says why, so that none is stale
+    assert report["passed"] is False and report["exit_code"] == 2
+    assert report["error"]["kind"] == "config" and report["error"]["key"] == "layers[1].beta"
     assert snapshot(project) == before
 
 
@@ -388,5 +390,9 @@ def test_ctrl_c_stops_a_long_check_with_exit_130_and_a_partial_summary(tmp_path)
     assert "input" in out  # the input was checked before slow.w
     report = json.loads((tmp_path / "partial.json").read_text())
     assert report["interrupted"] is True
-    assert [c["name"] for c in report["checks"]] == ["input"]
+    assert report["passed"] is False and report["exit_code"] == 130
+    # the input was finished; slow.w was in progress, with the elements it finished
+    assert [c["name"] for c in report["checks"]] == ["input", "slow.w"]
+    slow = report["checks"][1]
+    assert slow["mode"] == "interrupted" and 0 < slow["checked"] < 1000
     assert not temp_files(tmp_path)

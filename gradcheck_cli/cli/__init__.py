@@ -39,9 +39,10 @@ class GradcheckGroup(click.Group):
         prog_name: str | None = None,
         complete_var: str | None = None,
         standalone_mode: bool = True,
+        process: bool = False,
         **extra: Any,
     ) -> Any:
-        state = CliState()
+        state = CliState(process=process)
         try:
             with warnings.catch_warnings():
                 # numpy's overflow and 0/0 warnings name source lines, not the user's
@@ -63,8 +64,10 @@ class GradcheckGroup(click.Group):
 def report_error(e: BaseException, *, debug: bool) -> int:
     """Tell the user what went wrong (stderr) and return the exit code for it."""
 
-    def say(line: str) -> None:
-        click.echo(line, err=True)
+    from ..text import printable
+
+    def say(line: str) -> None:  # names and messages from a config or a plugin: escaped
+        click.echo(printable(line, keep_newlines=True), err=True)
 
     if isinstance(e, click.exceptions.Abort | KeyboardInterrupt):
         say("gradcheck: interrupted")
@@ -73,12 +76,13 @@ def report_error(e: BaseException, *, debug: bool) -> int:
         _silence_stdout()
         return ExitCode.BROKEN_PIPE
     if isinstance(e, click.ClickException):
+        e.message = printable(e.message, keep_newlines=True)
         e.show()
         # click uses 1 for some errors, and 1 means "a gradient disagrees" here
         return ExitCode.INVALID
     if isinstance(e, ConfigError):
         for issue in e.issues:
-            say(str(issue))
+            say(printable(str(issue)))  # one issue, one line
         return e.exit_code
     if isinstance(e, NumericalError):
         say(f"gradcheck: the check could not be carried out: {e}")
@@ -95,10 +99,15 @@ def report_error(e: BaseException, *, debug: bool) -> int:
     if isinstance(e, GradcheckError) and e.exit_code != ExitCode.INTERNAL:
         say(f"gradcheck: {e}")
         return e.exit_code
+    remote = getattr(e, "traceback", None)  # WorkerError: raised in the worker process
     if debug:
-        traceback.print_exception(e, file=sys.stderr)
+        if isinstance(remote, str):
+            sys.stderr.write(remote)
+        else:
+            traceback.print_exception(e, file=sys.stderr)
+    name = getattr(e, "type_name", type(e).__name__)
     say(
-        f"gradcheck: internal error ({type(e).__name__}: {_one_line(e)}). This is a bug in "
+        f"gradcheck: internal error ({name}: {_one_line(e)}). This is a bug in "
         "gradcheck; please report it with the config that caused it."
         + ("" if debug else " Re-run with --debug for the traceback.")
     )
@@ -138,7 +147,7 @@ for _name in COMMANDS:
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``gradcheck`` console script and ``python -m gradcheck_cli``;
     exits with the code of the outcome."""
-    cli.main(args=argv, prog_name="gradcheck")
+    cli.main(args=argv, prog_name="gradcheck", process=True)
 
 
 def _silence_stdout() -> None:

@@ -19,13 +19,13 @@ saved JSON report again takes ``offers=lambda spec: spec.from_saved_report``.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Mapping
-from pathlib import Path
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from .io import check_writable
+from ..errors import GradcheckError
+from .io import check_writable, is_stdout, same_file
 
 if TYPE_CHECKING:
     from ..render import Format
@@ -75,9 +75,74 @@ class ReportCommand(click.Command):
             self._slot = None
         return super().get_params(ctx)
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """click's parsing; a command line it refuses (``--eps 0``, a missing config)
+        still gets its reports, holding the error, so that none of them is stale."""
+        given = list(args)  # click consumes the list it parses
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as e:
+            self._report_refusal(given, e)
+            raise
+
+    def _report_refusal(self, args: list[str], error: click.UsageError) -> None:
+        """Write the report of a refused command line to every report path that can be
+        found in ``args`` and passes its checks; never replacing an argument of the
+        command (it may be the config)."""
+        paths, positional = {}, []
+        options = {fmt.spec.option: fmt for fmt in self.formats()}
+        k = 0
+        while k < len(args):
+            arg = args[k]
+            name, eq, value = arg.partition("=")
+            if arg == "--":
+                positional += args[k + 1 :]
+                break
+            if name in options and eq:
+                paths[options[name]] = value
+            elif arg in options and k + 1 < len(args):
+                paths[options[arg]] = args[k + 1]
+                k += 1
+            elif not arg.startswith("-"):
+                positional.append(arg)  # the config, or another option's value
+            k += 1
+        self._write_refusal(paths, positional, error)
+
+    def _write_refusal(
+        self, paths: dict[Any, str], positional: list[str], error: click.UsageError
+    ) -> None:
+        """Write the refusal's report to each of ``paths`` that passes its checks."""
+        if not paths:
+            return
+        from ..report import Report, RunError
+        from .io import write_output
+
+        config = positional[0] if positional else ""
+        report = Report(
+            config=config,
+            loss=float("nan"),
+            settings={},
+            error=RunError("usage", error.format_message()),
+        )
+        for fmt, path in paths.items():
+            try:
+                check_report_paths({fmt: path}, protect=positional)
+                write_output(path, fmt.render(report), option=fmt.spec.option)
+            except (click.UsageError, GradcheckError):
+                continue
+
     def invoke(self, ctx: click.Context) -> Any:
         """Gather the report options into the callback's ``reports`` argument."""
         paths = {fmt: ctx.params.pop(_dest(fmt), None) for fmt in self.formats()}
+        for fmt, path in paths.items():
+            if path == "":  # `--json "$OUT"` with OUT unset: never a report silently skipped
+                error = click.BadParameter(
+                    "needs a path ('-' for stdout), got an empty one", param_hint=fmt.spec.option
+                )
+                given = {f: p for f, p in paths.items() if p}
+                config = ctx.params.get("config")
+                self._write_refusal(given, [config] if config else [], error)
+                raise error
         ctx.params["reports"] = {fmt: path for fmt, path in paths.items() if path}
         return super().invoke(ctx)
 
@@ -91,16 +156,17 @@ def _dest(fmt: Format) -> str:
     return f"report_{fmt.value}"
 
 
-def check_report_paths(reports: Mapping[Any, str], *, protect: tuple[str, ...]) -> None:
+def check_report_paths(reports: Mapping[Any, str], *, protect: Iterable[str]) -> None:
     """Refuse report paths that clash, before anything is written: two formats on one
-    file or both on stdout (``-``), stdout for a format that cannot go there, and each
-    path ``check_writable`` refuses (a missing folder, an input of the check in
-    ``protect``). The keys are ``Format`` members, or anything with a ``spec``.
+    file or both on stdout (``-``, ``/dev/stdout``), stdout for a format that cannot go
+    there, and each path ``check_writable`` refuses (a missing folder, an input of the
+    check in ``protect``). The keys are ``Format`` members, or anything with a ``spec``.
 
     Raises click.UsageError or gradcheck's UsageError (exit 2), naming the options.
     """
+    protect = tuple(protect)
     for (a, path_a), (b, path_b) in itertools.combinations(reports.items(), 2):
-        if path_a == path_b == "-" or _same(path_a, path_b):
+        if "\0" not in path_a + path_b and same_file(path_a, path_b):
             raise click.UsageError(f"{a.spec.option} and {b.spec.option} need different paths.")
     for fmt, path in reports.items():
         spec: FormatSpec = fmt.spec
@@ -109,8 +175,7 @@ def check_report_paths(reports: Mapping[Any, str], *, protect: tuple[str, ...]) 
         check_writable(path, option=spec.option, protect=protect)
 
 
-def _same(a: str, b: str) -> bool:
-    try:
-        return "-" not in (a, b) and Path(a).resolve() == Path(b).resolve()
-    except (OSError, RuntimeError):  # a symbolic link loop: check_writable says so
-        return False
+def stdout_taken(reports: Mapping[Any, str]) -> bool:
+    """Whether a report goes to stdout (``-``, ``/dev/stdout``): the table then goes to
+    stderr, and user code must not write to stdout."""
+    return any("\0" not in path and is_stdout(path) for path in reports.values())

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from importlib.resources import files
-from pathlib import Path
 
 import click
 
 from ..errors import UsageError
-from .io import check_writable, write_atomic
+from ..text import printable
+from .io import check_writable, write_output
 from .options import debug_option
 
 
@@ -34,9 +35,9 @@ def command(path: str, force: bool) -> None:
       gradcheck init - | less
     """
     if path != "-":
-        if Path(path).exists() and not force:
-            raise UsageError(f"{path} already exists; use --force to overwrite it")
-        check_writable(path, option="init")
-    write_atomic(path, starter_config())
+        check_writable(path, option="init", inputs_suffixes=False)
+        if os.path.lexists(path) and not force:
+            raise UsageError(f"{printable(path)} already exists; use --force to overwrite it")
+    write_output(path, starter_config(), option="init")
     if path != "-":
         click.echo(f"wrote {path}; check it with: gradcheck run {path}", err=True)

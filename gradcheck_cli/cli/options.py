@@ -31,6 +31,8 @@ class CliState:
     """Per-invocation state that error handling needs after the command has unwound."""
 
     debug: bool = False
+    #: run as the ``gradcheck`` command (``cli.main``), not called from Python
+    process: bool = False
 
 
 def _set_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> None:

@@ -17,6 +17,7 @@ from ..errors import ConfigError, ConfigIssue
 from ..problem import Problem
 from .build import build_problem, default_name
 from .context import Context
+from .files import MAX_CONFIG_BYTES, NotRegular, nul_in, open_regular
 from .yamlload import duplicate_issues, load_yaml
 
 __all__ = ["load_problem", "problem_from_dict"]
@@ -27,38 +28,51 @@ def load_problem(path: str | os.PathLike, *, seed: int | None = None) -> Problem
 
     ``seed`` replaces the config's top-level seed (the ``--seed`` option)."""
     file = os.fspath(path)
-    try:
-        text = Path(file).read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise ConfigError(
-            ConfigIssue(file, None, "", f"config file not found: {Path(file).resolve()}")
-        ) from None
-    except IsADirectoryError:
-        raise ConfigError(
-            ConfigIssue(file, None, "", "is a folder; name a .yaml config file")
-        ) from None
-    except UnicodeDecodeError as err:
-        raise ConfigError(
-            ConfigIssue(
-                file,
-                None,
-                "",
-                f"is not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8",
-            )
-        ) from None
-    except OSError as err:
-        raise ConfigError(
-            ConfigIssue(
-                file,
-                None,
-                "",
-                f"cannot read the config: {type(err).__name__}: {err.strerror or err}",
-            )
-        ) from None
+    text = read_config(file)
     doc = load_yaml(text, file)
     ctx = Context(file=file, base_dir=Path(file).resolve().parent, seed=seed)
     ctx.issues.extend(duplicate_issues(doc, file))
     return build_problem(doc, ctx, default_name(file))
+
+
+def read_config(file: str) -> str:
+    """The text of the config at ``file``: a regular file of at most MAX_CONFIG_BYTES,
+    in UTF-8 (a BOM is dropped). Raises ConfigError naming the file otherwise."""
+
+    def refuse(message: str) -> ConfigError:
+        return ConfigError(ConfigIssue(file, None, "", message))
+
+    if nul_in(file):
+        raise refuse("a path cannot hold a NUL character")
+    try:
+        handle, size = open_regular(file)
+    except FileNotFoundError:
+        raise refuse(f"config file not found: {Path(file).absolute()}") from None
+    except NotRegular as err:
+        if err.kind == "a folder":
+            raise refuse("is a folder; name a .yaml config file") from None
+        raise refuse(
+            f"is {err.kind}, not a regular file; configs are read from files "
+            "(save it to a .yaml file first)"
+        ) from None
+    except OSError as err:
+        raise refuse(
+            f"cannot read the config: {type(err).__name__}: {err.strerror or err}"
+        ) from None
+    with handle:
+        if size > MAX_CONFIG_BYTES:
+            raise refuse(
+                f"is {size / 2**20:.1f} MiB; configs are limited to "
+                f"{MAX_CONFIG_BYTES // 2**20} MiB (keep large arrays in .npy files and "
+                "write {file: array.npy})"
+            )
+        data = handle.read(MAX_CONFIG_BYTES + 1)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise refuse(
+            f"is not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8"
+        ) from None
 
 
 def problem_from_dict(

@@ -14,14 +14,26 @@ from typing import Any
 
 import numpy as np
 
+from ..text import listing
 from .context import Context, as_int, as_number, join, resolve
+from .files import (
+    MAX_ARRAY_ELEMENTS,
+    MAX_MEMBER_BYTES,
+    MAX_RANK,
+    NotRegular,
+    nul_in,
+    open_regular,
+)
 from .suggest import did_you_mean, show
 from .yamlload import line_of
 
 FORMS = "a number, a nested list, {file: x.npy} or {file: w.npz, key: name}"
 INPUT_FORMS = "a nested list, {file: ...} or {shape: [...]}"
-#: A random input larger than this is surely a typo (and would not fit a numeric check).
+#: A layer's output larger than this is surely a typo (config/stack.py); parameters and
+#: arrays given in a config (a file, ``{shape: [...]}``) are held to MAX_ARRAY_ELEMENTS.
 MAX_RANDOM_SIZE = 10**8
+#: The keys of an ``.npz`` listed in a message before "and N more".
+LISTED_KEYS = 10
 #: More numbers than this written in the YAML itself (or made by nested aliases) are
 #: refused: such arrays belong in .npy files.
 MAX_LITERAL_SIZE = 10**6
@@ -81,7 +93,7 @@ def _from_mapping(
                 hint = "; only the input may be given as {shape: [...]} (seeded random)"
             else:
                 hint = did_you_mean(key, allowed, listing="an array mapping takes")
-            raise _Bad(line_of(spec, key), f"unknown key {key!r} in an array{hint}")
+            raise _Bad(line_of(spec, key), f"unknown key {show(key)} in an array{hint}")
     sources = [k for k in ("value", "file", "shape") if k in spec]
     if len(sources) != 1:
         forms = INPUT_FORMS if is_input else FORMS
@@ -124,9 +136,12 @@ def _random(shape: Any, line: int | None, rng: np.random.Generator | None) -> np
         raise _Bad(
             line, f"shape must be a list of positive integers like [1, 28, 28], got {show(shape)}"
         )
-    if float(np.prod(dims, dtype=np.float64)) > MAX_RANDOM_SIZE:
+    if len(dims) > MAX_RANK:
+        raise _Bad(line, f"shape has {len(dims)} axes; arrays are limited to {MAX_RANK} axes")
+    if float(np.prod(dims, dtype=np.float64)) > MAX_ARRAY_ELEMENTS:
         raise _Bad(
-            line, f"shape {dims} has more than {MAX_RANDOM_SIZE:,} elements; use a smaller one"
+            line,
+            f"shape {dims} has more than {MAX_ARRAY_ELEMENTS:,} elements; use a smaller one",
         )
     return rng.standard_normal(tuple(dims))  # type: ignore[arg-type]
 
@@ -135,6 +150,8 @@ def _load_file(spec: dict, path: str, line: int | None, ctx: Context) -> np.ndar
     name = spec["file"]
     if not isinstance(name, str) or not name:
         raise _Bad(line, f"file must be a path like weights.npy, got {show(name)}")
+    if nul_in(name):
+        raise _Bad(line, f"file {show(name)} holds a NUL character, which no file name can")
     key = spec.get("key")
     key_line = line_of(spec, "key")
     key_path = join(path.rpartition(".")[0], "key")  # path is <array>.file
@@ -145,7 +162,8 @@ def _load_file(spec: dict, path: str, line: int | None, ctx: Context) -> np.ndar
     resolved = resolve(ctx.base_dir / name)
     ctx.sources.append(resolved)
     try:
-        with open(resolved, "rb") as handle:
+        handle, size = open_regular(resolved)
+        with handle:
             magic = handle.read(6)
             handle.seek(0)
             if magic.startswith(b"PK"):
@@ -158,15 +176,21 @@ def _load_file(spec: dict, path: str, line: int | None, ctx: Context) -> np.ndar
                 )
             if not magic.startswith(b"\x93NUMPY"):
                 raise _Bad(line, _not_numpy(name, magic))
-            loaded = np.load(handle, allow_pickle=False)
+            loaded = _read_npy(handle, size, name, line)
     except _Bad:
         raise
     except FileNotFoundError:
         raise _Bad(
             line, f"file not found: {resolved} (paths are relative to the config's folder)"
         ) from None
-    except IsADirectoryError:
-        raise _Bad(line, f"{resolved} is a folder; name a .npy or .npz file") from None
+    except NotRegular as err:
+        if err.kind == "a folder":
+            raise _Bad(line, f"{resolved} is a folder; name a .npy or .npz file") from None
+        raise _Bad(
+            line,
+            f"{resolved} is {err.kind}, not a regular file; arrays are read from .npy or "
+            ".npz files",
+        ) from None
     except ValueError as err:
         if "pickle" in str(err).lower():
             raise _Bad(
@@ -178,6 +202,51 @@ def _load_file(spec: dict, path: str, line: int | None, ctx: Context) -> np.ndar
     except (OSError, EOFError, zipfile.BadZipFile) as err:
         raise _Bad(line, f"could not read {name}: {type(err).__name__}: {err}") from None
     return _numeric(loaded, name, line)
+
+
+def _read_npy(handle: Any, size: int | None, name: str, line: int | None) -> np.ndarray:
+    """An array from an open ``.npy`` stream, its header checked first (files.py):
+    at most MAX_RANK axes and MAX_ARRAY_ELEMENTS numbers, no Python objects, and, when
+    ``size`` (the bytes the file or zip member holds) is known, exactly the data its
+    header declares. Nothing is allocated before the header passes."""
+    fmt = np.lib.format
+    version = fmt.read_magic(handle)
+    if version == (1, 0):
+        shape, fortran, dtype = fmt.read_array_header_1_0(handle)
+    else:
+        shape, fortran, dtype = fmt.read_array_header_2_0(handle)
+    header_end = handle.tell()
+    if dtype.hasobject:
+        raise ValueError("holds Python objects that would need pickle to load")
+    _check_shape(shape, name, line)
+    count = math.prod(shape)
+    data = count * dtype.itemsize
+    if size is not None and size - header_end != data:
+        raise _Bad(
+            line,
+            f"could not read {name}: its header declares shape {list(shape)} of {dtype} "
+            f"({data:,} bytes of data) but the file holds {max(size - header_end, 0):,}; "
+            "it is truncated or not what its header says",
+        )
+    handle.seek(0)
+    return fmt.read_array(handle, allow_pickle=False)
+
+
+def _check_shape(shape: tuple[int, ...], name: str, line: int | None) -> None:
+    """Refuse an array file's declared shape over the limits, before reading its data."""
+    if len(shape) > MAX_RANK:
+        raise _Bad(
+            line,
+            f"{name} holds an array of {len(shape)} axes; arrays are limited to {MAX_RANK} axes",
+        )
+    count = math.prod(shape)
+    if count > MAX_ARRAY_ELEMENTS:
+        raise _Bad(
+            line,
+            f"{name} holds {count:,} numbers (shape {list(shape)}); arrays are limited to "
+            f"{MAX_ARRAY_ELEMENTS:,} numbers, and a numeric check of that many elements "
+            "could not finish",
+        )
 
 
 def _not_numpy(name: str, magic: bytes) -> str:
@@ -199,38 +268,59 @@ def _from_npz(
     key_line: int | None,
     key_path: str,
 ):
+    """One array of an ``.npz``, chosen by ``key`` (or its only one). The zip directory
+    is read first: the member may not inflate to more than MAX_MEMBER_BYTES, and its own
+    header is checked like a ``.npy``'s before any data is inflated."""
     try:
-        with np.load(handle, allow_pickle=False) as npz:
-            keys = list(npz.files)
+        with zipfile.ZipFile(handle) as archive:
+            members = {
+                info.filename[:-4]: info
+                for info in archive.infolist()
+                if info.filename.endswith(".npy")
+            }
+            keys = list(members)
             if key is None:
                 if not keys:
                     raise _Bad(line, f"{name} holds no arrays")
                 if len(keys) != 1:
                     raise _Bad(
                         line,
-                        f"{name} holds {len(keys)} arrays; pick one with key: "
-                        f"(one of {', '.join(keys)})",
+                        f"{name} holds {len(keys):,} arrays; pick one with key: "
+                        f"(one of {listing(keys, LISTED_KEYS)})",
                     )
                 key = keys[0]
-            elif key not in keys:
+            elif key not in members:
                 raise _Bad(
                     key_line,
                     f"{name} has no array {key!r}"
                     + did_you_mean(key, keys, listing="its arrays are"),
                     key_path,
                 )
-            return _numeric(npz[key], f"{name}[{key}]", line)
+            info = members[key]
+            if info.file_size > MAX_MEMBER_BYTES:
+                raise _Bad(
+                    line,
+                    f"{name}[{key}] inflates to {info.file_size:,} bytes (from "
+                    f"{info.compress_size:,}); arrays are limited to {MAX_ARRAY_ELEMENTS:,} "
+                    "numbers",
+                )
+            with archive.open(info) as member:
+                return _numeric(
+                    _read_npy(member, info.file_size, f"{name}[{key}]", line),
+                    f"{name}[{key}]",
+                    line,
+                )
     except _Bad:
         raise
     except ValueError as err:
-        if "pickle" in str(err).lower():
+        if "pickle" in str(err).lower() or "python objects" in str(err).lower():
             raise _Bad(
                 line,
                 f"{name} holds pickled Python objects, which are never loaded; save numeric "
                 "arrays with np.savez(path, name=array.astype(float))",
             ) from None
         raise _Bad(line, f"could not read {name}: ValueError: {err}") from None
-    except (OSError, EOFError, KeyError, zipfile.BadZipFile) as err:
+    except (OSError, EOFError, KeyError, zipfile.BadZipFile, NotImplementedError) as err:
         raise _Bad(line, f"could not read {name}: {type(err).__name__}: {err}") from None
 
 
@@ -247,7 +337,8 @@ def _numeric(array: Any, name: str, line: int | None) -> np.ndarray:
 
 def _literal(value: Any, path: str, line: int | None) -> np.ndarray:
     """A number or a rectangular nested list -> float64 array."""
-    if isinstance(value, np.ndarray):
+    if isinstance(value, np.ndarray):  # the Python API
+        _check_shape(value.shape, "the array", line)
         return _numeric(value, path, line).astype(np.float64)
     flat: list[float] = []
     shape = _walk(value, path, "", line, flat)
@@ -268,6 +359,11 @@ def _walk(
     """Shape of a nested list at ``root + where`` (``where`` like ``[1][0]``); fills flat."""
     subject = f"element {root}{where} " if where else ""
     if isinstance(value, (list, tuple)):
+        if where.count("[") >= MAX_RANK:
+            raise _Bad(
+                line,
+                f"is nested more than {MAX_RANK} lists deep; arrays are limited to {MAX_RANK} axes",
+            )
         if not value:
             raise _Bad(line, f"{subject}is an empty list; write at least one number")
         first: tuple[int, ...] | None = None

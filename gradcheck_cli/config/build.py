@@ -20,7 +20,7 @@ from ..network import INPUT
 from ..problem import LossSpec, NamedInput, Problem
 from ..protocol import FieldError, Loss
 from .arrays import ArrayValue, read_array
-from .context import Context, as_int, join
+from .context import Context, as_int, join, key_text
 from .fields import BadValue, signature_of
 from .graph import image_inputs, unread_warnings, wire
 from .inputs import input_entries, read_inputs
@@ -55,7 +55,7 @@ def build_problem(doc: dict, ctx: Context, default_name: str) -> Problem:
         if key not in TOP_KEYS:
             ctx.suggested.add(closest(key, TOP_KEYS) or "")
             ctx.add(
-                str(key),
+                key_text(key),
                 line_of(doc, key),
                 f"unknown key {show(key)}" + did_you_mean(key, TOP_KEYS, listing="valid keys"),
             )
@@ -201,7 +201,7 @@ def _loss(
     except FieldError as err:
         ctx.add(join("loss", err.field), line_of(block, err.field) or line, err.message)
         return None
-    except Exception as err:
+    except (Exception, SystemExit) as err:  # a plugin's sys.exit() is its mistake too
         ctx.add("loss", line, f"could not build loss {kind}: {type(err).__name__}: {err}")
         return None
     if target is not None and out_shape is not None:
@@ -303,7 +303,7 @@ def _prepare(
     except FieldError as err:
         ctx.add(join("loss", err.field), line_of(block, err.field) or line, err.message)
         return None
-    except Exception as err:
+    except (Exception, SystemExit) as err:
         ctx.add(
             join("loss", name),
             line_of(block, name) or line,

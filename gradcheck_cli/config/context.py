@@ -48,10 +48,27 @@ def resolve(path: Path) -> Path:
 
 
 def join(path: str, key: object) -> str:
-    """Key path ``layers[2]`` + ``kernel_size`` -> ``layers[2].kernel_size``."""
-    if isinstance(key, int):
+    """Key path ``layers[2]`` + ``kernel_size`` -> ``layers[2].kernel_size``; a key that
+    is not a string is written as in YAML (``null``, ``true``, ``1.5``).
+
+    >>> join("layers[2]", "kernel_size"), join("layers", 2), join("", None)
+    ('layers[2].kernel_size', 'layers[2]', 'null')
+    """
+    if isinstance(key, int) and not isinstance(key, bool):
         return f"{path}[{key}]"
-    return f"{path}.{key}" if path else str(key)
+    name = key_text(key)
+    return f"{path}.{name}" if path else name
+
+
+def key_text(key: object) -> str:
+    """A mapping key as the user wrote it: ``kernel_size``, ``null``, ``true``."""
+    if isinstance(key, str):
+        return key
+    if key is None:
+        return "null"
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    return str(key)
 
 
 def as_number(value: object) -> float | None:

@@ -23,6 +23,7 @@ from typing import Any
 
 from .. import protocol
 from .context import Context, join, resolve
+from .files import not_regular, nul_in
 from .suggest import show
 from .yamlload import line_of
 
@@ -76,10 +77,17 @@ def _load_one(entry: str, ctx: Context) -> str | None:
     before = _snapshot()
     origins = dict(protocol.ORIGINS)
     if _is_file(entry):
+        if nul_in(entry):
+            return f"plugin {entry!r} holds a NUL character, which no file name can"
         resolved = resolve(ctx.base_dir / entry)
         ctx.sources.append(resolved)
-        if not resolved.is_file():
+        why = not_regular(resolved)
+        if why == "not found":
             return f"plugin file not found: {resolved} (paths are relative to the config's folder)"
+        if why is not None and why.startswith("unreadable"):
+            return f"plugin file {resolved} is {why}"
+        if why is not None:
+            return f"plugin {resolved} is {why}, not a Python file; name a .py file"
         with protocol.registering_from(str(resolved)):
             error = _import_file(resolved)
         module_name = None

@@ -49,7 +49,7 @@ def check_settings(doc: Any, seed: int, ctx: Context) -> CheckSettings:
             ctx.add(
                 where,
                 line,
-                f"unknown key {key!r}" + did_you_mean(key, CHECK_KEYS, listing="check takes"),
+                f"unknown key {show(key)}" + did_you_mean(key, CHECK_KEYS, listing="check takes"),
             )
             continue
         try:
@@ -205,7 +205,7 @@ def _tolerance(
             ctx.add(
                 sub,
                 sub_line,
-                f"unknown key {key!r}" + did_you_mean(key, found, listing="tolerance takes"),
+                f"unknown key {show(key)}" + did_you_mean(key, found, listing="tolerance takes"),
             )
             continue
         try:  # read as the check block's atol and rtol are

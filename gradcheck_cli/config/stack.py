@@ -22,7 +22,7 @@ import numpy as np
 from .. import protocol
 from ..problem import LayerSpec
 from ..protocol import FieldError, InputKind, Layer, Shape, image_shape, takes_several
-from .arrays import MAX_RANDOM_SIZE, ArrayValue, read_array
+from .arrays import MAX_ARRAY_ELEMENTS, MAX_RANDOM_SIZE, ArrayValue, read_array
 from .context import Context, join
 from .fields import BadValue, Signature, signature_of
 from .suggest import did_you_mean, show
@@ -191,7 +191,7 @@ def _construct(draft: Draft, cls: type[Layer], ctx: Context, batch_size: int) ->
                     choices.discard("batch_size")
                 hint = did_you_mean(key, choices, listing="it takes")
                 misspelt.update(c for c in choices if f"{c!r}?" in hint)
-                message = f"unknown key {key!r} for {draft.type}{hint}"
+                message = f"unknown key {show(key)} for {draft.type}{hint}"
             ctx.add(where, line, message)
             ok = False
             continue
@@ -228,7 +228,7 @@ def _construct(draft: Draft, cls: type[Layer], ctx: Context, batch_size: int) ->
         draft.layer = cls(**kwargs)
     except FieldError as err:
         ctx.add(join(draft.path, err.field), line_of(item, err.field) or draft.line, err.message)
-    except Exception as err:
+    except (Exception, SystemExit) as err:  # a plugin's sys.exit() is its mistake too
         ctx.add(
             draft.path,
             draft.line,
@@ -347,7 +347,7 @@ def _output_shape(
             message,
         )
         return None
-    except Exception as err:
+    except (Exception, SystemExit) as err:
         ctx.add(
             draft.path,
             draft.line,
@@ -399,12 +399,12 @@ def _sizes_fit(
         )
         return False
     for param, (field_name, size) in sizes.items():
-        if size > MAX_RANDOM_SIZE:
+        if size > MAX_ARRAY_ELEMENTS:  # a parameter is allocated as it is built
             ctx.add(
                 join(draft.path, field_name),
                 line_of(draft.item, field_name) or draft.line,
                 f"{where} would have a {param} of {size:,} elements; keep parameters under "
-                f"{MAX_RANDOM_SIZE:,} (each element is checked by its own forward passes)",
+                f"{MAX_ARRAY_ELEMENTS:,} (each element is checked by its own forward passes)",
             )
             return False
     return True
@@ -431,7 +431,7 @@ def _params(
             join(draft.path, err.field), line_of(draft.item, err.field) or draft.line, err.message
         )
         return None, {}
-    except Exception as err:
+    except (Exception, SystemExit) as err:
         ctx.add(draft.path, draft.line, f"{who}: init_params failed: {type(err).__name__}: {err}")
         return None, {}
     if not isinstance(defaults, dict) or set(defaults) != set(names):

@@ -7,6 +7,11 @@ import difflib
 import json
 from collections.abc import Iterable
 
+from ..text import listing as shorten
+
+#: Choices listed in a hint before "and N more".
+LISTED = 30
+
 
 def did_you_mean(word: object, choices: Iterable[str], *, listing: str = "valid") -> str:
     """A hint to append after "unknown ... 'word'": the close match, or the valid choices.
@@ -22,7 +27,7 @@ def did_you_mean(word: object, choices: Iterable[str], *, listing: str = "valid"
         return f"; did you mean {close!r}?"
     if not options:
         return ""
-    return f"; {listing}: {', '.join(options)}"
+    return f"; {listing}: {shorten(options, LISTED)}"
 
 
 def closest(word: object, choices: Iterable[str]) -> str | None:

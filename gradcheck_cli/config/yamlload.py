@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError, ConfigIssue
+from .context import join
 
 # libyaml's parser also records marks, so it keeps the lines and is faster.
 _Base: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -41,12 +42,16 @@ class YSeq(list):
         self.item_lines: list[int] = []
 
 
-def line_of(container: object, key: object = None) -> int | None:
+#: ``line_of``'s "no key given": a YAML key may itself be null (``null: 3``).
+_CONTAINER = object()
+
+
+def line_of(container: object, key: object = _CONTAINER) -> int | None:
     """The line of ``container[key]`` (key or list index), else of the container itself.
 
     Plain dicts and lists (the Python API) carry no lines: the answer is then None.
     """
-    if key is not None:
+    if key is not _CONTAINER:
         if isinstance(container, YMap) and key in container.key_lines:
             return container.key_lines[key]
         if (
@@ -142,6 +147,17 @@ def _hint(problem: str, context: str, line_text: str) -> str:
 
 
 def _yaml_issue(file: str, text: str, err: yaml.YAMLError) -> ConfigIssue:
+    if isinstance(err, yaml.reader.ReaderError):  # a character YAML does not allow
+        line = text.count("\n", 0, err.position) + 1
+        char = err.character if isinstance(err.character, str) else chr(err.character)
+        return ConfigIssue(
+            file,
+            line,
+            "",
+            f"invalid YAML: the character {char!r} (U+{ord(char):04X}) is not allowed in a "
+            "YAML file; remove it"
+            + (" (a NUL byte often means the file is not text)" if char == "\0" else ""),
+        )
     mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
     line = mark.line + 1 if mark is not None else None
     problem = str(getattr(err, "problem", "") or err).strip()
@@ -186,7 +202,7 @@ def _duplicates(
         seen.add(id(doc))
     if isinstance(doc, YMap):
         for key, line, first in doc.duplicates:
-            where = f"{path}.{key}" if path else str(key)
+            where = join(path, key)
             issues.append(
                 ConfigIssue(
                     file,
@@ -196,7 +212,7 @@ def _duplicates(
                 )
             )
         for key, value in doc.items():
-            _duplicates(value, f"{path}.{key}" if path else str(key), file, issues, seen)
+            _duplicates(value, join(path, key), file, issues, seen)
     elif isinstance(doc, YSeq):
         for k, item in enumerate(doc):
             _duplicates(item, f"{path}[{k}]", file, issues, seen)

@@ -11,8 +11,13 @@
 
 The budget covers the whole check; calibration counts against it. The estimate is
 conservative (calls are timed at small chunk sizes, where the overhead weighs most).
-K is at least 1: a budget too small for one element per tensor is overrun, and the note
-says so.
+
+The budget is also a deadline (``Calls.deadline``, engine/check.py): no call into a layer
+starts past it, so the check overruns it by at most the call running then. A tensor
+the deadline cuts short keeps the elements it finished; one it never reached has none,
+and then the check could not be carried out (exit 3, ``unreached``): a tensor nobody
+checked is never reported as passed. Past the deadline the layers' own backwards are not
+checked either (no layer is blamed; the report says so).
 """
 
 from __future__ import annotations
@@ -23,12 +28,28 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..exit_codes import ExitCode
+from ..report import Report, RunError
 from . import numeric
+from .passes import OutOfTime
 
 #: Elements timed per tensor in the two calibration calls.
 SMALL, LARGE = 2, 8
+#: A first calibration call slower than this (seconds) is the only one: the layers are
+#: slow enough that the per-call overhead does not matter, and timing more elements
+#: would spend the budget on timing.
+SLOW_CALL = 0.05
+#: Evaluations of the objective per tensor that do not depend on the elements checked
+#: (engine/numeric.py measures the forward's noise at NOISE_PROBES elements, 4 each).
+FIXED_EVALUATIONS = 4 * numeric.NOISE_PROBES
 #: Forward passes reserved for the per-layer directional isolation.
 ISOLATION_FORWARDS = 60
+#: The report's note when the deadline passed before the layers' own backwards were
+#: checked.
+NO_ISOLATION = (
+    "the time budget ran out before each layer's own backward was checked in isolation: "
+    "no layer is blamed"
+)
 
 
 @dataclass
@@ -39,10 +60,13 @@ class Cost:
     overhead: float
     per_element: float
     per_call: int  # elements per call under the memory and cache caps
+    #: seconds spent on the tensor whatever k (its noise probes), once k > 0
+    fixed: float = 0.0
 
     def seconds(self, k: int) -> float:
         k = min(k, self.size)
-        return math.ceil(k / self.per_call) * self.overhead + k * self.per_element
+        fixed = self.fixed if k else 0.0
+        return math.ceil(k / self.per_call) * self.overhead + k * self.per_element + fixed
 
 
 def calibrate(objective, tensor: str, eps: float, max_memory: int, rng) -> Cost:
@@ -51,6 +75,9 @@ def calibrate(objective, tensor: str, eps: float, max_memory: int, rng) -> Cost:
     per_call = max(1, numeric.chunk_size(objective.bytes_per_copy(tensor), max_memory) // 2)
     timings = []
     for k in (min(SMALL, size), min(LARGE, size)):
+        if timings and timings[0][1] > SLOW_CALL:  # slow layers: one timing must do
+            timings.append(timings[0])
+            break
         index = np.sort(rng.choice(size, size=k, replace=False))
         started = time.perf_counter()
         with np.errstate(all="ignore"):
@@ -62,7 +89,8 @@ def calibrate(objective, tensor: str, eps: float, max_memory: int, rng) -> Cost:
         overhead = max(t1 - per_element * k1, 0.0)
     else:  # a tiny tensor: both calls were the same size
         per_element, overhead = t2 / max(k2, 1), 0.0
-    return Cost(size, overhead, per_element, per_call)
+    # the noise probes cost an evaluation each, half an element's differences
+    return Cost(size, overhead, per_element, per_call, FIXED_EVALUATIONS / 2 * per_element)
 
 
 def choose_k(costs: dict[str, Cost], seconds: float) -> int:
@@ -85,10 +113,16 @@ def choose_k(costs: dict[str, Cost], seconds: float) -> int:
 def plan(problem, objective, names: list[str], tol, rng, started: float):
     """(flat indices to check per tensor, note) under ``problem.settings.time_budget``."""
     budget = float(problem.settings.time_budget)
-    costs = {t: calibrate(objective, t, tol.eps, problem.settings.max_memory, rng) for t in names}
-    forward_started = time.perf_counter()
-    objective.loss_at({})
-    forward = time.perf_counter() - forward_started
+    try:
+        costs = {
+            t: calibrate(objective, t, tol.eps, problem.settings.max_memory, rng) for t in names
+        }
+        forward_started = time.perf_counter()
+        objective.loss_at({})
+        forward = time.perf_counter() - forward_started
+    except OutOfTime:  # timing the first elements took the whole budget
+        note = f"time budget {budget:g} s: it ran out while timing the first elements"
+        return {t: np.arange(0) for t in names}, note
     left = budget - (time.perf_counter() - started) - ISOLATION_FORWARDS * forward
     k = choose_k(costs, left)
     index = {}
@@ -105,3 +139,19 @@ def plan(problem, objective, names: list[str], tol, rng, started: float):
     if predicted > max(left, 0.0):
         note += "; the budget is too small for one element per tensor and will be overrun"
     return index, note
+
+
+def unreached(report: Report, budget: float) -> RunError | None:
+    """The error of a check whose time budget ran out before some tensor had a single
+    element checked (exit 3), or None when every tensor got at least one."""
+    missed = [c.name for c in report.checks if c.mode != "taylor" and c.checked == 0]
+    if not missed:
+        return None
+    names = ", ".join(missed[:5]) + (f" and {len(missed) - 5} more" if len(missed) > 5 else "")
+    return RunError(
+        "budget",
+        f"the check could not be carried out: the time budget of {budget:g} s ran out "
+        f"before any element of {names} was checked; give it more time",
+        file=report.config,
+        exit_code=ExitCode.NOT_CARRIED_OUT,
+    )

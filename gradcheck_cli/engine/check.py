@@ -21,22 +21,25 @@ import numpy as np
 
 from ..options import report_settings
 from ..problem import Method, Mode, Problem
-from ..report import Report
+from ..report import Report, TensorCheck
 from . import blas, budget, fast, memory
 from .blame import blame
 from .compare import Tolerances
 from .diagnose import diagnose
-from .elements import check_tensor, select_elements, select_tensors, user_shape
+from .elements import check_tensor, select_elements, select_tensors, unchecked, user_shape
 from .expectations import compare_expectations
 from .isolation import Isolation, isolate_layers, isolation_mode
 from .kinks import settle_compound_kinks
 from .objective import NetworkObjective
-from .passes import analytic_pass, problem_params
+from .passes import Calls, OutOfTime, analytic_pass, problem_params
 from .purity import probe
 from .taylor import taylor_check
 from .verdict import ANALYTIC_ULPS
 
-ProgressCallback = Callable[[int, int], None]  # (elements done, elements in total)
+#: ``progress(done, total)``: elements done, elements in total. A callback that also has
+#: a ``checked(check)`` method is handed each TensorCheck as soon as it is complete, so
+#: that a supervisor holds the tensors finished so far whatever becomes of the check.
+ProgressCallback = Callable[[int, int], None]
 
 
 class CheckInterrupted(Exception):
@@ -76,7 +79,11 @@ def run_check(problem: Problem, progress: ProgressCallback | None = None) -> Rep
     checked, skipped = select_tensors(problem)
     rng = np.random.default_rng(problem.settings.seed)
     plan = {t: select_elements(objective.tensors()[t].size, problem, rng) for t in checked}
-    if problem.settings.mode is Mode.BUDGET and problem.settings.time_budget is not None:
+    budgeted = problem.settings.mode is Mode.BUDGET and problem.settings.time_budget is not None
+    if budgeted:
+        # a time budget is a deadline: no call into a layer starts past it (OutOfTime), so
+        # that the check overruns by at most the call running then
+        Calls.deadline = started + problem.settings.time_budget
         plan, budget_note = budget.plan(problem, objective, checked, tol, rng, started)
         notes = [*notes, budget_note]
     total = sum(len(ix) for ix in plan.values())
@@ -87,6 +94,14 @@ def run_check(problem: Problem, progress: ProgressCallback | None = None) -> Rep
         if progress is not None:
             progress(done[0], total)
 
+    announce = getattr(progress, "checked", None)
+
+    def finished(*checks: TensorCheck) -> None:
+        report.checks.extend(checks)
+        if announce is not None:
+            for c in checks:
+                announce(c)
+
     report = Report(
         config=problem.path,
         name=problem.name,
@@ -96,39 +111,63 @@ def run_check(problem: Problem, progress: ProgressCallback | None = None) -> Rep
         warnings=[*problem.warnings, *notes, *purity.warnings],
     )
     try:
-        directions = np.random.default_rng([problem.settings.seed, 1])  # --method taylor
-        if problem.settings.mode is Mode.FAST and problem.settings.method is Method.CENTRAL:
-            # directions first; element-wise only for the tensors whose direction failed
-            fast_checks, fast_notes = fast.fast_checks(problem, objective, checked, tol, rng, tick)
-            report.checks.extend(fast_checks)
-            report.warnings.extend(fast_notes)
-            checked = []
-        for tensor in checked:
-            if problem.settings.method is Method.TAYLOR:
-                shape = user_shape(problem, tensor)
-                report.checks.append(taylor_check(objective, tensor, shape, directions))
-                tick(len(plan[tensor]))
-                continue
-            report.checks.append(check_tensor(problem, objective, tensor, plan[tensor], tol, tick))
-        report.expectations = compare_expectations(problem, trace, grads)
-        how = isolation_mode(problem, report)
-        report.layers = isolate_layers(problem, objective, trace, grads, tol, rng, how)
-        if how is Isolation.SKIP:
-            report.warnings.append(fast.ISOLATION_SKIPPED)
-        settle_compound_kinks(report, problem, tol)
+        try:
+            report.warnings.extend(
+                _check_tensors(problem, objective, checked, plan, tol, rng, tick, finished)
+            )
+            report.expectations = compare_expectations(problem, trace, grads)
+            try:
+                how = isolation_mode(problem, report)
+                report.layers = isolate_layers(problem, objective, trace, grads, tol, rng, how)
+                if how is Isolation.SKIP:
+                    report.warnings.append(fast.ISOLATION_SKIPPED)
+                settle_compound_kinks(report, problem, tol)
+            except OutOfTime:
+                report.layers = []
+                report.warnings.append(budget.NO_ISOLATION)
+        finally:
+            Calls.deadline = None
         blame(report, problem)
         for c in report.checks:
             if not c.passed:
                 c.diagnosis = diagnose(c, batch_size=problem.batch_size)
         purity.apply(report)  # after blame and diagnosis, which judge numeric failures
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
+        # the tensor in progress, with the elements it finished (engine/elements.py)
+        partial = getattr(stop, "partial_check", None)
+        if partial is not None:
+            report.checks.append(partial)
         report.interrupted = True
         report.total_s = time.perf_counter() - started
         report.forward_passes = objective.forward_passes
         raise CheckInterrupted(report) from None
     report.forward_passes = objective.forward_passes + sum(v.checked for v in report.layers)
     report.total_s = time.perf_counter() - started
+    if budgeted:
+        report.error = budget.unreached(report, problem.settings.time_budget)
     return report
+
+
+def _check_tensors(problem, objective, checked, plan, tol, rng, tick, finished) -> list[str]:
+    """Check each selected tensor in turn, handing each to ``finished``; returns notes
+    for the report. Fast mode: directions first, element-wise only for the tensors whose
+    direction failed. A tensor the time budget did not reach is reported unchecked."""
+    if problem.settings.mode is Mode.FAST and problem.settings.method is Method.CENTRAL:
+        fast_checks, notes = fast.fast_checks(problem, objective, checked, tol, rng, tick)
+        finished(*fast_checks)
+        return notes
+    directions = np.random.default_rng([problem.settings.seed, 1])  # --method taylor
+    for tensor in checked:
+        try:
+            if problem.settings.method is Method.TAYLOR:
+                shape = user_shape(problem, tensor)
+                finished(taylor_check(objective, tensor, shape, directions))
+                tick(len(plan[tensor]))
+            else:
+                finished(check_tensor(problem, objective, tensor, plan[tensor], tol, tick))
+        except OutOfTime:
+            finished(unchecked(problem, objective, tensor, Mode.BUDGET.value))
+    return []
 
 
 def settings_dict(problem: Problem, tol: Tolerances) -> dict:

@@ -5,7 +5,9 @@ Works on any objective (engine/objective.py): the whole network, or one layer al
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -13,6 +15,7 @@ import numpy as np
 from ..problem import Mode, Problem
 from ..report import TensorCheck
 from .compare import ElementVerdict, Tolerances
+from .passes import OutOfTime
 from .verdict import judge_elements
 
 #: Called with the number of elements just finished.
@@ -65,14 +68,62 @@ def check_elements(
     return judge_elements(objective, tensor, index, analytic, tol, max_memory, tick)
 
 
+#: Elements of a tensor's first block; later blocks are sized to take about
+#: BLOCK_SECONDS, growing at most GROWTH-fold. A Ctrl-C or the end of a time budget then
+#: finds at most one block's work unrecorded, and a tensor of fast layers still takes
+#: only a few calls.
+FIRST_BLOCK, BLOCK_SECONDS, GROWTH = 8, 0.5, 8
+
+
 def check_tensor(
     problem: Problem, objective, tensor: str, index: np.ndarray, tol: Tolerances, tick
 ) -> TensorCheck:
-    """Check the chosen elements of one network tensor, shaped as the user wrote it."""
-    v = check_elements(objective, tensor, index, tol, problem.settings.max_memory, tick)
+    """Check the chosen elements of one network tensor, shaped as the user wrote it.
+
+    The elements are judged in blocks (each element's verdict is its own, so blocks
+    change no value). When the time budget runs out (OutOfTime) the blocks finished so
+    far are the tensor's check; on Ctrl-C they travel on the KeyboardInterrupt as
+    ``partial_check`` (mode ``interrupted``), for the partial report (engine/check.py).
+    """
     mode = problem.settings.mode.value
     shape = user_shape(problem, tensor)
-    return tensor_check(tensor, objective.analytic[tensor], index, v, shape, mode)
+    verdicts: list[ElementVerdict] = []
+    done, size = 0, FIRST_BLOCK
+    try:
+        while done < len(index):
+            block = index[done : done + size]
+            started = time.perf_counter()
+            verdicts.append(
+                check_elements(objective, tensor, block, tol, problem.settings.max_memory, tick)
+            )
+            done += len(block)
+            spent = time.perf_counter() - started
+            size = int(min(GROWTH * len(block), len(block) * BLOCK_SECONDS / max(spent, 1e-9)))
+            size = max(size, len(block))
+    except OutOfTime:
+        pass  # the time budget: what was finished is the check
+    except KeyboardInterrupt as stop:
+        if done:
+            stop.partial_check = tensor_check(  # type: ignore[attr-defined]
+                tensor, objective.analytic[tensor], index[:done], _joined(verdicts), shape, mode
+            )
+            stop.partial_check.mode = "interrupted"  # type: ignore[attr-defined]
+        raise
+    return tensor_check(
+        tensor, objective.analytic[tensor], index[:done], _joined(verdicts), shape, mode
+    )
+
+
+def _joined(verdicts: list[ElementVerdict]) -> ElementVerdict:
+    """One verdict of consecutive blocks' verdicts, in their order."""
+    if len(verdicts) == 1:
+        return verdicts[0]
+    fields = [f.name for f in dataclasses.fields(ElementVerdict)]
+    if not verdicts:
+        return ElementVerdict(*(np.zeros(0) for _ in fields[:5]))
+    return ElementVerdict(
+        **{name: np.concatenate([getattr(v, name) for v in verdicts]) for name in fields}
+    )
 
 
 def tensor_check(

@@ -31,7 +31,9 @@ from ..protocol import Params, perturbed_by_loop
 from . import local
 from .copies import copy_params
 from .passes import (
+    Calls,
     Gradients,
+    OutOfTime,
     Trace,
     loss_forward,
     node_forward,
@@ -83,17 +85,28 @@ def _perturbed_layer(
     if node.defended:
         xs, params = [x.copy() for x in xs], copy_params(params)
     x = tuple(xs) if node.multi_input else xs[0]
+    Calls.enter(node.name, what)
     try:
         if vectorised:
             y = node.layer.forward_perturbed(x, params, name, index, delta)
         elif node.defended:  # each call on copies, each output copied before the next
             y = np.stack([node_forward(node, xs, p)[0] for p in _moved(params, name, index, delta)])
-        else:
-            y = perturbed_by_loop(node.layer, x, params, name, index, delta)
-    except (NumericalError, PluginError):
+        else:  # one forward per copy, each a call of its own (a deadline sees each)
+            copies = []
+            for k in range(len(index)):
+                Calls.enter(node.name, what)
+                copies.append(
+                    perturbed_by_loop(
+                        node.layer, x, params, name, index[k : k + 1], delta[k : k + 1]
+                    )
+                )
+            y = np.concatenate(copies)
+    except (NumericalError, PluginError, OutOfTime):
         raise
     except (Exception, SystemExit) as exc:
         raise PluginError(node.name, f"{what} raised {type(exc).__name__}: {exc}") from exc
+    finally:
+        Calls.leave()
     n = xs[0].shape[0]
     expected = (len(index), n, *node.out_shape)
     if not isinstance(y, np.ndarray) or y.size != int(np.prod(expected)):

@@ -22,7 +22,8 @@ its gradients over every use.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,6 +91,42 @@ def reduce_losses(losses: np.ndarray, n: int, reduction: str) -> np.ndarray:
     return per_copy / n if reduction == "mean" else per_copy
 
 
+class OutOfTime(Exception):
+    """A call into a layer would start past ``Calls.deadline`` (``--time-budget``)."""
+
+
+class Calls:
+    """Which call into a layer (or the loss) is running, for whoever supervises the check
+    to name on a timeout or a crash: ``current`` is ``(layer, call)`` while user code
+    runs (``("conv1", "forward")``; ``("loss", "backward")``), None between calls;
+    ``last`` is the call that ran most recently. Set around every guarded call below and
+    in engine/objective.py; a supervisor thread reads them (gradcheck_cli/worker.py).
+    """
+
+    current: tuple[str, str] | None = None
+    last: tuple[str, str] | None = None
+    #: told ``(layer, call)`` as each call starts and ``None`` as it ends: a supervised
+    #: worker writes it where its supervisor reads it even after a crash
+    listener: Callable[[tuple[str, str] | None], None] | None = None
+    #: ``time.perf_counter()`` past which no call starts (OutOfTime): a time budget
+    #: overruns by at most the one call running when it passes
+    deadline: float | None = None
+
+    @classmethod
+    def enter(cls, layer: str, call: str) -> None:
+        if cls.deadline is not None and time.perf_counter() > cls.deadline:
+            raise OutOfTime(f"the time budget ran out before {layer} {call}")
+        cls.current = cls.last = (layer, call)
+        if cls.listener is not None:
+            cls.listener(cls.current)
+
+    @classmethod
+    def leave(cls) -> None:
+        cls.current = None
+        if cls.listener is not None:
+            cls.listener(None)
+
+
 def real_dtype(owner: str, what: str, a: np.ndarray, expected: np.dtype) -> np.ndarray:
     """``a`` as a real float array of the check's dtype, or PluginError (exit 2).
 
@@ -133,12 +170,15 @@ def guarded_forward(node: Node, xs: list[np.ndarray], params: Params) -> tuple[n
     """The bare guarded forward of one node (no copies): xs, one (M, *in_shape) array
     per input, -> (y (M, *out_shape) of the inputs' dtype, cache). A one-input layer
     gets the array, a multi-input layer the tuple."""
+    Calls.enter(node.name, "forward")
     try:
         out = node.layer.forward(tuple(xs) if node.multi_input else xs[0], params)
     except (NumericalError, PluginError):
         raise
     except (Exception, SystemExit) as exc:  # a plugin's sys.exit() is its mistake too
         raise PluginError(node.name, f"forward raised {type(exc).__name__}: {exc}") from exc
+    finally:
+        Calls.leave()
     if not (isinstance(out, tuple) and len(out) == 2):
         raise PluginError(node.name, "forward must return a pair (y, cache)")
     y = out[0]
@@ -176,12 +216,15 @@ def node_forward_local(
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Guarded ``forward_local`` of a one-input node (protocol.py): the outputs a few
     changed inputs reach, as (index, values), each (R, K'); None: run ``forward``."""
+    Calls.enter(node.name, "forward")
     try:
         out = node.layer.forward_local(x, y, params, rows, index, values)
     except (NumericalError, PluginError):
         raise
     except (Exception, SystemExit) as exc:
         raise PluginError(node.name, f"forward_local raised {type(exc).__name__}: {exc}") from exc
+    finally:
+        Calls.leave()
     if out is None:
         return None
     ok = isinstance(out, tuple) and len(out) == 2
@@ -198,11 +241,14 @@ def node_forward_local(
 def guarded_loss_forward(spec: LossSpec, y: np.ndarray, target: np.ndarray | None):
     """The bare guarded per-example loss (no copies): y (M, *shape) -> ((M,) losses of
     y's dtype, cache)."""
+    Calls.enter("loss", "forward")
     try:
         losses, cache = spec.loss.forward(y, target)
     except (Exception, SystemExit) as exc:
         msg = f"{spec.type} forward raised {type(exc).__name__}: {exc}"
         raise PluginError("loss", msg) from exc
+    finally:
+        Calls.leave()
     losses = np.asarray(losses)
     if losses.shape != (y.shape[0],):
         raise PluginError(
@@ -272,10 +318,13 @@ def loss_target(problem: Problem, dtype: DType) -> np.ndarray | None:
 def guarded_loss_backward(spec: LossSpec, cache: Any, y: np.ndarray) -> np.ndarray:
     """The bare guarded loss backward (no copies): d(sum of losses)/dy, shaped like y
     (N, *shape), in y's dtype."""
+    Calls.enter("loss", "backward")
     try:
         dy = np.asarray(spec.loss.backward(cache))
     except (Exception, SystemExit) as exc:
         raise PluginError("loss", f"backward raised {type(exc).__name__}: {exc}") from exc
+    finally:
+        Calls.leave()
     if dy.shape != y.shape:
         raise PluginError(
             "loss", f"backward returned shape {list(dy.shape)}, expected {list(y.shape)}"
@@ -338,10 +387,13 @@ def guarded_backward(
     """The bare guarded backward of one node (no copies): (one dx per input, {param:
     grad}); checks the shape and dtype of every dx and the grads' keys, shapes and
     dtypes. xs: the node's inputs (only their shapes and dtypes are read)."""
+    Calls.enter(node.name, "backward")
     try:
         out = node.layer.backward(dy, cache, params)
     except (Exception, SystemExit) as exc:
         raise PluginError(node.name, f"backward raised {type(exc).__name__}: {exc}") from exc
+    finally:
+        Calls.leave()
     if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict)):
         raise PluginError(node.name, "backward must return a pair (dx, {param_name: dparam})")
     dx, grads = out

@@ -191,6 +191,19 @@ def gradient_scale(objective) -> float:
     return cached
 
 
+def _noise(objective, tensor: str, h: np.ndarray, eps: float, max_memory: int) -> float:
+    """The objective's noise when ``tensor`` moves (numeric.noise), measured once per
+    tensor and step: it depends on the whole tensor, not on which of its elements are
+    judged, so the blocks of one tensor (engine/elements.py) share it."""
+    cache = getattr(objective, "_noise_cache", None)
+    if cache is None:
+        cache = objective._noise_cache = {}
+    key = (tensor, eps)
+    if key not in cache:
+        cache[key] = numeric.noise(objective, tensor, h, max_memory)
+    return cache[key]
+
+
 def _require_steps(objective, tensor: str, index: np.ndarray, d: numeric.Differences, eps):
     """NumericalError (exit 3) when a step is lost to rounding or the first evaluations
     are not finite: no difference can be taken, which says nothing of the gradient."""
@@ -233,7 +246,7 @@ def judge_elements(
 
     h = h_all[index]
     with np.errstate(all="ignore"):
-        rho = numeric.noise(objective, tensor, h_all, max_memory) if k else 0.0
+        rho = _noise(objective, tensor, h_all, settings.eps, max_memory) if k else 0.0
         first = numeric.evaluate(
             objective,
             tensor,

@@ -97,7 +97,29 @@ def report_to_dict(r: Report) -> dict[str, Any]:
         "skipped": list(r.skipped),
         "warnings": list(r.warnings),
         "interrupted": r.interrupted,
+        "error": error_of(r),
         "timing": {"total_s": round(r.total_s, 6), "forward_passes": r.forward_passes},
+    }
+
+
+def error_of(r: Report) -> dict[str, Any] | None:
+    """The report's ``error`` (contract section 1): what ended the run on exit 2, 3 or 4,
+    None otherwise. A check that ran to the end but left elements unresolved (exit 3)
+    says so here too, so that every exit 3 carries an ``error``."""
+    if r.error is not None:
+        return r.error.as_dict()
+    if r.interrupted or not r.inconclusive:
+        return None
+    unsure = [c for c in r.checks if c.inconclusive]
+    count = sum(c.inconclusive for c in unsure)
+    names = ", ".join(c.name for c in unsure[:5]) + (", ..." if len(unsure) > 5 else "")
+    return {
+        "kind": "inconclusive",
+        "message": f"{count} element(s) of {names} could not be resolved by any step; "
+        "they are never counted as passed",
+        "file": r.config,
+        "line": None,
+        "key": None,
     }
 
 

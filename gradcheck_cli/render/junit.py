@@ -3,7 +3,10 @@
 The layout follows the common JUnit schema that Jenkins, GitLab and GitHub reporters
 read: ``<testsuites>`` holding one ``<testsuite>`` for the config, ``<failure>`` with a
 message attribute and the worst elements as text, ``<skipped/>`` for tensors left out
-by ``--only``. ElementTree does the escaping.
+by ``--only``. ElementTree escapes markup; control characters, which XML 1.0 cannot
+hold at all, are written as visible escapes (``gradcheck_cli/text.py``). A run that ended
+without a verdict (an invalid config, a timeout, a crash, Ctrl-C) gets one more test case
+holding an ``<error>``, so that a CI viewer never shows it green.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..text import printable
 from .elements import elements_text, format_array, taylor_summary, taylor_text
 from .format import FormatSpec
 
@@ -33,6 +37,9 @@ def render_junit(report: Report) -> str:
     cases += [_expectation_case(e, classname) for e in report.expectations]
     cases += [_skipped_case(name, classname) for name in report.skipped]
     cases += [_purity_case(v, classname) for v in report.layers if v.impure]
+    ending = _ending_case(report, classname)
+    if ending is not None:
+        cases.append(ending)
     counts = {
         "tests": str(len(cases)),
         "failures": str(sum(case.find("failure") is not None for case in cases)),
@@ -51,8 +58,44 @@ def render_junit(report: Report) -> str:
         ET.SubElement(suite, "system-out").text = "\n".join(
             f"warning: {w}" for w in report.warnings
         )
+    _make_printable(root)
     ET.indent(root)
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def _make_printable(root: ET.Element) -> None:
+    for element in root.iter():
+        for key, value in element.attrib.items():
+            element.set(key, printable(value))
+        if element.text:
+            element.text = printable(element.text, keep_newlines=True)
+
+
+def _ending_case(report: Report, classname: str) -> ET.Element | None:
+    """The test case of a run that ended without a verdict: its error, or the
+    interruption; None for a run that ran to the end."""
+    if report.error is not None:
+        kind, message = report.error.kind, report.error.message
+        where = report.error.file or report.config
+        if report.error.line is not None:
+            where += f":{report.error.line}"
+        if report.error.key:
+            where += f": {report.error.key}"
+        text = f"{where}\n{message}"
+    elif report.interrupted:
+        kind = "interrupted"
+        message = (
+            f"interrupted (exit {report.exit_code}); {len(report.checks)} tensor(s) "
+            "checked before it, the rest not checked"
+        )
+        text = message
+    else:
+        return None
+    case = _case(classname, f"gradcheck run ({kind})")
+    first_line = message.splitlines()[0] if message else kind
+    error = ET.SubElement(case, "error", {"message": first_line, "type": kind})
+    error.text = text
+    return case
 
 
 def _case(classname: str, name: str, time_s: float = 0.0) -> ET.Element:

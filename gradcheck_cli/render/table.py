@@ -48,6 +48,9 @@ SMALL_ARRAY = 16
 VERDICT_NAMES = 5
 
 _MODE_NOTES = {"sample": "sampled", "fast": "fast", "budget": "time budget"}
+#: The verdict line's first word for a run that ended with an error (after the part of
+#: the check that was done).
+_ERROR_WORDS = {"timeout": "TIMED OUT", "crashed": "CRASHED", "budget": "OUT OF TIME"}
 
 
 class Verbosity(Enum):
@@ -75,7 +78,7 @@ def report_body(report: Report, verbosity: Verbosity = Verbosity.NORMAL) -> list
             heatmap = error_heatmap(check)  # None unless failing, 2-D or more, and checked
             if heatmap is not None:
                 parts.append(heatmap)
-    if report.layers and not report.passed:
+    if report.layers and report.verdict_code:
         parts.append(layer_table(report))
     if report.expectations:
         parts.append(expectation_table(report))
@@ -295,11 +298,18 @@ def expectation_table(report: Report) -> Table:
 
 def verdict_line(report: Report) -> Text:
     """One line: ``PASS: 5 tensors, 36 elements checked, 0 failed (0 kinks) in 0.01 s``
-    or ``FAIL: 2 of 5 tensors disagree (conv1.weight, input); blamed layer: conv1``."""
+    or ``FAIL: 2 of 5 tensors disagree (conv1.weight, input); blamed layer: conv1``; a run
+    that was stopped or ended by an error says so first (``INTERRUPTED (partial): ...``)
+    and never says PASS."""
     checks, exps = report.checks, report.expectations
     prefix = "INTERRUPTED (partial) " if report.interrupted else ""
-    if report.passed:
-        text = Text(prefix + "PASS", style=PASS_STYLE)
+    if report.error is not None:
+        prefix = f"{_ERROR_WORDS.get(report.error.kind, 'ERROR')} (partial) "
+    if not report.verdict_code:
+        # a run that did not end by itself never reads PASS, whatever it checked
+        text = (
+            Text(prefix.strip(), style=UNSURE_STYLE) if prefix else Text("PASS", style=PASS_STYLE)
+        )
         elements = sum(c.checked for c in checks)
         kinks = sum(c.kinks for c in checks)
         taylor = sum(c.mode == "taylor" for c in checks)

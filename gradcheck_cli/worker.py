@@ -1,0 +1,377 @@
+"""The worker: where user code runs (a config's plugins, its layers' forward and
+backward), so that the command line around it can stop it, outlive it, and still say
+what happened (gradcheck_cli/supervise.py is the other side).
+
+``execute(job, events)`` is the whole job: load the config and its plugins, apply the
+command line's options, run the check, and tell ``events`` everything on the way:
+
+==========  =================================================================
+event       payload
+==========  =================================================================
+loaded      ``Loaded``: the files the config read, the settings, the timeout
+progress    ``(done, total)`` elements
+running     ``(current, last)``: the call into a layer running now and the last
+            one (``engine.passes.Calls``), e.g. ``("conv1", "forward")``
+checked     one finished ``TensorCheck``, as soon as it is complete
+report      the final ``Report`` (``interrupted`` after a SIGINT)
+error       the exception that ended the run: a GradcheckError, an OptionError
+            (``--only``), a KeyboardInterrupt, or a ``Failure`` for anything else
+==========  =================================================================
+
+The same function runs in the command's own process (``inline``, for callers that
+embed the CLI) and in a worker process started by the supervisor, which runs ``main``:
+there the events are pickled onto a pipe, the worker's stdout is the supervisor's
+stderr (a plugin's ``print`` or ``os.write(1, ...)`` never reaches a report on stdout),
+its stdin is /dev/null, and it leads its own process group, so that the supervisor can
+stop it and whatever it started at once. The worker ends itself when the supervisor
+goes away (the lifeline pipe closes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import pickle
+import signal
+import struct
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+#: How often the worker's reporter thread sends progress and the running call (seconds).
+REPORT_EVERY = 0.1
+#: The frame header of a message on the pipe: its length.
+_HEADER = struct.Struct("!Q")
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a worker is asked to do: check ``config`` (an absolute path) with the command
+    line's check options ``values`` (already read, ``gradcheck_cli.options.read_options``)
+    over the config's ``check:`` block."""
+
+    config: str
+    values: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """Sent once the config is loaded: what the supervisor needs before the check runs.
+
+    sources: every file the run reads (the config, its arrays and plugins), which no
+    output may replace; timeout: the one in force (command line over ``check:``);
+    settings: the report's ``settings``.
+    """
+
+    config: str
+    name: str
+    sources: tuple[str, ...]
+    timeout: float | None
+    settings: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An exception that is not gradcheck's own (a bug, or a plugin's exception where
+    gradcheck does not guard): its type, message and traceback, as text, since the
+    exception itself may not survive pickling."""
+
+    type_name: str
+    message: str
+    traceback: str
+
+
+def load(path: str, seed: int | None = None):
+    """The validated problem; raises ConfigError or PluginError (exit 2)."""
+    from .config import load_problem
+
+    return load_problem(path, seed=seed)
+
+
+def check(problem, progress):
+    """The engine's report; after Ctrl-C, the partial report marked ``interrupted``.
+    A plugin's protocol error (exit 2) or non-deterministic forward (exit 3) is located:
+    the config file, line and key path of the layer it names."""
+    from .engine import CheckInterrupted, run_check
+    from .errors import NondeterministicError, PluginError
+
+    try:
+        return run_check(problem, progress=progress)
+    except CheckInterrupted as e:
+        e.report.interrupted = True
+        return e.report
+    except (PluginError, NondeterministicError) as e:
+        raise e.locate(problem.path, *problem.where(e.layer)) from e
+
+
+class _Progress:
+    """The engine's progress callback: elements done, and each finished tensor."""
+
+    def __init__(self, events: Any):
+        self.events = events
+
+    def __call__(self, done: int, total: int) -> None:
+        self.events.send("progress", (done, total))
+
+    def checked(self, tensor_check: Any) -> None:
+        self.events.send("checked", tensor_check)
+
+
+def execute(
+    job: Job,
+    events: Any,
+    *,
+    load: Callable[..., Any] = load,
+    check: Callable[..., Any] = check,
+) -> None:
+    """Load, check and report (module docstring). Exceptions are the caller's to send."""
+    from .engine.check import settings_dict, tolerances
+    from .engine.passes import Calls
+    from .options import match_globs, merge
+
+    Calls.enter("", "load")
+    try:
+        problem = load(job.config, seed=job.values.get("seed"))
+    finally:
+        Calls.leave()
+    settings = merge(problem.settings, job.values)
+    if "only" in job.values:
+        match_globs(settings.only, problem.tensor_names())
+    problem = dataclasses.replace(problem, settings=settings)
+    try:
+        shown = settings_dict(problem, tolerances(problem)[0])
+    except Exception:  # a stand-in problem (tests) may lack what the settings need
+        shown = {}
+    events.send(
+        "loaded",
+        Loaded(
+            config=problem.path,
+            name=problem.name,
+            sources=(job.config, *problem.sources),
+            timeout=getattr(settings, "timeout", None),
+            settings=shown,
+        ),
+    )
+    events.send("report", check(problem, _Progress(events)))
+
+
+def failure(exc: BaseException) -> Any:
+    """What to send about ``exc``: itself when the supervisor can rebuild it (gradcheck's
+    own errors, KeyboardInterrupt, MemoryError); a subclass a plugin defined as the
+    gradcheck error it derives from; anything else as a Failure with its text."""
+    from .errors import GradcheckError
+    from .options import OptionError
+
+    if isinstance(exc, GradcheckError) and not type(exc).__module__.startswith(__package__):
+        own = next(c for c in type(exc).__mro__ if c.__module__.startswith(__package__))
+        try:
+            exc = own(str(exc))
+        except Exception:
+            exc = GradcheckError(str(exc))
+    if isinstance(exc, GradcheckError | OptionError | KeyboardInterrupt | MemoryError):
+        try:
+            pickle.loads(pickle.dumps(exc))
+            return exc
+        except Exception:
+            pass
+    return Failure(type(exc).__name__, str(exc), "".join(traceback.format_exception(exc)))
+
+
+# --- the worker process ------------------------------------------------------------------
+
+
+class _Pipe:
+    """Events pickled onto the pipe to the supervisor, from the main thread and the
+    reporter thread alike. Progress and the running call are only noted here; the
+    reporter thread sends the latest of them every REPORT_EVERY seconds, so that a
+    check of millions of calls costs no more than a few messages a second, and a hang
+    is still named within REPORT_EVERY."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.lock = threading.Lock()
+        self.progress: tuple[int, int] | None = None
+        self.sent_progress: tuple[int, int] | None = None
+        self.sent_running: Any = None
+        #: a SIGINT that arrived while the main thread wrote a message, raised after it
+        self.writing = False
+        self.pending_interrupt = False
+
+    def send(self, kind: str, payload: Any) -> None:
+        if kind == "progress":
+            self.progress = payload
+            return
+        self._write(kind, payload)
+
+    def _write(self, kind: str, payload: Any) -> None:
+        data = pickle.dumps((kind, payload), protocol=pickle.HIGHEST_PROTOCOL)
+        main = threading.current_thread() is threading.main_thread()
+        with self.lock:
+            self.writing = main
+            try:
+                view = memoryview(_HEADER.pack(len(data)) + data)
+                while view:
+                    view = view[os.write(self.fd, view) :]
+            finally:
+                self.writing = False
+        if main and self.pending_interrupt:
+            self.pending_interrupt = False
+            raise KeyboardInterrupt
+
+    def flush_state(self) -> None:
+        """Send progress and the running call when they changed (the reporter thread)."""
+        from .engine.passes import Calls
+
+        running = (Calls.current, Calls.last)
+        if running != self.sent_running:
+            self.sent_running = running
+            self._write("running", running)
+        progress = self.progress
+        if progress is not None and progress != self.sent_progress:
+            self.sent_progress = progress
+            self._write("progress", progress)
+
+
+#: Bytes of the shared page where the worker records the call running now: a flag (1
+#: while user code runs), the length of the call's name, the name as JSON.
+CALLS_BYTES = 4096
+
+
+class CallRecorder:
+    """Writes ``engine.passes.Calls`` into memory the supervisor shares, as each call
+    starts and ends: a worker that crashes or is killed mid-call has no time to say
+    which call it was in, but the page still says it. Costs a slice copy per call."""
+
+    def __init__(self, memory: Any):
+        self.memory = memory
+        self.encoded: dict[tuple[str, str], bytes] = {}
+        self.written: bytes | None = None
+
+    def __call__(self, call: tuple[str, str] | None) -> None:
+        if call is None:
+            self.memory[0] = 0
+            return
+        data = self.encoded.get(call)
+        if data is None:
+            import json
+
+            raw = json.dumps(list(call)).encode()[: CALLS_BYTES - 3]
+            data = self.encoded[call] = struct.pack("!H", len(raw)) + raw
+        if data is not self.written:
+            self.memory[0] = 0
+            self.memory[1 : 1 + len(data)] = data
+            self.written = data
+        self.memory[0] = 1
+
+
+def read_calls(memory: Any) -> tuple[Any, Any]:
+    """(current, last) as a CallRecorder left them (the supervisor's side)."""
+    import json
+
+    try:
+        (size,) = struct.unpack_from("!H", memory, 1)
+        if not 0 < size <= CALLS_BYTES - 3:
+            return None, None
+        call = tuple(json.loads(bytes(memory[3 : 3 + size])))
+    except Exception:  # a page half written when the worker died
+        return None, None
+    return (call if memory[0] == 1 else None), call
+
+
+def _reporter(pipe: _Pipe) -> None:
+    while True:
+        time.sleep(REPORT_EVERY)
+        try:
+            pipe.flush_state()
+        except OSError:  # the supervisor is gone: the lifeline ends this process
+            return
+
+
+def _lifeline(fd: int) -> None:
+    """Block until the supervisor's end of the lifeline closes (it exited or was killed),
+    then end this worker and everything it started."""
+    with contextlib.suppress(OSError):
+        while os.read(fd, 4096):
+            pass
+    with contextlib.suppress(OSError):
+        os.killpg(os.getpgid(0), signal.SIGKILL)
+    os._exit(1)
+
+
+def _read_job(fd: int) -> Job:
+    header = _read_exactly(fd, _HEADER.size)
+    return pickle.loads(_read_exactly(fd, _HEADER.unpack(header)[0]))
+
+
+def _read_exactly(fd: int, n: int) -> bytes:
+    parts, left = [], n
+    while left:
+        chunk = os.read(fd, left)
+        if not chunk:
+            raise EOFError("the supervisor closed the job pipe")
+        parts.append(chunk)
+        left -= len(chunk)
+    return b"".join(parts)
+
+
+def main(job_fd: int, event_fd: int, calls_fd: int = -1) -> None:
+    """The worker process: read the job from ``job_fd`` (which then serves as the
+    lifeline), run it, send the events to ``event_fd``, record each call into a layer in
+    the shared page ``calls_fd`` (-1: none), exit 0."""
+    import mmap
+    import warnings
+
+    from .engine.passes import Calls
+
+    job = _read_job(job_fd)
+    pipe = _Pipe(event_fd)
+    if calls_fd >= 0:
+        Calls.listener = CallRecorder(mmap.mmap(calls_fd, CALLS_BYTES))
+
+    def on_sigint(_signum: int, _frame: Any) -> None:
+        if pipe.writing:  # never leave half a message on the pipe
+            pipe.pending_interrupt = True
+            return
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+    signal.signal(signal.SIGTERM, on_sigint)
+    threading.Thread(target=_lifeline, args=(job_fd,), daemon=True).start()
+    threading.Thread(target=_reporter, args=(pipe,), daemon=True).start()
+    # what a plugin prints goes to the supervisor's stderr, as it flushes: never buffered
+    # behind a crash
+    with contextlib.suppress(AttributeError, ValueError):
+        sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    ending = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # as the command line does
+            execute(job, pipe)
+    except BaseException as exc:  # noqa: BLE001 - every ending is the supervisor's to tell
+        ending = failure(exc)
+    for signum in (signal.SIGINT, signal.SIGTERM):  # the last words are not cut short
+        signal.signal(signum, signal.SIG_IGN)
+    pipe.pending_interrupt = False
+    with contextlib.suppress(OSError):
+        pipe.flush_state()
+        if ending is not None:
+            pipe._write("error", ending)
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(0)  # no interpreter shutdown: a plugin's atexit or threads cannot hang it
+
+
+#: The worker's command line: ``python -c BOOT SYS_PATH JOB_FD EVENT_FD CALLS_FD``. The working
+#: folder is taken off ``sys.path`` first (``-c`` puts it there; the command itself does
+#: not), then the supervisor's own ``sys.path`` is used, so that the worker imports the
+#: same gradcheck and finds the same plugin modules.
+BOOT = (
+    "import sys, json; sys.path[:] = json.loads(sys.argv[1]); "
+    "from gradcheck_cli.worker import main; main(*map(int, sys.argv[2:5]))"
+)
