@@ -109,14 +109,15 @@ def run_check(problem: Problem, progress: ProgressCallback | None = None) -> Rep
             report.checks.append(check_tensor(problem, objective, tensor, plan[tensor], tol, tick))
         report.expectations = compare_expectations(problem, trace, grads)
         how = isolation_mode(problem, report)
-        report.layers = isolate_layers(problem, objective, grads, tol, rng, how)
+        report.layers = isolate_layers(problem, objective, grads, tol, rng, how, trace)
         if how is Isolation.SKIP:
             report.warnings.append(fast.ISOLATION_SKIPPED)
         settle_compound_kinks(report, problem, tol)
         blame(report, problem)
+        values = objective.tensors()
         for c in report.checks:
             if not c.passed:
-                c.diagnosis = diagnose(c, batch_size=problem.batch_size)
+                c.diagnosis = diagnose(c, batch_size=problem.batch_size, values=values[c.name])
     except KeyboardInterrupt:
         report.interrupted = True
         report.total_s = time.perf_counter() - started

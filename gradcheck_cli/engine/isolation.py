@@ -23,7 +23,7 @@ from .diagnose import diagnose
 from .elements import check_elements, select_elements, tensor_check
 from .kinks import split_upstream
 from .objective import LayerObjective, LossObjective, NetworkObjective
-from .passes import Gradients
+from .passes import Gradients, Trace, loss_forward, node_forward, reduce_losses
 
 
 class Isolation(str, Enum):
@@ -53,8 +53,18 @@ def isolation_mode(problem: Problem, report: Report) -> Isolation:
     return Isolation.DIRECTIONS if passed else Isolation.ELEMENTS
 
 
-def objectives(problem: Problem, net: NetworkObjective, grads: Gradients):
-    """(name, type, objective) of every node alone, then of the loss alone."""
+def objectives(
+    problem: Problem, net: NetworkObjective, grads: Gradients, trace: Trace | None = None
+):
+    """(name, type, objective) of every node alone, then of the loss alone.
+
+    Each is judged at the inputs its backward saw: the analytic pass's values
+    (``trace``, upcast to float64) when given. In float64 they are the numeric side's
+    own; in float32 they differ by float32 rounding, which at a near-tie (two values of
+    a max pool, a ReLU input near 0) decides which side of the kink the backward took.
+    """
+    own = trace is None or problem.dtype == "float64"
+    values = net.values if own else _float64(trace.values)
     out = []
     for node in problem.network:
         delta = grads.deltas[node.name].astype(np.float64)
@@ -62,17 +72,29 @@ def objectives(problem: Problem, net: NetworkObjective, grads: Gradients):
             node.slot_name(s): grads.contributions[(node.name, s)] for s in range(len(node.inputs))
         }
         analytic.update({f"{node.name}.{p}": g for p, g in grads.per_use[node.name].items()})
-        xs = [net.values[v] for v in node.inputs]
-        y = net.values[node.name]
+        xs = [values[v] for v in node.inputs]
         params = net.params[node.owner]
+        if own:
+            y = net.values[node.name]
+        else:
+            with np.errstate(all="ignore"):
+                y, _ = node_forward(node, xs, params)
         obj = LayerObjective(node, xs, params, delta, float((y * delta).sum()), analytic)
         out.append((node.name, node.type, obj))
     output = problem.network.output
-    loss_obj = LossObjective(
-        problem, net.values[output], net.target, net.f0, {"input": grads.deltas[output]}
-    )
+    y = values[output]
+    f0 = net.f0
+    if not own:
+        with np.errstate(all="ignore"):
+            losses, _ = loss_forward(problem.loss, y, net.target)
+        f0 = float(reduce_losses(losses, y.shape[0], problem.loss.reduction)[0])
+    loss_obj = LossObjective(problem, y, net.target, f0, {"input": grads.deltas[output]})
     out.append((LOSS, problem.loss.type, loss_obj))
     return out
+
+
+def _float64(values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: v.astype(np.float64, copy=False) for k, v in values.items()}
 
 
 def isolate_layers(
@@ -82,14 +104,16 @@ def isolate_layers(
     tol: Tolerances,
     rng: np.random.Generator,
     how: Isolation = Isolation.ELEMENTS,
+    trace: Trace | None = None,
 ) -> list[LayerVerdict]:
-    """Each node's (and the loss's) own backward against its own numeric VJP."""
+    """Each node's (and the loss's) own backward against its own numeric VJP, at the
+    inputs of ``trace`` (the analytic pass) when given."""
     if how is Isolation.SKIP:
         return []
     judge = directional_verdict if how is Isolation.DIRECTIONS else element_verdict
     return [
         judge(obj, name, type_, problem, tol, rng)
-        for name, type_, obj in objectives(problem, net, grads)
+        for name, type_, obj in objectives(problem, net, grads, trace)
     ]
 
 
@@ -118,7 +142,7 @@ class _Fold:
             value = obj.tensors()[tensor]
             mode = problem.settings.mode.value
             own = tensor_check(tensor, obj.analytic[tensor], index, v, value.shape, mode)
-            found = diagnose(own, batch_size=problem.batch_size)
+            found = diagnose(own, batch_size=problem.batch_size, values=value)
             what = _gradient_label(verdict.name, tensor)
             self.diagnoses.append(f"{what}: {found}" if found else f"{what} is wrong")
 
