@@ -142,10 +142,14 @@ class NetworkObjective:
         for owner, g in grads.params.items():
             analytic.update({f"{owner}.{p}": a for p, a in g.items()})
         # every node's output is rounded once more in each evaluation: to first order
-        # that moves E by |dE/dv * v| per element, the output's as any other's
-        terms = sum(
-            float(np.abs(trace64.values[n.name] * grads.deltas[n.name]).sum())
-            for n in problem.network
+        # that moves E by |dE/dv * v| per element, the output's as any other's. The
+        # largest node's sum is the floor's scale (the measured noise adds the rest).
+        terms = max(
+            (
+                float(np.abs(trace64.values[n.name] * grads.deltas[n.name]).sum())
+                for n in problem.network
+            ),
+            default=0.0,
         )
         return cls(
             problem=problem,
