@@ -265,3 +265,88 @@ def test_heatmap_caps_slices_and_crops_large_ones():
     text = _plain(error_heatmap(make_check(-n, n, name="input"), max_slices=2, max_side=8))
     assert "… 4 more slices with failures" in text
     assert "(first 8 x 8 of 40 x 40)" in text
+
+
+# --- issue 10: small errors, and where they are ----------------------------------------------
+
+
+def small_check(a, n, name="fc.weight", bound=1e-12):
+    """A check whose every element differing from n by more than its bound fails."""
+    check = make_check(a, n, name=name)
+    check.error_bound = np.full(np.shape(a), bound)
+    check.failed_mask = np.abs(np.asarray(a) - np.asarray(n)) > bound
+    return check
+
+
+@pytest.mark.parametrize(
+    ("k", "words"),
+    [
+        (1.001, "off by a factor 1.001 (0.1%)"),
+        (1 + 1e-5, "off by a factor 1.00001 (0.001%)"),
+        (1 - 3e-4, "off by a factor 0.9997 (-0.03%)"),
+    ],
+)
+def test_a_factor_near_one_is_off_by_a_factor_not_a_flipped_sign(k, words):
+    n = grad(4, 5)
+    text = diagnose(small_check(k * n, n), batch_size=1)
+    assert words in text and "flipped" not in text
+
+
+def test_a_small_constant_added_to_every_element():
+    n = np.random.default_rng(4).uniform(0.1, 10, (3, 4)) * np.sign(grad(3, 4))
+    text = diagnose(small_check(n + 1e-7, n), batch_size=1)
+    assert "a small constant added" in text and "+ 1e-07" in text
+
+
+def test_small_errors_that_fit_no_pattern_are_sized_not_named():
+    n = grad(4, 5)
+    e = 1e-6 * grad(4, 5, seed=7)
+    text = diagnose(small_check(n + e, n), batch_size=1)
+    assert "no single factor or added constant fits" in text
+    assert "factor 1." not in text and "constant added" not in text
+
+
+def test_a_single_wrong_element_is_named_with_its_index():
+    n = grad(4, 5)
+    a = n.copy()
+    a[1, 2] *= 1 + 1e-6
+    text = diagnose(small_check(a, n), batch_size=1)
+    assert "only 1 of 20 elements wrong: fc.weight[1, 2] (relative error 1e-06)" in text
+
+
+def test_wrong_only_where_the_input_is_negative():
+    x = np.array([[0.7, -1.2, 0.4, -0.3, 1.5, -2.0], [-0.8, 0.2, -0.1, 1.1, 0.6, -1.7]])
+    n = grad(2, 6)
+    a = np.where(x < 0, 2 * n, n)
+    check = make_check(a, n, name="input")
+    text = diagnose(check, batch_size=2, values=x)
+    assert "errors only where the input is negative: all 6 negative elements fail" in text
+    assert "analytic = 2 x numeric" in text and "mean vs sum" not in text
+    assert "negative" not in (diagnose(check, batch_size=2) or "")  # not without values
+
+
+def test_a_sign_split_that_chance_explains_is_not_claimed():
+    x = np.array([0.5, -1.0, 0.3, -0.2])
+    n = grad(4)
+    a = np.where(x < 0, 2 * n, n)  # 2 of 4: a random pair is negative one time in six
+    text = diagnose(make_check(a, n, name="input"), batch_size=1, values=x) or ""
+    assert "negative" not in text
+
+
+def test_wrong_only_where_saturated():
+    x = np.array([0.5, -8.0, 1.2, 11.0, -0.3, -14.0, 0.9, 7.5, -1.1, 2.0])
+    s = 1 / (1 + np.exp(-x))
+    n = s * (1 - s)
+    a = np.maximum(n, 1e-3)  # a floored derivative: wrong exactly where saturated
+    text = diagnose(make_check(a, n, name="input"), batch_size=1, values=x)
+    assert "errors only where saturated: at the 4 element(s) with |input| >= 7.5" in text
+
+
+def test_saturation_is_not_claimed_when_a_larger_input_is_right():
+    x = np.array([0.5, -8.0, 1.2, 11.0, -0.3, -14.0, 0.9, 7.5, -1.1, 20.0])
+    s = 1 / (1 + np.exp(-x))
+    n = s * (1 - s)
+    a = np.where(np.abs(x) > 7, np.maximum(n, 1e-3), n)
+    a[-1] = n[-1]  # the largest input is right
+    text = diagnose(make_check(a, n, name="input"), batch_size=1, values=x) or ""
+    assert "saturated" not in text

@@ -128,9 +128,10 @@ def run_check(problem: Problem, progress: ProgressCallback | None = None) -> Rep
         finally:
             Calls.deadline = None
         blame(report, problem)
+        values = objective.tensors()
         for c in report.checks:
             if not c.passed:
-                c.diagnosis = diagnose(c, batch_size=problem.batch_size)
+                c.diagnosis = diagnose(c, batch_size=problem.batch_size, values=values[c.name])
         purity.apply(report)  # after blame and diagnosis, which judge numeric failures
     except KeyboardInterrupt as stop:
         # the tensor in progress, with the elements it finished (engine/elements.py)

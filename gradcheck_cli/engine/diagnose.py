@@ -9,14 +9,24 @@ the numeric one ``n`` on the checked elements, and tries these patterns in order
 4. ``a = k * n`` for one constant k (least squares, then every element within 0.1 %):
    k = -1 a flipped sign, k = 2 a missing 1/2, k = 0.5 a factor 2 too few, k = N or 1/N
    (N the batch size) mean vs sum over the batch;
+4b. small errors, fitted on the error ``e = a - n`` itself (the fits of 4 cannot tell 1 +
+   1e-5 from 1): ``e = (k - 1) n`` (off by a factor k, "1.00001 (0.001%)"), or ``e = c``
+   on every element (a small constant added), each within a tenth of the error plus
+   twice the numeric value's error bound;
 5. ``a`` equals ``n`` reversed along the last two axes (a kernel flip: convolution vs
    cross-correlation), reversed along one of them, or transposed (square last two axes);
 6. ``a`` equals ``n`` shifted by one or two positions along the last two axes (an
    off-by-one window or padding offset);
-7. where the failures are: only on the border of the last two axes (padding), or only in
-   some slices along axis 0 or 1 (channels, examples); and what they are: a constant
-   factor on the failing elements, zeros where the numeric gradient is not (never
-   propagated), or gradient on elements that do not affect the loss (wrong routing).
+7. where the failures are: only where the tensor's values are negative (or positive),
+   only at its largest magnitudes where the numeric gradient is nearly 0 (saturated
+   units), when the values are given (a blamed layer's dx: its input); only on the border
+   of the last two axes (padding), or only in some slices along axis 0 or 1 (channels,
+   examples); and what they are: a constant factor on the failing elements, zeros where
+   the numeric gradient is not (never propagated), or gradient on elements that do not
+   affect the loss (wrong routing).
+
+A pattern is named only when every checked element fits it: errors that merely lean one
+way are not called a pattern.
 
 Kink elements are left out of every fit: their numeric value is the mean of two one-sided
 slopes, which no pattern has to match. Nothing recognised gives None.
@@ -24,6 +34,7 @@ slopes, which no pattern has to match. Nothing recognised gives None.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -40,13 +51,34 @@ MATCH_ATOL = 1e-6
 MAX_SHIFT = 2
 #: Widest border band (rows/columns from each edge) that "padding" may name.
 MAX_BORDER = 2
+#: A discrepancy is small when every |a - n| is below this fraction of the largest |n|:
+#: then its shape is fitted on the error a - n itself.
+SMALL = 1e-2
+#: A fit on the error holds when each element's residual is within this fraction of its
+#: error (plus twice the numeric value's bound).
+FIT = 0.1
+#: Failures this few are named element by element.
+MAX_LISTED = 3
+#: A one-number fit of the errors (a factor, a constant) needs this many elements whose
+#: error stands out of the numeric noise.
+MIN_FIT = 3
+#: "Saturated": the failing elements' numeric gradient is at most this fraction of the
+#: largest numeric gradient among the right ones.
+SATURATED = 0.05
+#: Where the failures are (a sign, the largest magnitudes) is named only when a random
+#: choice of that many failing elements would fall there with at most this probability.
+CHANCE = 0.05
 
 
-def diagnose(check: TensorCheck, *, batch_size: int) -> str | None:
+def diagnose(
+    check: TensorCheck, *, batch_size: int, values: np.ndarray | None = None
+) -> str | None:
     """The likely bug behind a failing tensor, or None (passing, or no pattern found).
 
     check: a TensorCheck whose arrays have the tensor's (user) shape; batch_size: the
-    number of examples N, to recognise mean-vs-sum factors.
+    number of examples N, to recognise mean-vs-sum factors; values: the tensor's own
+    values in the same shape, when known (for a layer's dx, its input x), to tell errors
+    only where the input is negative or saturated.
     """
     if check.passed or check.checked == 0:
         return None
@@ -68,11 +100,86 @@ def diagnose(check: TensorCheck, *, batch_size: int) -> str | None:
     if scale == 0.0:
         return None
     tiny = MATCH_ATOL * scale
+    bound = np.nan_to_num(np.asarray(check.error_bound, dtype=np.float64), nan=0.0)
+    if values is not None:
+        values = np.asarray(values, dtype=np.float64).reshape(a.shape)
+    if _is_small(a[use] - n[use], n[use]):
+        # a flip, shift or factor 2 is never this small, and the fits of a against n
+        # cannot tell 1 + 1e-5 from 1: only fits of the error itself, or where it is
+        return (
+            _small(a[use], n[use], bound[use], batch_size)
+            or _localised(check, a, n, use, failed & ~kink, tiny, bound, values)
+            or _small_summary(a[failed], n[failed])
+        )
     return (
         _whole_tensor(a[use], n[use], tiny, batch_size)
         or _rearranged(a, n, use, scale)
-        or _localised(check, a, n, use, failed & ~kink, tiny, batch_size)
+        or _localised(check, a, n, use, failed & ~kink, tiny, bound, values)
     )
+
+
+# --- small errors, fitted on a - n ----------------------------------------------------------
+
+
+def _small(a: np.ndarray, n: np.ndarray, bound: np.ndarray, batch_size: int) -> str | None:
+    """A factor near 1 or a constant added, on every element (errors small beside n)."""
+    e = a - n
+    k = small_factor(e, n, bound)
+    if k is not None:
+        return describe_factor(k, batch_size)
+    c = small_offset(e, bound)
+    if c is not None:
+        return (
+            f"a small constant added: analytic = numeric {'+' if c > 0 else '-'} "
+            f"{abs(c):.2g} on every element (an epsilon in the wrong place?)"
+        )
+    return None
+
+
+def _small_summary(a: np.ndarray, n: np.ndarray) -> str | None:
+    """What can be said of small errors that fit no pattern: their size."""
+    scale = np.maximum(np.abs(a), np.abs(n))
+    rel = np.abs(a - n)[scale > 0] / scale[scale > 0]
+    if not rel.size:
+        return None
+    return (
+        f"small errors, up to {rel.max():.2g} relative, on {int(a.size)} element(s); "
+        "no single factor or added constant fits them"
+    )
+
+
+def _is_small(e: np.ndarray, n: np.ndarray) -> bool:
+    top = float(np.max(np.abs(n))) if n.size else 0.0
+    return top > 0 and bool(np.all(np.abs(e) <= SMALL * top)) and bool(np.any(e != 0))
+
+
+def small_factor(e: np.ndarray, n: np.ndarray, bound: np.ndarray) -> float | None:
+    """k with a - n = (k - 1) n on every element (e = a - n), or None; a fit of e, so a
+    factor of 1 + 1e-5 is told from 1."""
+    nn = float(np.dot(n, n))
+    if nn == 0.0:
+        return None
+    m = float(np.dot(e, n) / nn)
+    if m == 0.0 or not _fits(e, m * n, bound):
+        return None
+    return 1.0 + m
+
+
+def small_offset(e: np.ndarray, bound: np.ndarray) -> float | None:
+    """c with a - n = c on every element, or None."""
+    c = float(np.median(e)) if e.size else 0.0
+    if c == 0.0 or not _fits(e, np.full_like(e, c), bound):
+        return None
+    return c
+
+
+def _fits(e: np.ndarray, model: np.ndarray, bound: np.ndarray) -> bool:
+    """Each error matches the model within FIT of itself plus twice its bound, on at
+    least MIN_FIT elements where the error stands out of twice the bound (with fewer, a
+    one-number model fits by chance)."""
+    residual = np.abs(e - model)
+    ok = residual <= FIT * np.maximum(np.abs(e), np.abs(model)) + 2 * bound
+    return bool(np.all(ok) and np.sum(np.abs(e) > 2 * bound) >= MIN_FIT)
 
 
 # --- whole-tensor patterns -------------------------------------------------------------
@@ -115,10 +222,13 @@ def describe_factor(k: float, batch_size: int) -> str:
     """Plain words for analytic = k x numeric."""
     sign = "flipped sign: " if k < 0 else ""
     m = abs(k)
+    if k < 0 and _near(m, 1.0):
+        return "flipped sign: analytic = -1 x numeric (a minus sign too many or too few)"
+    if k > 0 and abs(k - 1) < 0.1:
+        factor, percent = _near_one(k)
+        return f"off by a factor {factor} ({percent}): analytic = {factor} x numeric"
     head = f"{sign}analytic = {_number(k)} x numeric"
     hints = []
-    if _near(m, 1.0):
-        return "flipped sign: analytic = -1 x numeric (a minus sign too many or too few)"
     if _near(m, 2.0):
         hints.append("a missing 1/2? (e.g. the derivative of x^2/2 taken as 2x)")
     if _near(m, 0.5):
@@ -259,18 +369,93 @@ def _localised(
     use: np.ndarray,
     failing: np.ndarray,
     tiny: float,
-    batch_size: int,
+    bound: np.ndarray,
+    values: np.ndarray | None,
 ) -> str | None:
-    """'<where>; <what>' for failures confined to part of the tensor."""
+    """'<where>; <what>' for failures confined to part of the tensor. A factor on part
+    of the tensor is not a batch-mean one: no batch hints here."""
     if not failing.any():
         return None
-    where = _border(a, use, failing) or _slices(check, use, failing, batch_size)
-    what = _failing_values(a[failing], n[failing], tiny, batch_size)
+    where = _few(check, a, n, use, failing)
+    if where:
+        return where
+    if values is not None and check.param is None:  # an input, or a layer's dx
+        where = _by_sign(check, values, use, failing) or _saturated(check, values, n, use, failing)
+    where = where or _border(a, use, failing) or _slices(check, use, failing, 1)
+    what = _failing_values(a[failing], n[failing], tiny, bound[failing])
     if where and what:
         return f"{where}; there {what}"
     if what:
         return f"on the {int(failing.sum())} failing element(s) only: {what}"
     return where
+
+
+def _few(
+    check: TensorCheck, a: np.ndarray, n: np.ndarray, use: np.ndarray, failing: np.ndarray
+) -> str | None:
+    """At most MAX_LISTED failing elements among at least four times as many: named one
+    by one, with their relative errors."""
+    bad = np.argwhere(failing & use)
+    if not 0 < len(bad) <= MAX_LISTED or int(use.sum()) < 4 * len(bad):
+        return None
+    parts = []
+    for ix in map(tuple, bad):
+        scale = max(abs(a[ix]), abs(n[ix]))
+        rel = abs(a[ix] - n[ix]) / scale if scale else 0.0
+        parts.append(f"{check.name}[{', '.join(map(str, ix))}] (relative error {rel:.2g})")
+    return (
+        f"only {len(bad)} of {int(use.sum())} elements wrong: "
+        + ", ".join(parts)
+        + "; every other one is right"
+    )
+
+
+def _by_sign(
+    check: TensorCheck, values: np.ndarray, use: np.ndarray, failing: np.ndarray
+) -> str | None:
+    """Failures exactly where the input is negative (or positive): every element of that
+    sign fails and no other, a split chance would give with probability <= CHANCE."""
+    for side, word in ((values < 0, "negative"), (values > 0, "positive")):
+        region, bad = use & side, failing & use
+        if np.array_equal(region, bad) and _unlikely(int(use.sum()), int(bad.sum())):
+            return (
+                f"errors only where the {_input_word(check)} is {word}: all "
+                f"{int(bad.sum())} {word} elements fail and the {int((use & ~side).sum())} "
+                "others are right"
+            )
+    return None
+
+
+def _saturated(
+    check: TensorCheck, values: np.ndarray, n: np.ndarray, use: np.ndarray, failing: np.ndarray
+) -> str | None:
+    """Failures exactly at the largest |input|, where the numeric gradient is nearly 0
+    beside the right elements': saturated units (sigmoid, tanh far from 0)."""
+    right, bad = use & ~failing, use & failing
+    if not right.any() or not _unlikely(int(use.sum()), int(bad.sum())):
+        return None
+    mag = np.abs(values)
+    threshold = float(mag[bad].min())
+    if threshold <= float(mag[right].max()):
+        return None  # some right element lies further out than a failing one
+    top = float(np.max(np.abs(n[right])))
+    if top == 0.0 or float(np.max(np.abs(n[bad]))) > SATURATED * top:
+        return None
+    return (
+        f"errors only where saturated: at the {int(bad.sum())} element(s) with "
+        f"|{_input_word(check)}| >= {threshold:.3g}, every smaller one right, where the "
+        f"numeric gradient is below {SATURATED:.0%} of its largest"
+    )
+
+
+def _unlikely(k: int, f: int) -> bool:
+    """A given set of f among k elements is hit by a random choice of f with probability
+    1 / C(k, f) <= CHANCE."""
+    return 0 < f < k and math.comb(k, f) * CHANCE >= 1
+
+
+def _input_word(check: TensorCheck) -> str:
+    return "input" if check.param is None else check.param
 
 
 def _border(a: np.ndarray, use: np.ndarray, failing: np.ndarray) -> str | None:
@@ -329,11 +514,12 @@ def _axis_label(check: TensorCheck, axis: int, batch_size: int) -> str:
     return "channels" if axis == 0 else "axis 1"
 
 
-def _failing_values(a: np.ndarray, n: np.ndarray, tiny: float, batch_size: int) -> str | None:
+def _failing_values(a: np.ndarray, n: np.ndarray, tiny: float, bound: np.ndarray) -> str | None:
     """What the failing elements look like: a factor, zeros, or misrouted gradient."""
-    k = scale_factor(a, n, tiny)
+    e = a - n
+    k = small_factor(e, n, bound) if _is_small(e, n) else scale_factor(a, n, tiny)
     if k is not None:
-        return describe_factor(k, batch_size)
+        return describe_factor(k, 1)
     zero_a = (np.abs(a) <= tiny) & (np.abs(n) > tiny)
     zero_n = (np.abs(n) <= tiny) & (np.abs(a) > tiny)
     if zero_a.any() and zero_n.any():
@@ -364,6 +550,17 @@ def _close(x: np.ndarray, y: np.ndarray, tiny: float) -> np.ndarray:
 
 def _near(x: float, target: float) -> bool:
     return abs(x - target) <= MATCH_RTOL * target
+
+
+def _near_one(k: float) -> tuple[str, str]:
+    """A factor near 1 and its deviation, each to two significant digits of the
+    deviation: ("1.00001", "0.001%"), ("0.9997", "-0.03%")."""
+    d = abs(k - 1)
+    digits = max(3, int(np.ceil(-np.log10(d))) + 2) if d > 0 else 3
+    percent = np.format_float_positional(
+        (k - 1) * 100, precision=2, unique=False, fractional=False, trim="-"
+    )
+    return f"{k:.{digits}g}", f"{percent}%"
 
 
 def _number(k: float) -> str:

@@ -93,7 +93,8 @@ def isolate_layers(
     rng: np.random.Generator,
     how: Isolation = Isolation.ELEMENTS,
 ) -> list[LayerVerdict]:
-    """Each node's (and the loss's) own backward against its own numeric VJP."""
+    """Each node's (and the loss's) own backward against its own numeric VJP, at the
+    inputs of ``trace`` (the analytic pass)."""
     if how is Isolation.SKIP:
         return []
     judge = directional_verdict if how is Isolation.DIRECTIONS else element_verdict
@@ -128,7 +129,7 @@ class _Fold:
             value = obj.tensors()[tensor]
             mode = problem.settings.mode.value
             own = tensor_check(tensor, obj.analytic[tensor], index, v, value.shape, mode)
-            found = diagnose(own, batch_size=problem.batch_size)
+            found = diagnose(own, batch_size=problem.batch_size, values=value)
             what = _gradient_label(verdict.name, tensor)
             self.diagnoses.append(f"{what}: {found}" if found else f"{what} is wrong")
 

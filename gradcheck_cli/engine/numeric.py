@@ -230,6 +230,14 @@ def magnitude(objective) -> float:
     return value if np.isfinite(value) else abs(float(objective.f0))
 
 
+def _steady(d: np.ndarray, floor: float) -> float:
+    """The largest of some differences (K, 2), each taken at t and 2t, among the probes
+    where it does not grow with t (noise; a kink or a curvature term grows), or where
+    both are within the floor; 0 when there is none."""
+    noise = (d[:, 1] <= 1.5 * d[:, 0]) | (np.max(d, axis=1) <= floor)
+    return float(np.max(d[noise], initial=0.0))
+
+
 def noise(objective, tensor: str, h: np.ndarray, max_memory: int) -> float:
     """rho: the rounding noise of one evaluation of the objective when ``tensor`` moves
     (module docstring), at least FLOOR_ULPS epsilons of the terms' magnitude and at most
@@ -237,9 +245,11 @@ def noise(objective, tensor: str, h: np.ndarray, max_memory: int) -> float:
 
     h: the step of every element of the tensor (its flat size). The probes are the
     elements with the largest |g * h| (the analytic gradient's reach: where a move
-    changes the most), half of them, and evenly spread ones. A probe whose second
-    difference at 2t is more than 1.5 times the one at t shows a term growing with the
-    step (a kink, a curvature), not noise, and is left out. Variation beyond NOISE_CAP
+    changes the most), half of them, and evenly spread ones, each moved by ±t, ±2t and
+    ±4t. The noise is read from the second differences (the even part) and from the odd
+    third differences; a probe whose difference at 2t is more than 1.5 times the one at t
+    shows a term growing with the step (a kink, a curvature), not noise, and is left out
+    of that reading. Variation beyond NOISE_CAP
     is not rounding (a forward that is not a function of its input): capping it keeps
     such a forward from widening every bound.
     """
@@ -253,14 +263,19 @@ def noise(objective, tensor: str, h: np.ndarray, max_memory: int) -> float:
     spread = np.linspace(0, size - 1, NOISE_PROBES - len(top)).round().astype(np.intp)
     probes = np.unique(np.concatenate([top, spread]))
     t = PROBE_STEP * h[probes]
-    e = evaluate(objective, tensor, probes, np.stack([t, -t, 2 * t, -2 * t], axis=1), max_memory)
+    steps = np.stack([t, -t, 2 * t, -2 * t, 4 * t, -4 * t], axis=1)
+    e = evaluate(objective, tensor, probes, steps, max_memory)
     f0 = e.f0
-    d1 = np.abs(e.f[:, 0] + e.f[:, 1] - 2 * f0)
-    d2 = np.abs(e.f[:, 2] + e.f[:, 3] - 2 * f0)
-    floor = max(floor, FLOOR_ULPS * EPS64 * float(np.max(np.abs(e.f), initial=abs(f0))))
-    rounding = (d2 <= 1.5 * d1) | (np.maximum(d1, d2) <= floor)
-    if not np.all(np.isfinite(e.f)) or not rounding.any():
+    if not np.all(np.isfinite(e.f)):
         return floor
-    # the second difference holds three evaluations' noise: half of it is one's
-    measured = float(np.max(np.maximum(d1, d2)[rounding])) / 2
+    floor = max(floor, FLOOR_ULPS * EPS64 * float(np.max(np.abs(e.f), initial=abs(f0))))
+    even = np.abs(e.f[:, 0::2] + e.f[:, 1::2] - 2 * f0)  # (K, 3) at t, 2t, 4t
+    odd = e.f[:, 0::2] - e.f[:, 1::2]  # f(v + s) - f(v - s) = 2 g s + O(s^3)
+    odd = np.abs(odd[:, 1:] - 2 * odd[:, :-1])  # (K, 2) at t and 2t: 2 g s cancels
+    # The second difference holds three evaluations' noise: half of it is one's. But only
+    # the even part of the rounding: where f(v + t) and f(v - t) round alike it cancels,
+    # while a value downstream that is large beside its change (a logit of 1e4 moved by
+    # 1e-6) rounds v + t and v - t to its grid one up, one down: odd, the part a central
+    # difference keeps. The odd third difference holds about three evaluations' noise.
+    measured = max(_steady(even[:, :2], floor) / 2, _steady(odd, floor) / 3)
     return min(max(floor, measured), NOISE_CAP * EPS64 * max(scale, abs(f0)))

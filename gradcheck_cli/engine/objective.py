@@ -159,6 +159,8 @@ class NetworkObjective:
     f0: float
     analytic: dict[str, np.ndarray]
     forward_passes: int = 0
+    #: dE/d of every value (the analytic pass's deltas): the scale of a backward's terms
+    deltas: dict[str, np.ndarray] = field(default_factory=dict)
     #: copies_through[node]: perturbed copies that really ran through it (profiling)
     copies_through: dict[str, int] = field(default_factory=dict)
     _target_tiles: np.ndarray | None = field(default=None, repr=False)
@@ -191,8 +193,16 @@ class NetworkObjective:
         analytic = {v: grads.deltas[v] for v in problem.network.input_names}
         for owner, g in grads.params.items():
             analytic.update({f"{owner}.{p}": a for p, a in g.items()})
-        output = problem.network.output
-        terms = np.abs(trace64.values[output] * grads.deltas[output]).sum()
+        # every node's output is rounded once more in each evaluation: to first order
+        # that moves E by |dE/dv * v| per element, the output's as any other's. The
+        # largest node's sum is the floor's scale (the measured noise adds the rest).
+        terms = max(
+            (
+                float(np.abs(trace64.values[n.name] * grads.deltas[n.name]).sum())
+                for n in problem.network
+            ),
+            default=0.0,
+        )
         return cls(
             problem=problem,
             inputs=inputs64,
@@ -201,6 +211,7 @@ class NetworkObjective:
             target=_float64_target(problem),
             f0=trace64.loss,
             analytic=analytic,
+            deltas=grads.deltas,
             _magnitude=float(np.abs(trace64.losses).sum() + terms),
             base_losses=np.asarray(trace64.losses, dtype=np.float64),
         )
@@ -210,13 +221,21 @@ class NetworkObjective:
         return next(iter(self.inputs.values())).shape[0]
 
     def magnitude(self) -> float:
-        """The magnitude of the terms the loss sums (engine/numeric.py): every example's
-        |loss|, and |dE/dy * y| over the network output, its first-order terms."""
+        """The magnitude of the terms an evaluation rounds (engine/numeric.py): every
+        example's |loss|, and |dE/dv * v| over the output v of every node, the first-order
+        effect of rounding v (a logit of 1e4 feeding a softmax rounds to 2e-12, which no
+        |loss| of 0.3 shows)."""
         return self._magnitude
 
     @property
     def network(self):
         return self.problem.network
+
+    def kink_free(self, tensor: str) -> bool:
+        """No node the tensor's gradient passes through, nor the loss, declares a kink
+        (the protocol's ``kinks``): the loss is smooth in the tensor at every scale."""
+        layers = [n.layer for n in self.network.below(tensor)]
+        return not any(getattr(x, "kinks", "") for x in [*layers, self.problem.loss.loss])
 
     def tensors(self) -> dict[str, np.ndarray]:
         out = dict(self.inputs)
@@ -516,6 +535,10 @@ class LayerObjective:
     def slots(self) -> dict[str, int]:
         return {self.node.slot_name(s): s for s in range(len(self.xs))}
 
+    def kink_free(self, tensor: str) -> bool:
+        """The node declares no kink (the protocol's ``kinks``)."""
+        return not getattr(self.node.layer, "kinks", "")
+
     def tensors(self) -> dict[str, np.ndarray]:
         out = {name: self.xs[s] for name, s in self.slots().items()}
         out.update({f"{self.node.name}.{p}": v for p, v in self.params.items()})
@@ -561,6 +584,10 @@ class LossObjective:
 
     def tensors(self) -> dict[str, np.ndarray]:
         return {"input": self.x}
+
+    def kink_free(self, tensor: str) -> bool:
+        """The loss declares no kink (the protocol's ``kinks``)."""
+        return not getattr(self.problem.loss.loss, "kinks", "")
 
     def magnitude(self) -> float:
         """Every example's |loss| and |dE/dy * y|: the terms the loss sums."""

@@ -9,20 +9,22 @@ b on n's error, and the element
 - fails when no step agrees with a and the numerics are consistent enough to say so;
 - is inconclusive when no step resolves it (never a pass).
 
-``b = SAFETY * (truncation + rounding)``:
+``b = SAFETY * (truncation + rounding) + kink allowance``:
 
 - rounding: rho / h, rho the forward's measured noise (engine/numeric.py), at least
   FLOOR_ULPS epsilons of the values differenced, h the element's (relative) step;
 - truncation: from differences at h, 2h and 4h. For a smooth f the central difference
   is C(h) = g + c h^2 + O(h^4), so C(h) - C(2h) and C(2h) - C(4h) stand in the ratio
   1:4; Richardson's N(h) = C(h) + (C(h) - C(2h)) / 3 removes the h^2 term, and
-  |N(h) - N(2h)| / 15 estimates what is left.
+  |N(h) - N(2h)| / 15 estimates what is left;
+- kink allowance: (|r| + |q|) / 4 (``_kink_signature``), at least what one kink within
+  4h that the smoothness tests let through can add to N(h).
 
 ``allowance`` is the analytic side's own rounding: ANALYTIC_ULPS epsilons of its dtype
-times (|a| + the largest |gradient| of the objective, the scale of the terms a backward
-sums). Negligible in float64; in float32 it is what a correct float32 backward can
-resolve. atol and rtol are the user's explicit widenings
-(0 by default).
+times (|a| + the largest term of the objective's backward passes: every tensor's
+gradient, every delta on the way, the loss's target). Negligible in float64; in float32
+it is what a correct float32 backward can resolve. atol and rtol are the user's explicit
+widenings (0 by default).
 
 Stages, so that the extra steps cost only where they are needed:
 
@@ -33,11 +35,30 @@ Stages, so that the extra steps cost only where they are needed:
    passes when a agrees with Richardson's value, and fails when it disagrees at two
    scales ten times apart;
 3. otherwise (a kink within 4h, or curvature too strong for h) the step shrinks ten-fold,
-   up to SHRINK_TRIES times, and stage 2 is repeated.
+   up to SHRINK_TRIES times, and stage 2 is repeated; an element still open shrinks on,
+   up to MAX_SHRINKS times, while its rounding at the next step stays below its analytic
+   value (a 0 among values of 1e9 starts with a step of 1e3, beyond the curvature of a
+   sigmoid: the step that resolves it lies many decades lower).
 
-Smooth means both ratios of a smooth f hold: C(h) - C(2h) : C(2h) - C(4h) = 1:4, and the
-one-sided slopes' gap, s f'', doubles with the step s. A kink crossed between two steps
-breaks the second even where the central differences happen to fall on a parabola.
+4. the precision stage: an element that passed at the screening steps of 1-3 is judged
+   again at H = PRECISION_EPS times its magnitude (1e-3, a thousand times the default
+   step), where a smooth f gives Richardson's value with a thousandth of the rounding:
+   the screening steps' bound, about 1e-8 |f| / |v|, misses a relative 1e-6 in an
+   element whose |g v| is below 1% of |f|; at H it is seen down to about 1e-10 |f| / |v|.
+   Its verdict is used when f is smooth at H, the two values agree within their bounds,
+   the analytic values are float64 (a float32 backward's own rounding is far above
+   that), and no node between the tensor and the loss declares a kink: two kinks a
+   little way apart (near ties) make a narrow region whose slope differs from its
+   surroundings, which no step reaching past it can see when its width times the jump
+   is below the rounding of f.
+
+Smooth means the ratios of a smooth f hold: C(h) - C(2h) : C(2h) - C(4h) = 1:4; the
+one-sided slopes' gap, s f'', doubles with the step s (a kink crossed between two steps
+breaks it even where the central differences happen to fall on a parabola); and the
+even part G(s) = f(v + s) + f(v - s) - 2 f(v), which holds only even powers of s, has
+no other: r = G(4h)/4h - 10 G(2h)/2h + 16 G(h)/h within its noise (R_NOISE roundings).
+The first two are relative to the curvature, which at a large step can hide a kink
+whose jump is far above the rounding; r is not.
 
 A kink is proven when the one-sided slopes R(s) = (f(v + s) - f(v)) / s and
 L(s) = (f(v) - f(v - s)) / s keep a gap well above their noise that changes by at most
@@ -65,6 +86,8 @@ SAFETY = 10.0
 #: Ten-fold smaller steps tried when a scale is not smooth.
 SHRINK_TRIES = 3
 SHRINK = 10.0
+#: ... and at most this many for an element whose next step can still resolve its value.
+MAX_SHRINKS = 9
 #: The analytic side's rounding allowance, in epsilons of its dtype.
 ANALYTIC_ULPS = 64.0
 #: A proven kink's gap changes by at most this fraction of itself over h, 2h, 4h, and
@@ -78,6 +101,11 @@ SMOOTH_TOL = 0.1
 GAP_NOISE = 10.0
 #: A kink is proven over steps spanning at least this ratio (two scales apart).
 KINK_SPAN = 10.0
+#: The precision stage's step, relative to each element's magnitude (as eps is).
+PRECISION_EPS = 1e-3
+#: r (``_kink_signature``) within this many roundings is noise: the sum of the absolute
+#: weights r gives the evaluations it is made of.
+R_NOISE = 65.0
 
 
 @dataclass
@@ -136,7 +164,9 @@ def _smooth(s: _Scale) -> np.ndarray:
     linear = (np.abs(gap[:, 1] - 2 * gap[:, 0]) <= SMOOTH_TOL * np.abs(2 * gap[:, 0]) + noise) & (
         np.abs(gap[:, 2] - 4 * gap[:, 0]) <= SMOOTH_TOL * np.abs(4 * gap[:, 0]) + noise
     )
-    return ratio & linear
+    r, _ = _kink_signature(s)
+    even = np.abs(r) <= R_NOISE * s.rounding
+    return ratio & linear & even
 
 
 def _kink(
@@ -177,13 +207,72 @@ def _kink(
     return proven, lo, hi
 
 
+def _richardson(s: _Scale) -> tuple[np.ndarray, np.ndarray]:
+    """(N(h), its bound), each (K,): SAFETY times the estimated truncation and rounding,
+    plus the most that one kink within 4h, unseen by ``_smooth``, can add."""
+    rich = s.richardson
+    truncation = np.abs(rich[:, 0] - rich[:, 1]) / 15
+    r, q = _kink_signature(s)
+    return rich[:, 0], SAFETY * (truncation + 1.5 * s.rounding) + (np.abs(r) + np.abs(q)) / 4
+
+
+def _precise(objective, tensor: str, settings: Tolerances) -> bool:
+    """The precision stage applies: float64 analytic values (a float32 backward's own
+    rounding is far above what it resolves), and no kink declared on the way from the
+    tensor to the objective's value (``kink_free``; an objective that cannot tell is
+    taken as smooth). Two kinks a little way apart, near ties of a max pool, make a
+    narrow region whose slope differs from its surroundings; when its width times the
+    slope's jump is below the rounding of f, no step can see it, and the steps that
+    reach past it measure the surroundings' slope."""
+    if settings.analytic_eps > numeric.EPS64:
+        return False
+    kink_free = getattr(objective, "kink_free", None)
+    return kink_free is None or bool(kink_free(tensor))
+
+
+def _refine(objective, tensor, index, big, rho, max_memory, screened, noise):
+    """The precision stage (module docstring) for the elements ``index`` (K,) at steps
+    ``big`` (K,): (N(H), its bound, usable), each (K,). Usable: finite, smooth at H, and
+    within the two estimates' errors of ``screened``, the value from the screening
+    steps (noise: its rounding bound)."""
+    sub = _scale(objective, tensor, index, big, rho, max_memory, None)
+    with np.errstate(all="ignore"):  # a large step may overflow: such copies are unusable
+        value, bound = _richardson(sub)
+        finite = np.all(np.isfinite(sub.f), axis=1)
+        consistent = np.abs(value - screened) <= 1.5 * noise + bound
+        return value, bound, _smooth(sub) & finite & consistent
+
+
+def _kink_signature(s: _Scale) -> tuple[np.ndarray, np.ndarray]:
+    """(r, q), each (K,): zero for a smooth f up to O(h^5) and O(h^4), and together at
+    least 4 |N(h) - g| for one kink of any jump at any distance d < 4h.
+
+    The even part G(t) = f(v + t) + f(v - t) - 2 f(v) of a smooth f holds only even
+    powers of t, so with gap(t) = G(t) / t, r = gap(4h) - 10 gap(2h) + 16 gap(h) cancels
+    its t^2 and t^4 terms; a kink adds J (t - d) to G for t > d, which no even power
+    absorbs. q = (C(2h) - C(4h)) - 4 (C(h) - C(2h)) = 3 (N(2h) - N(h)) sees the kink
+    in the central differences. |r| + |q| >= 4 |N(h) - g| was checked for every d in
+    (0, 4h) (tests/test_verdict.py); the ratio tests of ``_smooth``, relative to the
+    curvature, miss a kink whose jump is small beside t f'', which at a large step
+    can still be far above the rounding.
+    """
+    gap = s.right - s.left
+    r = gap[:, 2] - 10 * gap[:, 1] + 16 * gap[:, 0]
+    c = s.central
+    q = (c[:, 1] - c[:, 2]) - 4 * (c[:, 0] - c[:, 1])
+    return r, q
+
+
 def gradient_scale(objective) -> float:
-    """The largest analytic |gradient| over every tensor of the objective: the scale of
-    the terms a backward sums, which its rounding is relative to (a gradient that
-    cancels to 0 still carries the rounding of its terms)."""
+    """The largest term the objective's backward passes combined: the analytic gradient
+    of every tensor, every delta on the way to them (a network's dE/d of each value, a
+    layer's upstream delta) and the loss's target. A backward's rounding scales with
+    the terms it combines, even where its result cancels to far less: a softmax's dx is
+    y (dy - y . dy), and a saturated cross-entropy's dE/dy = p - t is 1 - 1 + 1e-40."""
     cached = getattr(objective, "_gradient_scale", None)
     if cached is None:
-        sizes = [np.abs(np.asarray(g, dtype=np.float64)) for g in objective.analytic.values()]
+        arrays = [*objective.analytic.values(), *_deltas(objective)]
+        sizes = [np.abs(np.asarray(g, dtype=np.float64)) for g in arrays]
         cached = max(
             (float(g.max()) for g in sizes if g.size and np.all(np.isfinite(g))), default=0.0
         )
@@ -202,6 +291,19 @@ def _noise(objective, tensor: str, h: np.ndarray, eps: float, max_memory: int) -
     if key not in cache:
         cache[key] = numeric.noise(objective, tensor, h, max_memory)
     return cache[key]
+
+
+def _deltas(objective) -> list[np.ndarray]:
+    """The deltas an objective knows of, ``deltas`` (a network's, by value) or ``delta``
+    (a layer's upstream gradient), and its loss's ``target`` (a float array)."""
+    deltas = getattr(objective, "deltas", None)
+    out = list(deltas.values()) if isinstance(deltas, dict) else []
+    delta = getattr(objective, "delta", None)
+    target = getattr(objective, "target", None)
+    for extra in (delta, target):
+        if isinstance(extra, np.ndarray) and np.issubdtype(extra.dtype, np.floating):
+            out.append(extra)
+    return out
 
 
 def _require_steps(objective, tensor: str, index: np.ndarray, d: numeric.Differences, eps):
@@ -274,82 +376,103 @@ def judge_elements(
     step = h.copy()
     fresh: tuple[np.ndarray, np.ndarray] | None = (first.f, first.offsets)
     # every one-sided slope taken, per element, smallest steps first (filled per scale)
-    width = 3 * (SHRINK_TRIES + 1)
+    width = 3 * (MAX_SHRINKS + 1)
     hist_r, hist_l = np.full((k, width), np.nan), np.full((k, width), np.nan)
     hist_s = np.full((k, width), np.nan)
     # smooth at the previous scale with a outside the bound there: its value and bound
     disagreed = np.zeros(k, dtype=bool)
     was_value, was_bound = np.zeros(k), np.zeros(k)
-    for scale in range(SHRINK_TRIES + 1):
-        todo = np.flatnonzero(open_)
-        if not len(todo):
-            break
-        a_of = a[todo]
-        sub = _scale(
-            objective,
-            tensor,
-            index[todo],
-            step[todo],
-            rho,
-            max_memory,
-            None if fresh is None else (fresh[0][todo], fresh[1][todo]),
-        )
-        fresh = None
-        finite = np.all(np.isfinite(sub.f), axis=1)
-        rich = sub.richardson
-        truncation = np.abs(rich[:, 0] - rich[:, 1]) / 15
-        b = SAFETY * (truncation + 1.5 * sub.rounding)
-        allow = allowance[todo]
-        smooth = _smooth(sub) & finite
-        agrees = within(a_of, rich[:, 0], b, allow)
-        # this scale's steps go before the larger ones (columns scale*3 .. from the end)
-        col = width - 3 * (scale + 1)
-        hist_r[todo, col : col + 3] = sub.right
-        hist_l[todo, col : col + 3] = sub.left
-        hist_s[todo, col : col + 3] = step[todo, None] * np.array([1.0, 2.0, 4.0])
-        proven, lo, hi = _kink(
-            hist_r[todo, col:], hist_l[todo, col:], hist_s[todo, col:], rho, finite
-        )
-        bracketed = (a_of >= lo - allow) & (a_of <= hi + allow)
-        estimates = np.concatenate([sub.central, sub.right, sub.left], axis=1)
-        with np.errstate(invalid="ignore"):
+    # non-finite evaluations (a step into overflow) are masked out, not warned about
+    with np.errstate(all="ignore"):
+        for scale in range(MAX_SHRINKS + 1):
+            going = open_.copy()
+            if scale > SHRINK_TRIES:  # beyond the usual tries: only what a step still resolves
+                going &= SAFETY * 1.5 * rho / step < np.abs(a)
+            todo = np.flatnonzero(going)
+            if not len(todo):
+                break
+            a_of = a[todo]
+            sub = _scale(
+                objective,
+                tensor,
+                index[todo],
+                step[todo],
+                rho,
+                max_memory,
+                None if fresh is None else (fresh[0][todo], fresh[1][todo]),
+            )
+            fresh = None
+            finite = np.all(np.isfinite(sub.f), axis=1)
+            rich, b = _richardson(sub)
+            allow = allowance[todo]
+            smooth = _smooth(sub) & finite
+            agrees = within(a_of, rich, b, allow)
+            # this scale's steps go before the larger ones (columns from the end)
+            col = width - 3 * (scale + 1)
+            hist_r[todo, col : col + 3] = sub.right
+            hist_l[todo, col : col + 3] = sub.left
+            hist_s[todo, col : col + 3] = step[todo, None] * np.array([1.0, 2.0, 4.0])
+            proven, lo, hi = _kink(
+                hist_r[todo, col:], hist_l[todo, col:], hist_s[todo, col:], rho, finite
+            )
+            bracketed = (a_of >= lo - allow) & (a_of <= hi + allow)
+            estimates = np.concatenate([sub.central, sub.right, sub.left], axis=1)
             lo_all[todo] = np.fmin(lo_all[todo], np.nanmin(estimates, axis=1))
             hi_all[todo] = np.fmax(hi_all[todo], np.nanmax(estimates, axis=1))
-        widest[todo] = np.maximum(widest[todo], SAFETY * sub.rounding)
+            widest[todo] = np.maximum(widest[todo], SAFETY * sub.rounding)
 
-        # smooth at this scale: a pass, or a failure once a smaller scale confirms it (a
-        # few kinks crossed at h, 2h, 4h may fall on both ratios by chance; not at two
-        # scales ten times apart)
-        wrong = smooth & ~agrees & ~proven
-        # the smaller scale agrees with the larger one's value: the failure judged there,
-        # at its (tighter) bound, is confirmed
-        old_value, old_bound = was_value[todo], was_bound[todo]
-        same = np.abs(rich[:, 0] - old_value) <= b + old_bound
-        confirmed = disagreed[todo] & smooth & same
-        settle_smooth = (smooth & agrees & ~confirmed) | confirmed
-        disagreed[todo] = wrong & ~confirmed
-        was_value[todo], was_bound[todo] = rich[:, 0], b
-        rich[confirmed, 0] = old_value[confirmed]
-        b = np.where(confirmed, old_bound, b)
-        agrees = agrees & ~confirmed
-        # a kink at the element, proven over the steps so far: a between the one-sided
-        # slopes, or a failure with evidence
-        settle_kink = proven & ~(smooth & agrees)
-        for ix, mask in ((todo[settle_smooth], settle_smooth), (todo[settle_kink], settle_kink)):
-            if not len(ix):
-                continue
-            numeric_value[ix] = np.where(
-                np.isfinite(rich[mask, 0]), rich[mask, 0], numeric_value[ix]
-            )
-            bound[ix] = b[mask]
-        passed[todo[settle_smooth & agrees]] = True
-        failed[todo[settle_smooth & ~agrees]] = True
-        kink[todo[settle_kink & bracketed]] = True
-        failed[todo[settle_kink & ~bracketed]] = True
-        evidence[todo[settle_kink]] = True
-        open_[todo[settle_smooth | settle_kink]] = False
-        step[todo] = step[todo] / SHRINK
+            # smooth at this scale: a pass, or a failure once a smaller scale confirms it
+            # (a few kinks crossed at h, 2h, 4h may fall on the ratios by chance; not at
+            # two scales ten times apart)
+            wrong = smooth & ~agrees & ~proven
+            # the smaller scale agrees with the larger one's value: the failure judged
+            # there, at its (tighter) bound, is confirmed
+            old_value, old_bound = was_value[todo], was_bound[todo]
+            same = np.abs(rich - old_value) <= b + old_bound
+            confirmed = disagreed[todo] & smooth & same
+            settle_smooth = (smooth & agrees & ~confirmed) | confirmed
+            disagreed[todo] = wrong & ~confirmed
+            was_value[todo], was_bound[todo] = rich, b
+            rich = np.where(confirmed, old_value, rich)
+            b = np.where(confirmed, old_bound, b)
+            agrees = agrees & ~confirmed
+            # a kink at the element, proven over the steps so far: a between the one-sided
+            # slopes, or a failure with evidence
+            settle_kink = proven & ~(smooth & agrees)
+            for mask in (settle_smooth, settle_kink):
+                ix = todo[mask]
+                if not len(ix):
+                    continue
+                numeric_value[ix] = np.where(np.isfinite(rich[mask]), rich[mask], numeric_value[ix])
+                bound[ix] = b[mask]
+            passed[todo[settle_smooth & agrees]] = True
+            failed[todo[settle_smooth & ~agrees]] = True
+            kink[todo[settle_kink & bracketed]] = True
+            failed[todo[settle_kink & ~bracketed]] = True
+            evidence[todo[settle_kink]] = True
+            open_[todo[settle_smooth | settle_kink]] = False
+            step[todo] = step[todo] / SHRINK
 
+    # the precision stage: what passed at the screening steps, again at H
+    big = numeric.element_steps(flat[index], numeric.step_scale(flat), PRECISION_EPS)
+    refine = np.flatnonzero(passed & (big > 4 * h))
+    if len(refine) and _precise(objective, tensor, settings):
+        value, b, usable = _refine(
+            objective,
+            tensor,
+            index[refine],
+            big[refine],
+            rho,
+            max_memory,
+            numeric_value[refine],
+            widest[refine],
+        )
+        wrong = usable & ~within(a[refine], value, b, allowance[refine])
+        tighter = usable & (wrong | (b < bound[refine]))
+        numeric_value[refine[tighter]] = value[tighter]
+        bound[refine[tighter]] = b[tighter]
+        passed[refine[wrong]] = False
+        failed[refine[wrong]] = True
     # what no step resolved: a failure when a lies outside every numeric estimate taken
     # (widened by the largest rounding met), otherwise inconclusive
     rest = np.flatnonzero(open_)
