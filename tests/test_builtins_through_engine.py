@@ -32,6 +32,11 @@ CASES = {
     "flatten": (IMAGE, [{"type": "flatten"}]),
     "dropout": (FLAT, [{"type": "dropout", "p": 0.3, "seed": 5}]),
     "batchnorm": (IMAGE, [{"type": "batchnorm", "eps": 1e-3}]),
+    "layernorm": (IMAGE, [{"type": "layernorm", "eps": 1e-3}]),
+    "gelu": (FLAT, [{"type": "gelu"}]),
+    "global_avgpool2d": (IMAGE, [{"type": "global_avgpool2d"}]),
+    "upsample2d": (IMAGE, [{"type": "upsample2d", "scale": [2, 1]}]),
+    "transpose": (IMAGE, [{"type": "transpose", "axes": [1, 2, 0]}]),
 }
 
 

@@ -77,6 +77,14 @@ CASES = [
     ("dropout", "dropout", {"p": 0.3, "seed": 1, "batch_size": 3}, (4, 5)),
     ("batchnorm-flat", "batchnorm", {"batch_size": 3}, (5,)),
     ("batchnorm-chw", "batchnorm", {"eps": 1e-3, "batch_size": 3}, (2, 3, 4)),
+    ("layernorm-flat", "layernorm", {}, (5,)),
+    ("layernorm-chw", "layernorm", {"eps": 1e-3}, (2, 3, 4)),
+    ("gelu", "gelu", {}, (2, 3, 4)),
+    ("global_avgpool2d", "global_avgpool2d", {}, (3, 4, 5)),
+    ("upsample2d", "upsample2d", {"scale": 2}, (2, 3, 4)),
+    ("upsample2d-rect", "upsample2d", {"scale": [1, 3]}, (2, 3, 2)),
+    ("transpose-chw", "transpose", {"axes": [1, 2, 0]}, (2, 3, 4)),
+    ("transpose-2d", "transpose", {"axes": [1, 0]}, (3, 5)),
 ]
 N = 3
 #: Cases of layers that declare batch_independent = True, and of those that do not.
@@ -207,6 +215,8 @@ def test_builtin_layers_have_a_summary():
         ("conv2d", {"out_channels": 3, "kernel_size": 3, "stride": 2, "padding": 1}, (2, 6, 7)),
         ("conv2d", {"out_channels": 2, "kernel_size": [2, 3], "stride": [2, 1]}, (3, 5, 5)),
         ("conv2d", {"out_channels": 2, "kernel_size": 2, "bias": False}, (1, 4, 4)),
+        ("layernorm", {}, (7,)),
+        ("layernorm", {"eps": 1e-3}, (2, 3, 4)),
     ],
 )
 @pytest.mark.parametrize("scale", [1e-6, 1.0])
@@ -397,8 +407,11 @@ def _forward_dy(layer, params, in_shape):
 def test_parameterless_layers_have_no_params():
     for name in ("maxpool2d", "avgpool2d"):
         assert make(name, kernel_size=2).init_params((1, 4, 4), np.random.default_rng(0)) == {}
-    for name in ("relu", "sigmoid", "tanh", "softmax", "flatten", "dropout"):
+    for name in ("relu", "sigmoid", "tanh", "softmax", "flatten", "dropout", "gelu"):
         assert make(name).param_names == ()
+    assert make("global_avgpool2d").init_params((2, 3, 3), np.random.default_rng(0)) == {}
+    assert make("upsample2d", scale=2).init_params((2, 3, 3), np.random.default_rng(0)) == {}
+    assert make("transpose", axes=[1, 0]).init_params((2, 3), np.random.default_rng(0)) == {}
 
 
 # -- dropout ---------------------------------------------------------------------------
@@ -464,6 +477,16 @@ def test_dropout_wants_batch_size():
         ("dropout", {"p": 0.5, "batch_size": 0}, "batch_size"),
         ("dropout", {"p": 0.5, "seed": -1}, "seed"),
         ("leaky_relu", {"negative_slope": float("nan")}, "negative_slope"),
+        ("layernorm", {"eps": 0.0}, "eps"),
+        ("layernorm", {"eps": float("inf")}, "eps"),
+        ("upsample2d", {"scale": 0}, "scale"),
+        ("upsample2d", {"scale": [2, 2, 2]}, "scale"),
+        ("upsample2d", {"scale": 1.5}, "scale"),
+        ("transpose", {"axes": [0, 0]}, "axes"),
+        ("transpose", {"axes": [1, 2]}, "axes"),
+        ("transpose", {"axes": [-1, 0]}, "axes"),
+        ("transpose", {"axes": []}, "axes"),
+        ("transpose", {"axes": [0, True]}, "axes"),
     ],
 )
 def test_bad_hyper_parameters_raise_field_error(type_name, kwargs, field):

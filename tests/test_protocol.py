@@ -124,6 +124,8 @@ REQUIRED = {
     "dense": {"out_features": 2},
     "maxpool2d": {"kernel_size": 2},
     "avgpool2d": {"kernel_size": 2},
+    "upsample2d": {"scale": 2},
+    "transpose": {"axes": [1, 2, 0]},
 }
 
 

@@ -121,6 +121,26 @@ def test_built_in_network_vectorised_equals_plain():
     assert_vectorised_equals_plain(problem)
 
 
+#: Issue 11's single-input layers, one after another (layernorm's gamma and beta go
+#: through its forward_perturbed).
+NEW_ARCH = [
+    ("up", "upsample2d", {"scale": [2, 1]}),
+    ("ln", "layernorm", {}),
+    ("act", "gelu", {}),
+    ("hwc", "transpose", {"axes": [1, 2, 0]}),
+    ("chw", "transpose", {"axes": [2, 0, 1]}),
+    ("gap", "global_avgpool2d", {}),
+    ("fc", "dense", {"out_features": 5}),
+]
+
+
+def test_issue_11_layers_vectorised_equal_plain():
+    x = np.random.default_rng(7).standard_normal((3, 2, 3, 4))
+    problem = build(NEW_ARCH, x, [1.0, 4.0, 0.0], seed=8)
+    assert problem.tensor_names() == ["input", "ln.gamma", "ln.beta", "fc.weight", "fc.bias"]
+    assert_vectorised_equals_plain(problem)
+
+
 def test_default_chunks_stack_many_copies():
     """The comparison above is meaningful only if the default path really stacks."""
     objective = objective_of(built_in_network())

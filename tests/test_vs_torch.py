@@ -27,6 +27,11 @@ def batch_norm(x, p, eps):
     return F.batch_norm(x, None, None, p["gamma"], p["beta"], training=True, eps=eps)
 
 
+def layer_norm(x, p, eps):
+    """torch.nn.LayerNorm(in_shape): statistics over all of an example's axes."""
+    return F.layer_norm(x, tuple(x.shape[1:]), p["gamma"], p["beta"], eps=eps)
+
+
 def conv(kw):
     return lambda x, p: F.conv2d(
         x, p["weight"], p.get("bias"), kw.get("stride", 1), kw.get("padding", 0)
@@ -107,6 +112,38 @@ LAYER_CASES = [
     ("flatten", "flatten", {}, (2, 3, 4), lambda x, p: torch.flatten(x, 1)),
     ("batchnorm-flat", "batchnorm", {}, (5,), lambda x, p: batch_norm(x, p, 1e-5)),
     ("batchnorm-chw", "batchnorm", {"eps": 0.01}, (2, 3, 4), lambda x, p: batch_norm(x, p, 0.01)),
+    ("layernorm-flat", "layernorm", {}, (5,), lambda x, p: layer_norm(x, p, 1e-5)),
+    ("layernorm-chw", "layernorm", {"eps": 0.01}, (2, 3, 4), lambda x, p: layer_norm(x, p, 0.01)),
+    ("gelu", "gelu", {}, (2, 3, 4), lambda x, p: F.gelu(x, approximate="none")),
+    (
+        "global_avgpool2d",
+        "global_avgpool2d",
+        {},
+        (3, 4, 5),
+        lambda x, p: F.adaptive_avg_pool2d(x, 1).flatten(1),
+    ),
+    (
+        "upsample2d",
+        "upsample2d",
+        {"scale": 2},
+        (2, 3, 4),
+        lambda x, p: F.interpolate(x, scale_factor=2, mode="nearest"),
+    ),
+    (
+        "upsample2d-rect",
+        "upsample2d",
+        {"scale": [3, 1]},
+        (2, 2, 3),
+        lambda x, p: F.interpolate(x, scale_factor=(3, 1), mode="nearest"),
+    ),
+    (
+        "transpose-chw",
+        "transpose",
+        {"axes": [1, 2, 0]},
+        (2, 3, 4),
+        lambda x, p: x.permute(0, 2, 3, 1),
+    ),
+    ("transpose-2d", "transpose", {"axes": [1, 0]}, (3, 5), lambda x, p: x.permute(0, 2, 1)),
 ]
 
 
