@@ -124,6 +124,7 @@ REQUIRED = {
     "dense": {"out_features": 2},
     "maxpool2d": {"kernel_size": 2},
     "avgpool2d": {"kernel_size": 2},
+    "functions": {"forward": lambda x: (x, None), "backward": lambda dout, cache: dout},
 }
 
 

@@ -37,6 +37,7 @@ from .passes import (
     node_forward,
     node_forward_local,
     node_params,
+    raised_in,
     real_dtype,
     reduce_losses,
 )
@@ -93,7 +94,7 @@ def _perturbed_layer(
     except (NumericalError, PluginError):
         raise
     except (Exception, SystemExit) as exc:
-        raise PluginError(node.name, f"{what} raised {type(exc).__name__}: {exc}") from exc
+        raise raised_in(node.name, what, exc) from exc
     n = xs[0].shape[0]
     expected = (len(index), n, *node.out_shape)
     if not isinstance(y, np.ndarray) or y.size != int(np.prod(expected)):
