@@ -75,8 +75,9 @@ def test_the_cs231n_example_checks_from_yaml_alone():
             "dx = (dx_hat - dx_hat.mean(axis=0) - x_hat * (dx_hat * x_hat).mean(axis=0)) / std",
             "dx = (dx_hat - dx_hat.mean(axis=0)) / std",
         ),
+        ("loss", "    dx /= N\n", ""),  # a loss that averages but whose dscores sums
     ],
-    ids=["conv-flipped-kernel", "bn-variance-path-missing"],
+    ids=["conv-flipped-kernel", "bn-variance-path-missing", "loss-mean-vs-sum"],
 )
 def test_a_planted_bug_is_caught_and_blamed_on_its_layer(example, layer, old, new):
     plant(example, old, new)
