@@ -129,7 +129,8 @@ def field_rows(
             default = next((x["default"] for x in sub["anyOf"] if "default" in x), None)
         takes = type_text(sub, defs)
         note = _first_line(sub.get("description", ""))
-        if type_fields and key not in ("name", "inputs") and "array" not in takes:
+        says_more = "array" in takes or takes == "mapping" or "plugin" in note
+        if type_fields and key not in ("name", "inputs") and not says_more:
             note = ""
         if key in required:
             note = "**required**" + (f": {note}" if note else "")

@@ -36,6 +36,28 @@ class FieldError(ValueError):
         self.message = message
 
 
+class UserCodeError(Exception):
+    """A mistake in user code that a layer or loss found while calling it, with a
+    message that says what and where (``affine_backward returned 2 values; expected 3
+    ... (at layers.py:41)``). gradcheck reports the message as it is, against the layer
+    that raised it (or ``loss``), exit 2. The built-in ``functions`` layer and
+    ``function`` loss raise it around the user's functions (gradcheck_cli/usercode.py).
+    """
+
+
+@dataclass(frozen=True)
+class RandomArray:
+    """A parameter written as ``{shape: [12, 5]}`` (optionally ``scale: 0.01``) in a
+    layer's ``param_mapping``: seeded random, standard normal times ``scale``, as
+    cs231n initialises weights with ``weight_scale * np.random.randn(...)``."""
+
+    shape: tuple[int, ...]
+    scale: float = 1.0
+
+    def draw(self, rng: np.random.Generator) -> np.ndarray:
+        return self.scale * rng.standard_normal(self.shape)
+
+
 class InputKind(Enum):
     """What one example of a layer's input must look like."""
 
@@ -167,6 +189,18 @@ class Layer:
     #: ``in_shapes`` where a one-input layer takes ``in_shape``. ``input_kind`` then
     #: applies to every input.
     n_inputs: ClassVar[int | None] = 1
+    #: The YAML key of a mapping in which the config names the layer's parameters
+    #: itself, ``params: {w: {shape: [12, 5]}, b: [0, 0]}``, for a layer whose
+    #: parameters are not known before the config says them (the ``functions`` layer).
+    #: None (the default): ``param_names`` are fixed YAML keys. The loader reads each
+    #: entry as an array (``{shape: [...], scale: s}``: a RandomArray) and passes the
+    #: mapping to ``__init__`` under this key, in the order written, given arrays as
+    #: arrays; the instance sets ``param_names`` to its keys.
+    param_mapping: ClassVar[str | None] = None
+    #: ``__init__`` fields that name a function defined in the config's plugins
+    #: (``forward: affine_forward``): the loader looks each name up in the plugins, in
+    #: their order, and passes the function itself.
+    function_fields: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -266,7 +300,8 @@ class Loss:
     """Base class of every loss.
 
     ``forward`` returns one loss value per example; the engine sums them, or averages
-    them with ``reduction: mean``. ``backward`` returns d(sum of losses)/dy.
+    them with ``reduction: mean``. ``backward`` returns d(sum of losses)/dy. A loss
+    whose ``__init__`` takes ``reduction`` is handed the config's (``sum`` or ``mean``).
     """
 
     #: YAML key holding this loss's array (``"target"``, ``"grad"``) or None.
@@ -276,6 +311,8 @@ class Loss:
     per_example: ClassVar[bool] = True
     summary: ClassVar[str] = ""
     kinks: ClassVar[str] = ""
+    #: ``__init__`` fields that name a function in the config's plugins, as on Layer.
+    function_fields: ClassVar[tuple[str, ...]] = ()
 
     def prepare_target(self, target: np.ndarray, y_shape: Shape) -> np.ndarray:
         """Check and normalise the target. target: (N, ...) as written plus the batch

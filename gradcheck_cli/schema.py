@@ -335,6 +335,10 @@ def layer_schema(name: str, cls: type[protocol.Layer]) -> dict[str, Any]:
             }
         properties[p] = array
     properties.update({k: v for k, v in fields.items() if k not in params})
+    properties.update(_function_fields(cls, fields))
+    mapping = getattr(cls, "param_mapping", None)
+    if mapping in fields:
+        properties[mapping] = _param_mapping()
     schema: dict[str, Any] = {
         "description": protocol.describe(cls),
         "type": "object",
@@ -372,12 +376,49 @@ def loss_schema(name: str, cls: type) -> dict[str, Any]:
             "description": f"{target}: an array (with the batch axis first for a batched input)",
         }
     properties.update(fields)
+    properties.update(_function_fields(cls, fields))
     return {
         "description": protocol.describe(cls),
         "type": "object",
         "properties": properties,
         "required": ["type", *([target] if target else []), *required],
         "additionalProperties": open_ended,
+    }
+
+
+def _function_fields(cls: type, fields: dict[str, Any]) -> dict[str, Any]:
+    """The fields that name a function in the plugins (``forward: affine_forward``)."""
+    return {
+        key: {
+            "description": "the name of a function defined in a plugin (plugins:)",
+            "type": "string",
+            "minLength": 1,
+        }
+        for key in getattr(cls, "function_fields", ())
+        if key in fields
+    }
+
+
+def _param_mapping() -> dict[str, Any]:
+    """A mapping that names a layer's parameters (``params: {w: {shape: [12, 5]}}``)."""
+    random = {
+        "description": "seeded random values: standard normal times scale",
+        "type": "object",
+        "required": ["shape"],
+        "additionalProperties": False,
+        "properties": {
+            "shape": {"type": "array", "minItems": 1, "items": _int(minimum=1)},
+            "scale": {**_num(exclusiveMinimum=0), "default": 1.0},
+        },
+    }
+    return {
+        "description": (
+            "the parameters in the order the functions take them, each an array or "
+            "{shape: [...], scale: s} (seeded random); checked as <layer>.<name>"
+        ),
+        "type": "object",
+        "propertyNames": {"pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"},
+        "additionalProperties": {"anyOf": [_ref("array"), random]},
     }
 
 

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from cs231n import PATH
 
 import gradcheck_cli as gc
 from gradcheck_cli.protocol import LAYERS, LOSSES, ORIGINS, takes_several
+
+#: The cs231n-style functions that the ``functions`` layer and ``function`` loss name.
+CS231N = str(PATH)
+AFFINE = {"forward": "affine_forward", "backward": "affine_backward"}
 
 IMAGE = {"shape": [3, 3, 7, 7], "batched": True}  # N=3, C=3, 7x7
 FLAT = {"shape": [3, 6], "batched": True}
@@ -37,6 +42,10 @@ CASES = {
     "global_avgpool2d": (IMAGE, [{"type": "global_avgpool2d"}]),
     "upsample2d": (IMAGE, [{"type": "upsample2d", "scale": [2, 1]}]),
     "transpose": (IMAGE, [{"type": "transpose", "axes": [1, 2, 0]}]),
+    "functions": (
+        FLAT,
+        [{"type": "functions", **AFFINE, "params": {"w": {"shape": [6, 4]}, "b": [0, 1, 0, 1]}}],
+    ),
 }
 
 
@@ -59,6 +68,7 @@ def test_built_in_layer_passes_through_the_engine(kind):
     head = [] if kind == "flatten" else [{"type": "flatten"}] if x is IMAGE else []
     config = {
         "seed": 11,
+        "plugins": [CS231N],
         "input": x,
         "layers": [under_test, *head, {"type": "dense", "out_features": 3}],
         "loss": {"type": "softmax_cross_entropy", "target": [0, 2, 1]},
@@ -77,6 +87,7 @@ LOSS_CASES = {
     "cross_entropy": {"type": "cross_entropy", "target": [0, 2, 1]},
     "softmax_cross_entropy": {"type": "softmax_cross_entropy", "target": [1, 1, 0]},
     "upstream": {"type": "upstream", "grad": [[1, -2, 0.5], [0, 1, 1], [3, 0, -1]]},
+    "function": {"type": "function", "function": "softmax_loss", "target": [0, 2, 1]},
 }
 
 
@@ -92,6 +103,7 @@ def test_built_in_loss_passes_through_the_engine(kind, reduction):
     head = [{"type": "softmax"}] if kind == "cross_entropy" else []
     config = {
         "seed": 3,
+        "plugins": [CS231N],
         "input": FLAT,
         "layers": [{"type": "dense", "out_features": 3}, *head],
         "loss": {**LOSS_CASES[kind], "reduction": reduction},

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from cs231n import layers as cs231n
 
 import gradcheck_cli.layers  # noqa: F401  (registers the built-in layers)
 from gradcheck_cli.layers.dropout import dropout_mask
@@ -13,6 +14,7 @@ from gradcheck_cli.protocol import (
     ORIGINS,
     FieldError,
     Layer,
+    RandomArray,
     perturbed_by_loop,
     takes_several,
 )
@@ -85,6 +87,18 @@ CASES = [
     ("upsample2d-rect", "upsample2d", {"scale": [1, 3]}, (2, 3, 2)),
     ("transpose-chw", "transpose", {"axes": [1, 2, 0]}, (2, 3, 4)),
     ("transpose-2d", "transpose", {"axes": [1, 0]}, (3, 5)),
+    (  # cs231n's batch norm as a function pair: running statistics written into args
+        "functions-batchnorm",
+        "functions",
+        {
+            "forward": cs231n.batchnorm_forward,
+            "backward": cs231n.batchnorm_backward,
+            "params": {"gamma": RandomArray((5,)), "beta": RandomArray((5,))},
+            "args": [{"mode": "train"}],
+            "batch_size": 3,
+        },
+        (5,),
+    ),
 ]
 N = 3
 #: Cases of layers that declare batch_independent = True, and of those that do not.

@@ -68,8 +68,10 @@ CASE_IDS = [
 
 
 def test_every_builtin_loss_has_a_case():
+    """``function`` gives one loss for the whole batch, not one per example: its cases
+    are in tests/test_functions.py."""
     builtin = {name for name in LOSSES if ORIGINS.get(("loss", name)) == "built-in"}
-    assert builtin == {c.split("-")[0] for c in CASE_IDS}
+    assert builtin - {"function"} == {c.split("-")[0] for c in CASE_IDS}
 
 
 @pytest.mark.parametrize("case_id", CASE_IDS)

@@ -126,6 +126,7 @@ REQUIRED = {
     "avgpool2d": {"kernel_size": 2},
     "upsample2d": {"scale": 2},
     "transpose": {"axes": [1, 2, 0]},
+    "functions": {"forward": lambda x: (x, None), "backward": lambda dout, cache: dout},
 }
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from engine_toys import Add, Affine, make_graph
-from test_builtins_through_engine import CASES, LOSS_CASES
+from test_builtins_through_engine import CASES, CS231N, LOSS_CASES
 
 import gradcheck_cli as gc
 from gradcheck_cli import protocol
@@ -378,6 +378,7 @@ def test_every_built_in_layer_probes_clean(kind, batch):
     head = [{"type": "flatten"}] if x["shape"][1:] != [6] and kind != "flatten" else []
     config = {
         "seed": 11,
+        "plugins": [CS231N],
         "input": x,
         "layers": [
             {**layers[0], "name": "under_test"},
@@ -397,6 +398,7 @@ def test_every_built_in_loss_probes_clean(kind):
     head = [{"type": "softmax"}] if kind == "cross_entropy" else []
     config = {
         "seed": 3,
+        "plugins": [CS231N],
         "input": {"shape": [3, 6], "batched": True},
         "layers": [{"type": "dense", "out_features": 3}, *head],
         "loss": LOSS_CASES[kind],

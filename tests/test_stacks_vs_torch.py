@@ -567,9 +567,13 @@ def test_generator_covers_every_builtin():
                 seen[f"{item['type']}-stride-{item.get('stride', 2)}"] += 1
                 seen[f"{item['type']}-padding-{item.get('padding', 0)}"] += 1
     builtin_layers = {n for n in LAYERS if ORIGINS.get(("layer", n)) == "built-in"}
-    # multi-input layers need a graph: tests/test_graphs_vs_torch.py
-    builtin_layers = {n for n in builtin_layers if not takes_several(LAYERS[n])}
-    builtin_losses = {n for n in LOSSES if ORIGINS.get(("loss", n)) == "built-in"}
+    # multi-input layers need a graph: tests/test_graphs_vs_torch.py; the maths of a
+    # functions layer and a function loss is the user's (tests/test_vs_torch.py compares
+    # the shipped cs231n functions)
+    builtin_layers = {
+        n for n in builtin_layers if not takes_several(LAYERS[n]) and n != "functions"
+    }
+    builtin_losses = {n for n in LOSSES if ORIGINS.get(("loss", n)) == "built-in"} - {"function"}
     assert builtin_losses == set(LOSSES_USED)
     wanted = builtin_layers | {(loss, r) for loss in builtin_losses for r in ("sum", "mean")}
     wanted |= {"batched", "unbatched", "class-index", "array-target", "shape-input"}

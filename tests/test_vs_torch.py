@@ -7,13 +7,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from cs231n import layers as cs231n
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 import gradcheck_cli.layers  # noqa: E402, F401  (registers the built-in layers)
 import gradcheck_cli.losses  # noqa: E402, F401
-from gradcheck_cli.protocol import LAYERS, LOSSES, ORIGINS, takes_several  # noqa: E402
+from gradcheck_cli.protocol import (  # noqa: E402
+    LAYERS,
+    LOSSES,
+    ORIGINS,
+    RandomArray,
+    takes_several,
+)
 
 RTOL, ATOL = 1e-10, 1e-13
 
@@ -144,6 +151,42 @@ LAYER_CASES = [
         lambda x, p: x.permute(0, 2, 3, 1),
     ),
     ("transpose-2d", "transpose", {"axes": [1, 0]}, (3, 5), lambda x, p: x.permute(0, 2, 1)),
+    # the shipped cs231n functions, through the functions layer (params in forward's order)
+    (
+        "functions-affine",
+        "functions",
+        {
+            "forward": cs231n.affine_forward,
+            "backward": cs231n.affine_backward,
+            "params": {"w": RandomArray((12, 4)), "b": RandomArray((4,))},
+        },
+        (3, 2, 2),
+        lambda x, p: x.reshape(len(x), -1) @ p["w"] + p["b"],
+    ),
+    (
+        "functions-conv",
+        "functions",
+        {
+            "forward": cs231n.conv_forward_naive,
+            "backward": cs231n.conv_backward_naive,
+            "params": {"weight": RandomArray((2, 3, 3, 3)), "bias": RandomArray((2,))},
+            "args": [{"stride": 2, "pad": 1}],
+        },
+        (3, 7, 6),
+        conv({"stride": 2, "padding": 1}),
+    ),
+    (
+        "functions-batchnorm",
+        "functions",
+        {
+            "forward": cs231n.batchnorm_forward,
+            "backward": cs231n.batchnorm_backward,
+            "params": {"gamma": RandomArray((5,)), "beta": RandomArray((5,))},
+            "args": [{"mode": "train", "eps": 1e-5}],
+        },
+        (5,),
+        lambda x, p: batch_norm(x, p, 1e-5),
+    ),
 ]
 
 
@@ -203,7 +246,26 @@ LOSS_CASES = ["mse", "upstream", "cross_entropy", "sce-index", "sce-dist", "sce-
 
 def test_every_builtin_loss_is_compared():
     builtin = {name for name in LOSSES if ORIGINS.get(("loss", name)) == "built-in"}
-    assert builtin == {"mse", "upstream", "cross_entropy", "softmax_cross_entropy"}
+    assert builtin == {"mse", "upstream", "cross_entropy", "softmax_cross_entropy", "function"}
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_function_loss_matches_torch(reduction):
+    """cs231n's softmax_loss through the function loss: after the engine's reduction
+    (a sum, or a mean over N) the loss and dscores are the function's, which are
+    torch's cross-entropy averaged over the batch, whatever reduction is declared."""
+    rng = np.random.default_rng(5)
+    y = 3 * rng.standard_normal((3, 5))
+    loss = LOSSES["function"](cs231n.softmax_loss, reduction)
+    target = loss.prepare_target(np.array([4.0, 0.0, 2.0]), (5,))
+    assert target.dtype == np.int64  # labels reach the function as integers
+    losses, cache = loss.forward(y, target)
+    n = 3 if reduction == "mean" else 1
+    yt = torch.tensor(y, requires_grad=True)
+    lt = F.cross_entropy(yt, torch.tensor(target), reduction="mean")
+    lt.backward()
+    close(losses.sum() / n, lt)
+    close(loss.backward(cache) / n, yt.grad)
 
 
 @pytest.mark.parametrize("case_id", LOSS_CASES)

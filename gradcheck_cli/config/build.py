@@ -22,6 +22,7 @@ from ..protocol import FieldError, Loss
 from .arrays import ArrayValue, read_array
 from .context import Context, as_int, join, key_text
 from .fields import BadValue, signature_of
+from .functions import resolve_function
 from .graph import image_inputs, unread_warnings, wire
 from .inputs import input_entries, read_inputs
 from .plugins import load_plugins
@@ -193,9 +194,11 @@ def _loss(
             )
         else:
             target = _target(block, target_name, ctx, batch)
-    kwargs = _loss_kwargs(block, cls, ctx)
+    kwargs = _loss_kwargs(block, cls, ctx, plugins_ok)
     if kwargs is None:
         return None
+    if "reduction" in signature_of(cls).accepted and reduction in ("sum", "mean"):
+        kwargs["reduction"] = reduction  # a loss that reduces over the batch itself
     try:
         loss = cls(**kwargs)
     except FieldError as err:
@@ -257,15 +260,22 @@ def _target(block: dict, key: str, ctx: Context, batch: int | None) -> np.ndarra
     return array
 
 
-def _loss_kwargs(block: dict, cls: type[Loss], ctx: Context) -> dict[str, Any] | None:
+def _loss_kwargs(
+    block: dict, cls: type[Loss], ctx: Context, plugins_ok: bool = True
+) -> dict[str, Any] | None:
     sig = signature_of(cls)
     reserved = {"type", "reduction", cls.target_name}
+    functions = tuple(getattr(cls, "function_fields", ()) or ())
     kwargs: dict[str, Any] = {}
     ok = True
     for key, value in block.items():
         if key in reserved:
             continue
         where, line = join("loss", key), line_of(block, key)
+        if key in functions:  # a name to look up in the plugins (config/functions.py)
+            kwargs[key] = resolve_function(value, where, line, ctx, plugins_ok)
+            ok = ok and kwargs[key] is not None
+            continue
         if key not in sig.accepted and not sig.any_keyword:
             choices = (set(sig.accepted) | reserved) - {None}
             ctx.add(
@@ -283,7 +293,10 @@ def _loss_kwargs(block: dict, cls: type[Loss], ctx: Context) -> dict[str, Any] |
             ok = False
     for name in sig.required:
         if name not in kwargs and name not in block:
-            ctx.add(join("loss", name), line_of(block), sig.missing(block["type"], name))
+            message = sig.missing(block["type"], name)
+            if name in functions:
+                message = f"missing: {block['type']} needs {name} (a function in a plugin)"
+            ctx.add(join("loss", name), line_of(block), message)
             ok = False
     return kwargs if ok else None
 
@@ -311,7 +324,9 @@ def _prepare(
         )
         return None
     try:
-        prepared = np.asarray(prepared, dtype=ctx.dtype)
+        prepared = np.asarray(prepared)
+        if prepared.dtype.kind not in "iu":  # integer labels stay integers
+            prepared = prepared.astype(ctx.dtype)
     except (TypeError, ValueError) as err:
         ctx.add("loss", line, f"{kind}.prepare_target returned a non-numeric array: {err}")
         return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
@@ -28,6 +29,9 @@ class Context:
     #: Key paths that a "did you mean" already points at (``layer:`` -> ``layers``):
     #: saying that they are missing too would only repeat it.
     suggested: set[str] = field(default_factory=set)
+    #: Every plugin imported, in the order ``plugins:`` lists them, as (the name it is
+    #: shown by, the module): function names (``forward: affine_forward``) resolve here.
+    plugin_modules: list[tuple[str, ModuleType]] = field(default_factory=list)
 
     def add(self, path: str, line: int | None, message: str) -> None:
         self.issues.append(ConfigIssue(self.file, line, path, message))

@@ -113,7 +113,7 @@ def describe_annotation(ann: Any) -> str:
 
 
 def _plural(ann: Any) -> str:
-    return {int: "integers", float: "numbers", str: "strings", bool: "booleans"}.get(
+    return {int: "integers", float: "numbers", str: "strings", bool: "booleans", Any: "values"}.get(
         ann, describe_annotation(ann)
     )
 

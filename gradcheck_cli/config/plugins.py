@@ -4,7 +4,10 @@ An entry ending in ``.py`` or containing ``/`` is a file relative to the config'
 imported under a fresh module name (its folder is on ``sys.path`` only while it imports,
 so it can import its siblings); any other entry is a module name for ``import_module``.
 While a plugin imports, the registry records it as the origin of what it registers, and
-Python writes no bytecode (no ``__pycache__`` appears beside the user's files).
+Python writes no bytecode (no ``__pycache__`` appears beside the user's files). A plugin
+must register a layer or loss or define a function (cs231n-style function pairs need no
+registration: ``type: functions`` names them); every module imported is kept on the
+context, where function names resolve.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+import inspect
 import itertools
 import os
 import re
@@ -19,6 +23,7 @@ import sys
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from .. import protocol
@@ -89,7 +94,7 @@ def _load_one(entry: str, ctx: Context) -> str | None:
         if why is not None:
             return f"plugin {resolved} is {why}, not a Python file; name a .py file"
         with protocol.registering_from(str(resolved)):
-            error = _import_file(resolved)
+            error, module = _import_file(resolved)
         module_name = None
         shown = str(resolved)
     else:
@@ -100,19 +105,34 @@ def _load_one(entry: str, ctx: Context) -> str | None:
             )
         with protocol.registering_from(entry):
             error = _import_module(entry)
+        module = sys.modules.get(entry)
         module_name = entry
         shown = entry
         if error and (ctx.base_dir / f"{entry}.py").is_file():
             error += f"; to load the file beside this config write {entry}.py"
     if error:
         return f"plugin {entry} failed to import: {error}"
-    if not _registered_something(before, module_name):
+    if not _registered_something(before, module_name) and not defined_functions(module):
         return (
-            f"plugin {shown} registered no layer or loss; decorate its classes with "
-            "@gradcheck_cli.register_layer('name')"
+            f"plugin {shown} registered no layer or loss and defines no function; decorate "
+            "its classes with @gradcheck_cli.register_layer('name'), or name its functions "
+            "in a layer of type: functions"
         )
+    if module is not None:
+        ctx.plugin_modules.append((shown, module))
     ctx.warnings.extend(_replaced(before, origins, shown))
     return None
+
+
+def defined_functions(module: ModuleType | None) -> list[str]:
+    """The names of the functions ``module`` defines itself (not those it imports)."""
+    if module is None:
+        return []
+    return [
+        name
+        for name, value in vars(module).items()
+        if inspect.isfunction(value) and value.__module__ == module.__name__
+    ]
 
 
 #: Built-in types that a plugin replaced in this process, (kind, name) -> the built-in
@@ -171,17 +191,18 @@ def _describe_exception(err: BaseException, filename: str | None) -> str:
     return text
 
 
-def _import_file(path: Path) -> str | None:
+def _import_file(path: Path) -> tuple[str | None, ModuleType | None]:
+    """(an error message, None), or (None, the module imported)."""
     stem = re.sub(r"\W", "_", path.stem)
     module_name = f"gradcheck_plugin_{stem}_{next(_counter)}"
     folder = str(path.parent)
     try:
         spec = importlib.util.spec_from_file_location(module_name, path)
         if spec is None or spec.loader is None:
-            return f"cannot import {path} as a Python module"
+            return f"cannot import {path} as a Python module", None
         module = importlib.util.module_from_spec(spec)
     except Exception as err:
-        return _describe_exception(err, None)
+        return _describe_exception(err, None), None
     sys.modules[module_name] = module
     sys.path.insert(0, folder)
     try:
@@ -189,11 +210,11 @@ def _import_file(path: Path) -> str | None:
             spec.loader.exec_module(module)
     except (Exception, SystemExit) as err:
         sys.modules.pop(module_name, None)
-        return _describe_exception(err, str(path))
+        return _describe_exception(err, str(path)), None
     finally:
         with contextlib.suppress(ValueError):  # the plugin may have removed it itself
             sys.path.remove(folder)
-    return None
+    return None, module
 
 
 @contextlib.contextmanager

@@ -25,6 +25,7 @@ from ..protocol import FieldError, InputKind, Layer, Shape, image_shape, takes_s
 from .arrays import MAX_ARRAY_ELEMENTS, MAX_RANDOM_SIZE, ArrayValue, read_array
 from .context import Context, join
 from .fields import BadValue, Signature, signature_of
+from .functions import named_params, resolve_function
 from .suggest import did_you_mean, show
 from .yamlload import line_of
 
@@ -91,7 +92,7 @@ def build_layers(items: list, ctx: Context, batch_size: int, plugins_ok: bool) -
             counts[kind] = counts.get(kind, 0) + 1
         _layer_name(draft, kind, counts, names, ctx)
         if draft.cls is not None:
-            _construct(draft, draft.cls, ctx, batch_size)
+            _construct(draft, draft.cls, ctx, batch_size, plugins_ok)
     return drafts
 
 
@@ -160,11 +161,15 @@ def _layer_name(
     draft.name = name
 
 
-def _construct(draft: Draft, cls: type[Layer], ctx: Context, batch_size: int) -> None:
+def _construct(
+    draft: Draft, cls: type[Layer], ctx: Context, batch_size: int, plugins_ok: bool = True
+) -> None:
     item = draft.item
     sig = signature_of(cls)
     param_names = tuple(getattr(cls, "param_names", ()) or ())
     wants_batch = bool(getattr(cls, "wants_batch_size", False))
+    functions = tuple(getattr(cls, "function_fields", ()) or ())
+    mapping = getattr(cls, "param_mapping", None)
     kwargs: dict[str, Any] = {}
     ok = True
     # required names not to call missing: the hint of a misspelt key already says them
@@ -173,6 +178,19 @@ def _construct(draft: Draft, cls: type[Layer], ctx: Context, batch_size: int) ->
         if key in NETWORK_KEYS:
             continue
         where, line = join(draft.path, key), line_of(item, key)
+        if key in functions:  # a name to look up in the plugins (config/functions.py)
+            found = resolve_function(value, where, line, ctx, plugins_ok)
+            ok = ok and found is not None
+            kwargs[key] = found
+            continue
+        if mapping is not None and key == mapping:  # parameters the config names itself
+            named = named_params(value, where, line, ctx)
+            if named is None:
+                ok = False
+            else:
+                kwargs[key], given = named
+                draft.given.update(given)
+            continue
         if key in param_names and not isinstance(value, bool):
             parsed = read_array(value, where, line, ctx)
             if parsed is not None:
@@ -221,7 +239,10 @@ def _construct(draft: Draft, cls: type[Layer], ctx: Context, batch_size: int) ->
     for name in missing:
         if name in misspelt or (name in said_by and said_by[name] in item):
             continue  # the issue of the misspelt key or of the array says it
-        ctx.add(join(draft.path, name), draft.line, sig.missing(draft.type, name))
+        message = sig.missing(draft.type, name)
+        if name in functions:
+            message = f"missing: {draft.type} needs {name} (a function in a plugin)"
+        ctx.add(join(draft.path, name), draft.line, message)
     if not ok:
         return
     try:

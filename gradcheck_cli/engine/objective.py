@@ -39,6 +39,7 @@ from .passes import (
     node_forward,
     node_forward_local,
     node_params,
+    raised_in,
     real_dtype,
     reduce_losses,
 )
@@ -104,7 +105,7 @@ def _perturbed_layer(
     except (NumericalError, PluginError, OutOfTime):
         raise
     except (Exception, SystemExit) as exc:
-        raise PluginError(node.name, f"{what} raised {type(exc).__name__}: {exc}") from exc
+        raise raised_in(node.name, what, exc) from exc
     finally:
         Calls.leave()
     n = xs[0].shape[0]

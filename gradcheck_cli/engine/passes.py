@@ -32,7 +32,7 @@ import numpy as np
 from ..errors import NumericalError, PluginError
 from ..network import INPUT, Node
 from ..problem import LossSpec, Problem
-from ..protocol import Params
+from ..protocol import Params, UserCodeError
 from .copies import copy_params, copy_tree
 
 #: dtype arguments numpy takes: a dtype, a type, a name
@@ -127,6 +127,15 @@ class Calls:
             cls.listener(None)
 
 
+def raised_in(owner: str, what: str, exc: BaseException) -> PluginError:
+    """The PluginError for an exception raised by ``what`` (``forward``, ``backward``) of
+    the layer ``owner`` (or ``loss``). A UserCodeError already says which of the user's
+    functions went wrong and where (gradcheck_cli/usercode.py): it is shown as it is."""
+    if isinstance(exc, UserCodeError):
+        return PluginError(owner, str(exc))
+    return PluginError(owner, f"{what} raised {type(exc).__name__}: {exc}")
+
+
 def real_dtype(owner: str, what: str, a: np.ndarray, expected: np.dtype) -> np.ndarray:
     """``a`` as a real float array of the check's dtype, or PluginError (exit 2).
 
@@ -176,7 +185,7 @@ def guarded_forward(node: Node, xs: list[np.ndarray], params: Params) -> tuple[n
     except (NumericalError, PluginError):
         raise
     except (Exception, SystemExit) as exc:  # a plugin's sys.exit() is its mistake too
-        raise PluginError(node.name, f"forward raised {type(exc).__name__}: {exc}") from exc
+        raise raised_in(node.name, "forward", exc) from exc
     finally:
         Calls.leave()
     if not (isinstance(out, tuple) and len(out) == 2):
@@ -222,7 +231,7 @@ def node_forward_local(
     except (NumericalError, PluginError):
         raise
     except (Exception, SystemExit) as exc:
-        raise PluginError(node.name, f"forward_local raised {type(exc).__name__}: {exc}") from exc
+        raise raised_in(node.name, "forward_local", exc) from exc
     finally:
         Calls.leave()
     if out is None:
@@ -245,8 +254,7 @@ def guarded_loss_forward(spec: LossSpec, y: np.ndarray, target: np.ndarray | Non
     try:
         losses, cache = spec.loss.forward(y, target)
     except (Exception, SystemExit) as exc:
-        msg = f"{spec.type} forward raised {type(exc).__name__}: {exc}"
-        raise PluginError("loss", msg) from exc
+        raise raised_in("loss", f"{spec.type} forward", exc) from exc
     finally:
         Calls.leave()
     losses = np.asarray(losses)
@@ -322,7 +330,7 @@ def guarded_loss_backward(spec: LossSpec, cache: Any, y: np.ndarray) -> np.ndarr
     try:
         dy = np.asarray(spec.loss.backward(cache))
     except (Exception, SystemExit) as exc:
-        raise PluginError("loss", f"backward raised {type(exc).__name__}: {exc}") from exc
+        raise raised_in("loss", "backward", exc) from exc
     finally:
         Calls.leave()
     if dy.shape != y.shape:
@@ -391,7 +399,7 @@ def guarded_backward(
     try:
         out = node.layer.backward(dy, cache, params)
     except (Exception, SystemExit) as exc:
-        raise PluginError(node.name, f"backward raised {type(exc).__name__}: {exc}") from exc
+        raise raised_in(node.name, "backward", exc) from exc
     finally:
         Calls.leave()
     if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict)):

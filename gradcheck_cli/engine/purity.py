@@ -759,7 +759,8 @@ def _problems(p: Probe, victims: list[str], corrupts: bool) -> list[LayerProblem
                 f"more than the same row of its input: with row 0 of the batch changed, the "
                 f"other rows came out different ({p.mixes_rows}); batch statistics, or a "
                 "result that depends on the row's position? gradcheck checked it one copy "
-                "at a time instead (slower, correct); remove batch_independent from the class",
+                "at a time instead (slower, correct); remove batch_independent from the class "
+                "(from the config, for a layer of type functions)",
             )
         )
     return out

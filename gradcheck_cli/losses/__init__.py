@@ -5,6 +5,6 @@ A loss returns one value per example, losses: (N,); the engine sums or averages 
 
 from __future__ import annotations
 
-from . import cross_entropy, mse, upstream
+from . import cross_entropy, function, mse, upstream
 
-__all__ = ["cross_entropy", "mse", "upstream"]
+__all__ = ["cross_entropy", "function", "mse", "upstream"]
