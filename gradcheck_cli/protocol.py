@@ -282,6 +282,26 @@ class Layer:
         """
         return None
 
+    def perturbed_local(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        params: Params,
+        name: str,
+        index: np.ndarray,
+        delta: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """``forward_perturbed`` as the few outputs each copy changes, for a parameter
+        whose elements each reach few outputs (a dense weight: one unit).
+
+        x: (N, *in_shape), y: (N, *out_shape) the base input and output; index, delta:
+        (P,) as in ``forward_perturbed``. Returns (out_index, out_values), both
+        (P * N, K), row p * N + n the copy p of example n, under ``forward_local``'s
+        convention; or None (the engine then calls ``forward_perturbed``). Only called
+        when ``supports_local`` and ``supports_perturbed`` are True.
+        """
+        return None
+
 
 def perturbed_by_loop(
     layer: Layer, x: np.ndarray, params: Params, name: str, index: np.ndarray, delta: np.ndarray

@@ -9,75 +9,36 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from cs231n import PATH
+from layer_cases import N, first_of_each_type, network_config
 
 import gradcheck_cli as gc
-from gradcheck_cli.protocol import LAYERS, LOSSES, ORIGINS, takes_several
+from gradcheck_cli.protocol import LOSSES, ORIGINS
 
 #: The cs231n-style functions that the ``functions`` layer and ``function`` loss name.
 CS231N = str(PATH)
 AFFINE = {"forward": "affine_forward", "backward": "affine_backward"}
 
-IMAGE = {"shape": [3, 3, 7, 7], "batched": True}  # N=3, C=3, 7x7
 FLAT = {"shape": [3, 6], "batched": True}
-
-#: type -> (input, the layers around it); the layer under test is named "under_test"
-CASES = {
-    "conv2d": (
-        IMAGE,
-        [{"type": "conv2d", "out_channels": 4, "kernel_size": 3, "stride": 2, "padding": 1}],
-    ),
-    "maxpool2d": (IMAGE, [{"type": "maxpool2d", "kernel_size": 3, "stride": 2, "padding": 1}]),
-    "avgpool2d": (IMAGE, [{"type": "avgpool2d", "kernel_size": 3, "stride": 2, "padding": 1}]),
-    "dense": (FLAT, [{"type": "dense", "out_features": 4}]),
-    "relu": (FLAT, [{"type": "relu"}]),
-    "leaky_relu": (FLAT, [{"type": "leaky_relu", "negative_slope": 0.1}]),
-    "sigmoid": (FLAT, [{"type": "sigmoid"}]),
-    "tanh": (FLAT, [{"type": "tanh"}]),
-    "softmax": (IMAGE, [{"type": "softmax"}]),
-    "flatten": (IMAGE, [{"type": "flatten"}]),
-    "dropout": (FLAT, [{"type": "dropout", "p": 0.3, "seed": 5}]),
-    "batchnorm": (IMAGE, [{"type": "batchnorm", "eps": 1e-3}]),
-    "layernorm": (IMAGE, [{"type": "layernorm", "eps": 1e-3}]),
-    "gelu": (FLAT, [{"type": "gelu"}]),
-    "global_avgpool2d": (IMAGE, [{"type": "global_avgpool2d"}]),
-    "upsample2d": (IMAGE, [{"type": "upsample2d", "scale": [2, 1]}]),
-    "transpose": (IMAGE, [{"type": "transpose", "axes": [1, 2, 0]}]),
-    "functions": (
-        FLAT,
-        [{"type": "functions", **AFFINE, "params": {"w": {"shape": [6, 4]}, "b": [0, 1, 0, 1]}}],
-    ),
-}
 
 
 def built_in(registry: dict, kind: str) -> list[str]:
     return sorted(k for k in registry if ORIGINS.get((kind, k)) == "built-in")
 
 
-def test_every_built_in_layer_has_a_case():
-    """Multi-input layers (add, concat, ...) are checked on graphs: tests/test_graphs.py."""
-    import gradcheck_cli.layers  # noqa: F401  (registers the built-ins)
-
-    one_input = [k for k in built_in(LAYERS, "layer") if not takes_several(LAYERS[k])]
-    assert sorted(CASES) == one_input
-
-
-@pytest.mark.parametrize("kind", sorted(CASES))
+@pytest.mark.parametrize("kind", sorted(first_of_each_type()))
 def test_built_in_layer_passes_through_the_engine(kind):
-    x, layers = CASES[kind]
-    under_test = {**layers[0], "name": "under_test"}
-    head = [] if kind == "flatten" else [{"type": "flatten"}] if x is IMAGE else []
-    config = {
-        "seed": 11,
-        "plugins": [CS231N],
-        "input": x,
-        "layers": [under_test, *head, {"type": "dense", "out_features": 3}],
-        "loss": {"type": "softmax_cross_entropy", "target": [0, 2, 1]},
-    }
+    """The first case of each type in the shared table (tests/layer_cases.py, whose guard
+    says every built-in has one), as a config: its input batched, N = 3, then a dense head
+    (after a flatten for an image) under softmax cross-entropy; several inputs of a
+    multi-input layer are several network inputs."""
+    c = first_of_each_type()[kind]
+    config = network_config(c)
     report = gc.check(config)
     assert report.passed, [(c.name, c.max_rel_error) for c in report.checks if not c.passed]
-    input_check = report.check("input")
-    assert input_check.checked == int(np.prod(input_check.shape))
-    assert input_check.shape[0] == 3  # the batch axis is checked too
+    for check in report.checks:
+        if check.name.startswith("input"):
+            assert check.checked == int(np.prod(check.shape))
+            assert check.shape[0] == N  # the batch axis is checked too
     own = next(v for v in report.layers if v.name == "under_test")
     assert own.passed and own.checked + own.directions > 0
 

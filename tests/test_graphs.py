@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
+from layer_cases import MULTI_CASES
 
 import gradcheck_cli as gc
 from gradcheck_cli.cli import cli
@@ -27,7 +28,7 @@ from gradcheck_cli.engine import run_check
 from gradcheck_cli.engine.explain import explain
 from gradcheck_cli.engine.objective import NetworkObjective
 from gradcheck_cli.engine.passes import analytic_pass, problem_params
-from gradcheck_cli.protocol import LAYERS, ORIGINS, FieldError, Layer, takes_several
+from gradcheck_cli.protocol import LAYERS, FieldError, Layer
 from gradcheck_cli.schema import config_schema
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,25 +59,13 @@ def numeric_vjp(layer, xs, r, eps=1e-6):
     return out
 
 
-#: (id, type, kwargs, per-example shapes of the inputs); a batch of 2 everywhere
-MULTI_CASES = [
-    ("add-2", "add", {}, [(3,), (3,)]),
-    ("add-3-images", "add", {}, [(2, 3, 2)] * 3),
-    ("multiply-2", "multiply", {}, [(4,), (4,)]),
-    ("multiply-3", "multiply", {}, [(2, 2, 2)] * 3),
-    ("concat-features", "concat", {}, [(2,), (3,)]),
-    ("concat-channels", "concat", {"axis": 0}, [(1, 2, 3), (2, 2, 3), (1, 2, 3)]),
-    ("concat-width", "concat", {"axis": -1}, [(2, 2, 1), (2, 2, 3)]),
-]
-
-
-def test_every_multi_input_builtin_has_a_case():
-    builtin = {n for n in LAYERS if ORIGINS.get(("layer", n)) == "built-in"}
-    assert {n for n in builtin if takes_several(LAYERS[n])} == {c[1] for c in MULTI_CASES}
+#: (id, type, kwargs, per-example shapes of the inputs), from the shared table
+#: (tests/layer_cases.py, whose guard says every multi-input built-in has a case)
+MULTI = [(c.id, c.type, c.kwargs, c.in_shape) for c in MULTI_CASES]
 
 
 @pytest.mark.parametrize(
-    ("type_name", "kwargs", "shapes"), [c[1:] for c in MULTI_CASES], ids=[c[0] for c in MULTI_CASES]
+    ("type_name", "kwargs", "shapes"), [c[1:] for c in MULTI], ids=[c[0] for c in MULTI]
 )
 def test_multi_input_backward_matches_central_differences(type_name, kwargs, shapes):
     layer = LAYERS[type_name](**kwargs)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from cs231n import layers as cs231n
+from layer_cases import LAYER_CASES, N, case, declaring
 
 import gradcheck_cli.layers  # noqa: F401  (registers the built-in layers)
 from gradcheck_cli.layers.dropout import dropout_mask
@@ -14,9 +14,7 @@ from gradcheck_cli.protocol import (
     ORIGINS,
     FieldError,
     Layer,
-    RandomArray,
     perturbed_by_loop,
-    takes_several,
 )
 
 
@@ -47,81 +45,27 @@ def numeric_grad(f, a: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     return g
 
 
-# (id, type, kwargs, per-example input shape); batch of 3 everywhere.
-CASES = [
-    ("dense", "dense", {"out_features": 4}, (5,)),
-    ("dense-nobias", "dense", {"out_features": 3, "bias": False}, (6,)),
-    (
-        "conv-s2-p1",
-        "conv2d",
-        {"out_channels": 2, "kernel_size": 3, "stride": 2, "padding": 1},
-        (3, 7, 6),
-    ),
-    (
-        "conv-rect",
-        "conv2d",
-        {"out_channels": 3, "kernel_size": [2, 3], "stride": [1, 2], "padding": [0, 1]},
-        (2, 5, 5),
-    ),
-    ("conv-nobias", "conv2d", {"out_channels": 1, "kernel_size": 2, "bias": False}, (1, 5, 5)),
-    ("maxpool-overlap", "maxpool2d", {"kernel_size": 3, "stride": 1}, (2, 5, 6)),
-    ("maxpool-2x2", "maxpool2d", {"kernel_size": 2}, (2, 4, 4)),
-    ("maxpool-s2-p1", "maxpool2d", {"kernel_size": 3, "stride": 2, "padding": 1}, (2, 5, 5)),
-    ("avgpool-s2-p1", "avgpool2d", {"kernel_size": 3, "stride": 2, "padding": 1}, (2, 5, 5)),
-    ("avgpool-overlap", "avgpool2d", {"kernel_size": [2, 3], "stride": 1}, (2, 4, 5)),
-    ("relu", "relu", {}, (2, 3, 4)),
-    ("leaky_relu", "leaky_relu", {"negative_slope": 0.2}, (2, 3, 4)),
-    ("sigmoid", "sigmoid", {}, (2, 3, 4)),
-    ("tanh", "tanh", {}, (7,)),
-    ("softmax-flat", "softmax", {}, (6,)),
-    ("softmax-chw", "softmax", {}, (3, 2, 2)),
-    ("flatten", "flatten", {}, (2, 3, 4)),
-    ("dropout", "dropout", {"p": 0.3, "seed": 1, "batch_size": 3}, (4, 5)),
-    ("batchnorm-flat", "batchnorm", {"batch_size": 3}, (5,)),
-    ("batchnorm-chw", "batchnorm", {"eps": 1e-3, "batch_size": 3}, (2, 3, 4)),
-    ("layernorm-flat", "layernorm", {}, (5,)),
-    ("layernorm-chw", "layernorm", {"eps": 1e-3}, (2, 3, 4)),
-    ("gelu", "gelu", {}, (2, 3, 4)),
-    ("global_avgpool2d", "global_avgpool2d", {}, (3, 4, 5)),
-    ("upsample2d", "upsample2d", {"scale": 2}, (2, 3, 4)),
-    ("upsample2d-rect", "upsample2d", {"scale": [1, 3]}, (2, 3, 2)),
-    ("transpose-chw", "transpose", {"axes": [1, 2, 0]}, (2, 3, 4)),
-    ("transpose-2d", "transpose", {"axes": [1, 0]}, (3, 5)),
-    (  # cs231n's batch norm as a function pair: running statistics written into args
-        "functions-batchnorm",
-        "functions",
-        {
-            "forward": cs231n.batchnorm_forward,
-            "backward": cs231n.batchnorm_backward,
-            "params": {"gamma": RandomArray((5,)), "beta": RandomArray((5,))},
-            "args": [{"mode": "train"}],
-            "batch_size": 3,
-        },
-        (5,),
-    ),
-]
-N = 3
+#: The ids of the shared table's one-input cases (tests/layer_cases.py); a batch of N.
+CASES = [c.id for c in LAYER_CASES]
 #: Cases of layers that declare batch_independent = True, and of those that do not.
-INDEPENDENT = [c[0] for c in CASES if LAYERS[c[1]].batch_independent]
-MIXING = [c[0] for c in CASES if not LAYERS[c[1]].batch_independent]
+INDEPENDENT = [c.id for c in LAYER_CASES if c.construct().batch_independent]
+#: ... of those, the built-in code: bitwise equal rows whatever the batch (a user's function
+#: pair computing x.dot(w) in one gemm is only equal to rounding, which the check measures)
+BITWISE = [c for c in INDEPENDENT if case(c).type != "functions"]
+MIXING = [c.id for c in LAYER_CASES if not c.construct().batch_independent]
 
 
 def setup(case_id: str, seed: int = 0):
-    _, type_name, kwargs, in_shape = next(c for c in CASES if c[0] == case_id)
+    c = case(case_id)
+    in_shape = c.in_shape
     rng = np.random.default_rng(seed)
-    layer = make(type_name, **kwargs)
+    layer = c.construct(N)
     params = layer.init_params(in_shape, rng)
     x = distinct_input(rng, (N, *in_shape))
     return layer, params, x, in_shape, rng
 
 
-def test_every_builtin_layer_has_a_case():
-    """Multi-input layers (add, concat, ...) have theirs in tests/test_graphs.py."""
-    builtin = {name for name in LAYERS if ORIGINS.get(("layer", name)) == "built-in"}
-    assert {n for n in builtin if not takes_several(LAYERS[n])} == {c[1] for c in CASES}
-
-
-@pytest.mark.parametrize("case_id", [c[0] for c in CASES])
+@pytest.mark.parametrize("case_id", CASES)
 def test_backward_matches_central_differences(case_id):
     layer, params, x, in_shape, rng = setup(case_id)
     y, cache = layer.forward(x, params)
@@ -142,7 +86,7 @@ def test_backward_matches_central_differences(case_id):
         )
 
 
-@pytest.mark.parametrize("case_id", [c[0] for c in CASES])
+@pytest.mark.parametrize("case_id", CASES)
 def test_forward_is_pure_and_deterministic(case_id):
     layer, params, x, _, _ = setup(case_id)
     before = repr(vars(layer))
@@ -156,7 +100,7 @@ def test_forward_is_pure_and_deterministic(case_id):
     np.testing.assert_array_equal(y1, y2)
 
 
-@pytest.mark.parametrize("case_id", INDEPENDENT)
+@pytest.mark.parametrize("case_id", BITWISE)
 def test_rows_are_bitwise_independent_of_the_batch(case_id):
     """A layer declaring batch_independent = True really is: the engine stacks P copies
     of the batch (copy-major) and expects, bit for bit, what it gets one copy at a time."""
@@ -221,22 +165,11 @@ def test_builtin_layers_have_a_summary():
             assert cls.summary, name
 
 
-@pytest.mark.parametrize(
-    ("type_name", "kwargs", "in_shape"),
-    [
-        ("dense", {"out_features": 4}, (6,)),
-        ("dense", {"out_features": 3, "bias": False}, (5,)),
-        ("conv2d", {"out_channels": 3, "kernel_size": 3, "stride": 2, "padding": 1}, (2, 6, 7)),
-        ("conv2d", {"out_channels": 2, "kernel_size": [2, 3], "stride": [2, 1]}, (3, 5, 5)),
-        ("conv2d", {"out_channels": 2, "kernel_size": 2, "bias": False}, (1, 4, 4)),
-        ("layernorm", {}, (7,)),
-        ("layernorm", {"eps": 1e-3}, (2, 3, 4)),
-    ],
-)
+@pytest.mark.parametrize("case_id", [c.id for c in declaring("supports_perturbed")])
 @pytest.mark.parametrize("scale", [1e-6, 1.0])
-def test_forward_perturbed_matches_the_loop(type_name, kwargs, in_shape, scale):
+def test_forward_perturbed_matches_the_loop(case_id, scale):
     rng = np.random.default_rng(11)
-    layer = make(type_name, **kwargs)
+    layer, in_shape = case(case_id).construct(), case(case_id).in_shape
     assert layer.supports_perturbed
     params = layer.init_params(in_shape, rng)
     x = rng.standard_normal((3, *in_shape))

@@ -6,30 +6,32 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from layer_cases import declaring
 
 import gradcheck_cli.layers  # noqa: F401  (registers the built-in layers)
 from gradcheck_cli.protocol import LAYERS, ORIGINS
 
-CASES = [
+#: The shared table's cases (tests/layer_cases.py) whose layer declares supports_local,
+#: and larger ones where a window's edges and strides matter.
+CASES = [(c.type, c.kwargs, c.in_shape) for c in declaring("supports_local")] + [
     ("conv2d", {"out_channels": 3, "kernel_size": 3}, (2, 7, 6)),
     ("conv2d", {"out_channels": 2, "kernel_size": [3, 2], "stride": 2, "padding": 1}, (3, 9, 8)),
-    ("conv2d", {"out_channels": 4, "kernel_size": 1, "bias": False}, (2, 5, 5)),
     ("maxpool2d", {"kernel_size": 2}, (2, 8, 8)),
     ("maxpool2d", {"kernel_size": 3, "stride": 1, "padding": 1}, (2, 7, 7)),
     ("avgpool2d", {"kernel_size": 2, "stride": 1}, (3, 6, 7)),
     ("dense", {"out_features": 5}, (40,)),
-    ("relu", {}, (3, 4, 4)),
-    ("leaky_relu", {"negative_slope": 0.1}, (12,)),
-    ("sigmoid", {}, (12,)),
-    ("tanh", {}, (2, 6)),
-    ("flatten", {}, (2, 3, 4)),
-    ("dropout", {"p": 0.4, "seed": 3, "batch_size": 4}, (10,)),
 ]
+
+
+def build(type_: str, fields: dict):
+    """The layer as the loader builds it for the batch of 4 used here."""
+    cls = LAYERS[type_]
+    return cls(**fields, **({"batch_size": 4} if getattr(cls, "wants_batch_size", False) else {}))
 
 
 def local_vs_forward(type_, fields, shape, k, seed):
     rng = np.random.default_rng(seed)
-    layer = LAYERS[type_](**fields)
+    layer = build(type_, fields)
     assert layer.supports_local
     params = {n: np.asarray(v) for n, v in layer.init_params(shape, rng).items()}
     n = 4
@@ -76,7 +78,7 @@ def test_a_row_gives_the_same_values_whatever_rows_come_with_it(type_, fields, s
     """Results never depend on how copies are chunked: a row computed alone and among
     others (whose blocks differ in size) agrees bit for bit."""
     rng = np.random.default_rng(7)
-    layer = LAYERS[type_](**fields)
+    layer = build(type_, fields)
     params = {n: np.asarray(v) for n, v in layer.init_params(shape, rng).items()}
     x = rng.standard_normal((4, *shape))
     y, _ = layer.forward(x, params)
@@ -106,3 +108,27 @@ def test_every_layer_that_claims_local_is_in_the_table():
         if getattr(cls, "supports_local", False) and ORIGINS.get(("layer", name)) == "built-in"
     }
     assert claimed <= {c[0] for c in CASES}
+
+
+@pytest.mark.parametrize("case_id", [c.id for c in declaring("supports_perturbed")])
+def test_perturbed_local_agrees_with_forward_perturbed(case_id):
+    """``perturbed_local``, where a layer gives it, names every output a moved parameter
+    changes, with the values ``forward_perturbed`` gives there, bit for bit."""
+    from layer_cases import case
+
+    c = case(case_id)
+    rng = np.random.default_rng(3)
+    layer = c.construct(4)
+    params = {n: np.asarray(v) for n, v in layer.init_params(c.in_shape, rng).items()}
+    x = rng.standard_normal((4, *c.in_shape))
+    y, _ = layer.forward(x, params)
+    for name, value in params.items():
+        index = rng.integers(0, value.size, 7)
+        delta = 1e-3 * rng.standard_normal(7)
+        out = layer.perturbed_local(x, y, params, name, index, delta)
+        if out is None:
+            continue
+        want = layer.forward_perturbed(x, params, name, index, delta).reshape(7 * 4, -1)
+        got = np.broadcast_to(y.reshape(4, -1), (7, 4, y[0].size)).reshape(7 * 4, -1).copy()
+        got[np.arange(28)[:, None], out[0]] = out[1]
+        np.testing.assert_array_equal(got, want)

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from engine_toys import Add, Affine, make_graph
-from test_builtins_through_engine import CASES, CS231N, LOSS_CASES
+from layer_cases import LAYER_CASES, MULTI_CASES, case, network_config
+from test_builtins_through_engine import CS231N, LOSS_CASES
 
 import gradcheck_cli as gc
 from gradcheck_cli import protocol
@@ -370,23 +371,19 @@ def _probed(config: dict):
     return problem, purity.probe(problem, trace, grads)
 
 
-@pytest.mark.parametrize("batch", [3, 1])
-@pytest.mark.parametrize("kind", sorted(CASES))
-def test_every_built_in_layer_probes_clean(kind, batch):
-    x, layers = CASES[kind]
-    x = {**x, "shape": [batch, *x["shape"][1:]]}
-    head = [{"type": "flatten"}] if x["shape"][1:] != [6] and kind != "flatten" else []
-    config = {
-        "seed": 11,
-        "plugins": [CS231N],
-        "input": x,
-        "layers": [
-            {**layers[0], "name": "under_test"},
-            *head,
-            {"type": "dense", "out_features": 3},
-        ],
-        "loss": {"type": "softmax_cross_entropy", "target": [0, 2, 1][:batch]},
-    }
+#: every case of the shared table (tests/layer_cases.py), with a batch of 3 and of 1, but
+#: a batchnorm of one value per statistic, which the config refuses
+PROBED = [
+    (c.id, batch)
+    for c in LAYER_CASES + MULTI_CASES
+    for batch in (3, 1)
+    if not (batch == 1 and c.type == "batchnorm" and len(c.in_shape) == 1)
+]
+
+
+@pytest.mark.parametrize(("case_id", "batch"), PROBED)
+def test_every_built_in_layer_probes_clean(case_id, batch):
+    config = network_config(case(case_id), batch)
     problem, found = _probed(config)
     assert found.problems == {name: [] for name in found.problems}
     assert found.corrupted == {}

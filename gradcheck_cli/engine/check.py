@@ -130,7 +130,7 @@ def run_check(problem: Problem, progress: ProgressCallback | None = None) -> Rep
         blame(report, problem)
         values = objective.tensors()
         for c in report.checks:
-            if not c.passed:
+            if c.failed:  # an inconclusive check keeps the note that says why
                 c.diagnosis = diagnose(c, batch_size=problem.batch_size, values=values[c.name])
         purity.apply(report)  # after blame and diagnosis, which judge numeric failures
     except KeyboardInterrupt as stop:

@@ -110,6 +110,9 @@ def sparse(rows: Rows, base: np.ndarray) -> Local:
     changed = data != base[rows.rows].reshape(r, -1)
     counts = changed.sum(axis=1)
     k = max(int(counts.max(initial=0)), 1)
+    if k == 1:  # one change a row at most (a dense weight moved): no sort needed
+        index = changed.argmax(axis=1)[:, None]
+        return Local(rows.rows, index, np.take_along_axis(data, index, axis=1), rows.per_copy)
     # the changed positions of each row in order; rows with fewer repeat their first
     # (writing a value twice where it already is changes nothing)
     row, pos = np.nonzero(changed)

@@ -44,6 +44,9 @@ from .passes import (
     reduce_losses,
 )
 
+#: A moved parameter's copies travel as their changed outputs when one element changes
+#: at most 1/LOCAL_SPARSE of an example's outputs (NetworkObjective._sparse_pays).
+LOCAL_SPARSE = 64
 #: Copies compared first when looking for unchanged ones in a chunk (_drop_unchanged).
 PRUNE_PROBES = 16
 #: Chunks after which a value where no copy ever left the batch is not looked at again
@@ -121,6 +124,46 @@ def _perturbed_layer(
     return y.reshape(len(index) * n, *node.out_shape)
 
 
+def _perturbed_local(
+    node: Node,
+    xs: list[np.ndarray],
+    y: np.ndarray,
+    params: Params,
+    name: str,
+    index: np.ndarray,
+    delta: np.ndarray,
+) -> local.Local | None:
+    """P copies of a node with params[name].flat[index[p]] moved by delta[p], as the
+    outputs each copy changes in each example (``Layer.perturbed_local``), or None where
+    the layer does not say (the engine then runs ``forward_perturbed``)."""
+    layer = node.layer
+    able = getattr(layer, "supports_local", False) and getattr(layer, "supports_perturbed", False)
+    if not able or node.defended or len(xs) != 1:
+        return None
+    what = f"perturbed_local of {name}"
+    Calls.enter(node.name, what)
+    try:
+        out = layer.perturbed_local(xs[0], y, params, name, index, delta)
+    except (NumericalError, PluginError, OutOfTime):
+        raise
+    except (Exception, SystemExit) as exc:
+        raise raised_in(node.name, what, exc) from exc
+    finally:
+        Calls.leave()
+    if out is None:
+        return None
+    positions, values = (np.asarray(a) for a in out)
+    n = xs[0].shape[0]
+    if positions.shape != values.shape or positions.shape[:1] != (len(index) * n,):
+        raise PluginError(
+            node.name,
+            f"{what} returned arrays of shapes {list(positions.shape)} and "
+            f"{list(values.shape)}; expected two of ({len(index) * n}, K)",
+        )
+    values = real_dtype(node.name, what, values, np.dtype(np.float64))
+    return local.Local(np.tile(np.arange(n), len(index)), positions, values, n)
+
+
 def _moved(params: Params, name: str, index: np.ndarray, delta: np.ndarray):
     """The parameters of each perturbed copy in turn: params[name].flat[index[p]] moved
     by delta[p] (a copy of that one parameter; the others are shared)."""
@@ -174,6 +217,7 @@ class NetworkObjective:
     rows: bool = True
     local: bool = True
     _rowwise: dict = field(default_factory=dict, repr=False)
+    _sparse: dict = field(default_factory=dict, repr=False)
     _pruned: dict = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -274,12 +318,40 @@ class NetworkObjective:
             return self._shared(tensor, owner, name, index, delta)
         (node,) = users
         xs = [self.values[v] for v in node.inputs]
-        y = _perturbed_layer(node, xs, self.params[owner], name, index, delta)
         self.copies_through[node.name] = self.copies_through.get(node.name, 0) + p
-        moved: local.Value = y
-        if rowwise:  # every example reached
-            moved = local.Rows(np.tile(np.arange(self.n), p), y, self.n)
+        moved: local.Value | None = None
+        if rowwise and self.local:  # the few outputs each copy changes
+            moved = _perturbed_local(
+                node, xs, self.values[node.name], self.params[owner], name, index, delta
+            )
+        if moved is None:
+            y = _perturbed_layer(node, xs, self.params[owner], name, index, delta)
+            moved = y
+            if rowwise:  # every example reached
+                moved = local.Rows(np.tile(np.arange(self.n), p), y, self.n)
+                if self._sparse_pays(tensor, node):  # an element reaches few outputs
+                    moved = local.sparse(moved, self.values[node.name])
         return self._run(tensor, {node.name: moved}, p)
+
+    def _sparse_pays(self, tensor: str, node: Node) -> bool:
+        """Copies of a moved parameter travel as the output positions they change
+        (engine/local.py) when one element changes at most 1/LOCAL_SPARSE of each
+        example's outputs (a dense weight: one unit; a conv weight: a whole channel,
+        which the whole forward computes faster). Decided once per tensor from one
+        probe, the middle element, so every chunk and every worker decides alike."""
+        if not self.local:
+            return False
+        if tensor not in self._sparse:
+            owner, name = self.network.split_param(tensor)
+            value = self.params[owner][name]
+            middle = np.array([value.size // 2])
+            step = np.array([1e-3 * max(1.0, abs(float(value.flat[middle[0]])))])
+            xs = [self.values[v] for v in node.inputs]
+            y = _perturbed_layer(node, xs, self.params[owner], name, middle, step)
+            base = self.values[node.name]
+            changed = (y.reshape(self.n, -1) != base.reshape(self.n, -1)).sum(axis=1)
+            self._sparse[tensor] = int(changed.max()) * LOCAL_SPARSE <= base[0].size
+        return self._sparse[tensor]
 
     def rowwise(self, tensor: str) -> bool:
         """A perturbation of ``tensor`` may travel as the rows it reaches (engine/local.py):

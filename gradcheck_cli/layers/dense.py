@@ -95,6 +95,18 @@ class Dense(Layer):
             out[p, :, o] += delta[:, None] * x[:, j].T
         return out
 
+    def perturbed_local(self, x, y, params, name, index, delta):
+        """Copy p changes one output of every example: unit o of y, by delta[p] (bias)
+        or delta[p] * x[:, j] (weight[o, j]). Returns (P*N, 1) positions and values."""
+        if name == "bias":
+            o, change = index, np.broadcast_to(delta[:, None], (len(index), len(x)))
+        else:
+            o, j = np.divmod(index, x.shape[1])
+            change = delta[:, None] * x[:, j].T  # (P, N)
+        units = np.repeat(o, len(x))[:, None]
+        values = y[:, o].T + change  # (P, N): as forward_perturbed adds it
+        return units, values.reshape(-1, 1)
+
     def forward_local(self, x, y, params, rows, index, values):
         """Every output, from a few changed inputs: y[rows] + sum_k (v_k - x_k) W[:, j_k],
         K multiply-adds per output instead of F; a row with more than F/LOCAL_DENSE
