@@ -166,6 +166,7 @@ class _Problem:
     """Just the structure: one layer ``l1`` reading ``input``, then the loss."""
 
     network = chain((3,), [Node("l1", "x", Layer(), {}, (3,), (3,))])
+    dtype = "float64"
 
 
 def test_settling_needs_every_backward_on_the_path_right():
