@@ -262,12 +262,19 @@ def noise(objective, tensor: str, h: np.ndarray, max_memory: int) -> float:
     top = np.argsort(-reach, kind="stable")[: NOISE_PROBES // 2]
     spread = np.linspace(0, size - 1, NOISE_PROBES - len(top)).round().astype(np.intp)
     probes = np.unique(np.concatenate([top, spread]))
-    t = PROBE_STEP * h[probes]
-    steps = np.stack([t, -t, 2 * t, -2 * t, 4 * t, -4 * t], axis=1)
-    e = evaluate(objective, tensor, probes, steps, max_memory)
-    f0 = e.f0
-    if not np.all(np.isfinite(e.f)):
-        return floor
+    f0 = objective.f0
+    cap = NOISE_CAP * EPS64 * max(scale, abs(f0))
+    for t in (PROBE_STEP * h[probes], h[probes]):
+        steps = np.stack([t, -t, 2 * t, -2 * t, 4 * t, -4 * t], axis=1)
+        e = evaluate(objective, tensor, probes, steps, max_memory)
+        f0 = e.f0
+        if not np.all(np.isfinite(e.f)):
+            return floor
+        if np.any(e.f != f0):  # the probes moved f: what they read is the noise
+            break
+        # f did not move at all at the tiny step: its rounding is a grid coarser than
+        # any change the probes made (the log-sum-exp of saturated logits rounds a loss
+        # of 3e-11 to steps of 2e-16). Read it where the steps cross the grid: at h.
     floor = max(floor, FLOOR_ULPS * EPS64 * float(np.max(np.abs(e.f), initial=abs(f0))))
     even = np.abs(e.f[:, 0::2] + e.f[:, 1::2] - 2 * f0)  # (K, 3) at t, 2t, 4t
     odd = e.f[:, 0::2] - e.f[:, 1::2]  # f(v + s) - f(v - s) = 2 g s + O(s^3)
@@ -278,4 +285,4 @@ def noise(objective, tensor: str, h: np.ndarray, max_memory: int) -> float:
     # 1e-6) rounds v + t and v - t to its grid one up, one down: odd, the part a central
     # difference keeps. The odd third difference holds about three evaluations' noise.
     measured = max(_steady(even[:, :2], floor) / 2, _steady(odd, floor) / 3)
-    return min(max(floor, measured), NOISE_CAP * EPS64 * max(scale, abs(f0)))
+    return min(max(floor, measured), cap)
