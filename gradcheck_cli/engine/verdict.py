@@ -295,7 +295,8 @@ def _noise(objective, tensor: str, h: np.ndarray, eps: float, max_memory: int) -
 
 def _deltas(objective) -> list[np.ndarray]:
     """The deltas an objective knows of, ``deltas`` (a network's, by value) or ``delta``
-    (a layer's upstream gradient), and its loss's ``target`` (a float array)."""
+    (a layer's upstream gradient), and its loss's ``target`` (a float array, or for class
+    indices the 1 of their one-hot rows)."""
     deltas = getattr(objective, "deltas", None)
     out = list(deltas.values()) if isinstance(deltas, dict) else []
     delta = getattr(objective, "delta", None)
@@ -303,6 +304,8 @@ def _deltas(objective) -> list[np.ndarray]:
     for extra in (delta, target):
         if isinstance(extra, np.ndarray) and np.issubdtype(extra.dtype, np.floating):
             out.append(extra)
+    if isinstance(target, np.ndarray) and np.issubdtype(target.dtype, np.integer):
+        out.append(np.ones(1))  # class indices: a one-hot target of 1s (p - y sums them)
     return out
 
 
