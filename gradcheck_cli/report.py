@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .exit_codes import ExitCode
+from .how_checked import HowChecked
 
 
 def _is_input(name: str) -> bool:
@@ -43,7 +44,7 @@ class TensorCheck:
     kink_mask: np.ndarray  # bool: a non-differentiable point proven at the element
     abs_error: np.ndarray  # NaN where not checked
     rel_error: np.ndarray
-    mode: str = "full"  # full | sample | fast | budget
+    mode: HowChecked = HowChecked.FULL
     localised: bool = False  # fast mode: element-wise check run after a failed direction
     diagnosis: str | None = None
     consequence_of: str | None = None  # name of the blamed layer this failure follows from
@@ -60,13 +61,16 @@ class TensorCheck:
     error_bound: np.ndarray = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
+        self.mode = HowChecked(self.mode)  # a saved report's string becomes the member
         if self.inconclusive_mask is None:
             self.inconclusive_mask = np.zeros(np.shape(self.analytic), dtype=bool)
         if self.error_bound is None:
             self.error_bound = np.full(np.shape(self.analytic), np.nan)
 
     @classmethod
-    def unchecked(cls, name: str, analytic: np.ndarray, mode: str, **fields: Any) -> TensorCheck:
+    def unchecked(
+        cls, name: str, analytic: np.ndarray, mode: HowChecked | str, **fields: Any
+    ) -> TensorCheck:
         """A tensor judged without element-wise checks (a passed direction, a Taylor
         test): analytic in the user's shape, numeric all NaN, every mask False."""
         analytic = np.asarray(analytic, dtype=np.float64)

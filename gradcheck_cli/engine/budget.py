@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..exit_codes import ExitCode
+from ..how_checked import HowChecked
 from ..report import Report, RunError
 from . import numeric
 from .passes import OutOfTime
@@ -144,7 +145,7 @@ def plan(problem, objective, names: list[str], tol, rng, started: float):
 def unreached(report: Report, budget: float) -> RunError | None:
     """The error of a check whose time budget ran out before some tensor had a single
     element checked (exit 3), or None when every tensor got at least one."""
-    missed = [c.name for c in report.checks if c.mode != "taylor" and c.checked == 0]
+    missed = [c.name for c in report.checks if c.mode is not HowChecked.TAYLOR and c.checked == 0]
     if not missed:
         return None
     names = ", ".join(missed[:5]) + (f" and {len(missed) - 5} more" if len(missed) > 5 else "")

@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..how_checked import HowChecked
 from ..options import report_settings
 from ..problem import Method, Mode, Problem
 from ..report import Report, TensorCheck
@@ -167,7 +168,7 @@ def _check_tensors(problem, objective, checked, plan, tol, rng, tick, finished) 
             else:
                 finished(check_tensor(problem, objective, tensor, plan[tensor], tol, tick))
         except OutOfTime:
-            finished(unchecked(problem, objective, tensor, Mode.BUDGET.value))
+            finished(unchecked(problem, objective, tensor, HowChecked.BUDGET))
     return []
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..how_checked import HowChecked
 from ..problem import Mode, Problem
 from ..report import TensorCheck
 from .compare import ElementVerdict, Tolerances
@@ -85,7 +86,7 @@ def check_tensor(
     far are the tensor's check; on Ctrl-C they travel on the KeyboardInterrupt as
     ``partial_check`` (mode ``interrupted``), for the partial report (engine/check.py).
     """
-    mode = problem.settings.mode.value
+    mode = HowChecked(problem.settings.mode.value)
     shape = user_shape(problem, tensor)
     verdicts: list[ElementVerdict] = []
     done, size = 0, FIRST_BLOCK
@@ -107,7 +108,7 @@ def check_tensor(
             stop.partial_check = tensor_check(  # type: ignore[attr-defined]
                 tensor, objective.analytic[tensor], index[:done], _joined(verdicts), shape, mode
             )
-            stop.partial_check.mode = "interrupted"  # type: ignore[attr-defined]
+            stop.partial_check.mode = HowChecked.INTERRUPTED  # type: ignore[attr-defined]
         raise
     return tensor_check(
         tensor, objective.analytic[tensor], index[:done], _joined(verdicts), shape, mode
@@ -132,7 +133,7 @@ def tensor_check(
     index: np.ndarray,
     v: ElementVerdict,
     shape: tuple[int, ...],
-    mode: str,
+    mode: HowChecked,
 ) -> TensorCheck:
     """A TensorCheck in ``shape`` from the verdict ``v`` on the flat elements ``index``."""
     size = analytic.size
@@ -154,14 +155,14 @@ def tensor_check(
         kink_mask=scatter(v.kink, False, bool),
         abs_error=scatter(v.abs_error, np.nan),
         rel_error=scatter(v.rel_error, np.nan),
-        mode=mode if len(index) < size else "full",
+        mode=mode if len(index) < size else HowChecked.FULL,
         extra={JUMP_KEY: scatter(v.jump, False, bool)},
         inconclusive_mask=scatter(v.inconclusive, False, bool),
         error_bound=scatter(v.bound, np.nan),
     )
 
 
-def unchecked(problem: Problem, objective, tensor: str, mode: str) -> TensorCheck:
+def unchecked(problem: Problem, objective, tensor: str, mode: HowChecked) -> TensorCheck:
     """A tensor judged without element-wise checks (a passed direction)."""
     shape = user_shape(problem, tensor)
     return TensorCheck.unchecked(tensor, objective.analytic[tensor].reshape(shape), mode)

@@ -57,6 +57,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..how_checked import HowChecked
 from ..problem import Problem
 from .elements import check_tensor, unchecked
 from .numeric import EPS64
@@ -269,9 +270,9 @@ def fast_checks(problem: Problem, objective, names: list[str], tol, rng, tick):
         size = objective.tensors()[t].size
         if t in localise:
             c = check_tensor(problem, objective, t, np.arange(size), tol, tick)
-            c.mode, c.localised = "fast", True
+            c.mode, c.localised = HowChecked.FAST, True
         else:
-            c = unchecked(problem, objective, t, "fast")
+            c = unchecked(problem, objective, t, HowChecked.FAST)
             if tick is not None:
                 tick(size)
         c.extra["directional"] = {

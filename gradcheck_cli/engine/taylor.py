@@ -51,6 +51,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..how_checked import HowChecked
 from ..report import TensorCheck
 from .numeric import EPS64
 
@@ -292,7 +293,7 @@ def taylor_check(
     return TensorCheck.unchecked(
         tensor,
         objective.analytic[tensor].reshape(shape),
-        "taylor",
+        HowChecked.TAYLOR,
         taylor_order=result.order,
         taylor_passed=result.passed,
         diagnosis=KINK_NOTE if result.kink else None,

@@ -53,7 +53,7 @@ def report_to_dict(r: Report) -> dict[str, Any]:
                 "passed": c.passed,
                 "max_abs_error": c.max_abs_error,
                 "max_rel_error": c.max_rel_error,
-                "mode": c.mode,
+                "mode": c.mode.value,
                 "localised": c.localised,
                 "diagnosis": c.diagnosis,
                 "consequence_of": c.consequence_of,

@@ -15,6 +15,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..how_checked import HowChecked
 from ..text import printable
 from .elements import elements_text, format_array, taylor_summary, taylor_text
 from .format import FormatSpec
@@ -112,7 +113,7 @@ def _tensor_case(c: TensorCheck, classname: str) -> ET.Element:
         error = ET.SubElement(case, "error", {"message": message, "type": "Inconclusive"})
         error.text = elements_text(c)
     elif not c.passed:
-        if c.mode == "taylor":
+        if c.mode is HowChecked.TAYLOR:
             message = f"Taylor test: {taylor_summary(c)}"
         elif c.corrupted_by and not c.failed:
             message = f"corrupted by the impurity of layer {c.corrupted_by}"
@@ -126,7 +127,7 @@ def _tensor_case(c: TensorCheck, classname: str) -> ET.Element:
         if c.diagnosis:
             message += f"; {c.diagnosis}"
         failure = ET.SubElement(case, "failure", {"message": message, "type": "GradientMismatch"})
-        failure.text = taylor_text(c) if c.mode == "taylor" else elements_text(c)
+        failure.text = taylor_text(c) if c.mode is HowChecked.TAYLOR else elements_text(c)
     return case
 
 

@@ -20,6 +20,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from ..how_checked import HowChecked
 from .elements import (
     ELEMENT_ROWS,
     format_array,
@@ -47,7 +48,11 @@ SMALL_ARRAY = 16
 #: Names listed in the verdict line before "…".
 VERDICT_NAMES = 5
 
-_MODE_NOTES = {"sample": "sampled", "fast": "fast", "budget": "time budget"}
+_MODE_NOTES = {
+    HowChecked.SAMPLE: "sampled",
+    HowChecked.FAST: "fast",
+    HowChecked.BUDGET: "time budget",
+}
 #: The verdict line's first word for a run that ended with an error (after the part of
 #: the check that was done).
 _ERROR_WORDS = {"timeout": "TIMED OUT", "crashed": "CRASHED", "budget": "OUT OF TIME"}
@@ -74,7 +79,9 @@ def report_body(report: Report, verbosity: Verbosity = Verbosity.NORMAL) -> list
         # a tensor failed only by a purity verdict has no element to show: its diagnosis says
         numeric = check.corrupted_by is None or check.failed > 0
         if verbosity is Verbosity.VERBOSE or (not check.passed and numeric):
-            parts.append(taylor_table(check) if check.mode == "taylor" else element_table(check))
+            parts.append(
+                taylor_table(check) if check.mode is HowChecked.TAYLOR else element_table(check)
+            )
             heatmap = error_heatmap(check)  # None unless failing, 2-D or more, and checked
             if heatmap is not None:
                 parts.append(heatmap)
@@ -110,7 +117,7 @@ def settings_line(report: Report) -> Text:
 def summary_table(report: Report) -> Table:
     """One row per checked tensor, then one per skipped tensor."""
     diagnosed = any(c.diagnosis for c in report.checks)
-    taylor = any(c.mode == "taylor" for c in report.checks)
+    taylor = any(c.mode is HowChecked.TAYLOR for c in report.checks)
     table = Table(title="Gradients", title_justify="left", show_edge=False)
     table.add_column("tensor", no_wrap=True)
     table.add_column("shape", no_wrap=True)
@@ -150,7 +157,7 @@ def summary_table(report: Report) -> Table:
 
 
 def _order(c: TensorCheck) -> str:
-    if c.mode != "taylor":
+    if c.mode is not HowChecked.TAYLOR:
         return ""
     return "exact" if c.taylor_order is None else f"{c.taylor_order:.2f}"
 
@@ -158,7 +165,7 @@ def _order(c: TensorCheck) -> str:
 def checked_cell(c: TensorCheck) -> str:
     """``36``, or ``10 of 36 (sampled)`` when not every element was checked."""
     size = int(np.prod(c.shape, dtype=np.int64))
-    if c.mode == "taylor":
+    if c.mode is HowChecked.TAYLOR:
         return "1 direction (taylor)"
     if c.checked == size:
         return f"{size} (localised)" if c.localised else str(size)
@@ -312,8 +319,8 @@ def verdict_line(report: Report) -> Text:
         )
         elements = sum(c.checked for c in checks)
         kinks = sum(c.kinks for c in checks)
-        taylor = sum(c.mode == "taylor" for c in checks)
-        directional = sum(c.mode == "fast" and c.checked == 0 for c in checks)
+        taylor = sum(c.mode is HowChecked.TAYLOR for c in checks)
+        directional = sum(c.mode is HowChecked.FAST and c.checked == 0 for c in checks)
         if checks and taylor == len(checks):
             text.append(f": {_plural(len(checks), 'tensor')} (Taylor test), 0 failed")
         elif checks and directional == len(checks):
