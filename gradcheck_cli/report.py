@@ -126,15 +126,48 @@ class TensorCheck:
         return _nanmax(self.rel_error)
 
 
+@dataclass(frozen=True)
+class Mismatch:
+    """One element of an expectation that disagrees: its index in the tensor's
+    coordinates, in the shape the user wrote; the expected and actual values; and the
+    tolerance in force for it (engine/expectations.py)."""
+
+    index: tuple[int, ...]
+    expected: float
+    actual: float
+    tolerance: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "index": list(self.index),
+            "expected": self.expected,
+            "actual": self.actual,
+            "tolerance": self.tolerance,
+        }
+
+
 @dataclass
 class ExpectationResult:
-    """A hand-derived value compared with the engine's; arrays in the user's shape."""
+    """A hand-derived value compared with the engine's; arrays in the user's shape.
+
+    name: the key as written (``conv1.weight.grad[0, 0, 1, 1]``); base: the tensor's key
+    without the index. mismatches: every element that disagrees. tolerance: the rule
+    in force, as the JSON report describes it: ``rule`` (``given``, ``written`` or
+    ``default``), ``description`` (``±0.00005, from 4 written decimals``), and its
+    numbers (``atol``/``rtol``, or the ``min`` and ``max`` half units).
+    """
 
     name: str
     expected: np.ndarray
     actual: np.ndarray
     passed: bool
     max_abs_error: float
+    mismatches: list[Mismatch] = field(default_factory=list)
+    tolerance: dict[str, Any] = field(default_factory=dict)
+    base: str = ""
+
+    def __post_init__(self) -> None:
+        self.base = self.base or self.name
 
 
 @dataclass(frozen=True)

@@ -85,9 +85,7 @@ def build_problem(doc: dict, ctx: Context, default_name: str) -> Problem:
         if inputs
         else None
     )
-    expects, atol, rtol = expectations(
-        doc, drafts, specs, grad_shapes, batch_size if batched else None, ctx
-    )
+    expects = expectations(doc, drafts, specs, grad_shapes, batch_size if batched else None, ctx)
     if ctx.issues:
         raise ConfigError(ctx.issues)
     if not inputs or loss is None or out_shape is None or len(specs) != len(drafts):
@@ -105,9 +103,10 @@ def build_problem(doc: dict, ctx: Context, default_name: str) -> Problem:
         layers=specs,
         loss=loss,  # type: ignore[arg-type]
         settings=settings,
-        expectations=expects,
-        expect_atol=atol,
-        expect_rtol=rtol,
+        expectations=expects.found,
+        expect_atol=expects.atol,
+        expect_rtol=expects.rtol,
+        expect_tolerance_given=expects.given,
         warnings=[*warnings, *ctx.warnings],
         sources=tuple(str(p) for p in ctx.sources),
         named_inputs={

@@ -34,7 +34,7 @@ from .. import protocol
 from ..network import Node
 from ..problem import Problem
 from ..protocol import describe
-from ..report import ExpectationResult
+from ..report import ExpectationResult, Mismatch
 from .expectations import compare_expectations
 from .passes import Gradients, Trace, analytic_pass, node_backward, node_params, problem_params
 
@@ -168,13 +168,22 @@ class Uses:
 
 @dataclass
 class Expected:
-    """An ``expect:`` value shown beside the engine's (per-example keys sliced to k)."""
+    """An ``expect:`` value shown beside the engine's (per-example keys sliced to k).
+
+    key: as written (``conv1.delta[0:2]``); base: the tensor's key without the index;
+    tolerance: the rule in force in words; mismatches: every disagreeing element."""
 
     key: str
     expected: np.ndarray
     actual: np.ndarray
     passed: bool
     max_abs_error: float
+    base: str = ""
+    tolerance: str = ""
+    mismatches: list[Mismatch] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.base = self.base or self.key
 
 
 @dataclass
@@ -225,8 +234,6 @@ class Explanation:
     loss_rule: str  # one line: how dE/dy comes out of the loss
     reduction: str
     expected: list[Expected] = field(default_factory=list)  # loss, input.grad
-    expect_atol: float = 0.0
-    expect_rtol: float = 0.0
     #: network inputs read by several nodes: the sum of what each sends back
     input_forks: dict[str, Fork] = field(default_factory=dict)
 
@@ -251,7 +258,14 @@ def explain(problem: Problem, example: int = 0) -> Explanation:
         raise ValueError(f"example {example} is out of range: the batch has {n}")
     params = problem_params(problem)
     trace, grads = analytic_pass(problem, params)
-    per_key = {e.name: e for e in compare_expectations(problem, trace, grads)}
+    pending = compare_expectations(problem, trace, grads)
+
+    def take(*bases: str) -> list[ExpectationResult]:
+        """The expectations of these tensors, removed from ``pending``."""
+        found = [e for e in pending if e.base in bases]
+        pending[:] = [e for e in pending if e.base not in bases]
+        return found
+
     network = problem.network
 
     steps = []
@@ -276,12 +290,10 @@ def explain(problem: Problem, example: int = 0) -> Explanation:
         )
         previous = spec.name
         step.details = _details(problem, spec, trace, grads, params, example, step)
-        for key in (f"{spec.name}.output", f"{spec.name}.delta"):
-            if key in per_key:
-                step.expected.append(_sliced(per_key.pop(key), problem, example))
-        for p in spec.params if spec.share is None else ():
-            if f"{spec.name}.{p}.grad" in per_key:
-                step.expected.append(_whole(per_key.pop(f"{spec.name}.{p}.grad")))
+        for e in take(f"{spec.name}.output", f"{spec.name}.delta"):
+            step.expected.append(_sliced(e, problem, example))
+        grads_of = [f"{spec.name}.{p}.grad" for p in spec.params] if spec.share is None else []
+        step.expected += [_whole(e) for e in take(*grads_of)]
         steps.append(step)
     by_name = {step.name: step for step in steps}
     for step in steps:
@@ -289,10 +301,7 @@ def explain(problem: Problem, example: int = 0) -> Explanation:
             users = [by_name[n.name] for n in network.users(step.name)]
             step.uses = [_uses(step.name, p, users) for p in step.grads]
     input_keys = {f"{v}.grad" for v in network.input_names}
-    rest = [
-        _sliced(e, problem, example) if e.name in input_keys else _whole(e)
-        for e in per_key.values()
-    ]
+    rest = [_sliced(e, problem, example) if e.base in input_keys else _whole(e) for e in pending]
     shapes = problem.input_user_shapes()
     return Explanation(
         config=problem.path,
@@ -311,8 +320,6 @@ def explain(problem: Problem, example: int = 0) -> Explanation:
         loss_rule=describe(type(problem.loss.loss)),
         reduction=problem.loss.reduction,
         expected=rest,
-        expect_atol=problem.expect_atol,
-        expect_rtol=problem.expect_rtol,
         input_forks={
             v: fork
             for v in network.input_names
@@ -403,13 +410,27 @@ def _and(names: list[str]) -> str:
 
 
 def _whole(e: ExpectationResult) -> Expected:
-    return Expected(e.name, e.expected, e.actual, e.passed, e.max_abs_error)
+    return Expected(
+        e.name,
+        e.expected,
+        e.actual,
+        e.passed,
+        e.max_abs_error,
+        base=e.base,
+        tolerance=e.tolerance.get("description", ""),
+        mismatches=list(e.mismatches),
+    )
 
 
 def _sliced(e: ExpectationResult, problem: Problem, k: int) -> Expected:
-    """Per-example expectations of a batched config, cut down to example k."""
-    if problem.batched and e.expected.ndim and e.expected.shape[0] == problem.batch_size:
-        return Expected(e.name, e.expected[k], e.actual[k], e.passed, e.max_abs_error)
+    """Per-example expectations of a batched config, cut down to example k (a key with
+    an index is shown as written)."""
+    whole = e.name == e.base
+    if whole and problem.batched and e.expected.ndim and e.expected.shape[0] == problem.batch_size:
+        shown = _whole(e)
+        shown.expected, shown.actual = e.expected[k], e.actual[k]
+        shown.mismatches = [m for m in e.mismatches if m.index[:1] == (k,)]
+        return shown
     return _whole(e)
 
 

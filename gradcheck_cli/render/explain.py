@@ -33,6 +33,7 @@ from ..engine.explain import (
     tensor_stats,
 )
 from .elements import format_shape
+from .mismatches import index_text, number, tolerance_text
 
 #: Tensors with at most this many elements print in full.
 SMALL = 64
@@ -252,22 +253,26 @@ def routing_block(r: Routing, precision: int) -> RenderableType:
 
 
 def _expected(items: list[Expected], kind: str, e: Explanation) -> list[RenderableType]:
-    """The ``expect:`` values of one kind (output, delta, grad, loss, input.grad)."""
+    """The ``expect:`` values of one kind (output, delta, grad, loss, input.grad), with
+    the tolerance in force and every element that disagrees."""
     chosen = [
         x
         for x in items
-        if (kind == "grad" and x.key.endswith(".grad") and not x.key.startswith("input"))
-        or (kind.endswith(".grad") and x.key == kind)
-        or (kind in ("output", "delta", "loss") and (x.key == kind or x.key.endswith("." + kind)))
+        if (kind == "grad" and x.base.endswith(".grad") and not x.base.startswith("input"))
+        or (kind.endswith(".grad") and x.base == kind)
+        or (kind in ("output", "delta", "loss") and (x.base == kind or x.base.endswith("." + kind)))
     ]
     parts: list[RenderableType] = []
     for x in chosen:
         verdict = Text(f"expect {x.key} (from the config): ")
         verdict.append("agrees" if x.passed else "DISAGREES", style=GOOD if x.passed else BAD)
-        tol = f"atol {e.expect_atol:g}" + (f", rtol {e.expect_rtol:g}" if e.expect_rtol else "")
-        verdict.append(f", max |diff| {x.max_abs_error:.2e} ({tol})", style=DIM)
+        verdict.append(f", max |diff| {x.max_abs_error:.2e}, tolerance {x.tolerance}", style=DIM)
         parts.append(verdict)
         parts.append(_indent(tensor_block("expected", x.expected, None), 2))
+        for m in x.mismatches:
+            line = Text(f"{index_text(m.index)}: expected {number(m.expected)}, ", style=BAD)
+            line.append(f"actual {number(m.actual)} (tolerance ±{tolerance_text(m.tolerance)})")
+            parts.append(_indent(line, 2))
     return parts
 
 
