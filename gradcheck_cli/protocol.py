@@ -311,6 +311,10 @@ class Loss:
     per_example: ClassVar[bool] = True
     summary: ClassVar[str] = ""
     kinks: ClassVar[str] = ""
+    #: What the loss reads, in a few words (``on probabilities``, ``on logits``): a
+    #: did-you-mean that proposes this loss says it, so that a near name of a different
+    #: kind (cross_entropy for softmax_cross_entropy) is never proposed silently.
+    reads: ClassVar[str] = ""
     #: ``__init__`` fields that name a function in the config's plugins, as on Layer.
     function_fields: ClassVar[tuple[str, ...]] = ()
 
@@ -337,6 +341,12 @@ class Loss:
     def backward(self, cache: Any) -> np.ndarray:
         """-> dy: (N, *y_shape), the gradient of sum(losses) with respect to y."""
         raise NotImplementedError
+
+    def input_warning(self, y: np.ndarray, target: np.ndarray | None) -> str | None:
+        """One sentence when the network output ``y`` (N, *y_shape) is not what this loss
+        is meant for (``cross_entropy`` fed logits), else None. The check goes on: it
+        is shown as a warning naming the loss."""
+        return None
 
 
 LAYERS: dict[str, type[Layer]] = {}

@@ -125,6 +125,26 @@ class TensorCheck:
     def max_rel_error(self) -> float:
         return _nanmax(self.rel_error)
 
+    @property
+    def noise_floor_mask(self) -> np.ndarray:
+        """Elements whose analytic and numeric values are both ~0: they passed, and
+        neither value is larger than the noise the verdict allowed (``error_bound``) or
+        than their own difference. The relative error of such an element (up to 1.0)
+        says nothing about the gradient; ``max_rel_error`` keeps it, as the contract
+        defines it, and the table shows "both ~0" instead."""
+        judged = self.checked_mask & ~self.failed_mask & ~self.inconclusive_mask
+        a, n = np.asarray(self.analytic, float), np.asarray(self.numeric, float)
+        with np.errstate(invalid="ignore"):
+            size = np.fmax(np.abs(a), np.abs(n))
+            noise = np.fmax(np.asarray(self.error_bound, float), np.abs(a - n))
+            return judged & (size <= noise)
+
+    @property
+    def max_rel_error_above_floor(self) -> float:
+        """``max_rel_error`` over the elements not at the noise floor (0 when none)."""
+        rel = np.where(self.noise_floor_mask, np.nan, np.asarray(self.rel_error, float))
+        return _nanmax(rel)
+
 
 @dataclass(frozen=True)
 class Mismatch:

@@ -78,6 +78,7 @@ class CrossEntropy(_ClassTarget):
     """
 
     summary = "cross-entropy on probabilities, -sum(target * log y); target index or distribution"
+    reads = "on probabilities, e.g. a softmax layer's output"
 
     def forward(self, y: np.ndarray, target: np.ndarray | None) -> tuple[np.ndarray, CECache]:
         t = tiled(target, len(y))
@@ -90,6 +91,31 @@ class CrossEntropy(_ClassTarget):
         t = cache.target
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.divide(-t, cache.y, out=np.zeros_like(cache.y), where=t != 0)
+
+    def input_warning(self, y: np.ndarray, target: np.ndarray | None) -> str | None:
+        """Logits where probabilities belong: values outside [0, 1], or an example whose
+        target is one distribution (a class index, or entries summing to 1) but whose
+        values do not sum to 1."""
+        if target is None:
+            return None
+        t = tiled(target, len(y)).astype(np.float64)
+        found = []
+        if np.any(y < 0) or np.any(y > 1):
+            found.append(f"has values from {y.min():.4g} to {y.max():.4g}, outside [0, 1]")
+        sums = row_sums(y.astype(np.float64))
+        tol = np.sqrt(np.finfo(y.dtype).eps) * y[0].size
+        one = np.abs(row_sums(t) - 1) <= tol
+        off = np.flatnonzero(one & (np.abs(sums - 1) > tol))
+        if off.size:
+            k = int(off[0])
+            found.append(f"sums to {sums[k]:.4g} in example {k}, not 1")
+        if not found:
+            return None
+        return (
+            "cross_entropy takes probabilities (a softmax layer's output), but the network "
+            f"output {', and '.join(found)}: if these are logits, use "
+            "softmax_cross_entropy (on logits) or add a softmax layer"
+        )
 
 
 class SCECache(NamedTuple):
@@ -106,6 +132,7 @@ class SoftmaxCrossEntropy(_ClassTarget):
     """
 
     summary = "softmax + cross-entropy on logits (stable log-sum-exp); target index or distribution"
+    reads = "on logits, applying the softmax itself: no softmax layer before it"
 
     def forward(self, y: np.ndarray, target: np.ndarray | None) -> tuple[np.ndarray, SCECache]:
         t = tiled(target, len(y))

@@ -104,6 +104,18 @@ def format_error(v: float) -> str:
     return "—" if math.isnan(v) else f"{v:.2e}"
 
 
+def rel_error_text(check: TensorCheck) -> str:
+    """A tensor's max relative error as the table shows it: over the elements not at
+    the noise floor (``TensorCheck.noise_floor_mask``), or ``both ~0`` when every
+    element with a relative error sits there; ``—`` when nothing was checked."""
+    if not check.checked:
+        return "—"
+    real = check.max_rel_error_above_floor
+    if real == 0 and check.max_rel_error > 0 and check.noise_floor_mask.any():
+        return "both ~0"
+    return format_error(real)
+
+
 def format_shape(shape: tuple[int, ...]) -> str:
     """``(2, 3)``; a vector's shape is ``(3)`` and a scalar's ``()``."""
     return "(" + ", ".join(str(d) for d in shape) + ")"

@@ -27,6 +27,7 @@ from .elements import (
     format_shape,
     format_value,
     hidden_unchecked,
+    rel_error_text,
     taylor_rows,
     taylor_summary,
     worst_elements,
@@ -134,7 +135,7 @@ def summary_table(report: Report) -> Table:
             str(c.kinks),
             *([str(c.inconclusive)] if unresolved else []),
             format_error(c.max_abs_error) if checked else "—",
-            format_error(c.max_rel_error) if checked else "—",
+            rel_error_text(c),
         ]
         if taylor:
             row.append(_order(c))
