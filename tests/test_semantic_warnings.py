@@ -226,6 +226,9 @@ def test_a_zero_gradient_at_the_noise_floor_reads_both_0_not_a_relative_error_of
     assert bias["max_rel_error"] == 1.0  # the contract's number stays in the JSON
     (warning,) = [w for w in data["warnings"] if "both ~0" in w]
     assert warning.startswith(f"{path}:4: fc.bias: max rel err 1.00e+00 is from 3 elements")
+    verbose = run(path, "-v").output.split("fc.bias (3): PASS")[1].split("bn.gamma")[0]
+    rows = [line for line in verbose.splitlines() if line.strip().startswith("(")]
+    assert len(rows) == 3 and all("both ~0" in row and "1.00e+00" not in row for row in rows)
 
 
 def test_real_relative_errors_are_shown_as_they_are(tmp_path):

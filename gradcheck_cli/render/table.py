@@ -206,7 +206,7 @@ def element_table(check: TensorCheck, limit: int = ELEMENT_ROWS) -> Table:
             format_value(r.numeric),
             format_error(r.abs_error),
             format_error(r.bound),
-            format_error(r.rel_error),
+            r.rel_text,
             Text(r.note, style=note_style),
         )
     more = check.analytic.size - len(rows)
