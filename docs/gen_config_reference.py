@@ -308,6 +308,15 @@ def render() -> str:
         "output) and `loss`; each value an array. A shared parameter's gradient is its",
         "owner's: `<owner>.<param>.grad`, the sum over every use.",
         "",
+        "Any key but `loss` may name one element or a slice with numpy's basic index",
+        "syntax: `conv1.weight.grad[0, 0, 1, 1]: 0.3116`, `fc.delta[0:2]: [0.1, 0.2]`,",
+        "`conv1.output[..., -1]` (integers, negative ones from the end, slices",
+        "`start:stop:step`, at most one `...`; lists and masks are refused). An index is",
+        "read in the shape the tensor was written in when it names as many axes (a 2-D",
+        "conv kernel), else in the layer's own shape (`[0, 0, 1, 1]` of a (1, 1, 2, 2)",
+        "kernel); the value must have the shape it selects. An index out of range, or a",
+        "value of another shape, is a config error that names the shape that would fit.",
+        "",
     ]
     out += field_rows(expect, defs, skip=())
     tolerance = expect["properties"]["tolerance"]
@@ -315,8 +324,23 @@ def render() -> str:
     out += field_rows(tolerance, defs, skip=())
     out += [
         "",
-        "An expectation passes when every element has `|actual - expected| <= atol + rtol *"
-        " max(|actual|, |expected|)`.",
+        "**Without `tolerance`**, each number is compared to half a unit in the last",
+        "place it was written with, as a person who rounds means it: `0.3116` (4",
+        "decimals) passes for any value from 0.31155 to 0.31165, both ends included;",
+        "`3.116e-1` has the same last place (1e-4); `2` is an integer (within 0.5), so",
+        "write `0.0000` for a zero you mean to 4 places. Each number of a list has its",
+        "own. The comparison allows 4 epsilons of the check's dtype times the values for",
+        "their binary representation, so a value exactly at the edge passes and one a",
+        "unit further fails. Numbers with no written text, from `{file: ...}` (or Python",
+        "numbers through the API), are compared with `atol` 1e-6.",
+        "",
+        "**With `tolerance`**, every element must have `|actual - expected| <= atol + rtol"
+        " * max(|actual|, |expected|)`.",
+        "",
+        "A failing expectation lists every element that disagrees with its index (in the",
+        "tensor's coordinates), the expected and actual values and the tolerance in force:",
+        "the first 5 in the terminal (all with `-v`), all of them in JUnit and in the JSON",
+        "report's `mismatches`.",
     ]
     return "\n".join(out).rstrip() + "\n"
 

@@ -35,11 +35,33 @@ class LossSpec:
 
 @dataclass
 class Expectation:
-    """A hand-derived value to compare: key like ``conv1.weight.grad``."""
+    """A hand-derived value to compare: key like ``conv1.weight.grad`` or, for one
+    element or a slice, ``conv1.weight.grad[0, 0, 1, 1]`` (gradcheck_cli/indexing.py).
+
+    value: in the shape the user wrote. base: the key without its index. shape: the
+    tensor's shape the key is read in, whose coordinates reports use (the value's own
+    shape for a whole tensor). positions: for an index, the flat position in ``shape``
+    of each element of value (shaped like value); None for a whole tensor. places: the
+    unit in the last written place of each element (config/written.py), NaN where the
+    value has no written text (a file); None when no element has one.
+    """
 
     key: str
-    value: np.ndarray  # in the shape the user wrote
+    value: np.ndarray
     line: int | None = None
+    base: str = ""
+    shape: tuple[int, ...] | None = None
+    positions: np.ndarray | None = None
+    places: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.base = self.base or self.key
+        if self.shape is None:
+            self.shape = tuple(self.value.shape)
+
+    @property
+    def indexed(self) -> bool:
+        return self.positions is not None
 
 
 @dataclass
@@ -76,8 +98,12 @@ class Problem:
     loss: LossSpec
     settings: CheckSettings
     expectations: list[Expectation] = field(default_factory=list)
+    #: the ``expect:`` block's ``tolerance:``; without one, each written number is
+    #: compared to half a unit in its last written place, and a number with no written
+    #: text (from a file) to these defaults (engine/expectations.py)
     expect_atol: float = 1e-6
     expect_rtol: float = 0.0
+    expect_tolerance_given: bool = False
     warnings: list[str] = field(default_factory=list)
     #: resolved paths of every file the config read (arrays, plugins): never written to
     sources: tuple[str, ...] = ()

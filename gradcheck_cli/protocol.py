@@ -125,7 +125,34 @@ class Note:
     text: str
 
 
+@dataclass(frozen=True)
+class SoftmaxNote(Note):
+    """A softmax over axis 1 (``text`` as for a Note). A loss on probabilities right
+    after it may say what the delta at the softmax's input comes to
+    (``LossDelta.after_softmax``: p - y for cross-entropy), and explain shows it there."""
+
+
 Derivation = ElementWise | Routing | ConvSums | DenseSums | Note
+
+
+@dataclass(frozen=True)
+class LossDelta:
+    """How a loss's dE/dy comes out of its numbers, for ``gradcheck explain``.
+
+    formula: the rule and what each name means (``dE/dz = p - y, p = softmax(z), y = the
+    target``); expression: the rule over the names in ``parts`` (``p - y``), which
+    explain writes out entry by entry with their values (names joined by ``+ - * /`` and
+    parentheses); parts: (name, array (N, *y_shape)); value: what the expression gives,
+    (N, *y_shape), before the batch reduction (a ``mean`` divides it by N), compared
+    with what the loss's backward gave. after_softmax: for a loss on probabilities, the
+    same for the input of a softmax layer (``SoftmaxNote``) that feeds it.
+    """
+
+    formula: str
+    expression: str
+    parts: tuple[tuple[str, np.ndarray], ...]
+    value: np.ndarray
+    after_softmax: LossDelta | None = None
 
 
 class Layer:
@@ -331,6 +358,10 @@ class Loss:
     per_example: ClassVar[bool] = True
     summary: ClassVar[str] = ""
     kinks: ClassVar[str] = ""
+    #: What the loss reads, in a few words (``on probabilities``, ``on logits``): a
+    #: did-you-mean that proposes this loss says it, so that a near name of a different
+    #: kind (cross_entropy for softmax_cross_entropy) is never proposed silently.
+    reads: ClassVar[str] = ""
     #: ``__init__`` fields that name a function in the config's plugins, as on Layer.
     function_fields: ClassVar[tuple[str, ...]] = ()
 
@@ -357,6 +388,17 @@ class Loss:
     def backward(self, cache: Any) -> np.ndarray:
         """-> dy: (N, *y_shape), the gradient of sum(losses) with respect to y."""
         raise NotImplementedError
+
+    def derive(self, y: np.ndarray, target: np.ndarray | None) -> LossDelta | None:
+        """How dE/dy comes out of y (N, *y_shape) and the target, for ``explain``; None
+        (the default) shows the loss's summary only."""
+        return None
+
+    def input_warning(self, y: np.ndarray, target: np.ndarray | None) -> str | None:
+        """One sentence when the network output ``y`` (N, *y_shape) is not what this loss
+        is meant for (``cross_entropy`` fed logits), else None. The check goes on: it
+        is shown as a warning naming the loss."""
+        return None
 
 
 LAYERS: dict[str, type[Layer]] = {}

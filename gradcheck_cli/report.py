@@ -129,16 +129,69 @@ class TensorCheck:
     def max_rel_error(self) -> float:
         return _nanmax(self.rel_error)
 
+    @property
+    def noise_floor_mask(self) -> np.ndarray:
+        """Elements whose analytic and numeric values are both ~0: they passed, and
+        neither value is larger than the noise the verdict allowed (``error_bound``) or
+        than their own difference. The relative error of such an element (up to 1.0)
+        says nothing about the gradient; ``max_rel_error`` keeps it, as the contract
+        defines it, and the table shows "both ~0" instead."""
+        judged = self.checked_mask & ~self.failed_mask & ~self.inconclusive_mask
+        a, n = np.asarray(self.analytic, float), np.asarray(self.numeric, float)
+        with np.errstate(invalid="ignore"):
+            size = np.fmax(np.abs(a), np.abs(n))
+            noise = np.fmax(np.asarray(self.error_bound, float), np.abs(a - n))
+            return judged & (size <= noise)
+
+    @property
+    def max_rel_error_above_floor(self) -> float:
+        """``max_rel_error`` over the elements not at the noise floor (0 when none)."""
+        rel = np.where(self.noise_floor_mask, np.nan, np.asarray(self.rel_error, float))
+        return _nanmax(rel)
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """One element of an expectation that disagrees: its index in the tensor's
+    coordinates, in the shape the user wrote; the expected and actual values; and the
+    tolerance in force for it (engine/expectations.py)."""
+
+    index: tuple[int, ...]
+    expected: float
+    actual: float
+    tolerance: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "index": list(self.index),
+            "expected": self.expected,
+            "actual": self.actual,
+            "tolerance": self.tolerance,
+        }
+
 
 @dataclass
 class ExpectationResult:
-    """A hand-derived value compared with the engine's; arrays in the user's shape."""
+    """A hand-derived value compared with the engine's; arrays in the user's shape.
+
+    name: the key as written (``conv1.weight.grad[0, 0, 1, 1]``); base: the tensor's key
+    without the index. mismatches: every element that disagrees. tolerance: the rule
+    in force, as the JSON report describes it: ``rule`` (``given``, ``written`` or
+    ``default``), ``description`` (``±0.00005, from 4 written decimals``), and its
+    numbers (``atol``/``rtol``, or the ``min`` and ``max`` half units).
+    """
 
     name: str
     expected: np.ndarray
     actual: np.ndarray
     passed: bool
     max_abs_error: float
+    mismatches: list[Mismatch] = field(default_factory=list)
+    tolerance: dict[str, Any] = field(default_factory=dict)
+    base: str = ""
+
+    def __post_init__(self) -> None:
+        self.base = self.base or self.name
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,8 @@ DRAFT = "https://json-schema.org/draft/2020-12/schema"
 #: <layer>.delta, <layer>.<param>.grad.
 #: (input.<name>.grad has the shape of <layer>.<param>.grad.)
 EXPECT_KEY_PATTERN = (
-    r"^(tolerance|loss|input\.grad|[^.\s]+\.(output|delta)|[^.\s]+\.[^.\s]+\.grad)$"
+    r"^(tolerance|loss|(input\.grad|[^.\s\[\]]+\.(output|delta)"
+    r"|[^.\s\[\]]+\.[^.\s\[\]]+\.grad)(\[[^\[\]]+\])?)$"
 )
 #: A name under the top-level ``inputs:`` (config/inputs.py's INPUT_NAME).
 INPUT_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
@@ -532,14 +533,19 @@ def _expect_schema() -> dict[str, Any]:
     return {
         "description": (
             "hand-derived values compared with the engine's: <layer>.<param>.grad, "
-            "input.grad (input.<name>.grad), <layer>.output, <layer>.delta, loss; plus "
-            "tolerance"
+            "input.grad (input.<name>.grad), <layer>.output, <layer>.delta, loss, each "
+            "optionally with a numpy index for one element or a slice "
+            "(conv1.weight.grad[0, 0, 1, 1], fc.delta[0:2]); plus tolerance"
         ),
         "type": "object",
         "propertyNames": {"pattern": EXPECT_KEY_PATTERN},
         "properties": {
             "tolerance": {
-                "description": "how close the engine's values must be (default atol 1e-6)",
+                "description": (
+                    "how close the engine's values must be; without it each written "
+                    "number is compared to half a unit in its last written place, and "
+                    "values from files to atol 1e-6"
+                ),
                 "type": "object",
                 "additionalProperties": False,
                 "properties": {

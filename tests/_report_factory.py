@@ -6,7 +6,13 @@ import numpy as np
 
 from gradcheck_cli.problem import CheckSettings, LayerSpec, LossSpec, Problem
 from gradcheck_cli.protocol import Layer, Loss
-from gradcheck_cli.report import ExpectationResult, LayerVerdict, Report, TensorCheck
+from gradcheck_cli.report import (
+    ExpectationResult,
+    LayerVerdict,
+    Mismatch,
+    Report,
+    TensorCheck,
+)
 
 SETTINGS = {
     "eps": 1e-6,
@@ -108,7 +114,13 @@ def failing_report(config: str = "configs/bad.yaml") -> Report:
         checks=[weight, inp, fc],
         expectations=[
             ExpectationResult(
-                "conv1.weight.grad", np.array([1.0, 2.0]), np.array([1.0, 2.5]), False, 0.5
+                "conv1.weight.grad",
+                np.array([1.0, 2.0]),
+                np.array([1.0, 2.5]),
+                False,
+                0.5,
+                mismatches=[Mismatch((1,), 2.0, 2.5, 0.05)],
+                tolerance={"rule": "written", "description": "±0.05, from 1 written decimal"},
             ),
             ExpectationResult("loss", np.array(0.5), np.array(0.5), True, 0.0),
         ],

@@ -236,12 +236,21 @@ def test_yaml_configs_in_the_docs_validate():
     assert found >= 1
 
 
-@pytest.mark.parametrize("k, config", [(0, "example_b_network"), (1, "fork_sum")])
-def test_explain_page_excerpt_is_what_explain_prints(k, config):
+EXPLAIN_EXCERPTS = [
+    (0, "example_b_network", ()),
+    (1, "fork_sum", ()),
+    (2, "example_d_stack", ()),
+    (3, "example_c_conv_sum", ()),
+    (4, "example_a", ("--lr", "0.1")),
+]
+
+
+@pytest.mark.parametrize("k, config, args", EXPLAIN_EXCERPTS)
+def test_explain_page_excerpt_is_what_explain_prints(k, config, args):
     excerpts = blocks(DOCS / "explain.md", "text")
-    assert len(excerpts) == 2
+    assert len(excerpts) == len(EXPLAIN_EXCERPTS)
     result = CliRunner().invoke(
-        cli, ["explain", str(REPO / "configs" / f"{config}.yaml"), "--no-color"]
+        cli, ["explain", str(REPO / "configs" / f"{config}.yaml"), "--no-color", *args]
     )
     assert result.exit_code == 0
     printed = [line.rstrip() for line in result.output.splitlines()]

@@ -133,11 +133,18 @@ def test_layer_table_marks_the_wrong_backward():
     assert " ok " in row_of(text, "fc") + " "
 
 
-def test_expectation_table_shows_expected_and_actual_of_small_failures():
+def test_expectation_table_shows_the_tolerance_in_force():
     text = text_of(expectation_table(failing_report()))
     row = row_of(text, "conv1.weight.grad")
-    assert "FAIL" in row and "[1. 2.]" in row and "[1.  2.5]" in row
+    assert "FAIL" in row and "±0.05, from 1 written decimal" in row
     assert "PASS" in row_of(text, "loss")
+
+
+def test_a_failing_expectation_lists_its_disagreeing_elements():
+    text = text_of(render_report(failing_report()))
+    assert "conv1.weight.grad: 1 of 2 elements disagree" in text
+    cells = [c.strip() for c in row_of(text, "[1]").split("│")]
+    assert cells == ["[1]", "2", "2.5", "0.5", "±0.05"]
 
 
 def test_verdict_line_pass():

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .. import protocol
-from ..errors import ConfigError
+from ..errors import ConfigError, ConfigIssue
 from ..network import INPUT
 from ..problem import LossSpec, NamedInput, Problem
 from ..protocol import FieldError, Loss
@@ -26,8 +26,9 @@ from .functions import resolve_function
 from .graph import image_inputs, unread_warnings, wire
 from .inputs import input_entries, read_inputs
 from .plugins import load_plugins
+from .semantics import unread_window_warnings
 from .settings import check_only_matches, check_settings, expectations, input_grad_shapes
-from .stack import build_layers, infer_shapes, layer_items
+from .stack import build_layers, infer_shapes, layer_items, reserved_key_text
 from .suggest import closest, did_you_mean, show
 from .yamlload import line_of
 
@@ -85,9 +86,7 @@ def build_problem(doc: dict, ctx: Context, default_name: str) -> Problem:
         if inputs
         else None
     )
-    expects, atol, rtol = expectations(
-        doc, drafts, specs, grad_shapes, batch_size if batched else None, ctx
-    )
+    expects = expectations(doc, drafts, specs, grad_shapes, batch_size if batched else None, ctx)
     if ctx.issues:
         raise ConfigError(ctx.issues)
     if not inputs or loss is None or out_shape is None or len(specs) != len(drafts):
@@ -105,9 +104,10 @@ def build_problem(doc: dict, ctx: Context, default_name: str) -> Problem:
         layers=specs,
         loss=loss,  # type: ignore[arg-type]
         settings=settings,
-        expectations=expects,
-        expect_atol=atol,
-        expect_rtol=rtol,
+        expectations=expects.found,
+        expect_atol=expects.atol,
+        expect_rtol=expects.rtol,
+        expect_tolerance_given=expects.given,
         warnings=[*warnings, *ctx.warnings],
         sources=tuple(str(p) for p in ctx.sources),
         named_inputs={
@@ -116,6 +116,7 @@ def build_problem(doc: dict, ctx: Context, default_name: str) -> Problem:
     )
     where = {i.name: i.path for i in inputs} | {d.name: d.path for d in drafts if d.name}
     problem.warnings.extend(unread_warnings(problem.network, where))
+    problem.warnings.extend(unread_window_warnings(specs, ctx.file))
     check_only_matches(doc, settings, problem.tensor_names(), ctx)
     if ctx.issues:
         raise ConfigError(ctx.issues)
@@ -195,7 +196,7 @@ def _loss(
         else:
             target = _target(block, target_name, ctx, batch)
     kwargs = _loss_kwargs(block, cls, ctx, plugins_ok)
-    if kwargs is None:
+    if kwargs is None or not _loss_reserved(cls, line, ctx):
         return None
     if "reduction" in signature_of(cls).accepted and reduction in ("sum", "mean"):
         kwargs["reduction"] = reduction  # a loss that reduces over the batch itself
@@ -212,6 +213,55 @@ def _loss(
     return LossSpec(type=kind, loss=loss, target=target, reduction=str(reduction), line=line)
 
 
+def _loss_suggestion(kind: str) -> str:
+    """The did-you-mean of a loss type, saying what the proposed loss reads, and what
+    the losses of a different kind with a related name read (``cross_entropy`` on
+    probabilities, ``softmax_cross_entropy`` on logits): a near name is never proposed
+    without saying how it differs."""
+    close = closest(kind, protocol.LOSSES)
+    if close is None:
+        return f"; known losses: {_losses_told()}"
+    reads = protocol.LOSSES[close].reads
+    related = [
+        name
+        for name, cls in sorted(protocol.LOSSES.items())
+        if name != close and (name in close or close in name) and cls.reads != reads
+    ]
+    reads = reads or (protocol.describe(protocol.LOSSES[close]) if related else "")
+    hint = f"; did you mean {close!r}" + (f" ({reads})" if reads else "") + "?"
+    for name in related:
+        other = protocol.LOSSES[name].reads
+        hint += f" {name!r} differs: {other or protocol.describe(protocol.LOSSES[name])}."
+    return hint
+
+
+def _losses_told() -> str:
+    """Every loss type, each with what it reads when it says."""
+    return ", ".join(
+        name + (f" ({cls.reads})" if cls.reads else "")
+        for name, cls in sorted(protocol.LOSSES.items())
+    )
+
+
+def _loss_reserved(cls: type[Loss], line: int | None, ctx: Context) -> bool:
+    """A loss whose ``__init__`` takes ``type`` or its array key (``target``) never
+    receives it: an issue when required, a warning when optional (as for layers)."""
+    sig = signature_of(cls)
+    ok = True
+    for key in ("type", cls.target_name):
+        if key is None or key not in sig.accepted:
+            continue
+        text = reserved_key_text(cls, key, "loss")
+        if key in sig.required:
+            ctx.add("loss", line, f"{text}; rename that argument")
+            ok = False
+        else:
+            ctx.warnings.append(
+                str(ConfigIssue(ctx.file, line, "loss", f"{text}, so it always gets its default"))
+            )
+    return ok
+
+
 def _loss_type(block: dict, line: int | None, ctx: Context, plugins_ok: bool) -> type[Loss] | None:
     kind = block.get("type")
     if "type" not in block:
@@ -226,13 +276,11 @@ def _loss_type(block: dict, line: int | None, ctx: Context, plugins_ok: bool) ->
         return protocol.LOSSES[kind]
     if isinstance(kind, str) and kind in protocol.LAYERS:
         message = (
-            f"{kind!r} is a layer, not a loss; list it under layers: and pick a loss"
-            + did_you_mean(None, protocol.LOSSES, listing="losses")
+            f"{kind!r} is a layer, not a loss; list it under layers: and pick a loss; "
+            f"losses: {_losses_told()}"
         )
     elif isinstance(kind, str):
-        message = f"unknown loss type {kind!r}" + did_you_mean(
-            kind, protocol.LOSSES, listing="known losses"
-        )
+        message = f"unknown loss type {kind!r}" + _loss_suggestion(kind)
         if not plugins_ok:
             message += " (a plugin failed to load, see above)"
     else:

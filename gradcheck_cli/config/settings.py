@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from ..indexing import BadIndex, parse_index, select, split_key
 from ..options import (
     OPTIONS,
     CheckSettings,
@@ -21,6 +23,7 @@ from .arrays import read_array
 from .context import Context, join
 from .stack import Draft
 from .suggest import did_you_mean, show
+from .written import written_places
 from .yamlload import line_of
 
 CHECK_KEYS = tuple(OPTIONS)
@@ -75,6 +78,23 @@ def check_only_matches(doc: Any, settings: CheckSettings, names: list[str], ctx:
             ctx.add("check.only", line, e.message)
 
 
+#: The ``expect:`` tolerance of a number with no written text (from a file): the default
+#: when the config gives no ``tolerance:``.
+DEFAULT_EXPECT_ATOL = 1e-6
+DEFAULT_EXPECT_RTOL = 0.0
+
+
+@dataclass
+class ExpectBlock:
+    """The ``expect:`` block: its expectations and the tolerance it gives (``given``
+    False: each written number is compared to half a unit in its last written place)."""
+
+    found: list[Expectation]
+    atol: float = DEFAULT_EXPECT_ATOL
+    rtol: float = DEFAULT_EXPECT_RTOL
+    given: bool = False
+
+
 def expectations(
     doc: Any,
     drafts: list[Draft],
@@ -82,43 +102,54 @@ def expectations(
     input_shapes: dict[str, list[tuple[int, ...]]] | None,
     batch: int | None,
     ctx: Context,
-) -> tuple[list[Expectation], float, float]:
-    """The ``expect:`` block: (expectations, atol, rtol).
+) -> ExpectBlock:
+    """The ``expect:`` block.
 
     input_shapes: the accepted shapes of each network input's gradient by key
     (``input.grad``, or ``input.x.grad`` for several inputs; None when the inputs are
-    unknown); batch: N when the config is batched, else None.
+    unknown); batch: N when the config is batched, else None. A key may end in an index
+    (``conv1.weight.grad[0, 0, 1, 1]``, gradcheck_cli/indexing.py).
     """
-    atol, rtol = 1e-6, 0.0
+    result = ExpectBlock([])
     block = doc.get("expect")
     if block is None:
-        return [], atol, rtol
+        return result
     if not isinstance(block, dict):
         ctx.add(
             "expect",
             line_of(doc, "expect"),
             f"must be a mapping like {{conv1.weight.grad: [...]}}, got {show(block)}",
         )
-        return [], atol, rtol
+        return result
     valid, shapes, unknown_layers = _expect_targets(drafts, specs, input_shapes, batch)
-    found: list[Expectation] = []
     for key, value in block.items():
         where, line = join("expect", key), line_of(block, key)
         if key == "tolerance":
-            atol, rtol = _tolerance(value, where, line, ctx, atol, rtol)
+            result.atol, result.rtol = _tolerance(value, where, line, ctx, result.atol, result.rtol)
+            result.given = True
             continue
-        if not isinstance(key, str) or key not in valid:
-            head = key.split(".", 1)[0] if isinstance(key, str) else None
+        base, index_text = split_key(key) if isinstance(key, str) else (key, None)
+        if not isinstance(base, str) or base not in valid:
+            head = base.split(".", 1)[0] if isinstance(base, str) else None
             if head in unknown_layers:
                 continue  # that layer has its own issue already
-            ctx.add(where, line, _unknown_key(key, valid, drafts))
+            ctx.add(where, line, _unknown_key(base, valid, drafts))
             read_array(value, where, line, ctx)
             continue
         parsed = read_array(value, where, line, ctx)
         if parsed is None:
             continue
+        places = written_places(block, key)
+        if places is not None and np.all(np.isnan(places)):
+            places = None
+        accepted = shapes.get(base)
+        if index_text is not None:
+            found = _indexed(key, base, index_text, parsed.array, accepted, where, line, ctx)
+            if found is not None:
+                found.places = places
+                result.found.append(found)
+            continue
         given = parsed.array.shape
-        accepted = shapes.get(key)
         if accepted is not None and given not in accepted:
             also = [list(s) for s in accepted[1:] if s != accepted[0]]
             ctx.add(
@@ -128,8 +159,53 @@ def expectations(
                 + (f" (also accepted: {', '.join(map(str, also))})" if also else ""),
             )
             continue
-        found.append(Expectation(key, parsed.array, line))
-    return found, atol, rtol
+        result.found.append(Expectation(key, parsed.array, line, places=places))
+    return result
+
+
+def _indexed(
+    key: str,
+    base: str,
+    index_text: str,
+    value: np.ndarray,
+    accepted: list[tuple[int, ...]] | None,
+    where: str,
+    line: int | None,
+    ctx: Context,
+) -> Expectation | None:
+    """An expectation of one element or a slice: the index read in one of the tensor's
+    shapes, the value shaped like what it selects (size-1 axes aside)."""
+    what = _what(base)
+    if base == "loss":
+        ctx.add(where, line, "the loss is one number and takes no index; write `loss: 0.25`")
+        return None
+    if not accepted:
+        return None  # the tensor's shape is unknown: an earlier issue says why
+    shapes_text = f"{what} has shape {list(accepted[0])}" + "".join(
+        f" (also read as {list(s)})" for s in dict.fromkeys(accepted[1:]) if s != accepted[0]
+    )
+    try:
+        selection = select(parse_index(index_text), accepted)
+    except BadIndex as err:
+        ctx.add(where, line, f"[{index_text}]: {err}; {shapes_text}")
+        return None
+    if squeezed(value.shape) != squeezed(selection.selected):
+        fits = "one number" if not selection.selected else f"shape {list(selection.selected)}"
+        ctx.add(
+            where,
+            line,
+            f"has shape {list(value.shape)} but [{index_text}] selects {fits} of {what} "
+            f"(shape {list(selection.shape)}); write {fits} there",
+        )
+        return None
+    return Expectation(
+        key,
+        value,
+        line,
+        base=base,
+        shape=selection.shape,
+        positions=selection.positions.reshape(value.shape),
+    )
 
 
 def _unknown_key(key: Any, valid: list[str], drafts: list[Draft]) -> str:

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .. import protocol
+from ..errors import ConfigIssue
 from ..problem import LayerSpec
 from ..protocol import FieldError, InputKind, Layer, Shape, image_shape, takes_several
 from .arrays import MAX_ARRAY_ELEMENTS, MAX_RANDOM_SIZE, ArrayValue, read_array
@@ -218,10 +220,13 @@ def _construct(
         except BadValue as err:
             ctx.add(where, line, str(err))
             ok = False
+    ok = _reserved_keys(draft, cls, sig, ctx) and ok
     kwargs.update(_inferred(draft, cls, sig, kwargs))
     if wants_batch:
         kwargs["batch_size"] = batch_size
-    missing = [n for n in sig.required if n not in kwargs and n not in item]
+    missing = [
+        n for n in sig.required if n not in kwargs and n not in item and n not in NETWORK_KEYS
+    ]
     if missing:
         ok = False
     said_by = {f: p for p, fields in cls.inferred_from.items() for f in fields}
@@ -256,6 +261,47 @@ def _construct(
             f"could not build layer {draft.name or draft.type!r} ({draft.type}): "
             f"{type(err).__name__}: {err}",
         )
+
+
+def _reserved_keys(draft: Draft, cls: type, sig: Signature, ctx: Context) -> bool:
+    """A layer class whose ``__init__`` takes one of the network's keys (``name``,
+    ``type``, ``inputs``, ``share``) never receives it: the network keeps those. A
+    required one is an issue (the layer could not be built), an optional one a
+    warning; both say which key and where ``__init__`` is written. False when the layer
+    cannot be built."""
+    taken = [key for key in NETWORK_KEYS if key in sig.accepted]
+    ok = True
+    for key in taken:
+        where = reserved_key_text(cls, key, "layer")
+        if key in sig.required:
+            ctx.add(draft.path, draft.line, f"{where}; rename that argument")
+            ok = False
+        else:
+            issue = ConfigIssue(
+                ctx.file,
+                draft.line,
+                draft.path,
+                f"{where}, so it always gets its default; rename that argument",
+            )
+            ctx.warnings.append(str(issue))
+    return ok
+
+
+def reserved_key_text(cls: type, key: str, kind: str) -> str:
+    """``swish.__init__ (my_layers.py:12) takes `name`, which is the layer's reserved
+    key: ...``."""
+    init = getattr(cls, "__init__", None)
+    place = ""
+    try:
+        code = init.__code__  # type: ignore[union-attr]
+        place = f" ({Path(code.co_filename).name}:{code.co_firstlineno})"
+    except AttributeError:
+        pass
+    owner = "the network" if kind == "layer" else "the loss block"
+    return (
+        f"{cls.__name__}.__init__{place} takes `{key}`, which is the {kind}'s reserved key: "
+        f"{owner} reads it and never passes it to the {kind}"
+    )
 
 
 def _inferred(

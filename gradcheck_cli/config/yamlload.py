@@ -21,7 +21,9 @@ _Base: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 class YMap(dict):
     """A mapping from YAML: ``line`` of the mapping itself, ``key_lines[key]`` of each key.
 
-    ``duplicates`` lists ``(key, line, first_line)`` for keys written twice.
+    ``duplicates`` lists ``(key, line, first_line)`` for keys written twice;
+    ``value_texts[key]`` is a scalar value's text as written (``0.3116``, ``3.116e-1``),
+    so that a hand-derived number can be compared to the decimals it was written with.
     """
 
     line: int | None = None
@@ -30,16 +32,29 @@ class YMap(dict):
         super().__init__(*args, **kwargs)
         self.key_lines: dict[Any, int] = {}
         self.duplicates: list[tuple[Any, int, int]] = []
+        self.value_texts: dict[Any, str] = {}
 
 
 class YSeq(list):
-    """A sequence from YAML: ``line`` of the sequence, ``item_lines[k]`` of item ``k``."""
+    """A sequence from YAML: ``line`` of the sequence, ``item_lines[k]`` of item ``k``,
+    ``item_texts[k]`` its text as written when it is a scalar (else None)."""
 
     line: int | None = None
 
     def __init__(self, *args: Any):
         super().__init__(*args)
         self.item_lines: list[int] = []
+        self.item_texts: list[str | None] = []
+
+
+def written_text(container: object, key: object) -> str | None:
+    """The text a scalar ``container[key]`` was written with in the YAML, else None
+    (a nested value, or a plain dict or list from the Python API)."""
+    if isinstance(container, YMap):
+        return container.value_texts.get(key)
+    if isinstance(container, YSeq) and isinstance(key, int):
+        return container.item_texts[key] if 0 <= key < len(container.item_texts) else None
+    return None
 
 
 #: ``line_of``'s "no key given": a YAML key may itself be null (``null: 3``).
@@ -113,6 +128,10 @@ def _construct_map(loader: LineLoader, node: yaml.MappingNode):
         if k >= first_own and key in data.key_lines and data.key_lines[key] >= 0:
             data.duplicates.append((key, line, data.key_lines[key]))
         data[key] = loader.construct_object(value_node, deep=False)
+        if isinstance(value_node, yaml.ScalarNode):
+            data.value_texts[key] = value_node.value
+        else:
+            data.value_texts.pop(key, None)
         # merged keys get a negative mark so overriding them is not a duplicate
         data.key_lines[key] = line if k >= first_own else -line
     for key, line in data.key_lines.items():
@@ -124,6 +143,9 @@ def _construct_seq(loader: LineLoader, node: yaml.SequenceNode):
     data = YSeq()
     data.line = node.start_mark.line + 1
     data.item_lines = [child.start_mark.line + 1 for child in node.value]
+    data.item_texts = [
+        child.value if isinstance(child, yaml.ScalarNode) else None for child in node.value
+    ]
     yield data
     data.extend(loader.construct_object(child, deep=False) for child in node.value)
 

@@ -34,6 +34,7 @@ from .kinks import settle_compound_kinks
 from .objective import NetworkObjective
 from .passes import Calls, OutOfTime, analytic_pass, problem_params
 from .purity import probe
+from .semantics import loss_warnings, noise_floor_warnings
 from .taylor import taylor_check
 from .verdict import ANALYTIC_ULPS
 
@@ -109,7 +110,7 @@ def run_check(problem: Problem, progress: ProgressCallback | None = None) -> Rep
         loss=trace.loss,
         settings=settings_dict(problem, tol),
         skipped=skipped,
-        warnings=[*problem.warnings, *notes, *purity.warnings],
+        warnings=[*problem.warnings, *loss_warnings(problem, trace), *notes, *purity.warnings],
     )
     try:
         try:
@@ -134,6 +135,7 @@ def run_check(problem: Problem, progress: ProgressCallback | None = None) -> Rep
             if c.failed:  # an inconclusive check keeps the note that says why
                 c.diagnosis = diagnose(c, batch_size=problem.batch_size, values=values[c.name])
         purity.apply(report)  # after blame and diagnosis, which judge numeric failures
+        report.warnings.extend(noise_floor_warnings(problem, report.checks))
     except KeyboardInterrupt as stop:
         # the tensor in progress, with the elements it finished (engine/elements.py)
         partial = getattr(stop, "partial_check", None)

@@ -24,25 +24,51 @@ over every use (``Uses``).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from .. import protocol
+from ..config.suggest import did_you_mean
+from ..indexing import BadIndex, parse_index, select, split_key
 from ..network import Node
 from ..problem import Problem
-from ..protocol import describe
-from ..report import ExpectationResult
+from ..protocol import describe, squeezed
+from ..report import ExpectationResult, Mismatch
 from .expectations import compare_expectations
+from .explain_conv import FullConvolution, conv_details
+from .explain_loss import (
+    DeltaEntry,
+    Descent,
+    DescentStep,
+    LossDerivation,
+    after_softmax,
+    descent,
+    loss_delta,
+)
 from .passes import Gradients, Trace, analytic_pass, node_backward, node_params, problem_params
+from .semantics import loss_warnings
+from .sums import MAX_SUMS, MAX_TERMS, Accumulation, Factor, Listing, Sum, index_label, make_sum
 
-#: Sums listed term by term only when a tensor has at most this many entries.
-MAX_SUMS = 16
-#: Nonzero terms listed per sum; the rest are counted in ``Sum.omitted``.
-MAX_TERMS = 16
-#: Max-pooling windows probed one by one at most (one backward call each).
+__all__ = [
+    "MAX_SUMS",
+    "MAX_TERMS",
+    "Accumulation",
+    "DeltaEntry",
+    "Descent",
+    "DescentStep",
+    "Explanation",
+    "Factor",
+    "FullConvolution",
+    "Listing",
+    "LossDerivation",
+    "Sum",
+    "explain",
+]
+
+#: Max-pooling windows probed one by one at most (one backward call each), unless
+#: ``--terms`` lists more.
 MAX_WINDOWS = 64
 
 
@@ -60,43 +86,6 @@ def _is_activation(layer: object) -> bool:
     """An activation f in FC_i = f(z_i), as the dense explanation writes it."""
     how = derivation(layer)
     return isinstance(how, protocol.ElementWise) and how.activation
-
-
-@dataclass(frozen=True)
-class Factor:
-    label: str  # "d[0,2]", "o[0,2]", "W[1,3]"
-    value: float
-
-
-@dataclass
-class Sum:
-    """``target = sum of products``; only nonzero products are kept in ``terms``.
-
-    total: the sum of every product; value: what the layer's backward gave for target.
-    """
-
-    target: str
-    terms: list[tuple[Factor, ...]]
-    total: float
-    value: float
-    omitted: int = 0  # nonzero terms beyond MAX_TERMS, not listed
-    count: int = 0  # products in the sum, zero or not (0: nothing contributes)
-    slack: float = 0.0  # rounding the layer's backward may carry (its dtype, its sizes)
-
-    @property
-    def agrees(self) -> bool:
-        return abs(self.total - self.value) <= self.slack
-
-
-@dataclass
-class Accumulation:
-    """How one gradient is assembled: a formula and, for small tensors, its sums."""
-
-    title: str
-    formula: str
-    legend: str = ""
-    sums: list[Sum] = field(default_factory=list)
-    entries: int = 0  # how many sums the tensor has (listed only when <= MAX_SUMS)
 
 
 @dataclass(frozen=True)
@@ -134,7 +123,7 @@ class Note:
     text: str
 
 
-Detail = Accumulation | Routing | LocalDerivative | Note
+Detail = Accumulation | Routing | LocalDerivative | Note | FullConvolution | LossDerivation
 
 
 @dataclass
@@ -168,13 +157,22 @@ class Uses:
 
 @dataclass
 class Expected:
-    """An ``expect:`` value shown beside the engine's (per-example keys sliced to k)."""
+    """An ``expect:`` value shown beside the engine's (per-example keys sliced to k).
+
+    key: as written (``conv1.delta[0:2]``); base: the tensor's key without the index;
+    tolerance: the rule in force in words; mismatches: every disagreeing element."""
 
     key: str
     expected: np.ndarray
     actual: np.ndarray
     passed: bool
     max_abs_error: float
+    base: str = ""
+    tolerance: str = ""
+    mismatches: list[Mismatch] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.base = self.base or self.key
 
 
 @dataclass
@@ -225,10 +223,31 @@ class Explanation:
     loss_rule: str  # one line: how dE/dy comes out of the loss
     reduction: str
     expected: list[Expected] = field(default_factory=list)  # loss, input.grad
-    expect_atol: float = 0.0
-    expect_rtol: float = 0.0
     #: network inputs read by several nodes: the sum of what each sends back
     input_forks: dict[str, Fork] = field(default_factory=dict)
+    #: the network output's delta as the loss's rule gives it (None: the loss has none)
+    loss_delta: LossDerivation | None = None
+    #: ``--lr``: one gradient-descent step of every parameter
+    descent: DescentStep | None = None
+    #: what the config and the loss are warned of (one line each, as ``run`` shows them)
+    warnings: list[str] = field(default_factory=list)
+
+    def keys(self) -> set[str]:
+        """Every tensor written out as sums here, as ``--entry`` names them."""
+        found: set[str] = set()
+        if self.loss_delta is not None:
+            found.add(self.loss_delta.key)
+        for step in self.steps:
+            for d in step.details:
+                if isinstance(d, Accumulation | LossDerivation):
+                    found.add(d.key)
+                elif isinstance(d, FullConvolution):
+                    found.add(d.sums.key)
+            found.update(u.sums.key for u in step.uses)
+            if step.fork is not None:
+                found.add(step.fork.sums.key)
+        found.update(f.sums.key for f in self.input_forks.values())
+        return found - {""}
 
     @property
     def input(self) -> np.ndarray:
@@ -240,18 +259,33 @@ class Explanation:
         return next(iter(self.input_grads.values()))
 
 
-def explain(problem: Problem, example: int = 0) -> Explanation:
+def explain(
+    problem: Problem,
+    example: int = 0,
+    listing: Listing | None = None,
+    lr: float | None = None,
+) -> Explanation:
     """The explanation of example ``example`` (0-based) of a validated problem.
 
+    listing: how much to write out term by term (default: tensors of up to MAX_SUMS
+    entries); lr: also one gradient-descent step with this learning rate.
     Raises NumericalError (NaN/Inf) and PluginError like a check does; ValueError when
     ``example`` is out of range.
     """
+    listing = listing or Listing()
     n = problem.batch_size
     if not 0 <= example < n:
         raise ValueError(f"example {example} is out of range: the batch has {n}")
     params = problem_params(problem)
     trace, grads = analytic_pass(problem, params)
-    per_key = {e.name: e for e in compare_expectations(problem, trace, grads)}
+    pending = compare_expectations(problem, trace, grads)
+
+    def take(*bases: str) -> list[ExpectationResult]:
+        """The expectations of these tensors, removed from ``pending``."""
+        found = [e for e in pending if e.base in bases]
+        pending[:] = [e for e in pending if e.base not in bases]
+        return found
+
     network = problem.network
 
     steps = []
@@ -271,30 +305,25 @@ def explain(problem: Problem, example: int = 0) -> Explanation:
             in_shapes=tuple(spec.in_shapes),
             chain=tuple(spec.inputs) == (previous,),
             share=spec.share,
-            fork=_fork(problem, spec.name, grads, example),
+            fork=_fork(problem, spec.name, grads, example, listing),
             sent=_sent(spec, grads, example),
         )
         previous = spec.name
-        step.details = _details(problem, spec, trace, grads, params, example, step)
-        for key in (f"{spec.name}.output", f"{spec.name}.delta"):
-            if key in per_key:
-                step.expected.append(_sliced(per_key.pop(key), problem, example))
-        for p in spec.params if spec.share is None else ():
-            if f"{spec.name}.{p}.grad" in per_key:
-                step.expected.append(_whole(per_key.pop(f"{spec.name}.{p}.grad")))
+        step.details = _details(problem, spec, trace, grads, params, example, step, listing)
+        for e in take(f"{spec.name}.output", f"{spec.name}.delta"):
+            step.expected.append(_sliced(e, problem, example))
+        grads_of = [f"{spec.name}.{p}.grad" for p in spec.params] if spec.share is None else []
+        step.expected += [_whole(e) for e in take(*grads_of)]
         steps.append(step)
     by_name = {step.name: step for step in steps}
     for step in steps:
         if step.share is None and len(network.users(step.name)) > 1:
             users = [by_name[n.name] for n in network.users(step.name)]
-            step.uses = [_uses(step.name, p, users) for p in step.grads]
+            step.uses = [_uses(step.name, p, users, listing) for p in step.grads]
     input_keys = {f"{v}.grad" for v in network.input_names}
-    rest = [
-        _sliced(e, problem, example) if e.name in input_keys else _whole(e)
-        for e in per_key.values()
-    ]
+    rest = [_sliced(e, problem, example) if e.base in input_keys else _whole(e) for e in pending]
     shapes = problem.input_user_shapes()
-    return Explanation(
+    explanation = Explanation(
         config=problem.path,
         name=problem.name,
         example=example,
@@ -311,14 +340,20 @@ def explain(problem: Problem, example: int = 0) -> Explanation:
         loss_rule=describe(type(problem.loss.loss)),
         reduction=problem.loss.reduction,
         expected=rest,
-        expect_atol=problem.expect_atol,
-        expect_rtol=problem.expect_rtol,
         input_forks={
             v: fork
             for v in network.input_names
-            if (fork := _fork(problem, v, grads, example)) is not None
+            if (fork := _fork(problem, v, grads, example, listing)) is not None
         },
+        loss_delta=loss_delta(problem, trace, grads, example, listing),
+        descent=None if lr is None else descent(problem, params, grads, lr, listing),
+        warnings=[*problem.warnings, *loss_warnings(problem, trace)],
     )
+    last = steps[-1]
+    shown = after_softmax(problem, trace, grads, example, listing)
+    if shown is not None:
+        last.details.append(shown)
+    return explanation
 
 
 def _user_input(problem: Problem, shape: tuple[int, ...], a: np.ndarray) -> np.ndarray:
@@ -335,7 +370,7 @@ def _reader_labels(readers: list[tuple[Node, int]]) -> list[str]:
     return [f"{n.name}[{s}]" if counts[n.name] > 1 else n.name for n, s in readers]
 
 
-def _fork(problem: Problem, value: str, grads: Gradients, k: int) -> Fork | None:
+def _fork(problem: Problem, value: str, grads: Gradients, k: int, listing: Listing) -> Fork | None:
     """The delta of a value several nodes read, as the sum of their contributions."""
     readers = problem.network.readers(value)
     if len(readers) < 2:
@@ -353,6 +388,8 @@ def _fork(problem: Problem, value: str, grads: Gradients, k: int) -> Fork | None
         parts,
         total,
         "via ",
+        listing,
+        value,
     )
     return Fork(value, parts, sums)
 
@@ -364,7 +401,7 @@ def _sent(spec: Node, grads: Gradients, k: int) -> Sent | None:
     return Sent([(v, grads.contributions[(spec.name, s)][k]) for s, v in enumerate(spec.inputs)])
 
 
-def _uses(owner: str, param: str, users: list[Step]) -> Uses:
+def _uses(owner: str, param: str, users: list[Step], listing: Listing) -> Uses:
     """The gradient of ``owner.param`` as the sum of every user's own share."""
     parts = [(u.name, u.grads[param]) for u in users]
     total = np.sum([g for _, g in parts], axis=0)
@@ -375,6 +412,8 @@ def _uses(owner: str, param: str, users: list[Step]) -> Uses:
         parts,
         total,
         "by ",
+        listing,
+        f"{owner}.{param}",
     )
     return Uses(param, parts, sums)
 
@@ -385,16 +424,18 @@ def _sum_of_parts(
     parts: list[tuple[str, np.ndarray]],
     total: np.ndarray,
     prefix: str,
+    listing: Listing,
+    key: str,
 ) -> Accumulation:
-    """``target = part_1 + part_2 + ...``, element by element when small."""
+    """``target = part_1 + part_2 + ...``, element by element for the chosen entries."""
     formula = f"{target} = " + " + ".join(f"({prefix}{label})" for label, _ in parts)
-    acc = Accumulation(title, formula, entries=int(total.size))
-    if total.size <= MAX_SUMS:
-        for ix in np.ndindex(total.shape):
-            terms = [(Factor(f"{prefix}{label}", float(a[ix])),) for label, a in parts]
-            where = _index(*ix) if ix else ""
-            # every part is a path of its own: a 0 on one of them is worth seeing
-            acc.sums.append(_sum(f"{target}{where}", terms, total[ix], keep_zeros=True))
+    acc = Accumulation(title, formula, entries=int(total.size), key=key)
+    for flat in listing.chosen(key, int(total.size)):
+        ix = np.unravel_index(flat, total.shape) if total.ndim else ()
+        terms = [(Factor(f"{prefix}{label}", float(a[ix])),) for label, a in parts]
+        where = index_label(*ix) if ix else ""
+        # every part is a path of its own: a 0 on one of them is worth seeing
+        acc.sums.append(make_sum(f"{target}{where}", terms, total[ix], keep_zeros=True))
     return acc
 
 
@@ -403,13 +444,27 @@ def _and(names: list[str]) -> str:
 
 
 def _whole(e: ExpectationResult) -> Expected:
-    return Expected(e.name, e.expected, e.actual, e.passed, e.max_abs_error)
+    return Expected(
+        e.name,
+        e.expected,
+        e.actual,
+        e.passed,
+        e.max_abs_error,
+        base=e.base,
+        tolerance=e.tolerance.get("description", ""),
+        mismatches=list(e.mismatches),
+    )
 
 
 def _sliced(e: ExpectationResult, problem: Problem, k: int) -> Expected:
-    """Per-example expectations of a batched config, cut down to example k."""
-    if problem.batched and e.expected.ndim and e.expected.shape[0] == problem.batch_size:
-        return Expected(e.name, e.expected[k], e.actual[k], e.passed, e.max_abs_error)
+    """Per-example expectations of a batched config, cut down to example k (a key with
+    an index is shown as written)."""
+    whole = e.name == e.base
+    if whole and problem.batched and e.expected.ndim and e.expected.shape[0] == problem.batch_size:
+        shown = _whole(e)
+        shown.expected, shown.actual = e.expected[k], e.actual[k]
+        shown.mismatches = [m for m in e.mismatches if m.index[:1] == (k,)]
+        return shown
     return _whole(e)
 
 
@@ -440,7 +495,14 @@ def _own_grads(
 
 
 def _details(
-    problem: Problem, spec: Node, trace: Trace, grads: Gradients, params: dict, k: int, step: Step
+    problem: Problem,
+    spec: Node,
+    trace: Trace,
+    grads: Gradients,
+    params: dict,
+    k: int,
+    step: Step,
+    listing: Listing,
 ) -> list[Detail]:
     how = derivation(spec.layer)
     x = trace.values[spec.inputs[0]]
@@ -448,13 +510,13 @@ def _details(
     if isinstance(how, protocol.ElementWise):
         return [LocalDerivative(how.derivative, _local_derivative(spec, trace, params)[k])]
     if isinstance(how, protocol.Routing):
-        return [_routing(spec, trace, grads, params, k)]
+        return [_routing(spec, trace, grads, params, k, listing)]
     if isinstance(how, protocol.Note):
         return [Note(how.text)]
     if isinstance(how, protocol.ConvSums):
-        return _conv(spec, x[k], grads.deltas[spec.name][k], dx[k], step.grads)
+        return conv_details(spec, x[k], grads.deltas[spec.name][k], dx[k], step.grads, listing)
     if isinstance(how, protocol.DenseSums):
-        return _dense(problem, spec, trace, grads, params, x[k], dx[k], step.grads, k)
+        return _dense(problem, spec, trace, grads, params, x[k], dx[k], step.grads, k, listing)
     return []
 
 
@@ -466,7 +528,9 @@ def _local_derivative(spec: Node, trace: Trace, params: dict) -> np.ndarray:
     return fprime[0]
 
 
-def _routing(spec: Node, trace: Trace, grads: Gradients, params: dict, k: int) -> Routing:
+def _routing(
+    spec: Node, trace: Trace, grads: Gradients, params: dict, k: int, listing: Listing
+) -> Routing:
     g = spec.layer.geometry
     delta = grads.deltas[spec.name]
     xs = trace.inputs_of(spec)
@@ -474,7 +538,8 @@ def _routing(spec: Node, trace: Trace, grads: Gradients, params: dict, k: int) -
     h, w = spec.in_shape[1:]
     rule = "each window passes its whole gradient to its maximum; its other inputs get 0"
     routing = Routing(rule, ties=getattr(type(spec.layer), "kinks", ""), windows=c * ho * wo)
-    if routing.windows > MAX_WINDOWS:
+    most = None if listing.limit is None else max(MAX_WINDOWS, listing.limit)
+    if most is not None and routing.windows > most:
         return routing
     output = trace.values[spec.name][k]
     for ch in range(c):
@@ -502,150 +567,6 @@ def _routing(spec: Node, trace: Trace, grads: Gradients, params: dict, k: int) -
     return routing
 
 
-def _index(*ix: int) -> str:
-    return "[" + ",".join(str(v) for v in ix) + "]"
-
-
-def _sum(
-    target: str,
-    products: list[tuple[Factor, ...]],
-    value: np.generic | float,
-    keep_zeros: bool = False,
-) -> Sum:
-    """A Sum of the given products (zeros dropped unless ``keep_zeros``, at most
-    MAX_TERMS listed).
-
-    value: the layer's backward result, whose dtype bounds how far it may round away
-    from the exact sum: a few units in the last place per term, relative to sum |term|.
-    """
-    values = [math.prod(f.value for f in t) for t in products]
-    nonzero = [t for t, v in zip(products, values, strict=True) if v != 0 or keep_zeros]
-    dtype = value.dtype if isinstance(value, np.generic) else np.dtype(np.float64)
-    eps = float(np.finfo(dtype).eps) if np.issubdtype(dtype, np.floating) else 0.0
-    scale = math.fsum(abs(v) for v in values)
-    return Sum(
-        target=target,
-        terms=nonzero[:MAX_TERMS],
-        total=float(math.fsum(values)),
-        value=float(value),
-        omitted=max(len(nonzero) - MAX_TERMS, 0),
-        count=len(products),
-        slack=4 * (len(values) + 1) * eps * scale + np.finfo(np.float64).tiny,
-    )
-
-
-def _sizes(*pairs: tuple[str, int]) -> str:
-    return " ".join(f"sum_{{{v}<{n}}}" for v, n in pairs)
-
-
-def _conv(
-    spec: Node, o: np.ndarray, d: np.ndarray, do: np.ndarray, own: dict[str, np.ndarray]
-) -> list[Detail]:
-    """conv2d of one example: o (C, H, W) its input, d (O, Ho, Wo) its delta, do its dx."""
-    g = spec.layer.geometry
-    n_out, ho, wo = d.shape
-    n_in, h, w = o.shape
-    simple = n_out == 1 and n_in == 1
-    row = f"{g.sh}i+m" if g.sh != 1 else "i+m"
-    col = f"{g.sw}j+n" if g.sw != 1 else "j+n"
-    ranges = _sizes(("i", ho), ("j", wo))
-    legend = "o = the layer's input, d = its delta dE/d(output)"
-    if g.ph or g.pw:
-        legend += f", o zero-padded by ({g.ph}, {g.pw}) (padding adds nothing)"
-    if simple:
-        formula = f"dE/dw[m,n] = {ranges} d[i,j] * o[{row}, {col}]"
-    else:
-        formula = f"dE/dw[k,c,m,n] = {ranges} d[k,i,j] * o[c, {row}, {col}]"
-    formula += f"   for m < {g.kh}, n < {g.kw}"
-    opad = np.pad(o, ((0, 0), (g.ph, g.ph), (g.pw, g.pw)))
-
-    def o_label(c: int, r: int, s: int) -> str:
-        rr, ss = r - g.ph, s - g.pw
-        return f"o{_index(rr, ss)}" if simple else f"o{_index(c, rr, ss)}"
-
-    def d_label(kk: int, i: int, j: int) -> str:
-        return f"d{_index(i, j)}" if simple else f"d{_index(kk, i, j)}"
-
-    def w_label(kk: int, c: int, m: int, n: int) -> str:
-        return f"w{_index(m, n)}" if simple else f"w{_index(kk, c, m, n)}"
-
-    kernel = Accumulation(
-        "kernel gradient: every output position adds its contribution (shared weights)",
-        formula,
-        legend,
-        entries=n_out * n_in * g.kh * g.kw,
-    )
-    dw = own["weight"].reshape(n_out, n_in, g.kh, g.kw)
-    if kernel.entries <= MAX_SUMS:
-        for kk, c, m, n in np.ndindex(n_out, n_in, g.kh, g.kw):
-            products = [
-                (
-                    Factor(d_label(kk, i, j), float(d[kk, i, j])),
-                    Factor(
-                        o_label(c, i * g.sh + m, j * g.sw + n),
-                        float(opad[c, i * g.sh + m, j * g.sw + n]),
-                    ),
-                )
-                for i in range(ho)
-                for j in range(wo)
-            ]
-            target = f"dE/dw{_index(m, n)}" if simple else f"dE/dw{_index(kk, c, m, n)}"
-            kernel.sums.append(_sum(target, products, dw[kk, c, m, n]))
-    details: list[Detail] = [kernel]
-    if "bias" in own:
-        bias = Accumulation(
-            "bias gradient: the sum of the delta over the output positions",
-            f"dE/db[k] = {ranges} d[k,i,j]",
-            entries=n_out,
-        )
-        if n_out <= MAX_SUMS:
-            for kk in range(n_out):
-                products = [
-                    (Factor(d_label(kk, i, j), float(d[kk, i, j])),) for i, j in np.ndindex(ho, wo)
-                ]
-                bias.sums.append(_sum(f"dE/db{_index(kk)}", products, own["bias"].reshape(-1)[kk]))
-        details.append(bias)
-    details.append(_conv_input(spec, d, do, d_label, w_label, o_label, simple))
-    return details
-
-
-def _conv_input(spec, d, do, d_label, w_label, o_label, simple) -> Accumulation:
-    """Each input pixel gets the SUM over every output that read it of d * w."""
-    g = spec.layer.geometry
-    weight = spec.params["weight"]
-    n_out, ho, wo = d.shape
-    n_in, h, w = do.shape
-    step_r = f"{g.sh}i" if g.sh != 1 else "i"
-    step_c = f"{g.sw}j" if g.sw != 1 else "j"
-    if simple:
-        formula = f"dE/do[r,s] = sum over (i,j) d[i,j] * w[r-{step_r}, s-{step_c}]"
-    else:
-        formula = f"dE/do[c,r,s] = sum over (k,i,j) d[k,i,j] * w[k, c, r-{step_r}, s-{step_c}]"
-    formula += f"   (outputs whose {g.kh}x{g.kw} window covers it; none: 0)"
-    acc = Accumulation(
-        "input gradient: a pixel read by several outputs gets the SUM of their gradients",
-        formula,
-        entries=n_in * h * w,
-    )
-    if acc.entries > MAX_SUMS:
-        return acc
-    for c, r, s in np.ndindex(n_in, h, w):
-        rp, sp = r + g.ph, s + g.pw
-        products = []
-        for kk, i, j in np.ndindex(n_out, ho, wo):
-            m, n = rp - i * g.sh, sp - j * g.sw
-            if 0 <= m < g.kh and 0 <= n < g.kw:
-                products.append(
-                    (
-                        Factor(d_label(kk, i, j), float(d[kk, i, j])),
-                        Factor(w_label(kk, c, m, n), float(weight[kk, c, m, n])),
-                    )
-                )
-        target = f"dE/d{o_label(c, rp, sp)}"
-        acc.sums.append(_sum(target, products, do[c, r, s]))
-    return acc
-
-
 def _dense(
     problem: Problem,
     spec: Node,
@@ -656,6 +577,7 @@ def _dense(
     dx: np.ndarray,
     own: dict[str, np.ndarray],
     k: int,
+    listing: Listing,
 ) -> list[Detail]:
     """dense of one example: x (F,) its input, dx (F,) its input's delta."""
     weight = node_params(params, spec)["weight"]  # (O, F)
@@ -678,32 +600,37 @@ def _dense(
             f"P = the input of {spec.name}, FC = its output, grad = dE/d; "
             "no activation follows, so f' = 1"
         )
+    key = spec.inputs[0]
     inputs = Accumulation(
         "input gradient: every input gets a different sum, because W differs",
         formula + f"   for j < {n_in}",
         legend,
         entries=n_in,
+        key=key,
     )
-    if n_in <= MAX_SUMS:
-        for j in range(n_in):
-            products = []
-            for o in range(n_out):
-                factors = [Factor(f"grad(FC_{o})", float(upstream[o]))]
-                if fprime is not None:
-                    factors.append(Factor(f"f'(z_{o})", float(fprime[o])))
-                factors.append(Factor(f"W[{o},{j}]", float(weight[o, j])))
-                products.append(tuple(factors))
-            inputs.sums.append(_sum(f"grad(P_{j})", products, dx[j]))
+    for j in listing.chosen(key, n_in):
+        products = []
+        for o in range(n_out):
+            factors = [Factor(f"grad(FC_{o})", float(upstream[o]), "upstream gradient")]
+            if fprime is not None:
+                factors.append(Factor(f"f'(z_{o})", float(fprime[o]), "f'"))
+            factors.append(Factor(f"W[{o},{j}]", float(weight[o, j]), "weight"))
+            products.append(tuple(factors))
+        inputs.sums.append(make_sum(f"grad(P_{j})", products, dx[j], max_terms=listing.terms(key)))
+    key = f"{spec.owner}.weight"
     weights = Accumulation(
         "weight gradient: the outer product of the delta and the input",
         "dE/dW[i,j] = d[i] * x[j]   (d = the delta of " + spec.name + ", x = its input)",
         entries=weight.size,
+        key=key,
     )
-    if weight.size <= MAX_SUMS:
-        dw = own["weight"].reshape(n_out, n_in)
-        for o, j in np.ndindex(n_out, n_in):
-            products = [(Factor(f"d[{o}]", float(delta[o])), Factor(f"x[{j}]", float(x[j])))]
-            weights.sums.append(_sum(f"dE/dW[{o},{j}]", products, dw[o, j]))
+    dw = own["weight"].reshape(n_out, n_in)
+    for flat in listing.chosen(key, weight.size):
+        o, j = np.unravel_index(flat, (n_out, n_in))
+        products = [
+            (Factor(f"d[{o}]", float(delta[o]), "delta"), Factor(f"x[{j}]", float(x[j]), "input"))
+        ]
+        weights.sums.append(make_sum(f"dE/dW[{o},{j}]", products, dw[o, j]))
     details: list[Detail] = [inputs, weights]
     if "bias" in own:
         details.append(Note("bias gradient: dE/db[i] = d[i], the delta itself"))
@@ -720,3 +647,91 @@ def tensor_stats(a: np.ndarray) -> dict[str, Any]:
         "mean": float(a.mean()),
         "norm": float(np.linalg.norm(a.reshape(-1))),
     }
+
+
+class BadEntry(ValueError):
+    """An ``--entry`` that names no tensor, an index that does not fit, or a tensor that
+    is not written out as sums: the message says what exists."""
+
+
+def listing_for(problem: Problem, limit: int | None, entries: list[str]) -> Listing:
+    """The Listing for ``--terms`` (limit; None: all) and ``--entry`` texts such as
+    ``conv1.weight[0,0,1,1]``, ``input[1:3, 2]``, ``pool1.delta[0]`` (one example's
+    coordinates; no index: the whole tensor). BadEntry names what would be right."""
+    chosen: dict[str, set[int]] = {}
+    for text in entries:
+        key, shapes = _entry_tensor(problem, text)
+        base, index_text = split_key(text)
+        if index_text is None:
+            positions = range(int(np.prod(shapes[0], dtype=np.int64)))
+        else:
+            try:
+                picked = select(parse_index(index_text), shapes)
+            except BadIndex as err:
+                raise BadEntry(
+                    f"--entry {text}: [{index_text}] {err}; {base} has shape {list(shapes[0])}"
+                ) from None
+            positions = picked.positions.reshape(-1).tolist()
+        chosen.setdefault(key, set()).update(int(p) for p in positions)
+    return Listing(limit, {k: frozenset(v) for k, v in chosen.items()})
+
+
+def _entry_tensor(problem: Problem, text: str) -> tuple[str, list[tuple[int, ...]]]:
+    """(the Listing key, the shapes its index may be read in) of an ``--entry``."""
+    network = problem.network
+    base, _ = split_key(text)
+    stem = base[: -len(".grad")] if base.endswith(".grad") else base
+    user = problem.input_user_shapes()
+    if network.is_input(stem):
+        shape = network.shape(stem)
+        written = user[stem][1:] if problem.batched else user[stem]
+        return stem, [tuple(written), shape, squeezed(shape)]
+    layer, _, what = stem.rpartition(".")
+    if what == "delta" and layer in network:
+        shape = network.shape(layer)
+        return layer, [shape, squeezed(shape)]
+    if layer in network and what in network.node(layer).params:
+        node = network.node(layer)
+        internal = tuple(node.params[what].shape)
+        owner = network.node(node.owner)
+        written = tuple(owner.user_shapes.get(what, internal))
+        return f"{node.owner}.{what}", [written, internal, squeezed(internal)]
+    names = [*network.input_names]
+    for node in network:
+        names += [f"{node.name}.{p}" for p in node.params] + [f"{node.name}.delta"]
+    raise BadEntry(
+        f"--entry {text}: no tensor {base!r}; an entry names a parameter, an input or a "
+        f"layer's delta" + did_you_mean(stem, names, listing="this config has")
+    )
+
+
+def missing_entries(explanation: Explanation, listing: Listing) -> list[str]:
+    """The ``--entry`` tensors this explanation writes no sums for, each with why and
+    what it does write out (empty when every one is there)."""
+    keys = explanation.keys()
+    told = ", ".join(sorted(_entry_name(k, explanation) for k in keys)) or "none"
+    return [
+        f"--entry {_entry_name(key, explanation)}: {_computed_by(key, explanation)}, which "
+        f"writes no sum of products for it; entries with sums: {told}"
+        for key in listing.entries
+        if key not in keys
+    ]
+
+
+def _computed_by(key: str, explanation: Explanation) -> str:
+    """Which layers' backward gives the tensor of Listing key ``key``, in words."""
+    if "." in key and key not in explanation.inputs:  # a parameter: owner.param
+        layer = key.rpartition(".")[0]
+        users = [s for s in explanation.steps if layer in (s.name, s.share)]
+        return f"its gradient comes from {_and([f'{s.name} ({s.type})' for s in users])}"
+    readers = [s for s in explanation.steps if key in s.reads]
+    if not readers:
+        return "it is the network output, whose delta the loss gives"
+    return f"its delta is what {_and([f'{s.name} ({s.type})' for s in readers])} sends back"
+
+
+def _entry_name(key: str, explanation: Explanation) -> str:
+    """A Listing key as ``--entry`` writes it: ``input``, ``conv1.weight``, ``pool1.delta``."""
+    if key in explanation.inputs or "." in key:
+        return key
+    return f"{key}.delta"

@@ -469,13 +469,26 @@ def problem_params(problem: Problem, dtype: DType = None) -> dict[str, Params]:
     }
 
 
-def require_finite(what: str, a: np.ndarray | float) -> None:
-    """Raise NumericalError (exit 3) when a value the check needs is NaN or Inf."""
+def require_finite(what: str, a: np.ndarray | float, hint: str | None = None) -> None:
+    """Raise NumericalError (exit 3) when a value the check needs is NaN or Inf;
+    ``hint``, when given, says why it may be."""
     if not np.all(np.isfinite(a)):
         raise NumericalError(
             f"{what} contains NaN or Inf; the check cannot be carried out "
-            "(look for overflow, log of 0, or inputs that are too large)"
+            + (
+                f"({hint})"
+                if hint
+                else "(look for overflow, log of 0, or inputs that are too large)"
+            )
         )
+
+
+def loss_input_hint(problem: Problem, trace: Trace) -> str | None:
+    """What the loss says about the output it was fed (``Loss.input_warning``)."""
+    try:
+        return problem.loss.loss.input_warning(trace.values[trace.output], problem.loss.target)
+    except Exception:  # a plugin's own check is no reason to hide the real error
+        return None
 
 
 def analytic_pass(problem: Problem, params: Mapping[str, Params]) -> tuple[Trace, Gradients]:
@@ -484,7 +497,8 @@ def analytic_pass(problem: Problem, params: Mapping[str, Params]) -> tuple[Trace
         trace = forward(problem, problem.inputs, params)
     for node in problem.network:
         require_finite(f"the output of layer {node.name!r}", trace.values[node.name])
-    require_finite("the loss", trace.loss)
+    if not np.isfinite(trace.loss):
+        require_finite("the loss", trace.loss, loss_input_hint(problem, trace))
     with np.errstate(all="ignore"):
         grads = backward(problem, trace, params)
     for value in problem.network.input_names:

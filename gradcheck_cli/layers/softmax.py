@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..protocol import Layer, Note, Params, register_layer
+from ..protocol import Layer, Params, SoftmaxNote, register_layer
 
 
 class SoftmaxCache(NamedTuple):
@@ -22,7 +22,7 @@ class Softmax(Layer):
     """
 
     summary = "softmax over the first per-example axis (features, or channels per pixel)"
-    derivation = Note("dE/dx = y * (d - sum(d * y)): every output depends on every input")
+    derivation = SoftmaxNote("dE/dx = y * (d - sum(d * y)): every output depends on every input")
     batch_independent = True
 
     def forward(self, x: np.ndarray, params: Params) -> tuple[np.ndarray, SoftmaxCache]:

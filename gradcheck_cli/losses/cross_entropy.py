@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..protocol import FieldError, Loss, Shape, register_loss, squeezed
+from ..protocol import FieldError, Loss, LossDelta, Shape, register_loss, squeezed
 from ._common import row_sums, tiled
 
 
@@ -78,6 +78,7 @@ class CrossEntropy(_ClassTarget):
     """
 
     summary = "cross-entropy on probabilities, -sum(target * log y); target index or distribution"
+    reads = "on probabilities, e.g. a softmax layer's output"
 
     def forward(self, y: np.ndarray, target: np.ndarray | None) -> tuple[np.ndarray, CECache]:
         t = tiled(target, len(y))
@@ -90,6 +91,47 @@ class CrossEntropy(_ClassTarget):
         t = cache.target
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.divide(-t, cache.y, out=np.zeros_like(cache.y), where=t != 0)
+
+    def derive(self, y: np.ndarray, target: np.ndarray | None) -> LossDelta:
+        """dE/dp = -y / p on the probabilities p; after a softmax layer, whose input z
+        gives p = softmax(z), the two together come to p - y (p * s - y when the target
+        sums to s over the classes instead of 1)."""
+        t = tiled(target, len(y))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            value = np.divide(-t, y, out=np.zeros_like(y), where=t != 0)
+        return LossDelta(
+            "dE/dp = -y / p   (p = the network output, probabilities; y = the target; "
+            "0 where y is 0)",
+            "-y / p",
+            (("y", t), ("p", y)),
+            value,
+            after_softmax=softmax_delta(y, t, "p = the softmax's output"),
+        )
+
+    def input_warning(self, y: np.ndarray, target: np.ndarray | None) -> str | None:
+        """Logits where probabilities belong: values outside [0, 1], or an example whose
+        target is one distribution (a class index, or entries summing to 1) but whose
+        values do not sum to 1."""
+        if target is None:
+            return None
+        t = tiled(target, len(y)).astype(np.float64)
+        found = []
+        if np.any(y < 0) or np.any(y > 1):
+            found.append(f"has values from {y.min():.4g} to {y.max():.4g}, outside [0, 1]")
+        sums = row_sums(y.astype(np.float64))
+        tol = np.sqrt(np.finfo(y.dtype).eps) * y[0].size
+        one = np.abs(row_sums(t) - 1) <= tol
+        off = np.flatnonzero(one & (np.abs(sums - 1) > tol))
+        if off.size:
+            k = int(off[0])
+            found.append(f"sums to {sums[k]:.4g} in example {k}, not 1")
+        if not found:
+            return None
+        return (
+            "cross_entropy takes probabilities (a softmax layer's output), but the network "
+            f"output {', and '.join(found)}: if these are logits, use "
+            "softmax_cross_entropy (on logits) or add a softmax layer"
+        )
 
 
 class SCECache(NamedTuple):
@@ -106,6 +148,7 @@ class SoftmaxCrossEntropy(_ClassTarget):
     """
 
     summary = "softmax + cross-entropy on logits (stable log-sum-exp); target index or distribution"
+    reads = "on logits, applying the softmax itself: no softmax layer before it"
 
     def forward(self, y: np.ndarray, target: np.ndarray | None) -> tuple[np.ndarray, SCECache]:
         t = tiled(target, len(y))
@@ -116,3 +159,28 @@ class SoftmaxCrossEntropy(_ClassTarget):
     def backward(self, cache: SCECache) -> np.ndarray:
         t = cache.target
         return cache.prob * t.sum(axis=1, keepdims=True) - t
+
+    def derive(self, y: np.ndarray, target: np.ndarray | None) -> LossDelta:
+        """dE/dz = p - y with p = softmax(z) over axis 1 (p * s - y for a target that
+        sums to s over the classes)."""
+        t = tiled(target, len(y))
+        shifted = y - y.max(axis=1, keepdims=True)
+        p = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+        return softmax_delta(p, t, "p = softmax(z), z = the network output (logits)")
+
+
+def softmax_delta(p: np.ndarray, t: np.ndarray, what: str) -> LossDelta:
+    """The delta at the logits z of p = softmax(z) under a cross-entropy with target t:
+    p - t, or p * s - t where the target's classes sum to s, not 1."""
+    s = t.sum(axis=1, keepdims=True)
+    if np.allclose(s, 1.0):
+        return LossDelta(
+            f"dE/dz = p - y   ({what}; y = the target)", "p - y", (("p", p), ("y", t)), p - t
+        )
+    sums = np.broadcast_to(s, p.shape)
+    return LossDelta(
+        f"dE/dz = p * s - y   ({what}; y = the target, s = its sum over the classes)",
+        "p * s - y",
+        (("p", p), ("s", sums), ("y", t)),
+        p * sums - t,
+    )

@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..protocol import Loss, register_loss
+from ..protocol import Loss, LossDelta, register_loss
 from ._common import row_sums, tiled
 
 
@@ -29,3 +29,13 @@ class MSE(Loss):
 
     def backward(self, cache: MSECache) -> np.ndarray:
         return cache.diff
+
+    def derive(self, y: np.ndarray, target: np.ndarray | None) -> LossDelta:
+        """dE/dy = y - t."""
+        t = tiled(target, len(y))
+        return LossDelta(
+            "dE/dy = y - t   (y = the network output, t = the target)",
+            "y - t",
+            (("y", y), ("t", t)),
+            y - t,
+        )

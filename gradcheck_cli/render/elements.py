@@ -29,6 +29,13 @@ class ElementRow:
     kink: bool
     bound: float = math.nan  # the numeric value's estimated error
     inconclusive: bool = False
+    #: analytic and numeric are both ~0 (TensorCheck.noise_floor_mask)
+    floor: bool = False
+
+    @property
+    def rel_text(self) -> str:
+        """The relative error as tables show it: ``both ~0`` at the noise floor."""
+        return "both ~0" if self.floor and self.rel_error > 0 else format_error(self.rel_error)
 
     @property
     def note(self) -> str:
@@ -73,6 +80,7 @@ def worst_elements(check: TensorCheck, limit: int | None = ELEMENT_ROWS) -> list
             "error_bound",
         )
     }
+    floor = np.asarray(check.noise_floor_mask).reshape(-1)
     return [
         ElementRow(
             index=tuple(int(i) for i in np.unravel_index(int(k), shape)),
@@ -85,6 +93,7 @@ def worst_elements(check: TensorCheck, limit: int | None = ELEMENT_ROWS) -> list
             kink=bool(flat["kink_mask"][k]),
             bound=float(flat["error_bound"][k]),
             inconclusive=bool(flat["inconclusive_mask"][k]),
+            floor=bool(floor[k]),
         )
         for k in order
     ]
@@ -102,6 +111,18 @@ def format_value(v: float) -> str:
 
 def format_error(v: float) -> str:
     return "—" if math.isnan(v) else f"{v:.2e}"
+
+
+def rel_error_text(check: TensorCheck) -> str:
+    """A tensor's max relative error as the table shows it: over the elements not at
+    the noise floor (``TensorCheck.noise_floor_mask``), or ``both ~0`` when every
+    checked element sits there with a relative error; ``—`` when nothing was checked."""
+    if not check.checked:
+        return "—"
+    floor = check.noise_floor_mask
+    if check.max_rel_error > 0 and not (check.checked_mask & ~floor).any():
+        return "both ~0"
+    return format_error(check.max_rel_error_above_floor)
 
 
 def format_shape(shape: tuple[int, ...]) -> str:
@@ -130,7 +151,7 @@ def elements_text(check: TensorCheck, limit: int = ELEMENT_ROWS) -> str:
             format_value(r.numeric),
             format_error(r.abs_error),
             format_error(r.bound),
-            format_error(r.rel_error),
+            r.rel_text,
             r.note,
         )
         for r in rows

@@ -8,12 +8,7 @@ channel), larger ones as statistics. Nothing here prints or exits.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-
-import numpy as np
 from rich.console import Group, RenderableType
-from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
@@ -23,33 +18,61 @@ from ..engine.explain import (
     Expected,
     Explanation,
     Fork,
+    FullConvolution,
     LocalDerivative,
+    LossDerivation,
     Note,
     Routing,
     Sent,
     Step,
-    Sum,
     Uses,
-    tensor_stats,
+)
+from .arrays import (
+    DEFAULT_PRECISION,
+    DIM,
+    INDENT,
+    SMALL,
+    fmt,
+    indent,
+    matrix,
+    number_format,
+    tensor_block,
+)
+from .derivations import (
+    accumulation_block,
+    descent_section,
+    full_convolution_block,
+    loss_derivation_block,
+    sum_text,
+    too_many,
 )
 from .elements import format_shape
+from .mismatches import index_text, number, tolerance_text
 
-#: Tensors with at most this many elements print in full.
-SMALL = 64
-DEFAULT_PRECISION = 4
-INDENT = 4
-#: Characters of numbers per printed row before a matrix wraps into column blocks.
-ROW_WIDTH = 96
+__all__ = [
+    "DEFAULT_PRECISION",
+    "SMALL",
+    "fmt",
+    "matrix",
+    "number_format",
+    "render_explanation",
+    "tensor_block",
+]
+
+_indent = indent
 
 HEAD = "bold"
-DIM = "dim"
 BAD = "bold red"
 GOOD = "green"
 
 
 def render_explanation(e: Explanation, precision: int = DEFAULT_PRECISION) -> RenderableType:
-    """The whole explanation: title, forward pass, backward pass."""
-    return Group(*title(e), *forward_section(e, precision), *backward_section(e, precision))
+    """The whole explanation: title (and warnings), forward pass, backward pass, and
+    with ``--lr`` one gradient-descent step."""
+    parts = [*title(e), *forward_section(e, precision), *backward_section(e, precision)]
+    if e.descent is not None:
+        parts += descent_section(e.descent, precision)
+    return Group(*parts)
 
 
 def title(e: Explanation) -> list[RenderableType]:
@@ -64,7 +87,8 @@ def title(e: Explanation) -> list[RenderableType]:
         )
     else:
         which = Text("one example")
-    return [head, which]
+    warned = [Text(f"warning: {w}", style="yellow") for w in e.warnings]
+    return [head, which, *warned]
 
 
 def forward_section(e: Explanation, precision: int) -> list[RenderableType]:
@@ -99,6 +123,10 @@ def backward_section(e: Explanation, precision: int) -> list[RenderableType]:
         parts.append(
             Text(f"reduction: mean, so every delta carries the factor 1/N = 1/{e.batch_size}")
         )
+    if e.loss_delta is not None:
+        parts.append(Text(f"loss ({e.loss_type})", style=HEAD))
+        entry = entry_name(e.loss_delta.key, e)
+        parts.append(_indent(loss_derivation_block(e.loss_delta, precision, entry)))
     for step in reversed(e.steps):
         parts.append(step_heading(step))
         body: list[RenderableType] = [
@@ -108,7 +136,7 @@ def backward_section(e: Explanation, precision: int) -> list[RenderableType]:
             body.append(fork_block(step.fork, precision))
         body.extend(_expected(step.expected, "delta", e))
         for detail in step.details:
-            body.append(detail_block(detail, precision))
+            body.append(detail_block(detail, precision, e))
         if step.sent is not None:
             body.append(sent_block(step.sent, precision))
         shared = step.share is not None or bool(step.uses)
@@ -168,13 +196,25 @@ def uses_block(uses: Uses, precision: int) -> RenderableType:
             parts.append(_indent(tensor_block(f"{label}'s use", part, precision), 2))
     parts.extend(_indent(sum_text(s, precision), 2) for s in acc.sums)
     if acc.entries and not acc.sums:
-        parts.append(Text(f"({acc.entries} entries: too many to list term by term)", style=DIM))
+        parts.append(too_many(acc.entries, acc.key))
     return Group(*parts)
 
 
-def detail_block(detail: Detail, precision: int) -> RenderableType:
+def entry_name(key: str, e: Explanation) -> str:
+    """A tensor key as ``--entry`` writes it: ``input``, ``conv1.weight``, ``pool1.delta``."""
+    return key if key in e.inputs or "." in key else f"{key}.delta"
+
+
+def detail_block(detail: Detail, precision: int, e: Explanation | None = None) -> RenderableType:
+    def entry(key: str) -> str:
+        return entry_name(key, e) if e is not None and key else ""
+
     if isinstance(detail, Accumulation):
-        return accumulation_block(detail, precision)
+        return accumulation_block(detail, precision, entry(detail.key))
+    if isinstance(detail, FullConvolution):
+        return full_convolution_block(detail, precision, entry(detail.sums.key))
+    if isinstance(detail, LossDerivation):
+        return loss_derivation_block(detail, precision, entry(detail.key))
     if isinstance(detail, Routing):
         return routing_block(detail, precision)
     if isinstance(detail, LocalDerivative):
@@ -185,38 +225,6 @@ def detail_block(detail: Detail, precision: int) -> RenderableType:
     if isinstance(detail, Note):
         return Text(detail.text)
     return Text("")
-
-
-def accumulation_block(acc: Accumulation, precision: int) -> RenderableType:
-    parts: list[RenderableType] = [Text(acc.title, style="italic"), Text(acc.formula)]
-    if acc.legend:
-        parts.append(Text(acc.legend, style=DIM))
-    for s in acc.sums:
-        parts.append(_indent(sum_text(s, precision), 2))
-    if acc.entries and not acc.sums:
-        parts.append(Text(f"({acc.entries} entries: too many to list term by term)", style=DIM))
-    return Group(*parts)
-
-
-def sum_text(s: Sum, precision: int) -> Text:
-    """``dE/dw[0,0] = d[0,2]*o[0,2] + ... = 0.0687*0.88 + ... = 0.0447``."""
-    text = Text(f"{s.target} = ")
-    if not s.terms:
-        why = "nothing reads it" if s.count == 0 else "every term is 0"
-        text.append(fmt(s.total, precision))
-        text.append(f"  ({why})", style=DIM)
-    else:
-        more = f" + ({s.omitted} more)" if s.omitted else ""
-        text.append(" + ".join("*".join(f.label for f in t) for t in s.terms) + more)
-        numbers = " + ".join(
-            "*".join(_term(f.value, precision, bare=k == i == 0) for i, f in enumerate(t))
-            for k, t in enumerate(s.terms)
-        )
-        text.append(f"\n    = {numbers}{more} = ")
-        text.append(fmt(s.total, precision), style=HEAD)
-    if not s.agrees:
-        text.append(f"  but the layer's backward gave {fmt(s.value, precision)}", style=BAD)
-    return text
 
 
 def routing_block(r: Routing, precision: int) -> RenderableType:
@@ -252,151 +260,24 @@ def routing_block(r: Routing, precision: int) -> RenderableType:
 
 
 def _expected(items: list[Expected], kind: str, e: Explanation) -> list[RenderableType]:
-    """The ``expect:`` values of one kind (output, delta, grad, loss, input.grad)."""
+    """The ``expect:`` values of one kind (output, delta, grad, loss, input.grad), with
+    the tolerance in force and every element that disagrees."""
     chosen = [
         x
         for x in items
-        if (kind == "grad" and x.key.endswith(".grad") and not x.key.startswith("input"))
-        or (kind.endswith(".grad") and x.key == kind)
-        or (kind in ("output", "delta", "loss") and (x.key == kind or x.key.endswith("." + kind)))
+        if (kind == "grad" and x.base.endswith(".grad") and not x.base.startswith("input"))
+        or (kind.endswith(".grad") and x.base == kind)
+        or (kind in ("output", "delta", "loss") and (x.base == kind or x.base.endswith("." + kind)))
     ]
     parts: list[RenderableType] = []
     for x in chosen:
         verdict = Text(f"expect {x.key} (from the config): ")
         verdict.append("agrees" if x.passed else "DISAGREES", style=GOOD if x.passed else BAD)
-        tol = f"atol {e.expect_atol:g}" + (f", rtol {e.expect_rtol:g}" if e.expect_rtol else "")
-        verdict.append(f", max |diff| {x.max_abs_error:.2e} ({tol})", style=DIM)
+        verdict.append(f", max |diff| {x.max_abs_error:.2e}, tolerance {x.tolerance}", style=DIM)
         parts.append(verdict)
         parts.append(_indent(tensor_block("expected", x.expected, None), 2))
+        for m in x.mismatches:
+            line = Text(f"{index_text(m.index)}: expected {number(m.expected)}, ", style=BAD)
+            line.append(f"actual {number(m.actual)} (tolerance ±{tolerance_text(m.tolerance)})")
+            parts.append(_indent(line, 2))
     return parts
-
-
-def tensor_block(label: str, a: np.ndarray, precision: int | None) -> RenderableType:
-    """A labelled tensor: the numbers when small, statistics when large.
-
-    precision None: numbers as written (expectations from the config).
-    """
-    a = np.asarray(a, dtype=np.float64)
-    if a.size > SMALL:
-        s = tensor_stats(a)
-        p = precision or DEFAULT_PRECISION
-        return Text(
-            f"{label}: shape {format_shape(s['shape'])}, min {fmt(s['min'], p)}, "
-            f"max {fmt(s['max'], p)}, mean {fmt(s['mean'], p)}, norm {fmt(s['norm'], p)}"
-        )
-    head = Text(f"{label} {format_shape(a.shape)}", style=DIM)
-    return Group(head, _indent(matrix(a, precision), 2))
-
-
-def matrix(a: np.ndarray, precision: int | None) -> RenderableType:
-    """An array as aligned text: a row (1-D), a matrix with row/column indices (2-D),
-    or labelled 2-D slices (channel c for 3-D, [i,j] for 4-D). Wide rows wrap into
-    blocks of columns (a long vector into rows labelled by their first index)."""
-    a = np.asarray(a, dtype=np.float64)
-    formatter = number_format(a, precision)
-    if a.ndim == 0:
-        return Text(formatter(float(a)).rstrip())
-    if a.ndim == 1:
-        return _vector(a, formatter)
-    if a.ndim == 2:
-        return _grid(a, formatter)
-    slices: list[RenderableType] = []
-    for lead in np.ndindex(a.shape[:-2]):
-        label = f"channel {lead[0]}" if a.ndim == 3 else "[" + ",".join(map(str, lead)) + "]"
-        slices.append(Text(label, style=DIM))
-        slices.append(_grid(a[lead], formatter))
-    return Group(*slices)
-
-
-def _columns(cells: list[str]) -> tuple[int, int]:
-    """(cell width, columns per block) so that a block stays within ROW_WIDTH."""
-    width = max(len(c) for c in cells)
-    return width, max(1, ROW_WIDTH // (width + 2))
-
-
-def _vector(a: np.ndarray, formatter: Callable[[float], str]) -> Text:
-    cells = [formatter(float(v)) for v in a]
-    width, per_row = _columns(cells)
-    if len(cells) <= per_row:
-        return _lines([(None, cells)], [str(j) for j in range(len(cells))], width, gutter=0)
-    rows = [(str(i), cells[i : i + per_row]) for i in range(0, len(cells), per_row)]
-    return _lines(rows, [f"+{j}" for j in range(per_row)], width, gutter=len(rows[-1][0]))
-
-
-def _grid(a: np.ndarray, formatter: Callable[[float], str]) -> RenderableType:
-    cells = [[formatter(float(v)) for v in row] for row in a]
-    width, per_block = _columns([c for row in cells for c in row])
-    gutter = len(str(a.shape[0] - 1))
-    blocks = []
-    for start in range(0, a.shape[1], per_block):
-        stop = min(start + per_block, a.shape[1])
-        rows = [(str(i), row[start:stop]) for i, row in enumerate(cells)]
-        blocks.append(_lines(rows, [str(j) for j in range(start, stop)], width, gutter))
-    return blocks[0] if len(blocks) == 1 else Group(*blocks)
-
-
-def _lines(
-    rows: list[tuple[str | None, list[str]]], header: list[str], width: int, gutter: int
-) -> Text:
-    """Right-aligned cells under a dim header of column labels, with dim row labels."""
-    width = max(width, *(len(h) for h in header))
-    lead = " " * (gutter + 2) if gutter else ""
-    text = Text(lead + "  ".join(h.rjust(width) for h in header).rstrip(), style=DIM)
-    for label, row in rows:
-        text.append("\n")
-        if gutter:
-            text.append((label or "").rjust(gutter) + "  ", style=DIM)
-        text.append("  ".join(c.rjust(width) for c in row).rstrip())
-    return text
-
-
-def number_format(a: np.ndarray, precision: int | None) -> Callable[[float], str]:
-    """One format for a whole array so its decimal points line up.
-
-    Fixed with ``precision`` decimals when the largest magnitude is in
-    [10^-(precision-1), 10^6), scientific otherwise; exact zeros print as ``0`` padded to
-    line up with the units digit. precision None: shortest round-trip form.
-    """
-    if precision is None:
-        return lambda v: "0" if v == 0 else _short(v)
-    finite = np.abs(a[np.isfinite(a)])
-    biggest = float(finite.max()) if finite.size else 0.0
-    fixed = biggest == 0 or 10.0 ** -(precision - 1) <= biggest < 1e6
-    pad = precision + 1 if fixed else precision + 4
-
-    def formatter(v: float) -> str:
-        if v == 0:
-            return "0" + " " * pad
-        return f"{v:.{precision}f}" if fixed else f"{v:.{precision - 1}e}"
-
-    return formatter
-
-
-def fmt(v: float, precision: int | None = DEFAULT_PRECISION) -> str:
-    """One number: fixed with ``precision`` decimals, scientific when very small or large."""
-    if precision is None:
-        return _short(v)
-    if v == 0:
-        return "0"
-    if not math.isfinite(v):
-        return str(v)
-    if 10.0 ** -(precision - 1) <= abs(v) < 1e6:
-        return f"{v:.{precision}f}"
-    return f"{v:.{precision - 1}e}"
-
-
-def _term(v: float, precision: int, bare: bool = False) -> str:
-    """A factor inside a sum: trailing zeros dropped, a negative in parentheses unless
-    it opens the sum (``bare``)."""
-    text = fmt(v, precision)
-    if "." in text and "e" not in text:
-        text = text.rstrip("0").rstrip(".")
-    return f"({text})" if v < 0 and not bare else text
-
-
-def _short(v: float) -> str:
-    return f"{v:.10g}"
-
-
-def _indent(renderable: RenderableType, n: int = INDENT) -> Padding:
-    return Padding(renderable, (0, 0, 0, n), expand=False)

@@ -73,6 +73,8 @@ def report_to_dict(r: Report) -> dict[str, Any]:
                 "max_abs_error": e.max_abs_error,
                 "expected": to_jsonable(e.expected),
                 "actual": to_jsonable(e.actual),
+                "tolerance": e.tolerance,
+                "mismatches": [m.as_dict() for m in e.mismatches],
             }
             for e in r.expectations
         ],

@@ -19,6 +19,7 @@ from ..how_checked import HowChecked
 from ..text import printable
 from .elements import elements_text, format_array, taylor_summary, taylor_text
 from .format import FormatSpec
+from .mismatches import first_mismatches, mismatch_summary, mismatches_text
 
 if TYPE_CHECKING:
     from ..report import ExpectationResult, LayerVerdict, Report, TensorCheck
@@ -132,18 +133,16 @@ def _tensor_case(c: TensorCheck, classname: str) -> ET.Element:
 
 
 def _expectation_case(e: ExpectationResult, classname: str) -> ET.Element:
+    """A failing expectation: the message names the first disagreeing elements with
+    their index, expected and actual values; the text lists every one with its
+    tolerance, then both arrays."""
     case = _case(classname, f"expect {e.name}")
     if not e.passed:
-        failure = ET.SubElement(
-            case,
-            "failure",
-            {
-                "message": f"differs from the hand-derived value by up to {e.max_abs_error:.3g}",
-                "type": "ExpectationMismatch",
-            },
-        )
+        message = f"{mismatch_summary(e, rule=True)}: {first_mismatches(e)}"
+        attributes = {"message": message, "type": "ExpectationMismatch"}
+        failure = ET.SubElement(case, "failure", attributes)
         expected, actual = (format_array(v, 8, threshold=200) for v in (e.expected, e.actual))
-        failure.text = f"expected:\n{expected}\nactual:\n{actual}"
+        failure.text = f"{mismatches_text(e)}\n\nexpected:\n{expected}\nactual:\n{actual}"
     return case
 
 

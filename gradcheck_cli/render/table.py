@@ -23,17 +23,18 @@ from rich.text import Text
 from ..how_checked import HowChecked
 from .elements import (
     ELEMENT_ROWS,
-    format_array,
     format_error,
     format_index,
     format_shape,
     format_value,
     hidden_unchecked,
+    rel_error_text,
     taylor_rows,
     taylor_summary,
     worst_elements,
 )
 from .heatmap import error_heatmap
+from .mismatches import MISMATCH_ROWS, mismatch_cells, mismatch_summary
 
 if TYPE_CHECKING:
     from ..report import ExpectationResult, LayerVerdict, Report, TensorCheck
@@ -43,8 +44,6 @@ FAIL_STYLE = "bold red"
 UNSURE_STYLE = "bold yellow"
 CONSEQUENCE_STYLE = "yellow"
 
-#: Expected and actual arrays are shown in full up to this many elements.
-SMALL_ARRAY = 16
 #: Names listed in the verdict line before "…".
 VERDICT_NAMES = 5
 
@@ -85,10 +84,11 @@ def report_body(report: Report, verbosity: Verbosity = Verbosity.NORMAL) -> list
             heatmap = error_heatmap(check)  # None unless failing, 2-D or more, and checked
             if heatmap is not None:
                 parts.append(heatmap)
-    if report.layers and report.verdict_code:
+    if any(not v.passed for v in report.layers):  # only where a layer is to blame
         parts.append(layer_table(report))
     if report.expectations:
         parts.append(expectation_table(report))
+        parts.extend(mismatch_table(e, verbosity) for e in report.expectations if e.mismatches)
     parts.extend(Text(f"warning: {w}", style="yellow") for w in report.warnings)
     return parts
 
@@ -142,7 +142,7 @@ def summary_table(report: Report) -> Table:
             str(c.kinks),
             *([str(c.inconclusive)] if unresolved else []),
             format_error(c.max_abs_error) if checked else "—",
-            format_error(c.max_rel_error) if checked else "—",
+            rel_error_text(c),
         ]
         if taylor:
             row.append(_order(c))
@@ -213,7 +213,7 @@ def element_table(check: TensorCheck, limit: int = ELEMENT_ROWS) -> Table:
             format_value(r.numeric),
             format_error(r.abs_error),
             format_error(r.bound),
-            format_error(r.rel_error),
+            r.rel_text,
             Text(r.note, style=note_style),
         )
     more = check.analytic.size - len(rows)
@@ -283,23 +283,38 @@ def layer_status(v: LayerVerdict) -> Text:
 
 
 def expectation_table(report: Report) -> Table:
-    """Hand-derived values against the engine's; a failing small one shows both arrays."""
-    show_values = any(not e.passed and _small(e) for e in report.expectations)
+    """Hand-derived values against the engine's, one row each, with the tolerance in
+    force (``±0.00005, from 4 written decimals``)."""
     table = Table(title="Expectations", title_justify="left", show_edge=False)
     table.add_column("expectation", no_wrap=True)
+    table.add_column("tolerance")
     table.add_column("max abs err", justify="right")
     table.add_column("status")
-    if show_values:
-        table.add_column("expected")
-        table.add_column("actual")
     for e in report.expectations:
         status = Text("PASS", style=PASS_STYLE) if e.passed else Text("FAIL", style=FAIL_STYLE)
-        row: list[str | Text] = [e.name, format_error(e.max_abs_error), status]
-        if show_values:
-            shown = not e.passed and _small(e)
-            values = (format_array(v, 6, suppress_small=True) for v in (e.expected, e.actual))
-            row += list(values) if shown else ["", ""]
-        table.add_row(*row)
+        rule = e.tolerance.get("description", "")
+        table.add_row(e.name, rule, format_error(e.max_abs_error), status)
+    return table
+
+
+def mismatch_table(e: ExpectationResult, verbosity: Verbosity = Verbosity.NORMAL) -> Table:
+    """Every disagreeing element of a failing expectation with its index (in the
+    tensor's coordinates), expected and actual value and tolerance; the first
+    MISMATCH_ROWS unless verbose, then ``… N more (-v lists every one)``."""
+    table = Table(
+        title=f"{e.name}: {mismatch_summary(e)}",
+        title_justify="left",
+        show_edge=False,
+    )
+    for header in ("index", "expected", "actual", "|diff|", "tolerance"):
+        table.add_column(header, justify="left" if header == "index" else "right")
+    limit = None if verbosity is Verbosity.VERBOSE else MISMATCH_ROWS
+    shown = e.mismatches if limit is None else e.mismatches[:limit]
+    for m in shown:
+        table.add_row(*mismatch_cells(m))
+    more = len(e.mismatches) - len(shown)
+    if more > 0:
+        table.add_row(Text(f"… {more} more (-v lists every one)", style="dim"), *[""] * 4)
     return table
 
 
@@ -372,10 +387,6 @@ def _plural(n: int, word: str) -> str:
 def _names(names: list[str]) -> str:
     shown = names[:VERDICT_NAMES]
     return ", ".join(shown) + (", …" if len(names) > len(shown) else "")
-
-
-def _small(e: ExpectationResult) -> bool:
-    return max(np.size(e.expected), np.size(e.actual)) <= SMALL_ARRAY
 
 
 def _plain(v: object) -> str:
