@@ -26,7 +26,11 @@ from gradcheck_cli.schema import config_schema
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((REPO / "configs").rglob("*.yaml"))
-BAD_CORPUS = sorted((REPO / "tests" / "bad_configs").glob("*.yaml"))
+#: The bad-config corpus, but the alias bomb: a JSON Schema validator walks its 10^9
+#: expanded numbers (the loader sizes it without expanding: tests/test_bad_configs.py)
+BAD_CORPUS = [
+    p for p in sorted((REPO / "tests" / "bad_configs").glob("*.yaml")) if "alias_bomb" not in p.name
+]
 
 VALID = """\
 input: [[0.5, 1.0], [0.25, -1.0]]

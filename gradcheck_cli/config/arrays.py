@@ -340,9 +340,30 @@ def _literal(value: Any, path: str, line: int | None) -> np.ndarray:
     if isinstance(value, np.ndarray):  # the Python API
         _check_shape(value.shape, "the array", line)
         return _numeric(value, path, line).astype(np.float64)
+    if _leaves(value, {}, 0) > MAX_LITERAL_SIZE:  # before walking: aliases multiply
+        raise _Bad(
+            line,
+            f"holds more than {MAX_LITERAL_SIZE:,} numbers; save large arrays with "
+            "np.save and write {file: array.npy}",
+        )
     flat: list[float] = []
     shape = _walk(value, path, "", line, flat)
     return np.array(flat, dtype=np.float64).reshape(shape)
+
+
+def _leaves(value: Any, seen: dict[int, int], depth: int) -> int:
+    """How many numbers a nested list holds, each shared list (a YAML alias) counted
+    once per use but visited once: a "billion laughs" document of nested aliases is
+    sized in time linear in its text. Nesting deeper than MAX_RANK stops the count
+    (``_walk`` refuses it)."""
+    if not isinstance(value, (list, tuple)):
+        return 1
+    key = id(value)
+    if key not in seen:
+        if depth > MAX_RANK:
+            return 0
+        seen[key] = sum(_leaves(item, seen, depth + 1) for item in value)
+    return seen[key]
 
 
 def _describe(shape: tuple[int, ...]) -> str:
