@@ -60,6 +60,18 @@ class GradcheckGroup(click.Group):
             return code
         sys.exit(code)
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list with each command's first sentence whole, wrapped to the
+        terminal (click cuts it at the width with ``...``)."""
+        rows = []
+        for name in self.list_commands(ctx):
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                rows.append((name, cmd.get_short_help_str(limit=10_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
 
 def report_error(e: BaseException, *, debug: bool) -> int:
     """Tell the user what went wrong (stderr) and return the exit code for it."""
