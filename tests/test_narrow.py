@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _report_factory import SETTINGS, failing_report, tensor_check
+from _report_factory import failing_report, tensor_check
+from _report_strategies import reports
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -22,7 +23,7 @@ from gradcheck_cli.cli import COMMANDS, cli
 from gradcheck_cli.render.elements import format_error, format_shape, format_value, worst_elements
 from gradcheck_cli.render.heatmap import PLAIN_SHADES, error_heatmap
 from gradcheck_cli.render.table import Verbosity, render_report
-from gradcheck_cli.report import ExpectationResult, LayerVerdict, Report
+from gradcheck_cli.report import Report
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 #: Box drawing and block elements: never in plain output.
@@ -154,57 +155,6 @@ def test_inconclusive_elements_are_marked_in_the_heatmap():
 
 
 # --- random reports -----------------------------------------------------------------
-
-NAMES = st.from_regex(r"[a-z][a-z0-9_]{0,30}(\.[a-z]{1,12})?", fullmatch=True)
-WORDS = st.lists(st.from_regex(r"[a-z]{1,12}|[0-9]\.[0-9]{1,3}", fullmatch=True), max_size=30)
-
-
-@st.composite
-def reports(draw) -> Report:
-    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
-    checks = []
-    for k in range(draw(st.integers(1, 5))):
-        shape = tuple(draw(st.lists(st.integers(1, 5), max_size=4)))
-        scale = 10.0 ** draw(st.integers(-8, 4))
-        a = rng.normal(size=shape) * scale
-        n = a * (1 + rng.normal(size=shape) * 10.0 ** draw(st.integers(-14, 0)))
-        n = np.where(rng.random(shape) < 0.1, np.nan, n)
-        diagnosis = " ".join(draw(WORDS)) or None
-        checks.append(
-            tensor_check(
-                f"{draw(NAMES)}{k}",
-                a,
-                n,
-                diagnosis=diagnosis,
-                consequence_of=draw(st.none() | NAMES),
-            )
-        )
-    layers = [
-        LayerVerdict(
-            draw(NAMES),
-            draw(NAMES),
-            draw(st.booleans()),
-            float(rng.random()),
-            float(rng.random()),
-            0,
-            diagnosis=" ".join(draw(WORDS)) or None,
-        )
-        for _ in range(draw(st.integers(0, 3)))
-    ]
-    expectations = [
-        ExpectationResult(draw(NAMES), rng.normal(size=3), rng.normal(size=3), False, 0.5)
-        for _ in range(draw(st.integers(0, 2)))
-    ]
-    return Report(
-        config="net.yaml",
-        name=draw(NAMES),
-        loss=float(rng.normal()),
-        settings=dict(SETTINGS),
-        checks=checks,
-        layers=layers,
-        expectations=expectations,
-        warnings=[" ".join(draw(WORDS))],
-    )
 
 
 def _fits_any_width(report: Report, width: int, plain: bool) -> None:

@@ -27,7 +27,7 @@ from . import exit_codes
 from .options import CliState, debug_option
 
 #: Command modules of this package, each exposing ``command``.
-COMMANDS = ("run", "explain", "layers", "schema", "init")
+COMMANDS = ("run", "report", "explain", "layers", "schema", "init")
 
 
 class GradcheckGroup(click.Group):
