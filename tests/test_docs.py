@@ -280,9 +280,8 @@ def test_github_actions_step_writes_reports_for_configs_in_every_folder(tmp_path
     install = next(s for s in steps if s.get("name") == "Install gradcheck")
     assert install["run"] == "pip install ."  # a clone; no package index name anywhere
     example = (REPO / "configs" / "example_a.yaml").read_text()
-    configs = {
-        "good.yaml": example,
-        "a/net.yaml": "input: [1.0, 2.0]\nlayers:\n  - {type: dense, out_feature: 2}\n",
+    configs = {  # the old recipe missed b/deep/, and named both reports net.xml
+        "net.yaml": "input: [1.0, 2.0]\nlayers:\n  - {type: dense, out_feature: 2}\n",
         "b/deep/net.yaml": example.replace("0.044606", "0.05"),
     }
     for name, text in configs.items():
@@ -294,23 +293,19 @@ def test_github_actions_step_writes_reports_for_configs_in_every_folder(tmp_path
     assert done.returncode == 1, done.stderr  # a config fails, and the step says so
     reports = tmp_path / "reports"
     assert sorted(p.name for p in reports.iterdir()) == sorted(
-        f"{stem}.{ext}"
-        for stem in ("good", "a__net", "b__deep__net")
-        for ext in ("xml", "json", "html")
+        f"{stem}.{ext}" for stem in ("net", "b__deep__net") for ext in ("xml", "json", "html")
     )
-    good = ET.parse(reports / "good.xml").getroot()
-    assert good.get("failures") == "0" and good.get("errors") == "0"
     bad = ET.parse(reports / "b__deep__net.xml").getroot()
     assert bad.get("failures") == "1" and "conv1.weight.grad" in ET.tostring(bad, "unicode")
-    invalid = ET.parse(reports / "a__net.xml").getroot()
+    invalid = ET.parse(reports / "net.xml").getroot()
     assert invalid.get("errors") == "1"
     (error,) = invalid.iter("error")
     assert error.get("type") == "config" and "layers[0].out_feature" in error.text
-    report = json.loads((reports / "a__net.json").read_text())
+    report = json.loads((reports / "net.json").read_text())
     assert report["exit_code"] == 2 and report["passed"] is False
     assert report["error"]["kind"] == "config" and report["error"]["file"].endswith("net.yaml")
     assert report["error"]["line"] == 3 and report["error"]["key"] == "layers[0].out_feature"
-    assert "layers[0].out_feature" in (reports / "a__net.html").read_text()
+    assert "layers[0].out_feature" in (reports / "net.html").read_text()
 
 
 def test_no_page_names_a_package_that_cannot_be_installed():

@@ -224,15 +224,15 @@ def run_cli(*args, env=None):
     return result
 
 
-def test_report_command_renders_the_saved_report_again(tmp_path):
-    config = REPO / "tests" / "mutants" / "conv_noflip.yaml"
-    first = run_cli("run", config, "--json", tmp_path / "r.json", "--html", tmp_path / "a.html")
-    assert first.exit_code == 1
-    again = run_cli("report", tmp_path / "r.json", "--html", tmp_path / "b.html")
+def test_report_command_renders_the_saved_report_again(failing_run, tmp_path):
+    assert failing_run.exit_code == 1
+    again = run_cli(
+        "report", failing_run.json, "--html", tmp_path / "b.html", env={"COLUMNS": "80"}
+    )
     assert again.exit_code == 0  # rendered; the verdict is the report's, shown
-    assert (tmp_path / "a.html").read_text() == (tmp_path / "b.html").read_text()
-    assert first.output == again.output  # the same table and verdict line
-    html_to_stdout = run_cli("report", tmp_path / "r.json", "--html", "-")
+    assert failing_run.html.read_text() == (tmp_path / "b.html").read_text()
+    assert failing_run.output == again.output  # the same table and verdict line
+    html_to_stdout = run_cli("report", failing_run.json, "--html", "-")
     assert html_to_stdout.stdout.startswith("<!DOCTYPE html>")
     assert "FAIL: 2 of 7 tensors disagree" in html_to_stdout.stderr
     options = run_cli("report", "--help").output
