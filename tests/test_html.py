@@ -251,6 +251,14 @@ def test_report_command_refuses_what_is_not_a_report_and_says_so_in_the_html(tmp
     # the saved report itself is never replaced
     assert run_cli("report", bad, "--html", bad).exit_code == 2
     assert bad.read_text().startswith('{"schema"')
+    # a refused command line leaves its error in the page too
+    for args, said in (
+        (["report", tmp_path / "missing.json"], "does not exist"),
+        (["report", bad, "-q", "-v"], "cannot be combined"),
+    ):
+        (tmp_path / "r.html").write_text("stale")
+        assert run_cli(*args, "--html", tmp_path / "r.html").exit_code == 2
+        assert said in Page((tmp_path / "r.html").read_text()).all_text()
 
 
 def test_html_paths_that_are_not_regular_files_are_written_in_place(tmp_path):

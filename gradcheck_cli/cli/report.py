@@ -43,9 +43,9 @@ def command(
     from .run import Outputs, _print_report
 
     outputs = Outputs(reports, saved)
+    outputs.check(protect=(saved,))  # first: a refusal below is then written to them
     if quiet and verbose:
         outputs.refuse(click.UsageError("-q/--quiet and -v/--verbose cannot be combined."))
-    outputs.check(protect=(saved,))
     try:
         report = load_report(saved)
     except GradcheckError as e:  # not a report: the HTML says so too, never stale
