@@ -295,3 +295,27 @@ def test_the_html_format_is_one_member_with_its_own_spec():
     assert "no network" in spec.help
     assert Format.HTML.render(passing_report()).startswith("<!DOCTYPE html>")
     assert read_report(json.loads(passing_report().to_json())).loss == 0.125
+
+
+def test_a_run_that_cannot_be_carried_out_leaves_its_error_in_every_report(tmp_path):
+    """Exit 3 through the command line (an overflow in a forward): the JUnit holds an
+    ``<error>`` case, the JSON the error, the HTML an Error section; none says passed."""
+    config = tmp_path / "nan.yaml"
+    config.write_text(
+        "input: [1.0e200, 2.0]\nlayers:\n"
+        "  - {type: dense, name: fc, out_features: 1, weight: [[1.0e200, 1.0]], bias: [0.0]}\n"
+        "loss: {type: mse, target: [0.0]}\n"
+    )
+    paths = {ext: tmp_path / f"r.{ext}" for ext in ("xml", "json", "html")}
+    result = run_cli(
+        "run", config, "--junit", paths["xml"], "--json", paths["json"], "--html", paths["html"]
+    )
+    assert result.exit_code == 3, result.output
+    (error,) = ET.parse(paths["xml"]).getroot().iter("error")
+    assert error.get("type") == "numerical" and "'fc'" in error.get("message")
+    report = json.loads(paths["json"].read_text())
+    assert report["passed"] is False and report["exit_code"] == 3
+    assert report["error"]["kind"] == "numerical" and report["error"]["file"] == str(config)
+    page = assert_self_contained_and_safe(paths["html"].read_text())
+    assert "Error" in page.all_text() and "contains NaN or Inf" in page.all_text()
+    assert 'data-exit-code="3"' in paths["html"].read_text()
