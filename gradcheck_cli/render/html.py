@@ -3,10 +3,11 @@
 What a CI job uploads as an artifact and a student opens to look instead of read, in
 this order: the verdict first (with the exit code, the config, the settings, the
 timing), the error that ended the run, the per-tensor table, the layer blame with
-diagnoses and purity problems, each failing tensor with its worst elements and its
-error heatmaps (inline SVG, ``render/svg.py``), the expectations with per-element
-diffs, the warnings, and, when the report has an ``explain`` section (a small network), the
-backward pass layer by layer: forward values, deltas, max-pool routing.
+diagnoses and purity problems, each failing tensor with its error heatmaps (inline
+SVG, ``render/svg.py``) and worst elements, the expectations with per-element diffs,
+the warnings, and, when the report has an ``explain`` section (a small network), the
+backward pass layer by layer (``render/html_explain.py``). ``render/html_blocks.py``
+holds the escaping, tables and grids of numbers they share.
 
 Self-contained: the styles are inline, the heatmaps are SVG in the page, there are no
 external URLs at all (no fonts, images or scripts fetched), and a Content Security
@@ -21,17 +22,16 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import html
-import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .. import __version__
-from ..text import printable
 from .elements import ELEMENT_ROWS, format_error, format_shape, format_value, worst_elements
 from .format import FormatSpec
+from .html_blocks import esc, matrix, num, number, table
+from .html_explain import explain_section
 from .svg import heatmaps, legend
 
 if TYPE_CHECKING:
@@ -85,11 +85,6 @@ footer{color:#777;font-size:12px;margin-top:30px}
 """
 
 
-def esc(text: object) -> str:
-    """Text for the page: control characters made visible, then HTML-escaped."""
-    return html.escape(printable(str(text), keep_newlines=True), quote=True)
-
-
 def render_html(report: Report) -> str:
     """The whole page (module docstring), ending with a newline."""
     from .table import verdict_line
@@ -105,7 +100,7 @@ def render_html(report: Report) -> str:
         _failures(report),
         _expectations(report),
         _warnings(report),
-        _explain(report),
+        explain_section(report.explain),
     ]
     body = "".join(s for s in sections if s)
     return (
@@ -145,7 +140,7 @@ def _facts(report: Report) -> str:
     facts = [
         ("exit code", f"{int(report.exit_code)} ({_exit_meaning(int(report.exit_code))})"),
         ("config", report.config + (f" ({report.name})" if report.name else "")),
-        ("loss", _value(report.loss)),
+        ("loss", number(report.loss)),
         ("settings", _settings(report.settings) or "—"),
         ("time", f"{report.total_s:.3f} s, {report.forward_passes:,} forward passes"),
     ]
@@ -237,12 +232,12 @@ def _gradients(report: Report) -> str:
         rows.append(
             [
                 f'<span class="mono">{name}</span>',
-                _num(format_shape(c.shape)),
-                _num(checked_cell(c)),
-                _num(c.kinks),
-                _num(c.inconclusive),
-                _num(format_error(c.max_abs_error) if checked else "—"),
-                _num(format_error(c.max_rel_error) if checked else "—"),
+                num(format_shape(c.shape)),
+                num(checked_cell(c)),
+                num(c.kinks),
+                num(c.inconclusive),
+                num(format_error(c.max_abs_error) if checked else "—"),
+                num(format_error(c.max_rel_error) if checked else "—"),
                 _status(c),
                 *([esc(c.diagnosis or "")] if diagnosed else []),
             ]
@@ -250,12 +245,12 @@ def _gradients(report: Report) -> str:
     for name in report.skipped:
         blank = [""] * (6 + diagnosed)
         rows.append([esc(name), *blank[:6], '<span class="st-dim">skipped</span>', *blank[6:]])
-    return f'<section id="gradients"><h2>Gradients</h2>{_table(headers, rows)}</section>'
+    return f'<section id="gradients"><h2>Gradients</h2>{table(headers, rows)}</section>'
 
 
 def _status(c: TensorCheck) -> str:
     if c.passed:
-        return '<span class="st-pass">PASS</span>'
+        return _PASS
     if not c.failed and c.taylor_passed is None and c.corrupted_by is None:
         return '<span class="st-unsure">INCONCLUSIVE</span>'
     text = "FAIL" + (f" (consequence of {c.consequence_of})" if c.consequence_of else "")
@@ -305,12 +300,12 @@ def _failures(report: Report) -> str:
 def _element_table(c: TensorCheck) -> str:
     rows = [
         [
-            _num(str(r.index)),
-            _num(format_value(r.analytic)),
-            _num(format_value(r.numeric)),
-            _num(format_error(r.abs_error)),
-            _num(format_error(r.bound)),
-            _num(format_error(r.rel_error)),
+            num(str(r.index)),
+            num(format_value(r.analytic)),
+            num(format_value(r.numeric)),
+            num(format_error(r.abs_error)),
+            num(format_error(r.bound)),
+            num(format_error(r.rel_error)),
             f'<span class="{"st-fail" if r.failed else ""}">{esc(r.note)}</span>',
         ]
         for r in worst_elements(c, ELEMENT_ROWS)
@@ -318,7 +313,7 @@ def _element_table(c: TensorCheck) -> str:
     headers = ["index", "analytic", "numeric", "abs err", "bound", "rel err", "note"]
     more = c.analytic.size - len(rows)
     note = f'<p class="note">… {more:,} more elements</p>' if more > 0 else ""
-    return '<p class="note">Worst elements first:</p>' + _table(headers, rows) + note
+    return '<p class="note">Worst elements first:</p>' + table(headers, rows) + note
 
 
 # --- layers, expectations, warnings -----------------------------------------------------
@@ -334,9 +329,9 @@ def _layers(report: Report) -> str:
             f'<span class="mono">{esc(v.name)}</span>',
             esc(v.type),
             _layer_status(v),
-            _num(format_error(v.max_abs_error)),
-            _num(format_error(v.max_rel_error)),
-            _num(v.kinks),
+            num(format_error(v.max_abs_error)),
+            num(format_error(v.max_rel_error)),
+            num(v.kinks),
             esc(v.diagnosis or ""),
         ]
         for v in report.layers
@@ -357,7 +352,7 @@ def _layers(report: Report) -> str:
     listed = f"<h3>Purity problems</h3><ul>{''.join(problems)}</ul>" if problems else ""
     return (
         '<section id="layers"><h2>Layers: each backward checked alone</h2>'
-        f"<p>{esc(said)}</p>{_table(headers, rows)}{listed}</section>"
+        f"<p>{esc(said)}</p>{table(headers, rows)}{listed}</section>"
     )
 
 
@@ -381,16 +376,14 @@ def _expectations(report: Report) -> str:
     rows = [
         [
             f'<span class="mono">{esc(e.name)}</span>',
-            _num(format_error(e.max_abs_error)),
-            '<span class="st-pass">PASS</span>'
-            if e.passed
-            else '<span class="st-fail">FAIL</span>',
+            num(format_error(e.max_abs_error)),
+            _PASS if e.passed else _FAIL,
         ]
         for e in report.expectations
     ]
     parts = [
         '<section id="expectations"><h2>Expectations</h2>',
-        _table(["expectation", "max abs err", "status"], rows),
+        table(["expectation", "max abs err", "status"], rows),
     ]
     for e in report.expectations:
         if not e.passed:
@@ -409,14 +402,14 @@ def _expectation_diff(e: ExpectationResult) -> str:
     if mismatches:
         rows = [
             [
-                _num(_field(m, "index")),
-                _num(_value(_field(m, "expected"))),
-                _num(_value(_field(m, "actual"))),
-                _num(_value(_field(m, "tolerance"))),
+                num(_field(m, "index")),
+                num(number(_field(m, "expected"))),
+                num(number(_field(m, "actual"))),
+                num(number(_field(m, "tolerance"))),
             ]
             for m in mismatches[:DIFF_ROWS]
         ]
-        parts.append(_table(["index", "expected", "actual", "tolerance"], rows))
+        parts.append(table(["index", "expected", "actual", "tolerance"], rows))
         if len(mismatches) > DIFF_ROWS:
             parts.append(f'<p class="note">… {len(mismatches) - DIFF_ROWS} more</p>')
     elif expected.shape == actual.shape:
@@ -430,18 +423,18 @@ def _expectation_diff(e: ExpectationResult) -> str:
                 break
             rows.append(
                 [
-                    _num(str(list(i))),
-                    _num(_value(expected[i])),
-                    _num(_value(actual[i])),
-                    _num(format_error(float(diff[i]))),
+                    num(str(list(i))),
+                    num(number(expected[i])),
+                    num(number(actual[i])),
+                    num(format_error(float(diff[i]))),
                 ]
             )
         parts.append('<p class="note">Elements that differ, largest difference first:</p>')
-        parts.append(_table(["index", "expected", "actual", "|difference|"], rows))
+        parts.append(table(["index", "expected", "actual", "|difference|"], rows))
     if max(expected.size, actual.size) <= SMALL_ARRAY:
         parts.append(
-            f'<div class="pair"><div><b>expected</b>{_matrix(expected)}</div>'
-            f"<div><b>actual</b>{_matrix(actual)}</div></div>"
+            f'<div class="pair"><div><b>expected</b>{matrix(expected)}</div>'
+            f"<div><b>actual</b>{matrix(actual)}</div></div>"
         )
     return "".join(parts)
 
@@ -450,160 +443,15 @@ def _field(m: Any, key: str) -> Any:
     return m.get(key) if isinstance(m, dict) else getattr(m, key, None)
 
 
+_PASS = '<span class="st-pass">PASS</span>'
+_FAIL = '<span class="st-fail">FAIL</span>'
+
+
 def _warnings(report: Report) -> str:
     if not report.warnings:
         return ""
     items = "".join(f"<li>{esc(w)}</li>" for w in report.warnings)
     return f'<section id="warnings"><h2>Warnings</h2><ul>{items}</ul></section>'
-
-
-# --- the backward pass (explain) ---------------------------------------------------------
-
-
-def _explain(report: Report) -> str:
-    view = report.explain
-    if not view:
-        return ""
-    parts = [
-        '<section id="explain"><h2>Backward pass, layer by layer</h2>',
-        f'<p class="note">Example {esc(view.get("example", 0))} of '
-        f"{esc(view.get('batch_size', 1))}; delta = dE/d(output) of each layer. Loss "
-        f"{esc(view.get('loss_type', ''))} = {esc(_value(view.get('loss')))}: "
-        f"{esc(view.get('loss_rule', ''))}</p>",
-    ]
-    for item in view.get("inputs", []):
-        parts.append(f'<h3 class="mono">{esc(item.get("name"))}</h3>')
-        parts.append(_pair(("value", item.get("value")), ("gradient", item.get("grad"))))
-    for layer in view.get("layers", []):
-        reads = ", ".join(map(str, layer.get("reads") or []))
-        parts.append(
-            f'<h3><span class="mono">{esc(layer.get("name"))}</span> '
-            f"({esc(layer.get('type'))})"
-            + (f' <span class="note">reads {esc(reads)}</span>' if reads else "")
-            + "</h3>"
-        )
-        parts.append(_pair(("output", layer.get("output")), ("delta", layer.get("delta"))))
-        for name, value in (layer.get("params") or {}).items():
-            grad = (layer.get("grads") or {}).get(name)
-            parts.append(_pair((name, value), (f"dE/d{name}", grad)))
-        derivative = layer.get("derivative")
-        if derivative:
-            parts.append(f'<p class="note">{esc(derivative.get("formula", ""))}</p>')
-            parts.append(
-                _pair(
-                    ("f′(x)", derivative.get("value")),
-                )
-            )
-        routing = layer.get("routing")
-        if routing:
-            parts.append(_routing(routing))
-    parts.append("</section>")
-    return "".join(parts)
-
-
-def _pair(*named: tuple[str, Any]) -> str:
-    cells = "".join(
-        f"<div><b>{esc(name)}</b>{_matrix(np.array(_floats(value), dtype=float))}</div>"
-        for name, value in named
-        if value is not None
-    )
-    return f'<div class="pair">{cells}</div>'
-
-
-def _routing(routing: dict) -> str:
-    parts = [f'<p class="note">Max pooling: {esc(routing.get("rule", ""))}. ']
-    if routing.get("ties"):
-        parts.append(f"Ties: {esc(routing['ties'])}")
-    parts.append("</p>")
-    routes = routing.get("routes") or []
-    if not routes:
-        windows = routing.get("windows", 0)
-        parts.append(f'<p class="note">{esc(windows)} windows: too many to list.</p>')
-        return "".join(parts)
-    rows = [
-        [
-            _num(r.get("channel")),
-            _num(str(r.get("window"))),
-            _num(_span(r.get("rows"))),
-            _num(_span(r.get("cols"))),
-            _num("nowhere" if r.get("source") is None else str(r.get("source"))),
-            _num(_value(r.get("max"))),
-            _num(_value(r.get("grad"))),
-        ]
-        for r in routes
-    ]
-    headers = ["channel", "window", "input rows", "input cols", "gradient to", "max", "delta"]
-    return "".join(parts) + _table(headers, rows)
-
-
-def _span(pair: Any) -> str:
-    if isinstance(pair, list | tuple) and len(pair) == 2:
-        return f"{pair[0]}–{pair[1]}"
-    return str(pair)
-
-
-def _floats(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_floats(v) for v in value]
-    return math.nan if value is None else value
-
-
-# --- building blocks ---------------------------------------------------------------------
-
-
-def _table(headers: Iterable[str], rows: Iterable[Sequence[str]]) -> str:
-    """An HTML table; ``headers`` are plain text, cells are already HTML (numbers made
-    by ``_num`` are right-aligned)."""
-    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
-    body = "".join(
-        "<tr>"
-        + "".join(
-            f'<td class="num">{c}</td>' if isinstance(c, _Num) else f"<td>{c}</td>" for c in row
-        )
-        + "</tr>"
-        for row in rows
-    )
-    table = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-    return f'<div class="scroll">{table}</div>'
-
-
-_FAIL = '<span class="st-fail">FAIL</span>'
-
-
-class _Num(str):
-    """A table cell holding a number (escaped HTML): right-aligned, monospaced."""
-
-
-def _cell(c: str) -> str:
-    return f'<td class="num">{c}</td>' if isinstance(c, _Num) else f"<td>{c}</td>"
-
-
-def _num(value: Any) -> str:
-    return _Num(esc(value))
-
-
-def _value(v: Any) -> str:
-    if v is None:
-        return "—"
-    v = float(v)
-    return "—" if math.isnan(v) else f"{v:.8g}"
-
-
-def _matrix(a: np.ndarray) -> str:
-    """Numbers as a grid: a scalar, a row, a matrix, or one matrix per leading index."""
-    if a.ndim == 0:
-        return f'<table class="matrix"><tr><td>{esc(_value(a))}</td></tr></table>'
-    if a.ndim == 1:
-        a = a.reshape(1, -1)
-    if a.ndim > 2:
-        return "".join(
-            f'<p class="note mono">[{esc(", ".join(map(str, lead)))}, :, :]</p>{_matrix(a[lead])}'
-            for lead in np.ndindex(a.shape[:-2])
-        )
-    rows = "".join(
-        "<tr>" + "".join(f"<td>{esc(_value(v))}</td>" for v in row) + "</tr>" for row in a
-    )
-    return f'<div class="scroll"><table class="matrix">{rows}</table></div>'
 
 
 FORMAT = FormatSpec(
