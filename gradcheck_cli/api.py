@@ -3,7 +3,7 @@
     import gradcheck_cli as gc
 
     report = gc.check("configs/example_a.yaml", eps=1e-6, only=["conv1.*"])
-    assert report.passed, report.to_json()
+    assert report.passed, report.summary()
 
 The options are the ``run`` command's, with the same meanings and the same
 validation; they override the config's ``check:`` block.

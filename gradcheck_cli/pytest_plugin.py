@@ -11,8 +11,11 @@ the configs under those paths are. ``gradcheck_pattern`` applies to the files py
 visits anyway. Each config becomes one item named after its file stem, marked
 ``gradcheck``, so ``-k example_b`` and ``-m gradcheck`` / ``-m "not gradcheck"`` select.
 
-The item runs ``gradcheck_cli.check(path)``; a failure shows the report table (plain
-text), and an invalid config or NaN/Inf shows gradcheck's message, without a traceback.
+The item runs ``gradcheck_cli.check(path)``; a failure's message starts with the
+verdict (``Report.summary()``: the verdict line, the blamed layers, the failing tensors,
+so that pytest's short test summary, ``-ra``, shows the verdict), then the report table
+(plain text); an invalid config or NaN/Inf shows ``ERROR (exit 2): ConfigError: ...``
+with gradcheck's message, without a traceback.
 This module imports neither numpy nor gradcheck itself until a config runs.
 """
 
@@ -105,9 +108,10 @@ class GradcheckItem(pytest.Item):
         try:
             report = gradcheck_cli.check(_shown(self.path))
         except GradcheckError as e:  # invalid config, plugin error, NaN/Inf
-            raise GradcheckFailure(f"{type(e).__name__}: {e}") from None
+            code = int(getattr(e, "exit_code", 2))
+            raise GradcheckFailure(f"ERROR (exit {code}): {type(e).__name__}: {e}") from None
         if not report.passed:
-            raise GradcheckFailure(_plain_table(report))
+            raise GradcheckFailure(f"{report.summary()}\n\n{_plain_table(report)}")
 
     def repr_failure(self, excinfo, style=None):
         if isinstance(excinfo.value, GradcheckFailure):

@@ -307,6 +307,10 @@ class Report:
     interrupt_code: int = ExitCode.INTERRUPTED
     #: set when the run ended without a verdict (the exit code is then the error's)
     error: RunError | None = None
+    #: the backward pass of one example, layer by layer, for a network small enough
+    #: (``engine/explain_view.py``): the JSON report's ``explain``, which the HTML
+    #: report draws; None when not made
+    explain: dict[str, Any] | None = None
 
     @property
     def failed(self) -> bool:
@@ -358,6 +362,17 @@ class Report:
     def blamed_layers(self) -> list[str]:
         """The layers (and ``loss``) whose own backward is wrong."""
         return [v.name for v in self.layers if v.wrong]
+
+    def summary(self) -> str:
+        """The verdict and what went wrong in at most 10 lines, however large the
+        network: the verdict line with the exit code, the error, the blamed layers, the
+        failing tensors and expectations, the config. For test failures and CI logs::
+
+            assert report.passed, report.summary()
+        """
+        from .render.summary import render_summary
+
+        return render_summary(self)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON report (schema ``gradcheck-report/1``) as plain data."""

@@ -94,19 +94,35 @@ def load(path: str, seed: int | None = None):
 
 
 def check(problem, progress):
-    """The engine's report; after Ctrl-C, the partial report marked ``interrupted``.
-    A plugin's protocol error (exit 2) or non-deterministic forward (exit 3) is located:
-    the config file, line and key path of the layer it names."""
+    """The engine's report, with its ``explain`` section; after Ctrl-C, the partial
+    report marked ``interrupted``. A plugin's protocol error (exit 2) or non-deterministic
+    forward (exit 3) is located: the config file, line and key path of the layer it
+    names."""
     from .engine import CheckInterrupted, run_check
     from .errors import NondeterministicError, PluginError
 
     try:
-        return run_check(problem, progress=progress)
+        report = run_check(problem, progress=progress)
     except CheckInterrupted as e:
         e.report.interrupted = True
         return e.report
     except (PluginError, NondeterministicError) as e:
         raise e.locate(problem.path, *problem.where(e.layer)) from e
+    report.explain = explain_section(problem, report)
+    return report
+
+
+def explain_section(problem, report):
+    """The report's ``explain`` section for a network small enough (engine/
+    explain_view.py), None otherwise. It is extra: a failure to make it leaves it out
+    with a warning, never changes the verdict."""
+    from .engine.explain_view import explain_view
+
+    try:
+        return explain_view(problem)
+    except Exception as e:  # a plugin that fails only when asked again: said, not raised
+        report.warnings.append(f"the explain section is left out of the report: {e}")
+        return None
 
 
 class _Progress:

@@ -1,4 +1,38 @@
+import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def failing_run(tmp_path_factory) -> SimpleNamespace:
+    """One failing ``gradcheck run`` (tests/mutants/conv_noflip.yaml: a conv whose dx
+    forgets the kernel flip), made once for the tests that read its output and reports:
+    ``output`` (plain, COLUMNS=80), ``exit_code``, ``json`` and ``html`` paths. The
+    config is named relative to the repository, as a user in a clone would."""
+    from click.testing import CliRunner
+
+    from gradcheck_cli.cli import cli
+
+    folder = tmp_path_factory.mktemp("failing_run")
+    config = "tests/mutants/conv_noflip.yaml"
+    args = ["run", config, "--json", str(folder / "r.json"), "--html", str(folder / "r.html")]
+    before = os.getcwd()
+    os.chdir(REPO)
+    try:
+        result = CliRunner().invoke(cli, args, env={"COLUMNS": "80", "NO_COLOR": "1"})
+    finally:
+        os.chdir(before)
+    return SimpleNamespace(
+        output=result.output,
+        exit_code=result.exit_code,
+        json=folder / "r.json",
+        html=folder / "r.html",
+        config=config,
+    )

@@ -222,12 +222,12 @@ def test_describe_factor_uses_plain_numbers():
 # --- the heatmap of a failing tensor -------------------------------------------------------
 
 
-def _plain(renderable) -> str:
+def _plain(renderable, color_system: str | None = None) -> str:
     import io
 
     from rich.console import Console
 
-    console = Console(width=120, color_system=None, record=True, file=io.StringIO())
+    console = Console(width=120, color_system=color_system, record=True, file=io.StringIO())
     console.print(renderable)
     return console.export_text()
 
@@ -242,10 +242,14 @@ def test_heatmap_draws_only_failing_slices_and_marks_kinks():
     kink[1, 2, 2, 2] = True
     text = _plain(error_heatmap(make_check(a, n, kink=kink), max_slices=4))
     assert "conv1.weight[1, 2, :, :]" in text and "conv1.weight[0, 0, :, :]" not in text
-    rows = [line for line in text.splitlines() if line[:2] in ("0 ", "1 ", "2 ", "3 ")]
-    assert rows[0] == "0 " + "██" * 5  # relative error 1 on the failing row
-    assert rows[2] == "2 ....k ...."
+    rows = [line.rstrip() for line in text.splitlines() if line[:2] in ("0 ", "1 ", "2 ", "3 ")]
+    # plain output (no colour): ASCII shades, a failed element marked "!"
+    assert rows[0] == "0 " + "#!" * 5  # relative error 1 on the failing row
+    assert rows[2] == "2 . . k . ."
     assert len(rows) == 4
+    colour = _plain(error_heatmap(make_check(a, n, kink=kink)), color_system="truecolor")
+    rows = [line for line in colour.splitlines() if line[:2] in ("0 ", "1 ", "2 ", "3 ")]
+    assert rows[0] == "0 " + "██" * 5 and rows[2] == "2 ....k ...."
 
 
 def test_heatmap_is_none_for_passing_or_unchecked_tensors():

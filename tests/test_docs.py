@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import json
 import os
 import re
 import shlex
@@ -275,23 +276,53 @@ def project(tmp_path):
     return tmp_path
 
 
-def test_github_actions_step_writes_junit_reports(project):
+def test_github_actions_step_writes_reports_for_configs_in_every_folder(tmp_path):
+    """The recipe's step, run by bash in a tree with subfolders: every config at any
+    depth gets its JUnit, JSON and HTML reports, two configs of one name in different
+    folders do not share them, and an invalid config leaves a JUnit ``<error>`` and a
+    JSON report holding the error."""
     workflow = yaml.safe_load(blocks(DOCS / "ci.md", "yaml")[0])
     steps = workflow["jobs"]["gradcheck"]["steps"]
     script = next(s["run"] for s in steps if s.get("name") == "Check gradients")
     upload = next(s for s in steps if "upload-artifact" in s.get("uses", ""))
-    assert upload["if"] == "always()"
+    assert upload["if"] == "always()" and upload["with"]["path"] == "reports/"
+    install = next(s for s in steps if s.get("name") == "Install gradcheck")
+    assert install["run"] == "pip install ."  # a clone; no package index name anywhere
+    example = (REPO / "configs" / "example_a.yaml").read_text()
+    configs = {  # the old recipe missed b/deep/, and named both reports net.xml
+        "net.yaml": "input: [1.0, 2.0]\nlayers:\n  - {type: dense, out_feature: 2}\n",
+        "b/deep/net.yaml": example.replace("0.044606", "0.05"),
+    }
+    for name, text in configs.items():
+        (tmp_path / "configs" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "configs" / name).write_text(text)
     done = subprocess.run(
-        ["bash", "-e", "-c", script], cwd=project, env=env_with_gradcheck(), capture_output=True
+        ["bash", "-e", "-c", script], cwd=tmp_path, env=env_with_gradcheck(), capture_output=True
     )
-    assert done.returncode == 1  # bad.yaml fails, and the step says so
-    good = ET.parse(project / "reports" / "good.xml").getroot()
-    bad = ET.parse(project / "reports" / "bad.xml").getroot()
-    assert good.get("failures") == "0"
-    assert bad.get("failures") == "1"
-    (failure,) = bad.iter("failure")
-    assert "conv1.weight.grad" in ET.tostring(bad, encoding="unicode")
-    assert failure is not None
+    assert done.returncode == 1, done.stderr  # a config fails, and the step says so
+    reports = tmp_path / "reports"
+    assert sorted(p.name for p in reports.iterdir()) == sorted(
+        f"{stem}.{ext}" for stem in ("net", "b__deep__net") for ext in ("xml", "json", "html")
+    )
+    bad = ET.parse(reports / "b__deep__net.xml").getroot()
+    assert bad.get("failures") == "1" and "conv1.weight.grad" in ET.tostring(bad, "unicode")
+    invalid = ET.parse(reports / "net.xml").getroot()
+    assert invalid.get("errors") == "1"
+    (error,) = invalid.iter("error")
+    assert error.get("type") == "config" and "layers[0].out_feature" in error.text
+    report = json.loads((reports / "net.json").read_text())
+    assert report["exit_code"] == 2 and report["passed"] is False
+    assert report["error"]["kind"] == "config" and report["error"]["file"].endswith("net.yaml")
+    assert report["error"]["line"] == 3 and report["error"]["key"] == "layers[0].out_feature"
+    assert "layers[0].out_feature" in (reports / "net.html").read_text()
+
+
+def test_no_page_names_a_package_that_cannot_be_installed():
+    for path in [REPO / "README.md", *PAGES]:
+        text = path.read_text()
+        assert "install gradcheck-cli" not in text, path
+        for line in re.findall(r"pip install [^\n`]*", text):
+            assert "gradcheck-cli" not in line and "gradcheck_cli" not in line, (path, line)
 
 
 def test_pre_commit_hook_checks_the_changed_configs(project):

@@ -57,10 +57,13 @@ def test_json_format_and_report_methods_are_one_document():
     assert report.to_dict()["schema"] == "gradcheck-report/1"
 
 
-def test_no_format_is_offered_again_from_a_saved_json_report_yet():
-    # `gradcheck report REPORT.json` offers the formats with from_saved_report (HTML,
-    # later); JSON is its input and JUnit needs per-element masks the JSON does not keep
-    assert [f for f in Format if f.spec.from_saved_report] == []
+def test_html_is_the_format_offered_again_from_a_saved_json_report():
+    # `gradcheck report REPORT.json` offers the formats with from_saved_report: JSON is
+    # its input, and JUnit carries per-tensor timings and Taylor steps the JSON does not
+    assert [f for f in Format if f.spec.from_saved_report] == [Format.HTML]
+    report = cli.commands["report"]
+    options = [p.opts[0] for p in report.get_params(click.Context(report))]
+    assert "--html" in options and "--json" not in options and "--junit" not in options
 
 
 # --- the command line is generated from Format ------------------------------------------

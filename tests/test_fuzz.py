@@ -325,7 +325,9 @@ FLAGS = ["--fast", "--strict-kinks", "--no-strict-kinks", "-q", "-v", "--no-colo
 command_lines = st.lists(
     st.tuples(st.sampled_from(VALUED), st.sampled_from(OPTION_VALUES)).map(list)
     | st.sampled_from(FLAGS).map(lambda f: [f])
-    | st.tuples(st.sampled_from(["--json", "--junit"]), st.sampled_from(["-", "r.out"])).map(list),
+    | st.tuples(
+        st.sampled_from(["--json", "--junit", "--html"]), st.sampled_from(["-", "r.out"])
+    ).map(list),
     max_size=5,
 ).map(lambda parts: [a for part in parts for a in part])
 COMMAND_EXAMPLES = 150
@@ -453,7 +455,11 @@ class Target:
 @st.composite
 def report_paths(draw) -> list[tuple[str, str]]:
     """One or two (option, target kind) pairs."""
-    options = draw(st.sampled_from([["--json"], ["--junit"], ["--json", "--junit"]]))
+    options = draw(
+        st.sampled_from(
+            [["--json"], ["--junit"], ["--html"], ["--json", "--junit"], ["--json", "--html"]]
+        )
+    )
     return [(option, draw(st.sampled_from(TARGETS))) for option in options]
 
 
@@ -489,6 +495,8 @@ def fuzz_report_paths(workdir: Path, chosen: list[tuple[str, str]]) -> None:
         if written and written.lstrip().startswith(b"{"):
             report = json.loads(written)
             assert report["passed"] is (result.exit_code == 0), shown
+        if written and written.startswith(b"<!DOCTYPE html>"):  # says the run's exit code
+            assert f'data-exit-code="{result.exit_code}"'.encode() in written, shown
     assert not [p for p in os.listdir(folder) if p.endswith(".tmp")], shown
     event(f"exit {result.exit_code}")
 

@@ -74,12 +74,27 @@ def test_a_failure_shows_the_plain_table_without_a_traceback(project):
     assert "Traceback" not in out and "runtest" not in out
 
 
+def test_the_short_summary_shows_the_verdict_not_the_title(project):
+    ini(project, gradcheck_paths="configs/*.yaml")
+    for flag in ("-ra", "-rA"):
+        result = project.runpytest(flag, "-k", "bad_net")
+        result.assert_outcomes(failed=1)
+        result.stdout.fnmatch_lines(
+            ["FAILED configs/bad_net.yaml::bad_net - FAIL: 1 of 2 expectations disagree*"]
+        )
+    out = result.stdout.str()
+    failure = out.split("_ gradcheck bad_net.yaml _")[1].split("\n", 1)[1]
+    first = failure.splitlines()[0]
+    assert first.startswith("FAIL: 1 of 2 expectations disagree") and first.endswith("(exit 1)")
+    assert "expectation conv1.weight.grad: off by up to" in failure
+
+
 def test_an_invalid_config_fails_with_its_message(project):
     (project.path / "configs" / "typo.yaml").write_text(INVALID)
     ini(project, gradcheck_paths="configs/typo.yaml")
     result = project.runpytest("-k", "typo")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*ConfigError*layers[[]0[]].out_feature*"])
+    result.stdout.fnmatch_lines(["*ERROR (exit 2): ConfigError*layers[[]0[]].out_feature*"])
     assert "Traceback" not in result.stdout.str()
 
 

@@ -27,7 +27,7 @@ from . import exit_codes
 from .options import CliState, debug_option
 
 #: Command modules of this package, each exposing ``command``.
-COMMANDS = ("run", "explain", "layers", "schema", "init")
+COMMANDS = ("run", "report", "explain", "layers", "schema", "init")
 
 
 class GradcheckGroup(click.Group):
@@ -59,6 +59,18 @@ class GradcheckGroup(click.Group):
         if not standalone_mode:
             return code
         sys.exit(code)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list with each command's first sentence whole, wrapped to the
+        terminal (click cuts it at the width with ``...``)."""
+        rows = []
+        for name in self.list_commands(ctx):
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                rows.append((name, cmd.get_short_help_str(limit=10_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
 
 def report_error(e: BaseException, *, debug: bool) -> int:

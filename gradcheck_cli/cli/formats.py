@@ -140,11 +140,17 @@ class ReportCommand(click.Command):
                     "needs a path ('-' for stdout), got an empty one", param_hint=fmt.spec.option
                 )
                 given = {f: p for f, p in paths.items() if p}
-                config = ctx.params.get("config")
-                self._write_refusal(given, [config] if config else [], error)
+                inputs = [ctx.params.get(a.name) for a in self.params if _is_argument(a)]
+                self._write_refusal(given, [str(x) for x in inputs if x], error)
                 raise error
         ctx.params["reports"] = {fmt: path for fmt, path in paths.items() if path}
         return super().invoke(ctx)
+
+
+def _is_argument(param: click.Parameter) -> bool:
+    """A positional argument of the command (its config, its saved report): an input
+    that no report may replace."""
+    return isinstance(param, click.Argument) and param.name is not None
 
 
 def _option(fmt: Format) -> click.Option:

@@ -59,7 +59,8 @@ def make_console(stream: TextIO | None = None, *, no_color: bool = False) -> Con
 
     Plain means no ANSI codes at all (not even bold): with ``--no-color``, when NO_COLOR
     is set, or when the stream is not a terminal (rich's own detection, which honours
-    FORCE_COLOR).
+    FORCE_COLOR). Plain output also draws ASCII borders and symbols (``render/fit.py``):
+    the console then tells renderers it is ASCII-only.
     """
 
     stream = sys.stdout if stream is None else stream
@@ -108,6 +109,12 @@ def _safe_console_class() -> Any:
         from rich.segment import Segment
 
         class SafeConsole(Console):
+            @property
+            def encoding(self) -> str:  # type: ignore[override]
+                # rich draws ASCII boxes when the encoding is not Unicode: plain
+                # output (no colour) gets ASCII borders from every table
+                return "ascii" if self.color_system is None else super().encoding
+
             def render(self, renderable, options=None):  # type: ignore[override]
                 for segment in super().render(renderable, options):
                     text, style, control = segment

@@ -5,8 +5,9 @@ Report formats are data, the way pip-audit maps ``--format`` values to formatter
 module per format (``json.py``, ``junit.py``) holds the renderer and, beside it, a
 ``FORMAT`` (``format.FormatSpec``: the option, its metavar and help, whether ``-`` means
 stdout, whether a saved JSON report can be rendered in it again). ``Format`` lists the
-modules; ``gradcheck run`` makes one report option per member. A new format is a new
-module plus one member.
+modules; ``gradcheck run`` makes one report option per member, and ``gradcheck report``
+one per member that can be rendered from a saved JSON report (HTML). A new format is a
+new module plus one member.
 
 Renderers import the result model (``report.py``) only for their annotations, so that
 ``Report.to_json`` can use ``json.py`` without an import cycle.
@@ -38,6 +39,7 @@ class Format(Enum):
 
     JSON = "json"
     JUNIT = "junit"
+    HTML = "html"
 
     @property
     def spec(self) -> FormatSpec:

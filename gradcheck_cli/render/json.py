@@ -15,7 +15,7 @@ import numpy as np
 from .format import FormatSpec
 
 if TYPE_CHECKING:
-    from ..report import Report
+    from ..report import Report, TensorCheck
 
 SCHEMA = "gradcheck-report/1"
 
@@ -63,6 +63,7 @@ def report_to_dict(r: Report) -> dict[str, Any]:
                 "analytic": to_jsonable(c.analytic),
                 "numeric": to_jsonable(np.where(c.checked_mask, c.numeric, np.nan)),
                 "error_bound": to_jsonable(np.where(c.checked_mask, c.error_bound, np.nan)),
+                **element_lists(c),
             }
             for c in r.checks
         ],
@@ -89,6 +90,9 @@ def report_to_dict(r: Report) -> dict[str, Any]:
                 "checked": v.checked,
                 "directions": v.directions,
                 "diagnosis": v.diagnosis,
+                "wrong": v.wrong,
+                "inconclusive": v.inconclusive,
+                "tensors_ok": dict(v.tensors_ok),
                 "problems": [
                     {"kind": p.kind, "message": p.message, "severity": p.severity}
                     for p in v.problems
@@ -101,7 +105,23 @@ def report_to_dict(r: Report) -> dict[str, Any]:
         "interrupted": r.interrupted,
         "error": error_of(r),
         "timing": {"total_s": round(r.total_s, 6), "forward_passes": r.forward_passes},
+        "explain": r.explain,
     }
+
+
+#: Per check, the indices of its failed, kink and inconclusive elements, so that a saved
+#: report can be drawn again (``gradcheck report``): JSON key -> TensorCheck mask.
+ELEMENT_LISTS = {
+    "failed_elements": "failed_mask",
+    "kink_elements": "kink_mask",
+    "inconclusive_elements": "inconclusive_mask",
+}
+
+
+def element_lists(c: TensorCheck) -> dict[str, list[list[int]]]:
+    """``{"failed_elements": [[0, 1], ...], ...}``: each element's index in the tensor's
+    shape (``[]`` for a scalar), in C order."""
+    return {key: np.argwhere(getattr(c, mask)).tolist() for key, mask in ELEMENT_LISTS.items()}
 
 
 def error_of(r: Report) -> dict[str, Any] | None:

@@ -33,6 +33,7 @@ from .elements import (
     taylor_summary,
     worst_elements,
 )
+from .fit import Fitted
 from .heatmap import error_heatmap
 from .mismatches import MISMATCH_ROWS, mismatch_cells, mismatch_summary
 
@@ -73,22 +74,23 @@ def report_body(report: Report, verbosity: Verbosity = Verbosity.NORMAL) -> list
     layer verdicts, expectations, warnings (nothing when quiet)."""
     if verbosity is Verbosity.QUIET:
         return []
-    parts: list[RenderableType] = [settings_line(report), summary_table(report)]
+    parts: list[RenderableType] = [settings_line(report), fitted_summary(report)]
     for check in report.checks:
         # a tensor failed only by a purity verdict has no element to show: its diagnosis says
         numeric = check.corrupted_by is None or check.failed > 0
         if verbosity is Verbosity.VERBOSE or (not check.passed and numeric):
-            parts.append(
-                taylor_table(check) if check.mode is HowChecked.TAYLOR else element_table(check)
-            )
+            table = taylor_table(check) if check.mode is HowChecked.TAYLOR else element_table(check)
+            parts.append(Fitted(table))
             heatmap = error_heatmap(check)  # None unless failing, 2-D or more, and checked
             if heatmap is not None:
                 parts.append(heatmap)
     if any(not v.passed for v in report.layers):  # only where a layer is to blame
-        parts.append(layer_table(report))
+        parts.append(fitted_layers(report))
     if report.expectations:
-        parts.append(expectation_table(report))
-        parts.extend(mismatch_table(e, verbosity) for e in report.expectations if e.mismatches)
+        parts.append(Fitted(expectation_table(report)))
+        parts.extend(
+            Fitted(mismatch_table(e, verbosity)) for e in report.expectations if e.mismatches
+        )
     parts.extend(Text(f"warning: {w}", style="yellow") for w in report.warnings)
     return parts
 
@@ -114,22 +116,35 @@ def settings_line(report: Report) -> Text:
     return text
 
 
-def summary_table(report: Report) -> Table:
-    """One row per checked tensor, then one per skipped tensor."""
-    diagnosed = any(c.diagnosis for c in report.checks)
+def fitted_summary(report: Report) -> Fitted:
+    """``summary_table`` laid out for the page: where its status and diagnosis columns
+    would wrap word by word, the table without them and the notes under it
+    (``summary_notes``)."""
+
+    def narrow() -> list[RenderableType]:
+        return [Fitted(summary_table(report, notes_below=True)), *summary_notes(report)]
+
+    return Fitted(summary_table(report), narrow=narrow, prose=("status", "diagnosis"))
+
+
+def summary_table(report: Report, *, notes_below: bool = False) -> Table:
+    """One row per checked tensor, then one per skipped tensor. ``notes_below``: the
+    status without "consequence of" and no diagnosis column (``summary_notes`` says them
+    under the table)."""
+    diagnosed = any(c.diagnosis for c in report.checks) and not notes_below
     taylor = any(c.mode is HowChecked.TAYLOR for c in report.checks)
     table = Table(title="Gradients", title_justify="left", show_edge=False)
     table.add_column("tensor", no_wrap=True)
     table.add_column("shape", no_wrap=True)
     table.add_column("checked", justify="right")
-    table.add_column("kinks", justify="right")
+    table.add_column("kinks", justify="right", no_wrap=True)
     unresolved = any(c.inconclusive for c in report.checks)
     if unresolved:
-        table.add_column("inconclusive", justify="right")
-    table.add_column("max abs err", justify="right")
-    table.add_column("max rel err", justify="right")
+        table.add_column("inconclusive", justify="right", no_wrap=True)
+    table.add_column("max abs err", justify="right", no_wrap=True)
+    table.add_column("max rel err", justify="right", no_wrap=True)
     if taylor:
-        table.add_column("order", justify="right")
+        table.add_column("order", justify="right", no_wrap=True)
     table.add_column("status")
     if diagnosed:
         table.add_column("diagnosis")
@@ -146,7 +161,7 @@ def summary_table(report: Report) -> Table:
         ]
         if taylor:
             row.append(_order(c))
-        row.append(status_cell(c))
+        row.append(status_cell(c, consequence=not notes_below))
         if diagnosed:
             row.append(c.diagnosis or "")
         table.add_row(*row)
@@ -154,6 +169,20 @@ def summary_table(report: Report) -> Table:
     for name in report.skipped:
         table.add_row(name, "", *blanks, Text("skipped", style="dim"), *[""] * diagnosed)
     return table
+
+
+def summary_notes(report: Report) -> list[Text]:
+    """One line per failing tensor that has a consequence or a diagnosis to tell, for
+    under a summary table that left them out: ``input: consequence of conv1; ...``."""
+    notes = []
+    for c in report.checks:
+        said = [f"consequence of {c.consequence_of}"] if c.consequence_of else []
+        said += [c.diagnosis] if c.diagnosis else []
+        if said and not c.passed:
+            note = Text(f"{c.name}: ", style="bold")
+            note.append("; ".join(said), style=CONSEQUENCE_STYLE if c.consequence_of else "")
+            notes.append(note)
+    return notes
 
 
 def _order(c: TensorCheck) -> str:
@@ -173,12 +202,14 @@ def checked_cell(c: TensorCheck) -> str:
     return f"{c.checked} of {size}" + (f" ({note})" if note else "")
 
 
-def status_cell(c: TensorCheck) -> Text:
+def status_cell(c: TensorCheck, *, consequence: bool = True) -> Text:
+    """``PASS``, ``INCONCLUSIVE``, ``FAIL``, or ``FAIL (consequence of conv1)`` (unless
+    ``consequence`` is False: then it is said under the table)."""
     if c.passed:
         return Text("PASS", style=PASS_STYLE)
     if not c.failed and c.taylor_passed is None:
         return Text("INCONCLUSIVE", style=UNSURE_STYLE)
-    if c.consequence_of:
+    if c.consequence_of and consequence:
         return Text(f"FAIL (consequence of {c.consequence_of})", style=CONSEQUENCE_STYLE)
     return Text("FAIL", style=FAIL_STYLE)
 
@@ -196,8 +227,9 @@ def element_table(check: TensorCheck, limit: int = ELEMENT_ROWS) -> Table:
         title_justify="left",
         show_edge=False,
     )
-    for header in ("index", "analytic", "numeric", "abs err", "bound", "rel err", "note"):
-        table.add_column(header, justify="left" if header in ("index", "note") else "right")
+    for header in ("index", "analytic", "numeric", "abs err", "bound", "rel err"):
+        table.add_column(header, justify="left" if header == "index" else "right", no_wrap=True)
+    table.add_column("note")
     rows = worst_elements(check, limit)
     for r in rows:
         note_style = (
@@ -237,7 +269,7 @@ def taylor_table(check: TensorCheck) -> Table:
         show_edge=False,
     )
     for header in ("step h", "remainder r(h)", "rounding floor", "fitted"):
-        table.add_column(header, justify="right")
+        table.add_column(header, justify="right", no_wrap=True)
     for r in taylor_rows(check):
         below = r.remainder <= r.floor
         table.add_row(
@@ -249,14 +281,27 @@ def taylor_table(check: TensorCheck) -> Table:
     return table
 
 
-def layer_table(report: Report) -> Table:
-    """Each layer's own backward checked in isolation: which one is wrong."""
+def fitted_layers(report: Report) -> Fitted:
+    """``layer_table`` laid out for the page: where its "what is wrong" column would wrap
+    word by word, the table without it and ``layer_notes`` under it."""
+
+    def narrow() -> list[RenderableType]:
+        return [Fitted(layer_table(report, notes_below=True)), *layer_notes(report)]
+
+    return Fitted(layer_table(report), narrow=narrow, prose=("what is wrong",))
+
+
+def layer_table(report: Report, *, notes_below: bool = False) -> Table:
+    """Each layer's own backward checked in isolation: which one is wrong.
+    ``notes_below``: no "what is wrong" column (``layer_notes`` says it)."""
     table = Table(title="Layers (own backward)", title_justify="left", show_edge=False)
-    diagnosed = any(v.diagnosis for v in report.layers)
+    diagnosed = any(v.diagnosis for v in report.layers) and not notes_below
     headers = ["layer", "type", "own backward", "max abs err", "max rel err", "kinks"]
     for header in headers + (["what is wrong"] if diagnosed else []):
         right = header.startswith("max") or header == "kinks"
-        table.add_column(header, justify="right" if right else "left")
+        table.add_column(
+            header, justify="right" if right else "left", no_wrap=header != "what is wrong"
+        )
     for v in report.layers:
         row = [
             v.name,
@@ -268,6 +313,15 @@ def layer_table(report: Report) -> Table:
         ]
         table.add_row(*row, *([v.diagnosis or ""] if diagnosed else []))
     return table
+
+
+def layer_notes(report: Report) -> list[Text]:
+    """``conv1: dx is wrong ...``, one line per layer with a diagnosis."""
+    notes = []
+    for v in report.layers:
+        if v.diagnosis:
+            notes.append(Text.assemble((f"{v.name}: ", "bold"), v.diagnosis))
+    return notes
 
 
 def layer_status(v: LayerVerdict) -> Text:
@@ -288,8 +342,8 @@ def expectation_table(report: Report) -> Table:
     table = Table(title="Expectations", title_justify="left", show_edge=False)
     table.add_column("expectation", no_wrap=True)
     table.add_column("tolerance")
-    table.add_column("max abs err", justify="right")
-    table.add_column("status")
+    table.add_column("max abs err", justify="right", no_wrap=True)
+    table.add_column("status", no_wrap=True)
     for e in report.expectations:
         status = Text("PASS", style=PASS_STYLE) if e.passed else Text("FAIL", style=FAIL_STYLE)
         rule = e.tolerance.get("description", "")
