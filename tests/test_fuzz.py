@@ -59,7 +59,7 @@ ALLOWED = {0, 1, 2, 3}
 PYTHON_WARNING = re.compile(r"\b\w*Warning: ")
 
 #: Examples per test in the default run, and in ``pytest -m slow``.
-TEXT_EXAMPLES, DOC_EXAMPLES, MUTATION_EXAMPLES = 300, 350, 450
+TEXT_EXAMPLES, DOC_EXAMPLES, MUTATION_EXAMPLES = 150, 150, 200
 SLOW = 5_000
 
 KEYS = [
@@ -330,7 +330,7 @@ command_lines = st.lists(
     ).map(list),
     max_size=5,
 ).map(lambda parts: [a for part in parts for a in part])
-COMMAND_EXAMPLES = 150
+COMMAND_EXAMPLES = 80
 
 
 def fuzz_command_line(workdir: Path, config: str, args: list[str]) -> None:
