@@ -29,8 +29,10 @@ from gradcheck_cli.cli.formats import ReportCommand, check_report_paths, report_
 from gradcheck_cli.errors import UsageError
 from gradcheck_cli.render import Format, FormatSpec
 
+# The package under test may be installed (CI installs a wheel), so it is found through
+# its import; the configs come from this checkout.
 PACKAGE = Path(gradcheck_cli.__file__).resolve().parent
-REPO = PACKAGE.parent
+REPO = Path(__file__).resolve().parent.parent
 
 
 def words(text: str) -> str:
@@ -180,7 +182,7 @@ def _import_graph() -> dict[str, set[str]]:
     ``a.b``'s ``__init__``, unless the importer lives in ``a.b`` (it already ran)."""
     modules = {}
     for path in PACKAGE.rglob("*.py"):
-        parts = path.relative_to(REPO).with_suffix("").parts
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
         is_package = parts[-1] == "__init__"
         modules[".".join(parts[:-1] if is_package else parts)] = (path, is_package)
 
