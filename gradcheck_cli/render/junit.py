@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..text import printable
-from .elements import elements_text, format_array, taylor_summary, taylor_text
 from .format import FormatSpec
 
 if TYPE_CHECKING:
@@ -103,6 +102,8 @@ def _case(classname: str, name: str, time_s: float = 0.0) -> ET.Element:
 
 
 def _tensor_case(c: TensorCheck, classname: str) -> ET.Element:
+    from .elements import elements_text, taylor_summary, taylor_text  # numpy: not for --help
+
     case = _case(classname, c.name, float(c.extra.get("time_s", 0.0)))
     if not c.passed and not c.failed and c.taylor_passed is None:  # nothing wrong, unresolved
         message = (
@@ -131,6 +132,8 @@ def _tensor_case(c: TensorCheck, classname: str) -> ET.Element:
 
 
 def _expectation_case(e: ExpectationResult, classname: str) -> ET.Element:
+    from .elements import format_array  # numpy: not for --help
+
     case = _case(classname, f"expect {e.name}")
     if not e.passed:
         failure = ET.SubElement(
