@@ -43,7 +43,7 @@ def render_junit(report: Report) -> str:
         "tests": str(len(cases)),
         "failures": str(sum(case.find("failure") is not None for case in cases)),
         "errors": str(sum(case.find("error") is not None for case in cases)),
-        "skipped": str(len(report.skipped)),
+        "skipped": str(sum(case.find("skipped") is not None for case in cases)),
         "time": f"{report.total_s:.3f}",
     }
     root = ET.Element("testsuites", {"name": "gradcheck", **counts})
@@ -105,7 +105,13 @@ def _tensor_case(c: TensorCheck, classname: str) -> ET.Element:
     from .elements import elements_text, taylor_summary, taylor_text  # numpy: not for --help
 
     case = _case(classname, c.name, float(c.extra.get("time_s", 0.0)))
-    if not c.passed and not c.failed and c.taylor_passed is None:  # nothing wrong, unresolved
+    if c.interrupted and not c.failed:  # stopped part way: not a pass, nor a failure
+        message = (
+            f"interrupted after {c.checked} of {c.analytic.size} elements "
+            "(none of them disagreed; the rest were not checked)"
+        )
+        ET.SubElement(case, "skipped", {"message": message})
+    elif not c.passed and not c.failed and c.taylor_passed is None:  # unresolved
         message = (
             f"{c.inconclusive} of {c.checked} elements could not be resolved by any step "
             "(the check could not be carried out for them; never counted as passed)"
