@@ -107,10 +107,17 @@ class TensorCheck:
         return int(self.kink_mask.sum())
 
     @property
+    def interrupted(self) -> bool:
+        """Its check was stopped part way (Ctrl-C, SIGTERM, a timeout): ``checked`` says
+        how far it got."""
+        return self.mode == "interrupted"
+
+    @property
     def passed(self) -> bool:
         """Every checked element agreed (or is a kink): no failure, nothing inconclusive,
-        and no impure layer corrupted its gradient."""
-        if self.corrupted_by is not None:
+        no impure layer corrupted its gradient, and its check was not stopped part way
+        (a tensor half checked has not passed, whatever its first half said)."""
+        if self.corrupted_by is not None or self.interrupted:
             return False
         if self.taylor_passed is not None:
             return self.taylor_passed

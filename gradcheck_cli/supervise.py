@@ -97,12 +97,14 @@ class Outcome:
 class Watch:
     """What the worker said so far (events: gradcheck_cli/worker.py).
 
-    ``progress`` gets ``(done, total)``; ``on_loaded`` is told when the config is loaded
+    ``progress`` gets each progress snapshot (``engine.progress.CheckProgress``), and
+    ``last_progress`` keeps the latest; ``on_loaded`` is told when the config is loaded
     and may refuse to go on by raising (an output path that would replace a file the
     config reads): the run is then stopped and the exception raised by ``supervise``.
     """
 
-    progress: Callable[[int, int], None] | None = None
+    progress: Callable[[Any], None] | None = None
+    last_progress: Any = None
     on_loaded: Callable[[Loaded], None] | None = None
     loaded: Loaded | None = None
     checks: list[Any] = field(default_factory=list)
@@ -121,8 +123,9 @@ class Watch:
                     self.refused = e
                     raise
         elif kind == "progress":
+            self.last_progress = payload
             if self.progress is not None:
-                self.progress(*payload)
+                self.progress(payload)
         elif kind == "running":
             self.running = payload
         elif kind == "checked":

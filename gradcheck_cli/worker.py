@@ -9,7 +9,9 @@ command line's options, run the check, and tell ``events`` everything on the way
 event       payload
 ==========  =================================================================
 loaded      ``Loaded``: the files the config read, the settings, the timeout
-progress    ``(done, total)`` elements
+progress    ``engine.progress.CheckProgress``: a snapshot of where the check is
+            (the tensor being checked, how far through it, the seconds each
+            finished tensor took); only the latest one counts
 running     ``(current, last)``: the call into a layer running now and the last
             one (``engine.passes.Calls``), e.g. ``("conv1", "forward")``
 checked     one finished ``TensorCheck``, as soon as it is complete
@@ -126,13 +128,18 @@ def explain_section(problem, report):
 
 
 class _Progress:
-    """The engine's progress callback: elements done, and each finished tensor."""
+    """The engine's progress callback: each progress snapshot, and each finished tensor.
+    A caller that knows only counts may call it with ``(done, total)``."""
 
     def __init__(self, events: Any):
         self.events = events
 
-    def __call__(self, done: int, total: int) -> None:
-        self.events.send("progress", (done, total))
+    def __call__(self, snapshot: Any, total: int | None = None) -> None:
+        if total is not None:
+            from .engine.progress import CheckProgress
+
+            snapshot = CheckProgress.counts(snapshot, total)
+        self.events.send("progress", snapshot)
 
     def checked(self, tensor_check: Any) -> None:
         self.events.send("checked", tensor_check)
@@ -211,8 +218,8 @@ class _Pipe:
     def __init__(self, fd: int):
         self.fd = fd
         self.lock = threading.Lock()
-        self.progress: tuple[int, int] | None = None
-        self.sent_progress: tuple[int, int] | None = None
+        self.progress: Any = None  # the latest snapshot (engine.progress.CheckProgress)
+        self.sent_progress: Any = None
         self.sent_running: Any = None
         #: a SIGINT that arrived while the main thread wrote a message, raised after it
         self.writing = False
@@ -248,7 +255,7 @@ class _Pipe:
             self.sent_running = running
             self._write("running", running)
         progress = self.progress
-        if progress is not None and progress != self.sent_progress:
+        if progress is not None and progress is not self.sent_progress:
             self.sent_progress = progress
             self._write("progress", progress)
 

@@ -108,10 +108,12 @@ def test_progress_bar_only_on_a_terminal_and_only_after_the_delay():
 
     from rich.console import Console
 
+    from gradcheck_cli.cli.progress import LazyProgress
+
     def progress(enabled, delay):
         stream = io.StringIO()
         console = Console(file=stream, force_terminal=True, width=80)
-        with run_module.LazyProgress(console, enabled=enabled, delay=delay) as bar:
+        with LazyProgress(console, enabled=enabled, delay=delay) as bar:
             for done in range(0, 101, 10):
                 bar(done, 100)
         return stream.getvalue()

@@ -23,7 +23,8 @@ from hypothesis import HealthCheck, given, settings
 
 from gradcheck_cli.cli import cli
 from gradcheck_cli.render import Format
-from gradcheck_cli.render.html import SCRIPT, render_html
+from gradcheck_cli.render.html import render_html
+from gradcheck_cli.render.html_page import SCRIPT
 from gradcheck_cli.report import RunError
 from gradcheck_cli.saved import BadReport, read_report
 from gradcheck_cli.text import printable

@@ -63,8 +63,8 @@ def ending(config: str, watch: Watch, outcome: Outcome) -> tuple[Report, BaseExc
         report.interrupt_code = STOP_CODES.get(outcome.stop, ExitCode.INTERRUPTED)  # type: ignore[arg-type]
         if payload is None:  # it did not answer: killed
             report.warnings.append(
-                "the worker did not stop when asked and was killed; the tensor in progress "
-                "is not in this report"
+                "the worker did not stop when asked and was killed; the tensor in progress"
+                f"{in_progress(watch)} is not in this report"
             )
         return report, None
     if isinstance(payload, Failure):
@@ -101,7 +101,20 @@ def partial(
     )
     if error is not None:
         report.error = run_error(error, config)
+        where = in_progress(watch)
+        if where:
+            report.warnings.append(f"the tensor in progress{where} is not in this report")
     return report
+
+
+def in_progress(watch: Watch) -> str:
+    """`` (input: 12,060 of 24,576 elements done)``: the tensor the worker's last progress
+    snapshot named, when no finished check holds it; empty otherwise."""
+    snapshot = watch.last_progress
+    tensor = getattr(snapshot, "tensor", None)
+    if tensor is None or not tensor.name or any(c.name == tensor.name for c in watch.checks):
+        return ""
+    return f" ({tensor.name}: {snapshot.tensor_done:,} of {tensor.elements:,} elements done)"
 
 
 def error_report(config: str, error: BaseException) -> Report:

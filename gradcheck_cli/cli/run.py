@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import time
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -29,15 +28,12 @@ from .options import CliState, _usage_error, check_options, output_options, verb
 
 if TYPE_CHECKING:
     from rich.console import Console
-    from rich.progress import Progress
 
     from ..problem import Problem
     from ..render import Format
     from ..report import Report
     from ..worker import Loaded
-
-#: A progress bar appears only for checks that run longer than this (seconds).
-PROGRESS_DELAY = 1.0
+    from .progress import LazyProgress
 
 
 @click.command("run", cls=ReportCommand, epilog=exit_codes.EPILOG)
@@ -87,7 +83,9 @@ def command(
         err = make_console(sys.stderr, no_color=no_color)
         out = err if outputs.stdout_taken else make_console(sys.stdout, no_color=no_color)
         consoles.extend([err, out])
-        progress.append(LazyProgress(err, enabled=_isatty(sys.stderr)))
+        from .progress import LazyProgress  # the bar and its estimate: cli/progress.py
+
+        progress.append(LazyProgress(err, enabled=_isatty(sys.stderr) and not quiet))
         watch.progress = progress[0]
         _warm_up()
 
@@ -307,53 +305,3 @@ def _isatty(stream: Any) -> bool:
         return bool(stream.isatty())
     except (AttributeError, ValueError):
         return False
-
-
-class LazyProgress:
-    """The engine's ``progress(done, total)`` callback: a rich bar of elements checked
-    with an ETA, started only once the check has run ``delay`` seconds, so that quick
-    checks print nothing extra. Disabled when stderr is not a terminal.
-    """
-
-    def __init__(self, console: Console, *, enabled: bool, delay: float = PROGRESS_DELAY):
-        self.console = console
-        self.enabled = enabled
-        self.delay = delay
-        self.started = time.monotonic()
-        self._bar: Progress | None = None
-        self._task: Any = None
-
-    def __call__(self, done: int, total: int) -> None:
-        if self._bar is None:
-            if not self.enabled or time.monotonic() - self.started < self.delay:
-                return
-            self._bar, self._task = self._start_bar(total)
-        self._bar.update(self._task, completed=done, total=total)
-
-    def _start_bar(self, total: int) -> tuple[Progress, Any]:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-
-        bar = Progress(
-            TextColumn("checking"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("elements"),
-            TimeRemainingColumn(),
-            console=self.console,
-            transient=True,
-        )
-        bar.start()
-        return bar, bar.add_task("check", total=total)
-
-    def __enter__(self) -> LazyProgress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()

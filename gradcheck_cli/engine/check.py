@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import numpy as np
 
@@ -33,15 +32,11 @@ from .isolation import Isolation, isolate_layers, isolation_mode
 from .kinks import settle_compound_kinks
 from .objective import NetworkObjective
 from .passes import Calls, OutOfTime, analytic_pass, problem_params
+from .progress import PlannedTensor, ProgressCallback, Tracker
 from .purity import probe
 from .semantics import loss_warnings, noise_floor_warnings
 from .taylor import taylor_check
 from .verdict import ANALYTIC_ULPS
-
-#: ``progress(done, total)``: elements done, elements in total. A callback that also has
-#: a ``checked(check)`` method is handed each TensorCheck as soon as it is complete, so
-#: that a supervisor holds the tensors finished so far whatever becomes of the check.
-ProgressCallback = Callable[[int, int], None]
 
 
 class CheckInterrupted(Exception):
@@ -71,7 +66,12 @@ def tolerances(problem: Problem) -> tuple[Tolerances, list[str]]:
 
 @blas.single_threaded  # thousands of small BLAS calls: threads cost more than they give
 def run_check(problem: Problem, progress: ProgressCallback | None = None) -> Report:
-    """Check every gradient the problem describes; see the module docstring."""
+    """Check every gradient the problem describes; see the module docstring.
+
+    ``progress(snapshot)`` gets a ``CheckProgress`` (engine/progress.py) as elements are
+    finished. A callback that also has a ``checked(check)`` method is handed each
+    TensorCheck as soon as it is complete, so that a supervisor holds the tensors
+    finished so far whatever becomes of the check."""
     started = time.perf_counter()
     memory.require_fits(problem)  # a check too large is refused before any work (exit 2)
     tol, notes = tolerances(problem)
@@ -88,14 +88,10 @@ def run_check(problem: Problem, progress: ProgressCallback | None = None) -> Rep
         Calls.deadline = started + problem.settings.time_budget
         plan, budget_note = budget.plan(problem, objective, checked, tol, rng, started)
         notes = [*notes, budget_note]
-    total = sum(len(ix) for ix in plan.values())
-    done = [0]
-
-    def tick(k: int) -> None:
-        done[0] += k
-        if progress is not None:
-            progress(done[0], total)
-
+    tracker = Tracker(
+        [PlannedTensor(t, len(plan[t]), float(objective.bytes_per_copy(t))) for t in checked],
+        progress,
+    )
     announce = getattr(progress, "checked", None)
 
     def finished(*checks: TensorCheck) -> None:
@@ -115,8 +111,9 @@ def run_check(problem: Problem, progress: ProgressCallback | None = None) -> Rep
     try:
         try:
             report.warnings.extend(
-                _check_tensors(problem, objective, checked, plan, tol, rng, tick, finished)
+                _check_tensors(problem, objective, checked, plan, tol, rng, tracker, finished)
             )
+            tracker.stage("layers")
             report.expectations = compare_expectations(problem, trace, grads)
             try:
                 how = isolation_mode(problem, report)
@@ -141,6 +138,7 @@ def run_check(problem: Problem, progress: ProgressCallback | None = None) -> Rep
         partial = getattr(stop, "partial_check", None)
         if partial is not None:
             report.checks.append(partial)
+        report.warnings.extend(not_reached(checked, report))
         report.interrupted = True
         report.total_s = time.perf_counter() - started
         report.forward_passes = objective.forward_passes
@@ -152,23 +150,34 @@ def run_check(problem: Problem, progress: ProgressCallback | None = None) -> Rep
     return report
 
 
-def _check_tensors(problem, objective, checked, plan, tol, rng, tick, finished) -> list[str]:
+def not_reached(checked: list[str], report: Report) -> list[str]:
+    """The note of a stopped check on the selected tensors it never began (none: [])."""
+    begun = {c.name for c in report.checks}
+    missing = [t for t in checked if t not in begun]
+    if not missing:
+        return []
+    names = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+    return [f"stopped before {len(missing)} tensor(s) were checked: {names}"]
+
+
+def _check_tensors(problem, objective, checked, plan, tol, rng, tracker, finished) -> list[str]:
     """Check each selected tensor in turn, handing each to ``finished``; returns notes
     for the report. Fast mode: directions first, element-wise only for the tensors whose
     direction failed. A tensor the time budget did not reach is reported unchecked."""
     if problem.settings.mode is Mode.FAST and problem.settings.method is Method.CENTRAL:
-        fast_checks, notes = fast.fast_checks(problem, objective, checked, tol, rng, tick)
+        fast_checks, notes = fast.fast_checks(problem, objective, checked, tol, rng, tracker)
         finished(*fast_checks)
         return notes
     directions = np.random.default_rng([problem.settings.seed, 1])  # --method taylor
     for tensor in checked:
+        tracker.begin(tensor)
         try:
             if problem.settings.method is Method.TAYLOR:
                 shape = user_shape(problem, tensor)
                 finished(taylor_check(objective, tensor, shape, directions))
-                tick(len(plan[tensor]))
+                tracker.tick(len(plan[tensor]))
             else:
-                finished(check_tensor(problem, objective, tensor, plan[tensor], tol, tick))
+                finished(check_tensor(problem, objective, tensor, plan[tensor], tol, tracker.tick))
         except OutOfTime:
             finished(unchecked(problem, objective, tensor, HowChecked.BUDGET))
     return []

@@ -1,5 +1,5 @@
 """The backward pass of a small network as plain data: the JSON report's ``explain``
-section, which the HTML report draws (``render/html.py``).
+section, which the HTML report draws (``render/html_page.py``).
 
 What ``gradcheck explain`` tells, reduced to numbers: for example 0, each network input
 with its gradient, then every layer's output and delta (dE/d of its output), its

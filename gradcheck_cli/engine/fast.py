@@ -255,8 +255,9 @@ def suspects(
     return (failing or list(names)), own
 
 
-def fast_checks(problem: Problem, objective, names: list[str], tol, rng, tick):
-    """The network's tensors under ``--fast``: (TensorChecks in ``names`` order, notes)."""
+def fast_checks(problem: Problem, objective, names: list[str], tol, rng, tracker):
+    """The network's tensors under ``--fast``: (TensorChecks in ``names`` order, notes).
+    ``tracker`` (engine/progress.py) is told of each tensor as it is judged."""
     if not names:
         return [], []
     a_eps = analytic_eps(problem)
@@ -268,13 +269,13 @@ def fast_checks(problem: Problem, objective, names: list[str], tol, rng, tick):
     checks = []
     for t in names:
         size = objective.tensors()[t].size
+        tracker.begin(t)
         if t in localise:
-            c = check_tensor(problem, objective, t, np.arange(size), tol, tick)
+            c = check_tensor(problem, objective, t, np.arange(size), tol, tracker.tick)
             c.mode, c.localised = HowChecked.FAST, True
         else:
             c = unchecked(problem, objective, t, HowChecked.FAST)
-            if tick is not None:
-                tick(size)
+            tracker.tick(size)
         c.extra["directional"] = {
             "whole": [d.as_dict() for d in whole],
             **({"own": own[t].as_dict()} if t in own else {}),

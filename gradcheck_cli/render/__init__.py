@@ -10,7 +10,9 @@ one per member that can be rendered from a saved JSON report (HTML). A new forma
 new module plus one member.
 
 Renderers import the result model (``report.py``) only for their annotations, so that
-``Report.to_json`` can use ``json.py`` without an import cycle.
+``Report.to_json`` can use ``json.py`` without an import cycle. A format module imports
+numpy (and whatever else is heavy) inside its functions, not at its top: ``gradcheck run
+--help`` reads every ``FORMAT`` and stays free of numpy (tests/test_light_commands.py).
 
 >>> from gradcheck_cli.report import Report
 >>> Format.JSON.render(Report(config="x.yaml", loss=0.0, settings={}))[:40]

@@ -1,4 +1,4 @@
-"""Building blocks of the HTML report (``render/html.py``): escaping, tables, numbers
+"""Building blocks of the HTML report (``render/html_page.py``): escaping, tables, numbers
 and grids of numbers. Every helper returns HTML; every text it is given is escaped."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The backward pass of a small network in the HTML report (``render/html.py``): the
+"""The backward pass of a small network in the HTML report (``render/html_page.py``): the
 JSON report's ``explain`` section (``engine/explain_view.py``) drawn layer by layer,
 each value beside its delta, a max pool's routing as a table."""
 

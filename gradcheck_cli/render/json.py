@@ -2,15 +2,20 @@
 
 Fields are only ever added under this schema; renaming or removing one needs a new
 schema version. ``Report.to_dict`` and ``Report.to_json`` return what this module makes.
+
+Arrays take their own path into the text (``json_arrays.py``): the report is written
+in time proportional to its size, without a Python call per element. numpy is imported
+when a report is made, not with this module, so that ``gradcheck run --help`` (which
+reads ``FORMAT``) stays light.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
+import secrets
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from .format import FormatSpec
 
@@ -26,12 +31,48 @@ def render_json(report: Report) -> str:
 
 
 def dumps(report: Report, indent: int | None = 2) -> str:
-    """``report_to_dict`` as JSON text; NaN and infinity never appear (None instead)."""
-    return json.dumps(report_to_dict(report), indent=indent, allow_nan=False)
+    """``report_to_dict`` as JSON text, exactly as ``json.dumps(..., indent=indent)``
+    writes it; NaN and infinity never appear (None instead)."""
+    document = report_to_dict(report)
+    if indent is None:  # json's C encoder: already one pass in C
+        return json.dumps(document, allow_nan=False)
+    return _indented(document, indent)
+
+
+def _indented(document: Any, indent: int) -> str:
+    """``json.dumps(document, indent=indent)``, with each ``JSONArray`` written by
+    ``array_text``: the arrays are swapped for unique placeholder strings, the rest is
+    dumped (small), and each placeholder is replaced by its array's text, indented as
+    deep as the placeholder's line."""
+    from .json_arrays import JSONArray, array_text
+
+    arrays: list[Any] = []
+    tag = f"@gradcheck-array:{secrets.token_hex(8)}:"
+
+    def swap(value: Any) -> Any:
+        if isinstance(value, JSONArray):
+            arrays.append(value.array)
+            return f"{tag}{len(arrays) - 1}"
+        if isinstance(value, dict):
+            return {k: swap(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [swap(v) for v in value]
+        return value
+
+    text = json.dumps(swap(document), indent=indent, allow_nan=False)
+
+    def array_at(match: re.Match[str]) -> str:
+        head = text[text.rfind("\n", 0, match.start()) + 1 : match.start()]
+        depth = len(head) - len(head.lstrip(" "))
+        return array_text(arrays[int(match.group(1))], indent, depth)
+
+    return re.sub(f'"{re.escape(tag)}(\\d+)"', array_at, text)
 
 
 def report_to_dict(r: Report) -> dict[str, Any]:
     """The JSON report as plain data: dicts, lists, strings, numbers and None."""
+    import numpy as np
+
     return {
         "schema": SCHEMA,
         "config": r.config,
@@ -121,6 +162,8 @@ ELEMENT_LISTS = {
 def element_lists(c: TensorCheck) -> dict[str, list[list[int]]]:
     """``{"failed_elements": [[0, 1], ...], ...}``: each element's index in the tensor's
     shape (``[]`` for a scalar), in C order."""
+    import numpy as np  # not at import: `gradcheck run --help` needs no numpy
+
     return {key: np.argwhere(getattr(c, mask)).tolist() for key, mask in ELEMENT_LISTS.items()}
 
 
@@ -145,13 +188,12 @@ def error_of(r: Report) -> dict[str, Any] | None:
     }
 
 
-def to_jsonable(a: np.ndarray) -> Any:
-    """Nested lists of floats; NaN (not checked) becomes None, as the contract asks."""
-    arr = np.asarray(a, dtype=float)
-    if arr.ndim == 0:
-        v = float(arr)
-        return None if math.isnan(v) else v
-    return [to_jsonable(x) for x in arr]
+def to_jsonable(a: Any) -> Any:
+    """Nested lists of floats; NaN (not checked) becomes None, as the contract asks, and
+    so does infinity, which JSON cannot hold. Made in numpy's loops (json_arrays.py)."""
+    from .json_arrays import jsonable
+
+    return jsonable(a)
 
 
 def _finite(v: float) -> float | None:

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 
 from ..how_checked import HowChecked
 from ..text import printable
-from .elements import elements_text, format_array, taylor_summary, taylor_text
 from .format import FormatSpec
 from .mismatches import first_mismatches, mismatch_summary, mismatches_text
 
@@ -46,7 +45,7 @@ def render_junit(report: Report) -> str:
         "tests": str(len(cases)),
         "failures": str(sum(case.find("failure") is not None for case in cases)),
         "errors": str(sum(case.find("error") is not None for case in cases)),
-        "skipped": str(len(report.skipped)),
+        "skipped": str(sum(case.find("skipped") is not None for case in cases)),
         "time": f"{report.total_s:.3f}",
     }
     root = ET.Element("testsuites", {"name": "gradcheck", **counts})
@@ -105,8 +104,16 @@ def _case(classname: str, name: str, time_s: float = 0.0) -> ET.Element:
 
 
 def _tensor_case(c: TensorCheck, classname: str) -> ET.Element:
+    from .elements import elements_text, taylor_summary, taylor_text  # numpy: not for --help
+
     case = _case(classname, c.name, float(c.extra.get("time_s", 0.0)))
-    if not c.passed and not c.failed and c.taylor_passed is None:  # nothing wrong, unresolved
+    if c.interrupted and not c.failed:  # stopped part way: not a pass, nor a failure
+        message = (
+            f"interrupted after {c.checked} of {c.analytic.size} elements "
+            "(none of them disagreed; the rest were not checked)"
+        )
+        ET.SubElement(case, "skipped", {"message": message})
+    elif not c.passed and not c.failed and c.taylor_passed is None:  # unresolved
         message = (
             f"{c.inconclusive} of {c.checked} elements could not be resolved by any step "
             "(the check could not be carried out for them; never counted as passed)"
@@ -136,6 +143,8 @@ def _expectation_case(e: ExpectationResult, classname: str) -> ET.Element:
     """A failing expectation: the message names the first disagreeing elements with
     their index, expected and actual values; the text lists every one with its
     tolerance, then both arrays."""
+    from .elements import format_array  # numpy: not for --help
+
     case = _case(classname, f"expect {e.name}")
     if not e.passed:
         message = f"{mismatch_summary(e, rule=True)}: {first_mismatches(e)}"

@@ -1,4 +1,4 @@
-"""Error heatmaps as inline SVG, for the HTML report (``render/html.py``).
+"""Error heatmaps as inline SVG, for the HTML report (``render/html_page.py``).
 
 One grid per 2-D slice (..., H, W) of a failing tensor that holds a failure, as the
 terminal heatmap draws it (``render/heatmap.py``): each cell's shade grows with the

@@ -78,6 +78,8 @@ def report_body(report: Report, verbosity: Verbosity = Verbosity.NORMAL) -> list
     for check in report.checks:
         # a tensor failed only by a purity verdict has no element to show: its diagnosis says
         numeric = check.corrupted_by is None or check.failed > 0
+        # nor has one merely stopped part way: its row says how far it got
+        numeric = numeric and not (check.interrupted and not check.failed)
         if verbosity is Verbosity.VERBOSE or (not check.passed and numeric):
             table = taylor_table(check) if check.mode is HowChecked.TAYLOR else element_table(check)
             parts.append(Fitted(table))
@@ -207,6 +209,8 @@ def status_cell(c: TensorCheck, *, consequence: bool = True) -> Text:
     ``consequence`` is False: then it is said under the table)."""
     if c.passed:
         return Text("PASS", style=PASS_STYLE)
+    if c.interrupted and not c.failed:  # never PASS: only part of it was checked
+        return Text("INTERRUPTED", style=UNSURE_STYLE)
     if not c.failed and c.taylor_passed is None:
         return Text("INCONCLUSIVE", style=UNSURE_STYLE)
     if c.consequence_of and consequence:
@@ -220,6 +224,8 @@ def element_table(check: TensorCheck, limit: int = ELEMENT_ROWS) -> Table:
         verdict = "PASS"
     elif check.failed:
         verdict = f"{check.failed} of {check.checked} elements FAIL"
+    elif check.interrupted:
+        verdict = f"INTERRUPTED after {check.checked} of {check.analytic.size} elements"
     else:
         verdict = f"{check.inconclusive} of {check.checked} elements INCONCLUSIVE"
     table = Table(
@@ -388,6 +394,7 @@ def verdict_line(report: Report) -> Text:
         )
         elements = sum(c.checked for c in checks)
         kinks = sum(c.kinks for c in checks)
+        stopped = [c for c in checks if c.interrupted]
         taylor = sum(c.mode is HowChecked.TAYLOR for c in checks)
         directional = sum(c.mode is HowChecked.FAST and c.checked == 0 for c in checks)
         if checks and taylor == len(checks):
@@ -402,6 +409,9 @@ def verdict_line(report: Report) -> Text:
         else:
             text.append(
                 f": {_plural(len(checks), 'tensor')}, {elements} elements checked"
+                + "".join(
+                    f" ({c.name} stopped at {c.checked} of {c.analytic.size})" for c in stopped
+                )
                 + (f", {taylor} by Taylor test" if taylor else "")
                 + f", 0 failed ({_plural(kinks, 'kink')})"
             )
@@ -419,7 +429,8 @@ def verdict_line(report: Report) -> Text:
         text = Text(prefix + "FAIL", style=FAIL_STYLE)
         clauses = []
         for what, items in (("tensors", checks), ("expectations", exps)):
-            bad = [x.name for x in items if not x.passed]
+            # a tensor merely stopped part way does not disagree
+            bad = [x.name for x in items if not x.passed and not _only_stopped(x)]
             if bad:
                 clauses.append(f"{len(bad)} of {len(items)} {what} disagree ({_names(bad)})")
         impure = [v.name for v in report.layers if v.impure]
@@ -432,6 +443,10 @@ def verdict_line(report: Report) -> Text:
             text.append(f"; {label}: {', '.join(blamed)}")
     text.append(f" in {report.total_s:.2f} s")
     return text
+
+
+def _only_stopped(x: TensorCheck | ExpectationResult) -> bool:
+    return getattr(x, "interrupted", False) and not getattr(x, "failed", 0)
 
 
 def _plural(n: int, word: str) -> str:

@@ -1,0 +1,31 @@
+"""The sweep benchmark still runs (benchmarks/sweep.py, issue 14): its smoke network,
+once, without torch. Nothing about its timings is asserted. It starts five processes
+(about 2 s), so it is marked slow: ``pytest -m slow tests/test_benchmarks.py``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SWEEP = Path(__file__).resolve().parent.parent / "benchmarks" / "sweep.py"
+
+
+@pytest.mark.slow
+def test_the_sweep_runs_on_its_smoke_network(tmp_path):
+    out = tmp_path / "sweep.json"
+    args = ["--networks", "tiny", "--repeats", "1", "--no-torch", "--json", str(out)]
+    done = subprocess.run(
+        [sys.executable, str(SWEEP), *args], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "| tiny MLP 8-4-3, batch 2 | 67 |" in done.stdout
+    assert "torch columns skipped (--no-torch)" in done.stdout
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["full"]["exit"] == [0] and row["torch"] is None
+    # 67 elements, two copies each at least, each through both dense layers
+    assert row["work"]["copies"] >= 2 * 67 and row["work"]["flops"] > 0
+    assert row["full"]["peak_mib"] > 10
