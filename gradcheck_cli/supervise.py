@@ -30,8 +30,9 @@ call that never returns to Python cannot be stopped), and a crash ends the calle
 ``GRADCHECK_SUPERVISE=0`` makes the command run inline (for a debugger or a profiler),
 ``=1`` makes an embedded command supervise.
 
-Issue 14's ``--jobs`` workers can be the same machinery: a worker that loads the config
-itself needs only a description of its share of the work.
+``--jobs`` helpers (gradcheck_cli/jobs.py) are started the same way (``start_worker``),
+in the worker's own process group: stopping or killing the worker's group stops them
+too, and a helper that dies is named with the call it was running, as the worker is.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from .worker import _HEADER, BOOT, CALLS_BYTES, Job, Loaded, read_calls
+from .worker import _HEADER, BOOT, CALLS_BYTES, Job, Loaded, read_calls, running_now
 
 #: Seconds a worker that was asked to stop (Ctrl-C, SIGTERM, a timeout) is given to hand
 #: back its partial report before it is killed.
@@ -232,12 +233,10 @@ class alarm:  # noqa: N801 - used as a context manager, like contextlib's
         signal.setitimer(signal.ITIMER_REAL, max(seconds, 1e-3))
 
     def _fire(self, reason: Stop) -> Callable[[int, Any], None]:
-        from .engine.passes import Calls
-
         def handler(_signum: int, _frame: Any) -> None:
             if self.outcome.stop is None:
                 self.outcome.stop = reason
-                self.outcome.running = (Calls.current, Calls.last)
+                self.outcome.running = running_now()
                 raise Stopped(reason.value)
 
         return handler
@@ -340,23 +339,9 @@ def supervise(
     outcome costs no time then (the pipe holds the events); if it raises, the worker is
     stopped."""
     outcome = Outcome(timeout=timeout)
-    job_r, job_w = os.pipe()
-    events_r, events_w = os.pipe()
-    calls_fd, calls = _shared_page()
     started = time.monotonic()
-    argv = [sys.executable, "-c", BOOT, json.dumps(sys.path), str(job_r), str(events_w)]
-    try:
-        proc = subprocess.Popen(
-            [*argv, str(calls_fd)],
-            stdin=subprocess.DEVNULL,
-            stdout=2,  # a plugin's output is never part of this process's stdout
-            pass_fds=(job_r, events_w, calls_fd),
-            start_new_session=True,
-        )
-    finally:
-        os.close(job_r)
-        os.close(events_w)
-        os.close(calls_fd)
+    worker = start_worker("check", session=True)
+    proc, job_w, events_r, calls = worker.proc, worker.job_w, worker.events_r, worker.calls
     signals: list[int] = []
     restore = _catch_signals(signals)
     try:
@@ -382,6 +367,55 @@ def supervise(
     if watch.refused is not None:
         raise watch.refused
     return outcome
+
+
+@dataclass
+class Started:
+    """A process started with ``worker.BOOT``: the process, the write end of its job pipe
+    (also its lifeline: it ends itself when this end closes), the read end of its event
+    pipe, and the page where it records the call into a layer running now."""
+
+    proc: subprocess.Popen
+    job_w: int
+    events_r: int
+    calls: mmap.mmap
+
+    def close(self) -> None:
+        """Close this process's ends of the pipes and the page (the lifeline with them)."""
+        for fd in (self.job_w, self.events_r):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        with contextlib.suppress(Exception):
+            self.calls.close()
+
+
+def start_worker(role: str, *, session: bool) -> Started:
+    """Start ``python -c worker.BOOT`` in ``role`` (``check``: the supervised worker;
+    ``serve``: a ``--jobs`` helper). Its stdout is this process's stderr (a plugin's
+    output is never part of this process's stdout) and its stdin /dev/null; with
+    ``session`` it leads a session and process group of its own, otherwise it joins
+    this process's group. Only the three descriptors it needs are passed to it."""
+    job_r, job_w = os.pipe()
+    events_r, events_w = os.pipe()
+    calls_fd, calls = _shared_page()
+    argv = [sys.executable, "-c", BOOT, json.dumps(sys.path), role]
+    try:
+        proc = subprocess.Popen(
+            [*argv, str(job_r), str(events_w), str(calls_fd)],
+            stdin=subprocess.DEVNULL,
+            stdout=2,
+            pass_fds=(job_r, events_w, calls_fd),
+            start_new_session=session,
+        )
+    except BaseException:
+        for fd in (job_w, events_r):
+            os.close(fd)
+        calls.close()
+        raise
+    finally:
+        for fd in (job_r, events_w, calls_fd):
+            os.close(fd)
+    return Started(proc, job_w, events_r, calls)
 
 
 def _shared_page() -> tuple[int, mmap.mmap]:

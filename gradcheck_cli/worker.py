@@ -18,6 +18,12 @@ error       the exception that ended the run: a GradcheckError, an OptionError
             (``--only``), a KeyboardInterrupt, or a ``Failure`` for anything else
 ==========  =================================================================
 
+With ``--jobs N`` the check may share its element-wise work with up to N - 1 helper
+processes (gradcheck_cli/jobs.py): the same kind of process, started the same way
+(``BOOT``), in the role ``serve``: it loads the config itself, judges the chunks it is
+sent and sends back their verdicts, and records each call into a layer in a page of its
+own, so that a helper that hangs or crashes is named with its call as the worker is.
+
 The same function runs in the command's own process (``inline``, for callers that
 embed the CLI) and in a worker process started by the supervisor, which runs ``main``:
 there the events are pickled onto a pipe, the worker's stdout is the supervisor's
@@ -96,12 +102,15 @@ def load(path: str, seed: int | None = None):
 def check(problem, progress):
     """The engine's report; after Ctrl-C, the partial report marked ``interrupted``.
     A plugin's protocol error (exit 2) or non-deterministic forward (exit 3) is located:
-    the config file, line and key path of the layer it names."""
+    the config file, line and key path of the layer it names. ``progress.helpers``, when
+    there, may take chunks of the element-wise check (``--jobs``)."""
     from .engine import CheckInterrupted, run_check
     from .errors import NondeterministicError, PluginError
 
+    helpers = getattr(progress, "helpers", None)
+    shared = {} if helpers is None else {"helpers": helpers}
     try:
-        return run_check(problem, progress=progress)
+        return run_check(problem, progress=progress, **shared)
     except CheckInterrupted as e:
         e.report.interrupted = True
         return e.report
@@ -110,10 +119,12 @@ def check(problem, progress):
 
 
 class _Progress:
-    """The engine's progress callback: elements done, and each finished tensor."""
+    """The engine's progress callback: elements done, and each finished tensor; it also
+    carries the helpers (``--jobs``) the check may use."""
 
-    def __init__(self, events: Any):
+    def __init__(self, events: Any, helpers: Any = None):
         self.events = events
+        self.helpers = helpers
 
     def __call__(self, done: int, total: int) -> None:
         self.events.send("progress", (done, total))
@@ -130,10 +141,13 @@ def execute(
     check: Callable[..., Any] = check,
 ) -> None:
     """Load, check and report (module docstring). Exceptions are the caller's to send."""
+    from . import jobs
     from .engine.check import settings_dict, tolerances
     from .engine.passes import Calls
     from .options import match_globs, merge
 
+    # where helpers find the config, taken before a plugin can change folder
+    source = jobs.Source.of(os.path.abspath(job.config), seed=job.values.get("seed"))
     Calls.enter("", "load")
     try:
         problem = load(job.config, seed=job.values.get("seed"))
@@ -157,7 +171,11 @@ def execute(
             settings=shown,
         ),
     )
-    events.send("report", check(problem, _Progress(events)))
+    # helpers join this process's group when it leads one (a supervised worker), so that
+    # the supervisor's stop and kill reach them too
+    lead = os.getpgid(0) == os.getpid()
+    with jobs.helpers_for(source, getattr(settings, "jobs", 1), join_group=lead) as helpers:
+        events.send("report", check(problem, _Progress(events, helpers)))
 
 
 def failure(exc: BaseException) -> Any:
@@ -167,6 +185,9 @@ def failure(exc: BaseException) -> Any:
     from .errors import GradcheckError
     from .options import OptionError
 
+    told = getattr(exc, "failure", None)  # a helper's Failure, raised here (jobs.py)
+    if isinstance(told, Failure):
+        return told
     if isinstance(exc, GradcheckError) and not type(exc).__module__.startswith(__package__):
         own = next(c for c in type(exc).__mro__ if c.__module__.startswith(__package__))
         try:
@@ -225,9 +246,7 @@ class _Pipe:
 
     def flush_state(self) -> None:
         """Send progress and the running call when they changed (the reporter thread)."""
-        from .engine.passes import Calls
-
-        running = (Calls.current, Calls.last)
+        running = running_now()
         if running != self.sent_running:
             self.sent_running = running
             self._write("running", running)
@@ -235,6 +254,24 @@ class _Pipe:
         if progress is not None and progress != self.sent_progress:
             self.sent_progress = progress
             self._write("progress", progress)
+
+
+#: Callables naming a call into a layer running in another process of this check (a
+#: ``--jobs`` helper: gradcheck_cli/jobs.py), as ``(current, last)``.
+ELSEWHERE: list[Callable[[], tuple[Any, Any]]] = []
+
+
+def running_now() -> tuple[Any, Any]:
+    """``(current, last)``: the call into a layer running in this process, or, while
+    this process runs none (it waits for its helpers), one running in a helper."""
+    from .engine.passes import Calls
+
+    if Calls.current is None:
+        for other in list(ELSEWHERE):
+            current, last = other()
+            if current is not None:
+                return current, last
+    return Calls.current, Calls.last
 
 
 #: Bytes of the shared page where the worker records the call running now: a flag (1
@@ -303,7 +340,8 @@ def _lifeline(fd: int) -> None:
     os._exit(1)
 
 
-def _read_job(fd: int) -> Job:
+def _read_message(fd: int) -> Any:
+    """One framed pickle from ``fd`` (EOFError at the end of the pipe)."""
     header = _read_exactly(fd, _HEADER.size)
     return pickle.loads(_read_exactly(fd, _HEADER.unpack(header)[0]))
 
@@ -328,7 +366,10 @@ def main(job_fd: int, event_fd: int, calls_fd: int = -1) -> None:
 
     from .engine.passes import Calls
 
-    job = _read_job(job_fd)
+    try:
+        job: Job = _read_message(job_fd)
+    except (EOFError, OSError):  # the supervisor went away, or never needed this worker
+        os._exit(0)
     pipe = _Pipe(event_fd)
     if calls_fd >= 0:
         Calls.listener = CallRecorder(mmap.mmap(calls_fd, CALLS_BYTES))
@@ -367,11 +408,65 @@ def main(job_fd: int, event_fd: int, calls_fd: int = -1) -> None:
     os._exit(0)  # no interpreter shutdown: a plugin's atexit or threads cannot hang it
 
 
-#: The worker's command line: ``python -c BOOT SYS_PATH JOB_FD EVENT_FD CALLS_FD``. The working
-#: folder is taken off ``sys.path`` first (``-c`` puts it there; the command itself does
-#: not), then the supervisor's own ``sys.path`` is used, so that the worker imports the
-#: same gradcheck and finds the same plugin modules.
+def serve(task_fd: int, event_fd: int, calls_fd: int = -1) -> None:
+    """A helper process (``--jobs``, gradcheck_cli/jobs.py): run each task read from
+    ``task_fd``, ``(id, function, args)``, in turn, and send ``("result", (id, value))``
+    or ``("raised", (id, failure(exception)))`` to ``event_fd``; record each call into a
+    layer in the shared page ``calls_fd``. The task pipe is also the lifeline: when it
+    closes (the pool was shut down, or the process that started this one is gone), this
+    process exits at once, in the middle of a task if need be. Ctrl-C is not for it: the
+    process that started it stops it."""
+    import mmap
+    import queue
+    import warnings
+
+    from .engine.passes import Calls
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    pipe = _Pipe(event_fd)
+    if calls_fd >= 0:
+        Calls.listener = CallRecorder(mmap.mmap(calls_fd, CALLS_BYTES))
+    tasks: queue.SimpleQueue = queue.SimpleQueue()
+
+    def read_tasks() -> None:
+        with contextlib.suppress(Exception):
+            while True:
+                tasks.put(_read_message(task_fd))
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(0)
+
+    threading.Thread(target=read_tasks, daemon=True).start()
+    with contextlib.suppress(AttributeError, ValueError):
+        sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    warnings.simplefilter("ignore", RuntimeWarning)  # as the command line does
+    while True:
+        task_id, function, args = tasks.get()
+        try:
+            message: tuple[str, Any] = ("result", (task_id, function(*args)))
+        except BaseException as exc:  # noqa: BLE001 - every ending is the pool's to tell
+            message = ("raised", (task_id, failure(exc)))
+        try:
+            pipe._write(*message)
+        except OSError:  # the pool is gone: the lifeline ends this process
+            pass
+        except Exception as exc:  # a result that does not pickle
+            pipe._write("raised", (task_id, failure(exc)))
+
+
+def start(role: str, job_fd: str, event_fd: str, calls_fd: str = "-1") -> None:
+    """A process started with BOOT: ``check`` runs one job (``main``), ``serve`` is a
+    helper (``serve``)."""
+    run = {"check": main, "serve": serve}[role]
+    run(int(job_fd), int(event_fd), int(calls_fd))
+
+
+#: A worker's command line: ``python -c BOOT SYS_PATH ROLE JOB_FD EVENT_FD CALLS_FD``. The
+#: working folder is taken off ``sys.path`` first (``-c`` puts it there; the command
+#: itself does not), then the supervisor's own ``sys.path`` is used, so that the worker
+#: imports the same gradcheck and finds the same plugin modules.
 BOOT = (
     "import sys, json; sys.path[:] = json.loads(sys.argv[1]); "
-    "from gradcheck_cli.worker import main; main(*map(int, sys.argv[2:5]))"
+    "from gradcheck_cli.worker import start; start(*sys.argv[2:])"
 )

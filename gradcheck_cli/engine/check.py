@@ -33,6 +33,7 @@ from .kinks import settle_compound_kinks
 from .objective import NetworkObjective
 from .passes import Calls, OutOfTime, analytic_pass, problem_params
 from .purity import probe
+from .schedule import Helpers, check_plan
 from .taylor import taylor_check
 from .verdict import ANALYTIC_ULPS
 
@@ -68,14 +69,20 @@ def tolerances(problem: Problem) -> tuple[Tolerances, list[str]]:
 
 
 @blas.single_threaded  # thousands of small BLAS calls: threads cost more than they give
-def run_check(problem: Problem, progress: ProgressCallback | None = None) -> Report:
-    """Check every gradient the problem describes; see the module docstring."""
+def run_check(
+    problem: Problem, progress: ProgressCallback | None = None, helpers: Helpers | None = None
+) -> Report:
+    """Check every gradient the problem describes; see the module docstring.
+
+    helpers: processes that may take chunks of the element-wise check (``--jobs``,
+    engine/schedule.py); the report is the same with them or without."""
     started = time.perf_counter()
     memory.require_fits(problem)  # a check too large is refused before any work (exit 2)
     tol, notes = tolerances(problem)
     trace, grads = analytic_pass(problem, problem_params(problem))
     purity = probe(problem, trace, grads)  # exit 3 for a non-deterministic forward
     objective = NetworkObjective.build(problem, trace, grads, problem_params(problem, np.float64))
+    prepared_in = time.perf_counter() - started
     checked, skipped = select_tensors(problem)
     rng = np.random.default_rng(problem.settings.seed)
     plan = {t: select_elements(objective.tensors()[t].size, problem, rng) for t in checked}
@@ -112,8 +119,9 @@ def run_check(problem: Problem, progress: ProgressCallback | None = None) -> Rep
     )
     try:
         try:
+            shared = (helpers, prepared_in)
             report.warnings.extend(
-                _check_tensors(problem, objective, checked, plan, tol, rng, tick, finished)
+                _check_tensors(problem, objective, checked, plan, tol, rng, tick, finished, *shared)
             )
             report.expectations = compare_expectations(problem, trace, grads)
             try:
@@ -134,10 +142,12 @@ def run_check(problem: Problem, progress: ProgressCallback | None = None) -> Rep
                 c.diagnosis = diagnose(c, batch_size=problem.batch_size, values=values[c.name])
         purity.apply(report)  # after blame and diagnosis, which judge numeric failures
     except KeyboardInterrupt as stop:
-        # the tensor in progress, with the elements it finished (engine/elements.py)
+        # the tensors in progress, with the elements they finished (engine/elements.py,
+        # engine/schedule.py)
         partial = getattr(stop, "partial_check", None)
         if partial is not None:
             report.checks.append(partial)
+        report.checks.extend(getattr(stop, "partial_checks", ()))
         report.interrupted = True
         report.total_s = time.perf_counter() - started
         report.forward_passes = objective.forward_passes
@@ -149,14 +159,22 @@ def run_check(problem: Problem, progress: ProgressCallback | None = None) -> Rep
     return report
 
 
-def _check_tensors(problem, objective, checked, plan, tol, rng, tick, finished) -> list[str]:
+def _check_tensors(
+    problem, objective, checked, plan, tol, rng, tick, finished, helpers=None, prepared_in=0.0
+) -> list[str]:
     """Check each selected tensor in turn, handing each to ``finished``; returns notes
-    for the report. Fast mode: directions first, element-wise only for the tensors whose
-    direction failed. A tensor the time budget did not reach is reported unchecked."""
-    if problem.settings.mode is Mode.FAST and problem.settings.method is Method.CENTRAL:
+    for the report. Full and sample mode: the plan's elements in chunks, shared with the
+    helpers when they pay (engine/schedule.py). Fast mode: directions first,
+    element-wise only for the tensors whose direction failed. A tensor the time budget
+    did not reach is reported unchecked."""
+    central = problem.settings.method is Method.CENTRAL
+    if problem.settings.mode is Mode.FAST and central:
         fast_checks, notes = fast.fast_checks(problem, objective, checked, tol, rng, tick)
         finished(*fast_checks)
         return notes
+    if central and problem.settings.mode in (Mode.FULL, Mode.SAMPLE):
+        check_plan(problem, objective, checked, plan, tol, tick, finished, helpers, prepared_in)
+        return []
     directions = np.random.default_rng([problem.settings.seed, 1])  # --method taylor
     for tensor in checked:
         try:
