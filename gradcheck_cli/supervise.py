@@ -340,7 +340,7 @@ def supervise(
     stopped."""
     outcome = Outcome(timeout=timeout)
     started = time.monotonic()
-    worker = start_worker("check", session=True)
+    worker = prestarted() or start_worker("check", session=True)
     proc, job_w, events_r, calls = worker.proc, worker.job_w, worker.events_r, worker.calls
     signals: list[int] = []
     restore = _catch_signals(signals)
@@ -375,7 +375,7 @@ class Started:
     (also its lifeline: it ends itself when this end closes), the read end of its event
     pipe, and the page where it records the call into a layer running now."""
 
-    proc: subprocess.Popen
+    proc: subprocess.Popen  # or a Forked
     job_w: int
     events_r: int
     calls: mmap.mmap
@@ -387,6 +387,45 @@ class Started:
                 os.close(fd)
         with contextlib.suppress(Exception):
             self.calls.close()
+
+
+class Forked:
+    """A worker forked at the command's start (gradcheck_cli/launch.py), with the part of
+    ``subprocess.Popen`` the supervisor uses: ``pid``, ``poll``, ``wait``, ``returncode``."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                return self.returncode
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(str(self.pid), timeout or 0.0)
+            time.sleep(0.002)
+        return self.returncode
+
+
+def prestarted() -> Started | None:
+    """The worker gradcheck_cli/launch.py forked at the command's start, if there is one."""
+    from . import launch
+
+    found = launch.take()
+    if found is None:
+        return None
+    calls = mmap.mmap(found.calls_fd, CALLS_BYTES)
+    os.close(found.calls_fd)
+    return Started(Forked(found.pid), found.job_w, found.events_r, calls)  # type: ignore[arg-type]
 
 
 def start_worker(role: str, *, session: bool) -> Started:

@@ -49,6 +49,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from . import launch as _launch
+
 #: How often the worker's reporter thread sends progress and the running call (seconds).
 REPORT_EVERY = 0.1
 #: The frame header of a message on the pipe: its length.
@@ -276,7 +278,7 @@ def running_now() -> tuple[Any, Any]:
 
 #: Bytes of the shared page where the worker records the call running now: a flag (1
 #: while user code runs), the length of the call's name, the name as JSON.
-CALLS_BYTES = 4096
+CALLS_BYTES = _launch.CALLS_BYTES
 
 
 class CallRecorder:
@@ -355,6 +357,16 @@ def _read_exactly(fd: int, n: int) -> bytes:
         parts.append(chunk)
         left -= len(chunk)
     return b"".join(parts)
+
+
+def prewarm() -> None:
+    """Import what a check needs (numpy, the engine, the config loader with the built-in
+    layers) before the job arrives: a worker forked at the command's start
+    (gradcheck_cli/launch.py) does it while the command reads its options."""
+    import numpy.random  # noqa: F401 - every config draws from a seeded generator
+
+    from . import config, jobs, options  # noqa: F401
+    from .engine import check  # noqa: F401
 
 
 def main(job_fd: int, event_fd: int, calls_fd: int = -1) -> None:

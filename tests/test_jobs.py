@@ -31,6 +31,7 @@ from gradcheck_cli import jobs, protocol
 from gradcheck_cli.api import load
 from gradcheck_cli.engine import run_check, schedule
 from gradcheck_cli.errors import GradcheckError
+from gradcheck_cli.pool import HelperPool
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
@@ -179,7 +180,7 @@ def eager(monkeypatch):
 @pytest.fixture(scope="module")
 def pools():
     """{N: (executor, jobs)} for N processes in all: this one and N - 1 helpers."""
-    made = {2: jobs.HelperPool(1), 3: jobs.HelperPool(2)}
+    made = {2: HelperPool(1), 3: HelperPool(2)}
     yield {n: (pool, n - 1) for n, pool in made.items()}
     for pool in made.values():
         pool.shutdown()

@@ -35,11 +35,10 @@ raised.
 
 from __future__ import annotations
 
-import concurrent.futures
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -52,6 +51,9 @@ from .elements import BLOCK_SECONDS, FIRST_BLOCK, GROWTH, _joined, tensor_check,
 from .objective import NetworkObjective
 from .passes import analytic_pass, problem_params
 from .verdict import gradient_scale, judge_elements, known, tensor_noise
+
+if TYPE_CHECKING:
+    import concurrent.futures
 
 #: Seconds a chunk for a helper is sized to take (CPU time on this process's measure).
 CHUNK_SECONDS = 0.2
@@ -278,6 +280,8 @@ class _Schedule:
         """Record the helpers' finished chunks (waiting up to POLL for one)."""
         if not self.flying:
             return
+        import concurrent.futures  # only checks that have helpers get here
+
         done, _ = concurrent.futures.wait(
             list(self.flying),
             timeout=POLL if wait else 0,
