@@ -23,7 +23,8 @@ its job pipe closes. It never returns into the parent's code: every way out of i
 
 When the command does not run a check after all (a usage error, a refused report path),
 the worker is killed and reaped before the command exits. ``--help``, ``--version``,
-shell completion, ``GRADCHECK_SUPERVISE=0`` and every other command start no worker.
+shell completion, ``GRADCHECK_SUPERVISE=0`` and every other command start no worker;
+``GRADCHECK_PREFORK=0`` starts it the old way (a fresh interpreter), for comparison.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ import sys
 CALLS_BYTES = 4096
 #: What turns the supervision off (gradcheck_cli/supervise.py ``SUPERVISE_ENV``).
 SUPERVISE_ENV = "GRADCHECK_SUPERVISE"
+#: ``GRADCHECK_PREFORK=0``: start the worker as a fresh interpreter, after the command's
+#: own imports, as before this module (benchmarks/startup.py compares the two).
+PREFORK_ENV = "GRADCHECK_PREFORK"
 
 
 class Prestarted:
@@ -69,7 +73,9 @@ def main() -> None:
 def starts_a_check(argv: list[str]) -> bool:
     """Whether this command line runs a supervised check: ``run`` is its command, and no
     ``--help``, ``--version`` or completion asks for something else."""
-    if os.environ.get(SUPERVISE_ENV, "").strip() == "0" or "_GRADCHECK_COMPLETE" in os.environ:
+    if any(os.environ.get(v, "").strip() == "0" for v in (SUPERVISE_ENV, PREFORK_ENV)):
+        return False
+    if "_GRADCHECK_COMPLETE" in os.environ:  # shell completion
         return False
     if not all(hasattr(os, f) for f in ("fork", "setsid", "killpg", "memfd_create")):
         return False

@@ -16,10 +16,10 @@ their analytic values, rho and the gradient scale. Results come back as arrays.
 
 When helpers pay. A helper must first start: an interpreter, the imports, the config
 loaded and the analytic pass run again (``Helpers.startup`` seconds, plus what this
-process took to prepare the numeric side). The work left is estimated from the cost per
-element measured on the chunks judged so far, and helpers get chunks only once it
-exceeds PAYS times that start-up: a small check never starts one, and its report is the
-same either way.
+process took to prepare the numeric side). The work left is estimated from the CPU time per element
+measured on the chunks judged so far (a tensor not yet reached at the cheapest cost
+seen), and helpers get chunks only once it exceeds PAYS times that start-up: a small
+check never starts one, and its report is the same either way.
 
 Chunk sizes. A tensor's first chunk has FIRST_BLOCK elements; later ones are sized from
 the tensor's measured CPU time per element to take about BLOCK_SECONDS (alone) or
@@ -368,12 +368,15 @@ class _Schedule:
 
     def _left_seconds(self) -> float:
         """The CPU seconds the elements not yet cut would take here, from the costs
-        measured so far (a tensor not yet measured: the mean of those that are)."""
+        measured so far. A tensor not yet measured is taken at the cheapest cost seen:
+        costs differ by tensor (an input's copy runs the whole network, a last layer's
+        weight only the loss), and an estimate on the low side starts no helper that
+        does not pay; a large check still passes the threshold within a few chunks."""
         costs = [s.cost for s in self.shares if s.cost is not None]
         if not costs:
             return 0.0
-        mean = sum(costs) / len(costs)
-        return sum(s.left * (s.cost if s.cost is not None else mean) for s in self.shares)
+        least = min(costs)
+        return sum(s.left * (s.cost if s.cost is not None else least) for s in self.shares)
 
     # --- helpers ----------------------------------------------------------------------
 
