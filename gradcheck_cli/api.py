@@ -86,7 +86,8 @@ def check(
     from . import jobs
     from .engine import CheckInterrupted, run_check
     from .errors import CheckTimedOut
-    from .supervise import Outcome, Stop, Stopped, alarm, describe_call
+    from .supervise import Outcome, Stop, Stopped, alarm
+    from .wire import describe_call
 
     values = _read(options)
     where = jobs.Source.of(source, base_dir=None, seed=values.get("seed"))

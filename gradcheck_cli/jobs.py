@@ -82,7 +82,9 @@ def judge_remote(source: Source, setup: Any, chunk: Any) -> Any:
 def _prepared(source: Source, setup: Any) -> Any:
     objective = _PREPARED.get(source.token)
     if objective is None:
-        from .api import load
+        from pathlib import Path
+
+        from .config import load_problem, problem_from_dict
         from .engine.passes import Calls
         from .engine.schedule import rebuild
         from .errors import GradcheckError
@@ -90,7 +92,11 @@ def _prepared(source: Source, setup: Any) -> Any:
         _PREPARED.clear()  # one check at a time: the last one's arrays go
         Calls.enter("", "load")
         try:
-            problem = load(source.config, base_dir=source.base_dir, seed=source.seed)
+            if isinstance(source.config, Mapping):
+                folder = Path(source.base_dir or os.getcwd())
+                problem = problem_from_dict(dict(source.config), base_dir=folder, seed=source.seed)
+            else:
+                problem = load_problem(source.config, seed=source.seed)
         except GradcheckError as e:
             raise HelperUnavailable(f"the config did not load here: {e}") from None
         finally:

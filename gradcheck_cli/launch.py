@@ -32,8 +32,6 @@ from __future__ import annotations
 import os
 import sys
 
-#: Bytes of the page where a worker records the call running now (gradcheck_cli/worker.py).
-CALLS_BYTES = 4096
 #: What turns the supervision off (gradcheck_cli/supervise.py ``SUPERVISE_ENV``).
 SUPERVISE_ENV = "GRADCHECK_SUPERVISE"
 #: ``GRADCHECK_PREFORK=0``: start the worker as a fresh interpreter, after the command's
@@ -144,8 +142,7 @@ def _fork_worker() -> Prestarted | None:
         return None  # never fork a process with threads (module docstring)
     job_r, job_w = os.pipe()
     events_r, events_w = os.pipe()
-    calls_fd = os.memfd_create("gradcheck-calls", 0)
-    os.ftruncate(calls_fd, CALLS_BYTES)
+    calls_fd = os.memfd_create("gradcheck-calls", 0)  # sized by the supervisor
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()

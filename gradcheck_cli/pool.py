@@ -1,11 +1,11 @@
 """``HelperPool``: a ``concurrent.futures.Executor`` of helper processes, the ``--jobs``
 helpers (gradcheck_cli/jobs.py says what they run).
 
-Each helper is started like the supervised worker (gradcheck_cli/supervise.py
+Each helper is started like the supervised worker (gradcheck_cli/wire.py
 ``start_worker``, role ``serve`` in gradcheck_cli/worker.py) and records the call into
 a layer it is running in a page this process reads: a helper that crashes or is killed
 fails its tasks with a WorkerDied naming that call, and one that hangs is named by the
-worker's running call (``worker.ELSEWHERE``) when ``--timeout`` stops the run. Under
+worker's running call (``wire.ELSEWHERE``) when ``--timeout`` stops the run. Under
 ``gradcheck run`` the helpers are in the worker's process group, so that the
 supervisor's stop and kill reach them; elsewhere each leads a group of its own. Shutting
 the pool down closes their task pipes (their lifeline), kills what is left and reaps
@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import worker
+from . import wire
 from .errors import WorkerDied
 
 #: Seconds a helper whose task pipe was closed is given to exit before it is killed.
@@ -36,9 +36,9 @@ GRACE = 0.5
 
 class RemoteFailure(Exception):
     """An exception a helper raised that is not gradcheck's own (a bug): ``failure``
-    holds its type, message and traceback as text (worker.Failure)."""
+    holds its type, message and traceback as text (wire.Failure)."""
 
-    def __init__(self, failure: worker.Failure):
+    def __init__(self, failure: wire.Failure):
         super().__init__(f"{failure.type_name}: {failure.message}")
         self.failure = failure
 
@@ -47,7 +47,7 @@ class RemoteFailure(Exception):
 class _Helper:
     """One helper process of a HelperPool and the futures of the tasks sent to it."""
 
-    started: Any  # supervise.Started
+    started: wire.Started
     pending: dict[int, concurrent.futures.Future]
     buffer: bytearray
     dead: bool = False
@@ -95,7 +95,7 @@ class HelperPool(concurrent.futures.Executor):
             helper = self._choose()
             helper.pending[task_id] = future
         with contextlib.suppress(OSError):  # it died already: the reader says how
-            _write_all(helper.started.job_w, worker._HEADER.pack(len(data)) + data)
+            wire.write_all(helper.started.job_w, wire.HEADER.pack(len(data)) + data)
         return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -108,7 +108,7 @@ class HelperPool(concurrent.futures.Executor):
             self._closed = True
             helpers = list(self._helpers)
         with contextlib.suppress(ValueError):
-            worker.ELSEWHERE.remove(self.running)
+            wire.ELSEWHERE.remove(self.running)
         for helper in helpers:
             with contextlib.suppress(OSError):
                 os.close(helper.started.job_w)
@@ -147,7 +147,7 @@ class HelperPool(concurrent.futures.Executor):
         last = None
         for helper in list(self._helpers):
             with contextlib.suppress(Exception):
-                current, last_here = worker.read_calls(helper.started.calls)
+                current, last_here = wire.read_calls(helper.started.calls)
                 if current is not None:
                     return current, last_here
                 last = last_here or last
@@ -164,12 +164,10 @@ class HelperPool(concurrent.futures.Executor):
         return idle
 
     def _start(self) -> _Helper:
-        from .supervise import start_worker
-
-        helper = _Helper(start_worker("serve", session=self._session), {}, bytearray())
+        helper = _Helper(wire.start_worker("serve", session=self._session), {}, bytearray())
         self._helpers.append(helper)
         if self._reader is None:
-            worker.ELSEWHERE.append(self.running)
+            wire.ELSEWHERE.append(self.running)
             self._reader = threading.Thread(target=self._read, daemon=True)
             self._reader.start()
         else:
@@ -212,9 +210,7 @@ class HelperPool(concurrent.futures.Executor):
             self._died(helper)
             return
         helper.buffer += chunk
-        from .supervise import _frames
-
-        for kind, payload in _frames(helper.buffer):
+        for kind, payload in wire.frames(helper.buffer):
             if kind not in ("result", "raised"):
                 continue
             task_id, value = payload
@@ -232,12 +228,11 @@ class HelperPool(concurrent.futures.Executor):
         helper.dead = True
         if self._closed:
             return
-        from .supervise import describe_call, describe_exit
-
-        current, last = worker.read_calls(helper.started.calls)
+        current, last = wire.read_calls(helper.started.calls)
+        how = wire.describe_exit(_status(helper.started.proc))
         error = WorkerDied(
             "the check could not be carried out: a helper process (--jobs) "
-            f"{describe_exit(_status(helper.started.proc))} {describe_call(current, last)}"
+            f"{how} {wire.describe_call(current, last)}"
         )
         for future in list(helper.pending.values()):
             if future.set_running_or_notify_cancel():
@@ -249,7 +244,7 @@ def _exception(told: Any) -> BaseException:
     """The exception a helper raised: gradcheck's own whole, anything else as text."""
     if isinstance(told, Exception):
         return told
-    if isinstance(told, worker.Failure):
+    if isinstance(told, wire.Failure):
         return RemoteFailure(told)
     return RuntimeError(str(told))
 
@@ -278,9 +273,3 @@ def _status(proc: subprocess.Popen, wait: float = 1.0) -> int | None:
         if time.monotonic() >= deadline:
             return None
         time.sleep(0.005)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]

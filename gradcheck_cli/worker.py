@@ -40,21 +40,44 @@ import dataclasses
 import os
 import pickle
 import signal
-import struct
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import launch as _launch
+from .wire import (  # the wire protocol, also read from here by older callers
+    _HEADER,
+    BOOT,
+    CALLS_BYTES,
+    ELSEWHERE,
+    CallRecorder,
+    Failure,
+    failure,
+    read_calls,
+    read_message,
+    running_now,
+)
+
+__all__ = [
+    "BOOT",
+    "CALLS_BYTES",
+    "ELSEWHERE",
+    "CallRecorder",
+    "Failure",
+    "Job",
+    "Loaded",
+    "execute",
+    "failure",
+    "main",
+    "read_calls",
+    "running_now",
+    "serve",
+]
 
 #: How often the worker's reporter thread sends progress and the running call (seconds).
 REPORT_EVERY = 0.1
-#: The frame header of a message on the pipe: its length.
-_HEADER = struct.Struct("!Q")
 
 
 @dataclass(frozen=True)
@@ -81,17 +104,6 @@ class Loaded:
     sources: tuple[str, ...]
     timeout: float | None
     settings: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Failure:
-    """An exception that is not gradcheck's own (a bug, or a plugin's exception where
-    gradcheck does not guard): its type, message and traceback, as text, since the
-    exception itself may not survive pickling."""
-
-    type_name: str
-    message: str
-    traceback: str
 
 
 def load(path: str, seed: int | None = None):
@@ -180,31 +192,6 @@ def execute(
         events.send("report", check(problem, _Progress(events, helpers)))
 
 
-def failure(exc: BaseException) -> Any:
-    """What to send about ``exc``: itself when the supervisor can rebuild it (gradcheck's
-    own errors, KeyboardInterrupt, MemoryError); a subclass a plugin defined as the
-    gradcheck error it derives from; anything else as a Failure with its text."""
-    from .errors import GradcheckError
-    from .options import OptionError
-
-    told = getattr(exc, "failure", None)  # a helper's Failure, raised here (jobs.py)
-    if isinstance(told, Failure):
-        return told
-    if isinstance(exc, GradcheckError) and not type(exc).__module__.startswith(__package__):
-        own = next(c for c in type(exc).__mro__ if c.__module__.startswith(__package__))
-        try:
-            exc = own(str(exc))
-        except Exception:
-            exc = GradcheckError(str(exc))
-    if isinstance(exc, GradcheckError | OptionError | KeyboardInterrupt | MemoryError):
-        try:
-            pickle.loads(pickle.dumps(exc))
-            return exc
-        except Exception:
-            pass
-    return Failure(type(exc).__name__, str(exc), "".join(traceback.format_exception(exc)))
-
-
 # --- the worker process ------------------------------------------------------------------
 
 
@@ -258,70 +245,6 @@ class _Pipe:
             self._write("progress", progress)
 
 
-#: Callables naming a call into a layer running in another process of this check (a
-#: ``--jobs`` helper: gradcheck_cli/jobs.py), as ``(current, last)``.
-ELSEWHERE: list[Callable[[], tuple[Any, Any]]] = []
-
-
-def running_now() -> tuple[Any, Any]:
-    """``(current, last)``: the call into a layer running in this process, or, while
-    this process runs none (it waits for its helpers), one running in a helper."""
-    from .engine.passes import Calls
-
-    if Calls.current is None:
-        for other in list(ELSEWHERE):
-            current, last = other()
-            if current is not None:
-                return current, last
-    return Calls.current, Calls.last
-
-
-#: Bytes of the shared page where the worker records the call running now: a flag (1
-#: while user code runs), the length of the call's name, the name as JSON.
-CALLS_BYTES = _launch.CALLS_BYTES
-
-
-class CallRecorder:
-    """Writes ``engine.passes.Calls`` into memory the supervisor shares, as each call
-    starts and ends: a worker that crashes or is killed mid-call has no time to say
-    which call it was in, but the page still says it. Costs a slice copy per call."""
-
-    def __init__(self, memory: Any):
-        self.memory = memory
-        self.encoded: dict[tuple[str, str], bytes] = {}
-        self.written: bytes | None = None
-
-    def __call__(self, call: tuple[str, str] | None) -> None:
-        if call is None:
-            self.memory[0] = 0
-            return
-        data = self.encoded.get(call)
-        if data is None:
-            import json
-
-            raw = json.dumps(list(call)).encode()[: CALLS_BYTES - 3]
-            data = self.encoded[call] = struct.pack("!H", len(raw)) + raw
-        if data is not self.written:
-            self.memory[0] = 0
-            self.memory[1 : 1 + len(data)] = data
-            self.written = data
-        self.memory[0] = 1
-
-
-def read_calls(memory: Any) -> tuple[Any, Any]:
-    """(current, last) as a CallRecorder left them (the supervisor's side)."""
-    import json
-
-    try:
-        (size,) = struct.unpack_from("!H", memory, 1)
-        if not 0 < size <= CALLS_BYTES - 3:
-            return None, None
-        call = tuple(json.loads(bytes(memory[3 : 3 + size])))
-    except Exception:  # a page half written when the worker died
-        return None, None
-    return (call if memory[0] == 1 else None), call
-
-
 def _reporter(pipe: _Pipe) -> None:
     while True:
         time.sleep(REPORT_EVERY)
@@ -340,23 +263,6 @@ def _lifeline(fd: int) -> None:
     with contextlib.suppress(OSError):
         os.killpg(os.getpgid(0), signal.SIGKILL)
     os._exit(1)
-
-
-def _read_message(fd: int) -> Any:
-    """One framed pickle from ``fd`` (EOFError at the end of the pipe)."""
-    header = _read_exactly(fd, _HEADER.size)
-    return pickle.loads(_read_exactly(fd, _HEADER.unpack(header)[0]))
-
-
-def _read_exactly(fd: int, n: int) -> bytes:
-    parts, left = [], n
-    while left:
-        chunk = os.read(fd, left)
-        if not chunk:
-            raise EOFError("the supervisor closed the job pipe")
-        parts.append(chunk)
-        left -= len(chunk)
-    return b"".join(parts)
 
 
 def prewarm() -> None:
@@ -379,7 +285,7 @@ def main(job_fd: int, event_fd: int, calls_fd: int = -1) -> None:
     from .engine.passes import Calls
 
     try:
-        job: Job = _read_message(job_fd)
+        job: Job = read_message(job_fd)
     except (EOFError, OSError):  # the supervisor went away, or never needed this worker
         os._exit(0)
     pipe = _Pipe(event_fd)
@@ -443,7 +349,7 @@ def serve(task_fd: int, event_fd: int, calls_fd: int = -1) -> None:
     def read_tasks() -> None:
         with contextlib.suppress(Exception):
             while True:
-                tasks.put(_read_message(task_fd))
+                tasks.put(read_message(task_fd))
         with contextlib.suppress(Exception):
             sys.stdout.flush()
             sys.stderr.flush()
@@ -472,13 +378,3 @@ def start(role: str, job_fd: str, event_fd: str, calls_fd: str = "-1") -> None:
     helper (``serve``)."""
     run = {"check": main, "serve": serve}[role]
     run(int(job_fd), int(event_fd), int(calls_fd))
-
-
-#: A worker's command line: ``python -c BOOT SYS_PATH ROLE JOB_FD EVENT_FD CALLS_FD``. The
-#: working folder is taken off ``sys.path`` first (``-c`` puts it there; the command
-#: itself does not), then the supervisor's own ``sys.path`` is used, so that the worker
-#: imports the same gradcheck and finds the same plugin modules.
-BOOT = (
-    "import sys, json; sys.path[:] = json.loads(sys.argv[1]); "
-    "from gradcheck_cli.worker import start; start(*sys.argv[2:])"
-)

@@ -25,7 +25,10 @@ Chunk sizes. A tensor's first chunk has FIRST_BLOCK elements; later ones are siz
 the tensor's measured CPU time per element to take about BLOCK_SECONDS (alone) or
 CHUNK_SECONDS (with helpers), growing at most GROWTH-fold, and near the end to at most
 the work left divided among 2 x the processes, so that no process waits long for
-another's last chunk. A Ctrl-C finds at most one chunk per process unrecorded.
+another's last chunk. A Ctrl-C finds at most one chunk per process unrecorded. With
+helpers, each chunk's perturbed copies get an equal share of ``--max-memory``, so that
+the processes together stay within it (the copies per call change the time, never a
+value: engine/numeric.py).
 
 Errors come out as they would in one process: a chunk that raises (a plugin's mistake,
 NaN in a perturbed pass, a helper that died) stops the cutting of new chunks, the
@@ -353,7 +356,10 @@ class _Schedule:
         share.last = len(index)
         analytic = np.asarray(self.objective.analytic[share.tensor]).reshape(-1)[index]
         rho, scale = share.rho, self.scale
-        return Chunk(chunk_id, share.tensor, index, analytic, rho, scale, self.tol, self.max_memory)
+        budget = self.max_memory  # --max-memory holds for all the processes together
+        if self.helping:
+            budget = max(1, budget // (1 + self.helpers.workers))  # type: ignore[union-attr]
+        return Chunk(chunk_id, share.tensor, index, analytic, rho, scale, self.tol, budget)
 
     def _size(self, share: _Share) -> int:
         if share.cost is None:
