@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -108,16 +108,19 @@ def _prepared(source: Source, setup: Any) -> Any:
 class ExecutorHelpers:
     """Helpers on an Executor (engine/schedule.py ``Helpers``): each chunk is
     ``judge_remote(source, setup, chunk)`` submitted to it. workers: how many chunks it
-    judges at once; startup: seconds before one judges its first chunk."""
+    judges at once; startup: seconds before one judges its first chunk. ``make``
+    builds the executor when the first chunk goes out (``start``), so that a check
+    that never needs helpers never builds one; ``close`` shuts down what it built."""
 
     def __init__(
         self,
-        executor: concurrent.futures.Executor,
+        executor: concurrent.futures.Executor | None,
         source: Source,
         workers: int,
         *,
         startup: float = 0.0,
         eager: bool = False,
+        make: Callable[[], concurrent.futures.Executor] | None = None,
     ):
         self.executor = executor
         self.source = source
@@ -125,12 +128,23 @@ class ExecutorHelpers:
         self.startup = startup
         self.eager = eager
         self.setup: Any = None
+        self._make = make
+        self._made: concurrent.futures.Executor | None = None
 
     def start(self, setup: Any) -> None:
         self.setup = setup
+        if self.executor is None and self._make is not None:
+            self.executor = self._made = self._make()
 
     def submit(self, chunk: Any) -> concurrent.futures.Future:
+        if self.executor is None:
+            raise RuntimeError("no executor: start() first")
         return self.executor.submit(judge_remote, self.source, self.setup, chunk)
+
+    def close(self) -> None:
+        if self._made is not None:
+            self._made.shutdown(wait=True, cancel_futures=True)
+            self._made = None
 
 
 def eager() -> bool:
@@ -155,10 +169,16 @@ def helpers_for(
     if jobs <= 1:
         yield None
         return
-    from .pool import HelperPool
 
-    pool = HelperPool(jobs - 1, join_group=join_group)
+    def make() -> concurrent.futures.Executor:
+        from .pool import HelperPool  # concurrent.futures loads only now
+
+        return HelperPool(jobs - 1, join_group=join_group)
+
+    helpers = ExecutorHelpers(
+        None, source, jobs - 1, startup=HELPER_STARTUP, eager=eager(), make=make
+    )
     try:
-        yield ExecutorHelpers(pool, source, jobs - 1, startup=HELPER_STARTUP, eager=eager())
+        yield helpers
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        helpers.close()
