@@ -23,12 +23,18 @@ check never starts one, and its report is the same either way.
 
 Chunk sizes. A tensor's first chunk has FIRST_BLOCK elements; later ones are sized from
 the tensor's measured CPU time per element to take about BLOCK_SECONDS (alone) or
-CHUNK_SECONDS (with helpers), growing at most GROWTH-fold, and near the end to at most
-the work left divided among 2 x the processes, so that no process waits long for
-another's last chunk. A Ctrl-C finds at most one chunk per process unrecorded. With
-helpers, each chunk's perturbed copies get an equal share of ``--max-memory``, so that
+CHUNK_SECONDS (a helper's; this process's own are OWN_SHARE of that, so that it comes
+back often to keep every helper two chunks ahead), growing at most GROWTH-fold, and
+near the end to at most the work left divided among 2 x the processes, so that no
+process waits long for another's last chunk. A Ctrl-C finds at most one chunk per
+process unrecorded. With helpers, each chunk's perturbed copies get an equal share
+of ``--max-memory``, so that
 the processes together stay within it (the copies per call change the time, never a
 value: engine/numeric.py).
+
+At the end, when nothing is left to cut, this process judges the chunks still waiting in
+a helper's queue itself (``_steal``) rather than wait for them: a verdict is the same
+whoever judges it.
 
 Errors come out as they would in one process: a chunk that raises (a plugin's mistake,
 NaN in a perturbed pass, a helper that died) stops the cutting of new chunks, the
@@ -59,7 +65,10 @@ if TYPE_CHECKING:
     import concurrent.futures
 
 #: Seconds a chunk for a helper is sized to take (CPU time on this process's measure).
-CHUNK_SECONDS = 0.2
+CHUNK_SECONDS = 0.1
+#: ... and this process's own chunks, while it feeds helpers, this fraction of that: it
+#: hands out more chunks only between two of its own, and a helper must not run dry.
+OWN_SHARE = 0.5
 #: ... but never below this, however little work is left (each chunk costs a round trip).
 MIN_CHUNK_SECONDS = 0.02
 #: Helpers get chunks once the work left exceeds this many times their start-up.
@@ -249,7 +258,8 @@ class _Schedule:
                     self._judge_here(chunk)
                     self._consider_helpers()
                 elif self.flying:
-                    self._collect(wait=True)
+                    if not self._steal():
+                        self._collect(wait=True)
                 elif self.errors:
                     self._raise_first_error()
                 else:
@@ -278,6 +288,23 @@ class _Schedule:
             self.errors[chunk.id] = e
             return
         self._record(chunk, verdict, time.thread_time() - started)
+
+    def _steal(self) -> bool:
+        """Nothing left to cut: judge here the last chunk handed out, while more are out
+        than there are helpers (so that it is most likely still waiting in a helper's
+        queue), instead of waiting for it. Whoever judges a chunk gives it the same
+        verdict; the helper's answer, should it come, is dropped."""
+        if self.errors or len(self.flying) <= self.helpers_out:
+            return False
+        future = max(self.flying, key=lambda f: self.flying[f].id)
+        chunk = self.flying.pop(future)
+        future.cancel()
+        self._judge_here(chunk)  # ticks as it goes
+        return True
+
+    @property
+    def helpers_out(self) -> int:
+        return self.helpers.workers if self.helpers is not None else 0
 
     def _collect(self, *, wait: bool) -> None:
         """Record the helpers' finished chunks (waiting up to POLL for one)."""
@@ -328,9 +355,9 @@ class _Schedule:
 
     # --- cutting chunks ---------------------------------------------------------------
 
-    def _cut(self) -> Chunk | None:
-        """The next chunk in plan order, or None when everything is cut (or an error
-        stopped the cutting)."""
+    def _cut(self, *, elsewhere: bool = False) -> Chunk | None:
+        """The next chunk in plan order (``elsewhere``: for a helper), or None when
+        everything is cut (or an error stopped the cutting)."""
         if self.errors:
             return None
         while self.current < len(self.shares) and self.shares[self.current].left == 0:
@@ -349,7 +376,7 @@ class _Schedule:
         except Exception as e:  # the first chunk of this tensor would have raised it
             self.errors[chunk_id] = e
             return None
-        size = self._size(share)
+        size = self._size(share, elsewhere)
         index = share.index[share.cursor : share.cursor + size]
         self.where[chunk_id] = (share, share.cursor)
         share.cursor += len(index)
@@ -361,14 +388,14 @@ class _Schedule:
             budget = max(1, budget // (1 + self.helpers.workers))  # type: ignore[union-attr]
         return Chunk(chunk_id, share.tensor, index, analytic, rho, scale, self.tol, budget)
 
-    def _size(self, share: _Share) -> int:
+    def _size(self, share: _Share, elsewhere: bool) -> int:
         if share.cost is None:
             return min(FIRST_BLOCK, share.left) if share.last == 0 else min(share.last, share.left)
         seconds = BLOCK_SECONDS
         if self.helping:
             processes = 1 + self.helpers.workers  # type: ignore[union-attr]
             seconds = min(CHUNK_SECONDS, self._left_seconds() / (2 * processes))
-            seconds = max(seconds, MIN_CHUNK_SECONDS)
+            seconds = max(seconds if elsewhere else seconds * OWN_SHARE, MIN_CHUNK_SECONDS)
         size = min(int(seconds / share.cost), GROWTH * max(share.last, 1))
         return max(1, min(size, share.left))
 
@@ -401,7 +428,7 @@ class _Schedule:
         """Keep IN_FLIGHT chunks per helper on their way."""
         room = IN_FLIGHT * self.helpers.workers  # type: ignore[union-attr]
         while len(self.flying) < room:
-            chunk = self._cut()
+            chunk = self._cut(elsewhere=True)
             if chunk is None:
                 return
             try:
