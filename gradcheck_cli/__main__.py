@@ -5,7 +5,7 @@ import sys
 from gradcheck_cli.exit_codes import ExitCode
 
 try:
-    from gradcheck_cli.cli import main
+    from gradcheck_cli.launch import main
 except KeyboardInterrupt:  # Ctrl-C while still starting up: no traceback either
     sys.stderr.write("gradcheck: interrupted\n")
     sys.exit(ExitCode.INTERRUPTED)

@@ -15,12 +15,15 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import UsageError
 from .options import OPTIONS, CheckSettings, OptionError, match_globs, merge, read_options
 from .problem import Problem
 from .report import Report
+
+if TYPE_CHECKING:
+    import concurrent.futures
 
 #: Options accepted by ``check`` and ``apply_options`` (``None`` means "keep the config's").
 OPTION_NAMES = tuple(OPTIONS)
@@ -55,7 +58,12 @@ def load(
     return load_problem(source, seed=seed)
 
 
-def check(source: str | os.PathLike | Mapping[str, Any], **options: Any) -> Report:
+def check(
+    source: str | os.PathLike | Mapping[str, Any],
+    *,
+    executor: concurrent.futures.Executor | None = None,
+    **options: Any,
+) -> Report:
     """Check every gradient a config describes and return the Report.
 
     source: a YAML path, or a mapping with the same structure (layers may use types
@@ -67,12 +75,22 @@ def check(source: str | os.PathLike | Mapping[str, Any], **options: Any) -> Repo
     counts from the call and stops Python code at its next bytecode, in the main thread;
     a call that never returns to the interpreter cannot be stopped here (``gradcheck
     run`` can: it supervises the check in a worker process).
+
+    ``jobs`` (an option like the others; default: the CPU cores available) lets up to
+    jobs - 1 helper processes take chunks of the element-wise check once it is large
+    enough to pay for their start-up (gradcheck_cli/jobs.py). ``executor``: any
+    ``concurrent.futures.Executor`` to send the chunks to instead (a Dask cluster's
+    ``Client.get_executor()``), 2 x jobs chunks at a time; its workers load the config
+    themselves. The report is the same either way.
     """
+    from . import jobs
     from .engine import CheckInterrupted, run_check
     from .errors import CheckTimedOut
-    from .supervise import Outcome, Stop, Stopped, alarm, describe_call
+    from .supervise import Outcome, Stop, Stopped, alarm
+    from .wire import describe_call
 
     values = _read(options)
+    where = jobs.Source.of(source, base_dir=None, seed=values.get("seed"))
     outcome = Outcome(timeout=values.get("timeout"))
     started = time.monotonic()
 
@@ -94,7 +112,8 @@ def check(source: str | os.PathLike | Mapping[str, Any], **options: Any) -> Repo
                     match_globs(problem.settings.only, problem.tensor_names())
                 except OptionError as e:
                     raise UsageError(e.text()) from None
-            return run_check(problem)
+            with jobs.helpers_for(where, problem.settings.jobs, executor) as helpers:
+                return run_check(problem, **({} if helpers is None else {"helpers": helpers}))
     except CheckInterrupted as e:
         if outcome.stop is not Stop.TIMEOUT:
             raise

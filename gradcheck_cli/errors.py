@@ -7,8 +7,11 @@ NumericalError (exit 3): NaN/Inf in a forward pass, the loss or a gradient;
     NondeterministicError, a forward that gives different outputs for the same input.
 TooLargeError (exit 2): the check would not fit in memory; refused before it starts.
 CheckTimedOut (exit 3): the run went past its timeout.
-WorkerDied (exit 3): the process running the check ended without a verdict.
+WorkerDied (exit 3): the process running the check (or a ``--jobs`` helper) ended
+    without a verdict.
 WorkerError (exit 4): an internal error in that process.
+HelperUnavailable: a ``--jobs`` helper cannot take part (it could not load the same
+    problem); never shown to the user: the check goes on without it.
 
 Every error pickles with all its data, so that a worker process can hand it to the
 command line that supervises it (``gradcheck_cli/supervise.py``).
@@ -177,6 +180,13 @@ class WorkerDied(GradcheckError):
     crash, the out-of-memory killer. The message names the call that was running."""
 
     exit_code = ExitCode.NOT_CARRIED_OUT
+
+
+class HelperUnavailable(GradcheckError):
+    """A helper process (``--jobs``, an executor's worker) cannot judge chunks of this
+    check: it could not load the config, or it loaded a different problem (layers
+    registered only in the calling process, a file changed since). The engine then
+    judges the chunk itself and goes on alone (engine/schedule.py)."""
 
 
 class WorkerError(GradcheckError):

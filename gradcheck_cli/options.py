@@ -26,12 +26,6 @@ Declare it as one more field below, then use it in the engine::
     timeout: float | None = option(
         Real(positive=True), None, "give up after this many seconds", metavar="SECONDS"
     )
-    jobs: int = option(
-        Integer(positive=True),
-        default_factory=lambda: len(os.sched_getaffinity(0)),
-        help="worker processes for the numeric side",
-        default_text="the CPU cores available",
-    )
 
 ``--timeout SECONDS``, ``timeout=`` in the API, ``check: {timeout: ...}``, its schema,
 its docs row and its report key follow (``reported=False`` keeps it out of the report).
@@ -410,6 +404,17 @@ class Choice(Kind):
         return value.value
 
 
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask; ``os.cpu_count()``
+    where there is none), at least 1: the default of ``jobs``."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 # --- the table --------------------------------------------------------------------------
 
 
@@ -568,6 +573,15 @@ class CheckSettings:
         "wherever it hangs; in Python, code that returns to the interpreter)",
         metavar="SECONDS",
         reported=False,
+    )
+    jobs: int = option(
+        Integer(positive=True),
+        help="processes for the numeric side (the process running the check and its "
+        "helpers); a check too small to pay for a helper's start-up runs in one",
+        default_factory=lambda: available_cores(),
+        default_text="the CPU cores available",
+        metavar="N",
+        reported=False,  # the report is the same whatever N is
     )
     #: not an option: chosen by the one mode option that is on (``fast``, ``sample``,
     #: ``time_budget``), full otherwise

@@ -6,10 +6,12 @@ one line naming the layer and the call that was running, and a report that says 
 So ``gradcheck run`` runs the check in a worker process (``gradcheck_cli/worker.py``)
 and watches it from the command's own process:
 
-- the worker is ``python -c worker.BOOT``: a fresh interpreter with the command's
-  ``sys.path`` (not a fork: no lock or thread of this process is copied into it). It
-  loads the config and its plugins itself; only a small ``Job`` (the config's path and
-  the command line's options) goes to it, and events come back over a pipe: the files
+- the worker is forked at the command's start, right after numpy is imported and
+  before anything else runs (gradcheck_cli/launch.py says why that fork is safe and a
+  later one would not be), or else started as ``python -c wire.BOOT``, a fresh
+  interpreter with the command's ``sys.path`` (gradcheck_cli/wire.py). It loads the
+  config and its plugins itself; only a small ``Job`` (the config's path and the
+  command line's options) goes to it, and events come back over a pipe: the files
   the config read, progress, the call running now, each finished tensor, then the
   report or the error, all as pickled data;
 - its stdout is this process's stderr and its stdin is /dev/null, so that no plugin
@@ -30,14 +32,14 @@ call that never returns to Python cannot be stopped), and a crash ends the calle
 ``GRADCHECK_SUPERVISE=0`` makes the command run inline (for a debugger or a profiler),
 ``=1`` makes an embedded command supervise.
 
-Issue 14's ``--jobs`` workers can be the same machinery: a worker that loads the config
-itself needs only a description of its share of the work.
+``--jobs`` helpers (gradcheck_cli/jobs.py) are started the same way (``start_worker``),
+in the worker's own process group: stopping or killing the worker's group stops them
+too, and a helper that dies is named with the call it was running, as the worker is.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import mmap
 import os
 import pickle
@@ -45,7 +47,6 @@ import select
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -53,7 +54,16 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from .worker import _HEADER, BOOT, CALLS_BYTES, Job, Loaded, read_calls
+from .wire import (
+    _HEADER,
+    CALLS_BYTES,
+    Started,
+    frames,
+    read_calls,
+    running_now,
+    start_worker,
+)
+from .worker import Job, Loaded
 
 #: Seconds a worker that was asked to stop (Ctrl-C, SIGTERM, a timeout) is given to hand
 #: back its partial report before it is killed.
@@ -143,48 +153,6 @@ def supervised_by_default(embedded: bool) -> bool:
     return wanted and hasattr(os, "killpg") and hasattr(os, "setsid")
 
 
-# --- naming what was running ---------------------------------------------------------------
-
-
-def describe_call(current: Any, last: Any) -> str:
-    """``while layer 'conv1' was running forward`` and the like, for a message."""
-    if current is not None:
-        who, call = current
-        if not who:
-            return "while the config and its plugins were being loaded"
-        subject = "the loss" if who == "loss" else f"layer {who!r}"
-        return f"while {subject} was running {call}"
-    if last is not None:
-        who, call = last
-        if not who:
-            return "after the config was loaded, before any layer was called"
-        subject = "the loss" if who == "loss" else f"layer {who!r}"
-        return f"after {subject} returned from {call} (in gradcheck's own code)"
-    return "before any layer was called"
-
-
-def describe_exit(returncode: int | None) -> str:
-    """How a worker ended, in words: ``was killed by SIGSEGV (a crash in native code)``."""
-    if returncode is None:
-        return "stopped"
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        why = {
-            "SIGSEGV": " (a crash in native code, such as a C extension a layer calls)",
-            "SIGBUS": " (a crash in native code)",
-            "SIGABRT": " (an abort in native code)",
-            "SIGKILL": " (the system's out-of-memory killer ends processes this way)",
-        }.get(name, "")
-        return f"was killed by {name}{why}"
-    return (
-        f"exited with status {returncode} without a verdict (a plugin that calls "
-        "os._exit(), or a library that exits the process, ends it this way)"
-    )
-
-
 # --- in this process -------------------------------------------------------------------------
 
 
@@ -235,12 +203,10 @@ class alarm:  # noqa: N801 - used as a context manager, like contextlib's
         signal.setitimer(signal.ITIMER_REAL, max(seconds, 1e-3))
 
     def _fire(self, reason: Stop) -> Callable[[int, Any], None]:
-        from .engine.passes import Calls
-
         def handler(_signum: int, _frame: Any) -> None:
             if self.outcome.stop is None:
                 self.outcome.stop = reason
-                self.outcome.running = (Calls.current, Calls.last)
+                self.outcome.running = running_now()
                 raise Stopped(reason.value)
 
         return handler
@@ -343,23 +309,9 @@ def supervise(
     outcome costs no time then (the pipe holds the events); if it raises, the worker is
     stopped."""
     outcome = Outcome(timeout=timeout)
-    job_r, job_w = os.pipe()
-    events_r, events_w = os.pipe()
-    calls_fd, calls = _shared_page()
     started = time.monotonic()
-    argv = [sys.executable, "-c", BOOT, json.dumps(sys.path), str(job_r), str(events_w)]
-    try:
-        proc = subprocess.Popen(
-            [*argv, str(calls_fd)],
-            stdin=subprocess.DEVNULL,
-            stdout=2,  # a plugin's output is never part of this process's stdout
-            pass_fds=(job_r, events_w, calls_fd),
-            start_new_session=True,
-        )
-    finally:
-        os.close(job_r)
-        os.close(events_w)
-        os.close(calls_fd)
+    worker = prestarted() or start_worker("check", session=True)
+    proc, job_w, events_r, calls = worker.proc, worker.job_w, worker.events_r, worker.calls
     signals: list[int] = []
     restore = _catch_signals(signals)
     try:
@@ -387,17 +339,44 @@ def supervise(
     return outcome
 
 
-def _shared_page() -> tuple[int, mmap.mmap]:
-    """(fd, memory) of a page this process and the worker share, where the worker
-    records the call running now (worker.CallRecorder). In memory only: nothing appears
-    in the file system."""
-    if hasattr(os, "memfd_create"):
-        fd = os.memfd_create("gradcheck-calls", 0)
-    else:
-        with tempfile.TemporaryFile() as f:  # unlinked at once
-            fd = os.dup(f.fileno())
-    os.ftruncate(fd, CALLS_BYTES)
-    return fd, mmap.mmap(fd, CALLS_BYTES)
+class Forked:
+    """A worker forked at the command's start (gradcheck_cli/launch.py), with the part of
+    ``subprocess.Popen`` the supervisor uses: ``pid``, ``poll``, ``wait``, ``returncode``."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                return self.returncode
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(str(self.pid), timeout or 0.0)
+            time.sleep(0.002)
+        return self.returncode
+
+
+def prestarted() -> Started | None:
+    """The worker gradcheck_cli/launch.py forked at the command's start, if there is one."""
+    from . import launch
+
+    found = launch.take()
+    if found is None:
+        return None
+    os.ftruncate(found.calls_fd, CALLS_BYTES)  # before the job: the worker maps it after
+    calls = mmap.mmap(found.calls_fd, CALLS_BYTES)
+    os.close(found.calls_fd)
+    return Started(Forked(found.pid), found.job_w, found.events_r, calls)  # type: ignore[arg-type]
 
 
 def _watch(
@@ -466,7 +445,7 @@ def _read_events(fd: int, buffer: bytearray, watch: Watch, *, wait: float) -> bo
     if not chunk:
         return None
     buffer += chunk
-    for kind, payload in _frames(buffer):
+    for kind, payload in frames(buffer):
         with contextlib.suppress(Exception):  # on_loaded's refusal is kept in watch
             watch.send(kind, payload)
     return True
@@ -479,22 +458,6 @@ def _exited(proc: subprocess.Popen) -> bool:
         return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
     except ChildProcessError:
         return True
-
-
-def _frames(buffer: bytearray) -> Iterator[tuple[str, Any]]:
-    """Complete messages at the start of ``buffer``, removed from it as they are read.
-    A message that does not unpickle (a plugin wrote onto the pipe) is dropped."""
-    while len(buffer) >= _HEADER.size:
-        (size,) = _HEADER.unpack_from(buffer)
-        if len(buffer) < _HEADER.size + size:
-            return
-        data = bytes(buffer[_HEADER.size : _HEADER.size + size])
-        del buffer[: _HEADER.size + size]
-        try:
-            kind, payload = pickle.loads(data)
-        except Exception:
-            continue
-        yield kind, payload
 
 
 def _catch_signals(signals: list[int]) -> Callable[[], None]:

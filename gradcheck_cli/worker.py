@@ -20,6 +20,12 @@ error       the exception that ended the run: a GradcheckError, an OptionError
             (``--only``), a KeyboardInterrupt, or a ``Failure`` for anything else
 ==========  =================================================================
 
+With ``--jobs N`` the check may share its element-wise work with up to N - 1 helper
+processes (gradcheck_cli/jobs.py): the same kind of process, started the same way
+(``BOOT``), in the role ``serve``: it loads the config itself, judges the chunks it is
+sent and sends back their verdicts, and records each call into a layer in a page of its
+own, so that a helper that hangs or crashes is named with its call as the worker is.
+
 The same function runs in the command's own process (``inline``, for callers that
 embed the CLI) and in a worker process started by the supervisor, which runs ``main``:
 there the events are pickled onto a pipe, the worker's stdout is the supervisor's
@@ -36,19 +42,44 @@ import dataclasses
 import os
 import pickle
 import signal
-import struct
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .wire import (  # the wire protocol, also read from here by older callers
+    _HEADER,
+    BOOT,
+    CALLS_BYTES,
+    ELSEWHERE,
+    CallRecorder,
+    Failure,
+    failure,
+    read_calls,
+    read_message,
+    running_now,
+)
+
+__all__ = [
+    "BOOT",
+    "CALLS_BYTES",
+    "ELSEWHERE",
+    "CallRecorder",
+    "Failure",
+    "Job",
+    "Loaded",
+    "execute",
+    "failure",
+    "main",
+    "read_calls",
+    "running_now",
+    "serve",
+]
+
 #: How often the worker's reporter thread sends progress and the running call (seconds).
 REPORT_EVERY = 0.1
-#: The frame header of a message on the pipe: its length.
-_HEADER = struct.Struct("!Q")
 
 
 @dataclass(frozen=True)
@@ -77,17 +108,6 @@ class Loaded:
     settings: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class Failure:
-    """An exception that is not gradcheck's own (a bug, or a plugin's exception where
-    gradcheck does not guard): its type, message and traceback, as text, since the
-    exception itself may not survive pickling."""
-
-    type_name: str
-    message: str
-    traceback: str
-
-
 def load(path: str, seed: int | None = None):
     """The validated problem; raises ConfigError or PluginError (exit 2)."""
     from .config import load_problem
@@ -99,12 +119,15 @@ def check(problem, progress):
     """The engine's report, with its ``explain`` section; after Ctrl-C, the partial
     report marked ``interrupted``. A plugin's protocol error (exit 2) or non-deterministic
     forward (exit 3) is located: the config file, line and key path of the layer it
-    names."""
+    names. ``progress.helpers``, when there, may take chunks of the element-wise check
+    (``--jobs``)."""
     from .engine import CheckInterrupted, run_check
     from .errors import NondeterministicError, PluginError
 
+    helpers = getattr(progress, "helpers", None)
+    shared = {} if helpers is None else {"helpers": helpers}
     try:
-        report = run_check(problem, progress=progress)
+        report = run_check(problem, progress=progress, **shared)
     except CheckInterrupted as e:
         e.report.interrupted = True
         return e.report
@@ -128,11 +151,13 @@ def explain_section(problem, report):
 
 
 class _Progress:
-    """The engine's progress callback: each progress snapshot, and each finished tensor.
-    A caller that knows only counts may call it with ``(done, total)``."""
+    """The engine's progress callback: each progress snapshot, and each finished tensor;
+    it also carries the helpers (``--jobs``) the check may use. A caller that knows only
+    counts may call it with ``(done, total)``."""
 
-    def __init__(self, events: Any):
+    def __init__(self, events: Any, helpers: Any = None):
         self.events = events
+        self.helpers = helpers
 
     def __call__(self, snapshot: Any, total: int | None = None) -> None:
         if total is not None:
@@ -153,10 +178,13 @@ def execute(
     check: Callable[..., Any] = check,
 ) -> None:
     """Load, check and report (module docstring). Exceptions are the caller's to send."""
+    from . import jobs
     from .engine.check import settings_dict, tolerances
     from .engine.passes import Calls
     from .options import match_globs, merge
 
+    # where helpers find the config, taken before a plugin can change folder
+    source = jobs.Source.of(os.path.abspath(job.config), seed=job.values.get("seed"))
     Calls.enter("", "load")
     try:
         problem = load(job.config, seed=job.values.get("seed"))
@@ -180,29 +208,11 @@ def execute(
             settings=shown,
         ),
     )
-    events.send("report", check(problem, _Progress(events)))
-
-
-def failure(exc: BaseException) -> Any:
-    """What to send about ``exc``: itself when the supervisor can rebuild it (gradcheck's
-    own errors, KeyboardInterrupt, MemoryError); a subclass a plugin defined as the
-    gradcheck error it derives from; anything else as a Failure with its text."""
-    from .errors import GradcheckError
-    from .options import OptionError
-
-    if isinstance(exc, GradcheckError) and not type(exc).__module__.startswith(__package__):
-        own = next(c for c in type(exc).__mro__ if c.__module__.startswith(__package__))
-        try:
-            exc = own(str(exc))
-        except Exception:
-            exc = GradcheckError(str(exc))
-    if isinstance(exc, GradcheckError | OptionError | KeyboardInterrupt | MemoryError):
-        try:
-            pickle.loads(pickle.dumps(exc))
-            return exc
-        except Exception:
-            pass
-    return Failure(type(exc).__name__, str(exc), "".join(traceback.format_exception(exc)))
+    # helpers join this process's group when it leads one (a supervised worker), so that
+    # the supervisor's stop and kill reach them too
+    lead = os.getpgid(0) == os.getpid()
+    with jobs.helpers_for(source, getattr(settings, "jobs", 1), join_group=lead) as helpers:
+        events.send("report", check(problem, _Progress(events, helpers)))
 
 
 # --- the worker process ------------------------------------------------------------------
@@ -248,9 +258,7 @@ class _Pipe:
 
     def flush_state(self) -> None:
         """Send progress and the running call when they changed (the reporter thread)."""
-        from .engine.passes import Calls
-
-        running = (Calls.current, Calls.last)
+        running = running_now()
         if running != self.sent_running:
             self.sent_running = running
             self._write("running", running)
@@ -258,52 +266,6 @@ class _Pipe:
         if progress is not None and progress is not self.sent_progress:
             self.sent_progress = progress
             self._write("progress", progress)
-
-
-#: Bytes of the shared page where the worker records the call running now: a flag (1
-#: while user code runs), the length of the call's name, the name as JSON.
-CALLS_BYTES = 4096
-
-
-class CallRecorder:
-    """Writes ``engine.passes.Calls`` into memory the supervisor shares, as each call
-    starts and ends: a worker that crashes or is killed mid-call has no time to say
-    which call it was in, but the page still says it. Costs a slice copy per call."""
-
-    def __init__(self, memory: Any):
-        self.memory = memory
-        self.encoded: dict[tuple[str, str], bytes] = {}
-        self.written: bytes | None = None
-
-    def __call__(self, call: tuple[str, str] | None) -> None:
-        if call is None:
-            self.memory[0] = 0
-            return
-        data = self.encoded.get(call)
-        if data is None:
-            import json
-
-            raw = json.dumps(list(call)).encode()[: CALLS_BYTES - 3]
-            data = self.encoded[call] = struct.pack("!H", len(raw)) + raw
-        if data is not self.written:
-            self.memory[0] = 0
-            self.memory[1 : 1 + len(data)] = data
-            self.written = data
-        self.memory[0] = 1
-
-
-def read_calls(memory: Any) -> tuple[Any, Any]:
-    """(current, last) as a CallRecorder left them (the supervisor's side)."""
-    import json
-
-    try:
-        (size,) = struct.unpack_from("!H", memory, 1)
-        if not 0 < size <= CALLS_BYTES - 3:
-            return None, None
-        call = tuple(json.loads(bytes(memory[3 : 3 + size])))
-    except Exception:  # a page half written when the worker died
-        return None, None
-    return (call if memory[0] == 1 else None), call
 
 
 def _reporter(pipe: _Pipe) -> None:
@@ -326,20 +288,14 @@ def _lifeline(fd: int) -> None:
     os._exit(1)
 
 
-def _read_job(fd: int) -> Job:
-    header = _read_exactly(fd, _HEADER.size)
-    return pickle.loads(_read_exactly(fd, _HEADER.unpack(header)[0]))
+def prewarm() -> None:
+    """Import what a check needs (numpy, the engine, the config loader with the built-in
+    layers) before the job arrives: a worker forked at the command's start
+    (gradcheck_cli/launch.py) does it while the command reads its options."""
+    import numpy.random  # noqa: F401 - every config draws from a seeded generator
 
-
-def _read_exactly(fd: int, n: int) -> bytes:
-    parts, left = [], n
-    while left:
-        chunk = os.read(fd, left)
-        if not chunk:
-            raise EOFError("the supervisor closed the job pipe")
-        parts.append(chunk)
-        left -= len(chunk)
-    return b"".join(parts)
+    from . import config, jobs, options  # noqa: F401
+    from .engine import check  # noqa: F401
 
 
 def main(job_fd: int, event_fd: int, calls_fd: int = -1) -> None:
@@ -351,7 +307,10 @@ def main(job_fd: int, event_fd: int, calls_fd: int = -1) -> None:
 
     from .engine.passes import Calls
 
-    job = _read_job(job_fd)
+    try:
+        job: Job = read_message(job_fd)
+    except (EOFError, OSError):  # the supervisor went away, or never needed this worker
+        os._exit(0)
     pipe = _Pipe(event_fd)
     if calls_fd >= 0:
         Calls.listener = CallRecorder(mmap.mmap(calls_fd, CALLS_BYTES))
@@ -390,11 +349,55 @@ def main(job_fd: int, event_fd: int, calls_fd: int = -1) -> None:
     os._exit(0)  # no interpreter shutdown: a plugin's atexit or threads cannot hang it
 
 
-#: The worker's command line: ``python -c BOOT SYS_PATH JOB_FD EVENT_FD CALLS_FD``. The working
-#: folder is taken off ``sys.path`` first (``-c`` puts it there; the command itself does
-#: not), then the supervisor's own ``sys.path`` is used, so that the worker imports the
-#: same gradcheck and finds the same plugin modules.
-BOOT = (
-    "import sys, json; sys.path[:] = json.loads(sys.argv[1]); "
-    "from gradcheck_cli.worker import main; main(*map(int, sys.argv[2:5]))"
-)
+def serve(task_fd: int, event_fd: int, calls_fd: int = -1) -> None:
+    """A helper process (``--jobs``, gradcheck_cli/jobs.py): run each task read from
+    ``task_fd``, ``(id, function, args)``, in turn, and send ``("result", (id, value))``
+    or ``("raised", (id, failure(exception)))`` to ``event_fd``; record each call into a
+    layer in the shared page ``calls_fd``. The task pipe is also the lifeline: when it
+    closes (the pool was shut down, or the process that started this one is gone), this
+    process exits at once, in the middle of a task if need be. Ctrl-C is not for it: the
+    process that started it stops it."""
+    import mmap
+    import queue
+    import warnings
+
+    from .engine.passes import Calls
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    pipe = _Pipe(event_fd)
+    if calls_fd >= 0:
+        Calls.listener = CallRecorder(mmap.mmap(calls_fd, CALLS_BYTES))
+    tasks: queue.SimpleQueue = queue.SimpleQueue()
+
+    def read_tasks() -> None:
+        with contextlib.suppress(Exception):
+            while True:
+                tasks.put(read_message(task_fd))
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(0)
+
+    threading.Thread(target=read_tasks, daemon=True).start()
+    with contextlib.suppress(AttributeError, ValueError):
+        sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    warnings.simplefilter("ignore", RuntimeWarning)  # as the command line does
+    while True:
+        task_id, function, args = tasks.get()
+        try:
+            message: tuple[str, Any] = ("result", (task_id, function(*args)))
+        except BaseException as exc:  # noqa: BLE001 - every ending is the pool's to tell
+            message = ("raised", (task_id, failure(exc)))
+        try:
+            pipe._write(*message)
+        except OSError:  # the pool is gone: the lifeline ends this process
+            pass
+        except Exception as exc:  # a result that does not pickle
+            pipe._write("raised", (task_id, failure(exc)))
+
+
+def start(role: str, job_fd: str, event_fd: str, calls_fd: str = "-1") -> None:
+    """A process started with BOOT: ``check`` runs one job (``main``), ``serve`` is a
+    helper (``serve``)."""
+    run = {"check": main, "serve": serve}[role]
+    run(int(job_fd), int(event_fd), int(calls_fd))

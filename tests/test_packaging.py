@@ -47,7 +47,7 @@ def test_the_wheel_holds_only_the_package_with_its_data(wheel):
 def test_the_wheel_declares_the_command_and_the_pytest_plugin(wheel):
     (entry,) = [n for n in wheel.namelist() if n.endswith(".dist-info/entry_points.txt")]
     text = wheel.read(entry).decode()
-    assert "gradcheck = gradcheck_cli.cli:main" in text
+    assert "gradcheck = gradcheck_cli.launch:main" in text
     assert "gradcheck = gradcheck_cli.pytest_plugin" in text
 
 

@@ -31,7 +31,8 @@ from ..errors import (
 from ..exit_codes import ExitCode
 from ..options import OptionError
 from ..report import Report, RunError
-from ..supervise import Outcome, Stop, Watch, describe_call, describe_exit
+from ..supervise import Outcome, Stop, Watch
+from ..wire import describe_call, describe_exit
 from ..worker import Failure
 
 if TYPE_CHECKING:

@@ -8,7 +8,6 @@ has been recorded on the context.
 from __future__ import annotations
 
 import math
-import zipfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,6 +146,8 @@ def _random(shape: Any, line: int | None, rng: np.random.Generator | None) -> np
 
 
 def _load_file(spec: dict, path: str, line: int | None, ctx: Context) -> np.ndarray:
+    import zipfile  # only configs that read .npy/.npz files need it
+
     name = spec["file"]
     if not isinstance(name, str) or not name:
         raise _Bad(line, f"file must be a path like weights.npy, got {show(name)}")
@@ -271,6 +272,8 @@ def _from_npz(
     """One array of an ``.npz``, chosen by ``key`` (or its only one). The zip directory
     is read first: the member may not inflate to more than MAX_MEMBER_BYTES, and its own
     header is checked like a ``.npy``'s before any data is inflated."""
+    import zipfile  # only configs that read .npy/.npz files need it
+
     try:
         with zipfile.ZipFile(handle) as archive:
             members = {

@@ -34,6 +34,7 @@ from .objective import NetworkObjective
 from .passes import Calls, OutOfTime, analytic_pass, problem_params
 from .progress import PlannedTensor, ProgressCallback, Tracker
 from .purity import probe
+from .schedule import Helpers, check_plan
 from .semantics import loss_warnings, noise_floor_warnings
 from .taylor import taylor_check
 from .verdict import ANALYTIC_ULPS
@@ -65,19 +66,24 @@ def tolerances(problem: Problem) -> tuple[Tolerances, list[str]]:
 
 
 @blas.single_threaded  # thousands of small BLAS calls: threads cost more than they give
-def run_check(problem: Problem, progress: ProgressCallback | None = None) -> Report:
+def run_check(
+    problem: Problem, progress: ProgressCallback | None = None, helpers: Helpers | None = None
+) -> Report:
     """Check every gradient the problem describes; see the module docstring.
 
     ``progress(snapshot)`` gets a ``CheckProgress`` (engine/progress.py) as elements are
     finished. A callback that also has a ``checked(check)`` method is handed each
     TensorCheck as soon as it is complete, so that a supervisor holds the tensors
-    finished so far whatever becomes of the check."""
+    finished so far whatever becomes of the check. ``helpers``: processes that may take
+    chunks of the element-wise check (``--jobs``, engine/schedule.py); the report is the
+    same with them or without."""
     started = time.perf_counter()
     memory.require_fits(problem)  # a check too large is refused before any work (exit 2)
     tol, notes = tolerances(problem)
     trace, grads = analytic_pass(problem, problem_params(problem))
     purity = probe(problem, trace, grads)  # exit 3 for a non-deterministic forward
     objective = NetworkObjective.build(problem, trace, grads, problem_params(problem, np.float64))
+    prepared_in = time.perf_counter() - started
     checked, skipped = select_tensors(problem)
     rng = np.random.default_rng(problem.settings.seed)
     plan = {t: select_elements(objective.tensors()[t].size, problem, rng) for t in checked}
@@ -110,8 +116,11 @@ def run_check(problem: Problem, progress: ProgressCallback | None = None) -> Rep
     )
     try:
         try:
+            shared = (helpers, prepared_in)
             report.warnings.extend(
-                _check_tensors(problem, objective, checked, plan, tol, rng, tracker, finished)
+                _check_tensors(
+                    problem, objective, checked, plan, tol, rng, tracker, finished, *shared
+                )
             )
             tracker.stage("layers")
             report.expectations = compare_expectations(problem, trace, grads)
@@ -134,10 +143,12 @@ def run_check(problem: Problem, progress: ProgressCallback | None = None) -> Rep
         purity.apply(report)  # after blame and diagnosis, which judge numeric failures
         report.warnings.extend(noise_floor_warnings(problem, report.checks))
     except KeyboardInterrupt as stop:
-        # the tensor in progress, with the elements it finished (engine/elements.py)
+        # the tensors in progress, with the elements they finished (engine/elements.py,
+        # engine/schedule.py)
         partial = getattr(stop, "partial_check", None)
         if partial is not None:
             report.checks.append(partial)
+        report.checks.extend(getattr(stop, "partial_checks", ()))
         report.warnings.extend(not_reached(checked, report))
         report.interrupted = True
         report.total_s = time.perf_counter() - started
@@ -160,14 +171,22 @@ def not_reached(checked: list[str], report: Report) -> list[str]:
     return [f"stopped before {len(missing)} tensor(s) were checked: {names}"]
 
 
-def _check_tensors(problem, objective, checked, plan, tol, rng, tracker, finished) -> list[str]:
+def _check_tensors(
+    problem, objective, checked, plan, tol, rng, tracker, finished, helpers=None, prepared_in=0.0
+) -> list[str]:
     """Check each selected tensor in turn, handing each to ``finished``; returns notes
-    for the report. Fast mode: directions first, element-wise only for the tensors whose
-    direction failed. A tensor the time budget did not reach is reported unchecked."""
-    if problem.settings.mode is Mode.FAST and problem.settings.method is Method.CENTRAL:
+    for the report. Full and sample mode: the plan's elements in chunks, shared with the
+    helpers when they pay (engine/schedule.py). Fast mode: directions first,
+    element-wise only for the tensors whose direction failed. A tensor the time budget
+    did not reach is reported unchecked."""
+    central = problem.settings.method is Method.CENTRAL
+    if problem.settings.mode is Mode.FAST and central:
         fast_checks, notes = fast.fast_checks(problem, objective, checked, tol, rng, tracker)
         finished(*fast_checks)
         return notes
+    if central and problem.settings.mode in (Mode.FULL, Mode.SAMPLE):
+        check_plan(problem, objective, checked, plan, tol, tracker, finished, helpers, prepared_in)
+        return []
     directions = np.random.default_rng([problem.settings.seed, 1])  # --method taylor
     for tensor in checked:
         tracker.begin(tensor)

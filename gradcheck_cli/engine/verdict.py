@@ -293,6 +293,26 @@ def _noise(objective, tensor: str, h: np.ndarray, eps: float, max_memory: int) -
     return cache[key]
 
 
+def tensor_noise(objective, tensor: str, eps: float, max_memory: int) -> float:
+    """The noise ``judge_elements`` uses for ``tensor`` (``_noise``, cached): measured here
+    once, it can be handed to another process judging other elements of the tensor
+    (``known``), so that every process judges with the same rho."""
+    flat = objective.tensors()[tensor].reshape(-1).astype(np.float64)
+    h_all = numeric.element_steps(flat, numeric.step_scale(flat), eps)
+    with np.errstate(all="ignore"):
+        return _noise(objective, tensor, h_all, eps, max_memory)
+
+
+def known(objective, noises: dict[tuple[str, float], float], scale: float) -> None:
+    """Give ``objective`` the noises (by (tensor, eps)) and the gradient scale another
+    process measured on the same objective, instead of measuring them again."""
+    cache = getattr(objective, "_noise_cache", None)
+    if cache is None:
+        cache = objective._noise_cache = {}
+    cache.update(noises)
+    objective._gradient_scale = scale
+
+
 def _deltas(objective) -> list[np.ndarray]:
     """The deltas an objective knows of, ``deltas`` (a network's, by value) or ``delta``
     (a layer's upstream gradient), and its loss's ``target`` (a float array, or for class

@@ -1,0 +1,170 @@
+"""The ``gradcheck`` command's entry point: for ``gradcheck run``, the worker that will run
+the check is started first, before the command line is even parsed.
+
+``gradcheck run`` checks in a supervised worker process (gradcheck_cli/supervise.py).
+Started after the command's own imports, the worker's interpreter, numpy and gradcheck
+came on top of them: about 0.1 s of a small check's 0.3 s, and each process imported
+numpy. So ``main`` imports numpy (both processes need it) and then forks the worker at
+once: the worker imports the engine and the config loader (``worker.prewarm``) while
+this process imports click and reads the options, then it waits for the job on its
+pipe and runs it as a worker started by ``supervise`` would.
+
+Why a fork is safe here, and not later: a process that has started threads or holds
+locks must not fork (the child gets the locks, never the threads that would release
+them), and a process that has run user code may hold anything. At this point nothing
+has run but the interpreter's start-up and numpy's import, with its BLAS told to start
+no threads (``_import_numpy_alone``): the kernel's thread count for this process must
+be 1, or there is no fork (``_threads``); no plugin has run, and no file is open but
+the standard streams. The child then does what ``start_worker`` does for
+an exec'd worker: a session and process group of its own, stdin from /dev/null, stdout
+onto stderr, only its three pipes (the parent's ends are closed), and it exits when
+its job pipe closes. It never returns into the parent's code: every way out of it is
+``os._exit``.
+
+When the command does not run a check after all (a usage error, a refused report path),
+the worker is killed and reaped before the command exits. ``--help``, ``--version``,
+shell completion, ``GRADCHECK_SUPERVISE=0`` and every other command start no worker;
+``GRADCHECK_PREFORK=0`` starts it the old way (a fresh interpreter), for comparison.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+#: What turns the supervision off (gradcheck_cli/supervise.py ``SUPERVISE_ENV``).
+SUPERVISE_ENV = "GRADCHECK_SUPERVISE"
+#: ``GRADCHECK_PREFORK=0``: start the worker as a fresh interpreter, after the command's
+#: own imports, as before this module (benchmarks/startup.py compares the two).
+PREFORK_ENV = "GRADCHECK_PREFORK"
+
+
+class Prestarted:
+    """The forked worker: its pid, the write end of its job pipe, the read end of its
+    event pipe, and the descriptor of its calls page. (Not a NamedTuple: ``typing`` is
+    one more import before the fork.)"""
+
+    __slots__ = ("pid", "job_w", "events_r", "calls_fd")
+
+    def __init__(self, pid: int, job_w: int, events_r: int, calls_fd: int):
+        self.pid, self.job_w, self.events_r, self.calls_fd = pid, job_w, events_r, calls_fd
+
+
+#: The worker forked at start-up, until ``take`` hands it to the supervisor.
+_prestarted: Prestarted | None = None
+
+
+def main() -> None:
+    """The ``gradcheck`` console script and ``python -m gradcheck_cli``."""
+    global _prestarted
+    if starts_a_check(sys.argv[1:]):
+        _import_numpy_alone()
+        _prestarted = _fork_worker()
+    try:
+        from .cli import main as cli_main
+
+        cli_main()
+    finally:
+        discard()
+
+
+def starts_a_check(argv: list[str]) -> bool:
+    """Whether this command line runs a supervised check: ``run`` is its command, and no
+    ``--help``, ``--version`` or completion asks for something else."""
+    if any(os.environ.get(v, "").strip() == "0" for v in (SUPERVISE_ENV, PREFORK_ENV)):
+        return False
+    if "_GRADCHECK_COMPLETE" in os.environ:  # shell completion
+        return False
+    if not all(hasattr(os, f) for f in ("fork", "setsid", "killpg", "memfd_create")):
+        return False
+    command = next((a for a in argv if not a.startswith("-")), None)
+    return command == "run" and not any(a in ("-h", "--help", "-V", "--version") for a in argv)
+
+
+def take() -> Prestarted | None:
+    """The forked worker, for the supervisor to use (once)."""
+    global _prestarted
+    found, _prestarted = _prestarted, None
+    return found
+
+
+def discard() -> None:
+    """Kill and reap a forked worker nobody took (the command ended without a check)."""
+    import contextlib
+    import signal
+
+    found = take()
+    if found is None:
+        return
+    for fd in (found.job_w, found.events_r, found.calls_fd):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    with contextlib.suppress(OSError):  # its group: not reaped yet, still its own
+        os.killpg(found.pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(found.pid, 0)
+
+
+def _import_numpy_alone() -> None:
+    """Import numpy with its BLAS started without threads of its own (it reads
+    OPENBLAS_NUM_THREADS once, as it loads), so that this process stays one thread and
+    both processes share one import. The check runs on one BLAS thread anyway
+    (engine/blas.py); a count the user set is kept, and the variable is gone again
+    before any other process can see it."""
+    if "numpy" in sys.modules:
+        return
+    mine = "OPENBLAS_NUM_THREADS" not in os.environ
+    if mine:
+        os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    try:
+        import numpy  # noqa: F401
+    except ImportError:
+        pass
+    finally:
+        if mine:
+            del os.environ["OPENBLAS_NUM_THREADS"]
+
+
+def _threads() -> int:
+    """The threads of this process, as the kernel counts them (native ones included)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Threads:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0  # unknown: not forked
+
+
+def _fork_worker() -> Prestarted | None:
+    if _threads() != 1:
+        return None  # never fork a process with threads (module docstring)
+    job_r, job_w = os.pipe()
+    events_r, events_w = os.pipe()
+    calls_fd = os.memfd_create("gradcheck-calls", 0)  # sized by the supervisor
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the worker: never returns
+        try:
+            _become_worker(job_r, job_w, events_r, events_w, calls_fd)
+        finally:
+            os._exit(1)
+    os.close(job_r)
+    os.close(events_w)
+    return Prestarted(pid, job_w, events_r, calls_fd)
+
+
+def _become_worker(job_r: int, job_w: int, events_r: int, events_w: int, calls_fd: int) -> None:
+    os.close(job_w)
+    os.close(events_r)
+    os.setsid()
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    os.dup2(2, 1)  # a plugin's output is never part of the command's stdout
+    from .worker import main, prewarm
+
+    prewarm()
+    main(job_r, events_w, calls_fd)
