@@ -220,10 +220,10 @@ def run(cmd: list[str], cwd: Path, env: dict | None = None) -> Run:
         return Run(seconds, proc.returncode, usage.ru_maxrss / 1024, out.read(), err.read())
 
 
-def median_of(cmd: list[str], cwd: Path, repeats: int) -> dict:
+def median_of(cmd: list[str], cwd: Path, repeats: int, env: dict | None = None) -> dict:
     """The median wall time of ``repeats`` runs, the largest peak RSS, the exit codes
     (a check that does not exit 0 is timed all the same, and the table says so)."""
-    runs = [run(cmd, cwd) for _ in range(repeats)]
+    runs = [run(cmd, cwd, env) for _ in range(repeats)]
     for r in runs:
         if r.code not in (0, 1, 3):
             raise SystemExit(f"{' '.join(cmd)} exited {r.code}:\n{r.stderr[-2000:]}")
@@ -387,7 +387,13 @@ def measure(name: str, net: Net, args, torch: str | None, folder: Path) -> dict:
     row: dict = {"network": name, "title": net.title, "elements": elements}
     say(f"{name}: {elements:,} elements")
     row["full"] = median_of(gc, folder, args.repeats)
-    say(f"  full      {row['full']['seconds']:.3f} s")
+    say(f"  full      {row['full']['seconds']:.3f} s, {row['full']['peak_mib']:.0f} MiB")
+    row["baseline"] = None
+    if args.baseline:
+        env = {**os.environ, "PYTHONPATH": str(Path(args.baseline).resolve())}
+        row["baseline"] = median_of(gc, folder, args.repeats, env)
+        base = row["baseline"]
+        say(f"  baseline  {base['seconds']:.3f} s, {base['peak_mib']:.0f} MiB")
     row["fast"] = median_of([*gc, "--fast"], folder, args.repeats)
     say(f"  --fast    {row['fast']['seconds']:.3f} s")
     row["sample"] = median_of([*gc, "--sample", str(args.sample)], folder, args.repeats)
@@ -445,6 +451,23 @@ def table(rows: list[dict], matmul: float, args, torch_note: str) -> str:
         + f"; one core's float64 matmul: {matmul:.1f} GFLOP/s (same run). {torch_note}",
     ]
     notes += [f"Not a pass: {n}" for n in notes_odd]
+    based = [r for r in rows if r.get("baseline")]
+    if based:
+        lines_b = [
+            "",
+            f"Against the baseline (`--baseline {args.baseline}`), full check, same run:",
+            "",
+            "| network | baseline full | full | time ratio | baseline peak | peak | memory ratio |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in based:
+            b, f = r["baseline"], r["full"]
+            lines_b.append(
+                f"| {r['title']} | {b['seconds']:.2f} s | {f['seconds']:.2f} s "
+                f"| {f['seconds'] / b['seconds']:.2f} | {b['peak_mib']:.0f} MiB "
+                f"| {f['peak_mib']:.0f} MiB | {f['peak_mib'] / b['peak_mib']:.2f} |"
+            )
+        notes += lines_b
     return "\n".join(lines + notes)
 
 
@@ -462,6 +485,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--torch-threads", default="default", help="torch threads, or default")
     parser.add_argument("--no-torch", action="store_true", help="skip the torch columns")
     parser.add_argument("--json", metavar="PATH", help="also write every figure as JSON")
+    parser.add_argument(
+        "--baseline",
+        metavar="SRC",
+        help="also time the full check of the gradcheck_cli package in folder SRC (an older"
+        " checkout's source folder), for the memory and time ratios",
+    )
     args = parser.parse_args(argv)
 
     known = {**NETWORKS, **EXTRA}

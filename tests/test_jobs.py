@@ -466,7 +466,6 @@ def test_stopping_a_run_with_helpers_writes_the_partial_report_and_leaves_nothin
 # --- a Dask cluster ------------------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_a_local_dask_cluster_gives_the_same_report(cases):
     distributed = pytest.importorskip("distributed")
     with (
