@@ -7,7 +7,9 @@ in one or more header comments::
 
 ``exit`` is required; the other keys may repeat. ``line=N`` means ``<file>.yaml:N``
 appears in the output, ``path``/``words`` are substrings that must appear
-(``words`` case-insensitively), ``absent`` must not appear, ``issues=N`` is the number
+(``words`` case-insensitively), ``absent`` must not appear, ``schema=invalid`` says
+that the JSON Schema (``gradcheck schema``) must reject the file too
+(tests/test_schema.py), ``issues=N`` is the number
 of output lines that start with the config's path (one per config issue; 1 when not
 given, so that follow-on noise fails the case), ``args`` are
 extra ``gradcheck run`` arguments and ``via=subprocess`` runs the case through
@@ -53,6 +55,7 @@ class Expect:
     issues: int | None = None
     args: list[str] = field(default_factory=list)
     via: str = "runner"
+    schema: str | None = None
 
 
 def read_expect(case: Path) -> Expect:
@@ -69,7 +72,17 @@ def read_expect(case: Path) -> Expect:
                 if not sep:
                     raise ValueError(f"{source.name}: expectation {token!r} is not key=value")
                 fields.setdefault(key, []).append(value)
-    unknown = set(fields) - {"exit", "line", "path", "words", "absent", "issues", "args", "via"}
+    unknown = set(fields) - {
+        "exit",
+        "line",
+        "path",
+        "words",
+        "absent",
+        "issues",
+        "args",
+        "via",
+        "schema",
+    }
     if unknown or "exit" not in fields:
         raise ValueError(f"{source.name}: needs exit=N; unknown keys {sorted(unknown)}")
     return Expect(
@@ -81,6 +94,7 @@ def read_expect(case: Path) -> Expect:
         issues=int(fields["issues"][0]) if "issues" in fields else None,
         args=[a for v in fields.get("args", []) for a in shlex.split(v)],
         via=fields.get("via", ["runner"])[0],
+        schema=fields.get("schema", [None])[0],
     )
 
 
