@@ -104,6 +104,48 @@ def test_fast_fails_the_tensors_the_full_check_fails(bug):
         assert c.consequence_of == reference.consequence_of
 
 
+def kinked_first(monkeypatch, kinked: int):
+    """The first ``kinked`` directional tests cross a kink at every step (as a random
+    direction does on a batch-8 CNN of ReLUs and max pools): no smooth step."""
+    real, calls = fast.directional_test, []
+
+    def test(objective, u, eps, a_eps):
+        calls.append(u)
+        d = real(objective, u, eps, a_eps)
+        if len(calls) <= kinked:
+            return dataclasses.replace(d, tolerance=float("inf"), smooth=False)
+        return d
+
+    monkeypatch.setattr(fast, "directional_test", test)
+    return calls
+
+
+def test_a_direction_that_crosses_a_kink_is_replaced_not_localised(monkeypatch):
+    """A direction with no smooth step neither agrees nor disagrees: a fresh one takes
+    its place, and a correct network is not checked element by element."""
+    calls = kinked_first(monkeypatch, 2)
+    report = run_check(toy())
+    assert report.passed and not any(c.localised for c in report.checks)
+    whole = report.checks[0].extra["directional"]["whole"]
+    assert [d["replaced"] for d in whole] == [2, 0, 0] and all(d["passed"] for d in whole)
+    assert len(calls) == fast.DIRECTIONS + 2
+
+
+def test_a_replaced_direction_still_sees_a_wrong_gradient(monkeypatch):
+    kinked_first(monkeypatch, 1)
+    report = run_check(toy(OneWrong(2, where=(1, 3), error=1e-6)))
+    assert failing(report) == {"fc2.weight"}
+
+
+def test_a_direction_never_smooth_after_every_draw_is_localised(monkeypatch):
+    kinked_first(monkeypatch, fast.DRAWS)
+    report = run_check(toy())
+    assert report.passed  # the element-wise check settles it
+    whole = report.checks[0].extra["directional"]["whole"]
+    assert whole[0]["replaced"] == fast.DRAWS - 1 and not whole[0]["passed"]
+    assert all(c.localised for c in report.checks)
+
+
 def test_a_single_element_wrong_by_1e_6_is_localised_and_fails_in_both_modes():
     """An error of 1e-6 on an element of size about 1 is seen along a direction, then
     localised: the tensor is checked element-wise, where the error estimate catches it."""

@@ -32,8 +32,9 @@ Steps: L = STEP_FACTOR * eps * ||v||, ||v|| the norm of the values moved (a tens
 zeros: sqrt(n)), so that eps is relative to the values' magnitude as it is element-wise.
 When err(L) - err(2L) stands more than SMOOTH_RATIO times above the rounding noise (a
 kink crossed between the steps, or strong curvature), L is divided by 10, at most
-STEP_TRIES times; a direction never smooth is inconclusive and counts as failed: it is
-localised, never trusted.
+STEP_TRIES times; a direction never smooth says nothing and is replaced by a fresh
+random one, at most DRAWS times; one still never smooth is inconclusive and counts as
+failed: it is localised, never trusted.
 
 Localisation: when one of the DIRECTIONS whole-problem directions fails, each tensor gets
 a direction of its own, and the tensors whose direction fails are checked element by
@@ -68,6 +69,12 @@ DIRECTIONS = 3
 STEP_FACTOR = 100.0
 #: Steps tried (L, L/10, L/100) before a direction is called inconclusive.
 STEP_TRIES = 3
+#: Random directions drawn, one after another, while each crosses a kink at every step:
+#: a direction with no smooth step says nothing about the gradient (it neither agrees
+#: nor disagrees), so a fresh one takes its place; only when all of them cross a kink
+#: does the direction count as failed. A kink at the point itself (a ReLU input at
+#: exactly 0) makes every direction unsmooth, and is still localised.
+DRAWS = 3
 #: The rounding probe's step, relative to L.
 PROBE_FACTOR = 1e-6
 #: Tolerance = SAFETY x the measured noise (+ the analytic floor).
@@ -101,6 +108,8 @@ class Direction:
     tolerance: float
     step: float
     smooth: bool
+    #: directions drawn before this one and dropped, each with no smooth step
+    replaced: int = 0
 
     @property
     def passed(self) -> bool:
@@ -114,6 +123,7 @@ class Direction:
             "step": self.step,
             "smooth": self.smooth,
             "passed": self.passed,
+            "replaced": self.replaced,
         }
 
 
@@ -235,11 +245,18 @@ def one_sided_test(objective, u: dict[str, np.ndarray], eps: float, a_eps: float
 def run_directions(
     objective, names: list[str], count: int, rng: np.random.Generator, eps: float, a_eps: float
 ) -> list[Direction]:
-    """``count`` independent directions over the tensors ``names`` together."""
+    """``count`` independent directions over the tensors ``names`` together, each drawn
+    up to DRAWS times while it has no smooth step."""
     values = {t: objective.tensors()[t] for t in names}
-    return [
-        directional_test(objective, random_direction(values, rng), eps, a_eps) for _ in range(count)
-    ]
+    found = []
+    for _ in range(count):
+        d = directional_test(objective, random_direction(values, rng), eps, a_eps)
+        while not d.smooth and d.replaced < DRAWS - 1:
+            replaced = d.replaced + 1
+            d = directional_test(objective, random_direction(values, rng), eps, a_eps)
+            d.replaced = replaced
+        found.append(d)
+    return found
 
 
 def suspects(

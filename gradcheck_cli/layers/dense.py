@@ -119,7 +119,13 @@ class Dense(Layer):
         again[:, 1:] = index[:, 1:] == index[:, :1]
         change[again] = 0.0
         whole = LOCAL_DENSE * (index.shape[1] - again.sum(axis=1)) > n_in
-        out = y[rows].copy()
+        out = y[rows]  # fancy indexing: a new array
+        if not whole.any():  # the common case: no row gathered and scattered again
+            if index.shape[1] == 1:
+                out += change * weight.T[index[:, 0]]
+            else:
+                out += np.einsum("rk,rko->ro", change, weight.T[index])
+            return np.broadcast_to(np.arange(out.shape[1]), out.shape), out
         part = np.flatnonzero(~whole)
         if len(part):  # one gather of the K weight columns each row needs, one sum
             columns = weight.T[index[part]]  # (R', K, O)
