@@ -59,7 +59,7 @@ ALLOWED = {0, 1, 2, 3}
 PYTHON_WARNING = re.compile(r"\b\w*Warning: ")
 
 #: Examples per test in the default run, and in ``pytest -m slow``.
-TEXT_EXAMPLES, DOC_EXAMPLES, MUTATION_EXAMPLES = 150, 150, 200
+TEXT_EXAMPLES, DOC_EXAMPLES, MUTATION_EXAMPLES = 60, 60, 80
 SLOW = 5_000
 
 KEYS = [
@@ -330,7 +330,7 @@ command_lines = st.lists(
     ).map(list),
     max_size=5,
 ).map(lambda parts: [a for part in parts for a in part])
-COMMAND_EXAMPLES = 80
+COMMAND_EXAMPLES = 40
 
 
 def fuzz_command_line(workdir: Path, config: str, args: list[str]) -> None:
@@ -385,7 +385,7 @@ TARGETS = [
 ]  # fmt: skip
 #: Kinds that can never take a report: the run must refuse them (exit 2).
 REFUSED = {"fifo_no_reader", "folder", "missing_parent", "nul", "the_config", "a_yaml"}
-PATH_EXAMPLES = 40
+PATH_EXAMPLES = 20
 TINY = "input: [0.5, -1.0]\nlayers: [{type: tanh}]\nloss: {type: mse, target: [0, 0]}\n"
 
 

@@ -38,7 +38,7 @@ from gradcheck_cli.protocol import LOSSES, ORIGINS
 #: The cs231n-style functions the ``functions`` layers name.
 CS231N = str(Path(__file__).resolve().parent.parent / "configs/examples/cs231n_functions/layers.py")
 
-DEFAULT_EXAMPLES = 150
+DEFAULT_EXAMPLES = 100
 SLOW_EXAMPLES = 5000
 
 #: Values that make ties (repeated), exact zeros, and kinks within the step (eps = 1e-6).
