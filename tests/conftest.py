@@ -1,5 +1,7 @@
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -8,6 +10,34 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+@contextmanager
+def registry_kept() -> Iterator[None]:
+    """Plugins register their types in the process-wide registry, their modules in
+    sys.modules, and may add to sys.path: undo all three on the way out."""
+    from gradcheck_cli import protocol
+
+    registries = (protocol.LAYERS, protocol.LOSSES, protocol.ORIGINS)
+    saved = [dict(r) for r in registries]
+    modules, path = set(sys.modules), list(sys.path)
+    try:
+        yield
+    finally:
+        for registry, before in zip(registries, saved, strict=True):
+            registry.clear()
+            registry.update(before)
+        for name in set(sys.modules) - modules:
+            if name.startswith("gradcheck_plugin_"):
+                del sys.modules[name]
+        sys.path[:] = path
+
+
+@pytest.fixture
+def clean_registry() -> Iterator[None]:
+    """``registry_kept`` around one test."""
+    with registry_kept():
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -35,7 +35,6 @@ from click.testing import CliRunner
 from installed import GRADCHECK
 
 import gradcheck_cli.config  # noqa: F401 - registers the built-in types before any snapshot
-from gradcheck_cli import protocol
 from gradcheck_cli.cli import cli
 
 CORPUS = Path(__file__).resolve().parent / "bad_configs"
@@ -96,22 +95,6 @@ def read_expect(case: Path) -> Expect:
         via=fields.get("via", ["runner"])[0],
         schema=fields.get("schema", [None])[0],
     )
-
-
-@pytest.fixture
-def clean_registry():
-    """Plugins register types in the process-wide registry: undo that after each case."""
-    saved = (dict(protocol.LAYERS), dict(protocol.LOSSES), dict(protocol.ORIGINS))
-    modules = set(sys.modules)
-    yield
-    for registry, before in zip(
-        (protocol.LAYERS, protocol.LOSSES, protocol.ORIGINS), saved, strict=True
-    ):
-        registry.clear()
-        registry.update(before)
-    for name in set(sys.modules) - modules:
-        if name.startswith("gradcheck_plugin_"):
-            del sys.modules[name]
 
 
 def run_case(case: Path, expect: Expect) -> tuple[int, str]:

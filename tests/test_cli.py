@@ -23,7 +23,6 @@ from installed import GRADCHECK
 
 import gradcheck_cli
 import gradcheck_cli.cli.run as run_module
-from gradcheck_cli import protocol
 from gradcheck_cli.cli import cli, report_error
 from gradcheck_cli.cli.init import starter_config
 from gradcheck_cli.errors import ConfigError, ConfigIssue, NumericalError, PluginError
@@ -474,17 +473,6 @@ def test_layers_lists_built_in_types_with_fields():
     for name in ("conv2d", "dense", "maxpool2d", "relu", "mse", "upstream"):
         assert name in result.stdout
     assert "out_features" in result.stdout and "built-in" in result.stdout
-
-
-@pytest.fixture
-def clean_registry():
-    layers, losses, origins = dict(protocol.LAYERS), dict(protocol.LOSSES), dict(protocol.ORIGINS)
-    yield
-    for live, saved in ((protocol.LAYERS, layers), (protocol.LOSSES, losses)):
-        live.clear()
-        live.update(saved)
-    protocol.ORIGINS.clear()
-    protocol.ORIGINS.update(origins)
 
 
 def test_layers_with_a_plugin_file(tmp_path, monkeypatch, clean_registry):

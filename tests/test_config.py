@@ -82,20 +82,6 @@ def assert_issue(issues, path: str, line: int | None, *words: str) -> None:
         assert word in issue.message, str(issue)
 
 
-@pytest.fixture
-def clean_registry():
-    """Plugins register types globally: undo that after the test."""
-    saved = (dict(protocol.LAYERS), dict(protocol.LOSSES), dict(protocol.ORIGINS))
-    path = list(sys.path)
-    yield
-    for registry, old in zip(
-        (protocol.LAYERS, protocol.LOSSES, protocol.ORIGINS), saved, strict=True
-    ):
-        registry.clear()
-        registry.update(old)
-    sys.path[:] = path
-
-
 # --- valid configs --------------------------------------------------------------------
 
 

@@ -54,16 +54,6 @@ def load_generator():
     return module
 
 
-@pytest.fixture
-def restore_registry():
-    """Layer and loss types registered by documentation code are removed afterwards."""
-    saved = (dict(protocol.LAYERS), dict(protocol.LOSSES), dict(protocol.ORIGINS))
-    yield
-    for live, old in zip((protocol.LAYERS, protocol.LOSSES, protocol.ORIGINS), saved, strict=True):
-        live.clear()
-        live.update(old)
-
-
 def env_with_gradcheck() -> dict[str, str]:
     return {**os.environ, "PATH": BIN + os.pathsep + os.environ.get("PATH", ""), "NO_COLOR": "1"}
 
@@ -190,7 +180,7 @@ def test_exit_code_page_lists_every_code():
 # --- code that the pages tell readers to run ---------------------------------------
 
 
-def test_layer_page_examples_run_and_check(restore_registry):
+def test_layer_page_examples_run_and_check(clean_registry):
     for code in blocks(DOCS / "layers.md", "python"):
         exec(compile(code, "docs/layers.md", "exec"), {})
     swish_yaml = next(b for b in blocks(DOCS / "layers.md", "yaml") if "type: swish" in b)
@@ -218,7 +208,7 @@ def test_layer_page_examples_run_and_check(restore_registry):
         )
 
 
-def test_python_api_page_example_runs(restore_registry):
+def test_python_api_page_example_runs(clean_registry):
     (module,) = [b for b in blocks(DOCS / "python-api.md", "python") if "def test_" in b]
     namespace: dict = {}
     exec(compile(module, "docs/python-api.md", "exec"), namespace)
@@ -354,7 +344,7 @@ def test_shell_completion_recipes_work(shell):
     assert "complete" in done.stdout
 
 
-def test_readme_checks_a_user_layer_without_yaml(restore_registry):
+def test_readme_checks_a_user_layer_without_yaml(clean_registry):
     (module,) = [b for b in blocks(REPO / "README.md", "python") if "def test_" in b]
     namespace: dict = {}
     exec(compile(module, "README.md", "exec"), namespace)

@@ -11,7 +11,6 @@ import pytest
 from installed import GRADCHECK
 
 import gradcheck_cli as gc
-from gradcheck_cli import protocol
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted(
@@ -78,21 +77,8 @@ def test_the_worked_examples_are_all_shipped():
         assert required in names
 
 
-@pytest.fixture
-def registry_restored():
-    """The API registers a config's plugin types in this process: undo that, so that no
-    later test sees them (tests/test_safety.py needs 'swish' unknown)."""
-    saved = (dict(protocol.LAYERS), dict(protocol.LOSSES), dict(protocol.ORIGINS))
-    yield
-    for registry, before in zip(
-        (protocol.LAYERS, protocol.LOSSES, protocol.ORIGINS), saved, strict=True
-    ):
-        registry.clear()
-        registry.update(before)
-
-
 @pytest.mark.parametrize("config", SHIPPED, ids=lambda p: str(p.relative_to(ROOT / "configs")))
-def test_every_shipped_config_passes(config, registry_restored):
+def test_every_shipped_config_passes(config, clean_registry):
     """In this process, through the API (the command line is the same engine; the
     installed command is tried on a few of them below)."""
     report = gc.check(config)

@@ -34,7 +34,6 @@ import os
 import re
 import shutil
 import stat
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -47,7 +46,6 @@ from hypothesis import strategies as st
 from installed import GRADCHECK
 
 import gradcheck_cli.config  # noqa: F401 - registers the built-in types before any snapshot
-from gradcheck_cli import protocol
 from gradcheck_cli.cli import cli
 
 REPO = Path(__file__).resolve().parent.parent
@@ -100,17 +98,7 @@ def workdir(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(autouse=True)
-def clean_registry():
-    saved = (dict(protocol.LAYERS), dict(protocol.LOSSES), dict(protocol.ORIGINS))
-    yield
-    for registry, before in zip(
-        (protocol.LAYERS, protocol.LOSSES, protocol.ORIGINS), saved, strict=True
-    ):
-        registry.clear()
-        registry.update(before)
-    for name in [m for m in sys.modules if m.startswith("gradcheck_plugin_")]:
-        del sys.modules[name]
+pytestmark = pytest.mark.usefixtures("clean_registry")
 
 
 def run_cli(path: Path) -> tuple[int, str]:

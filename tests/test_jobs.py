@@ -27,7 +27,7 @@ from installed import GRADCHECK
 
 import gradcheck_cli as gc
 import gradcheck_cli.config  # noqa: F401 - registers the built-in types before any snapshot
-from gradcheck_cli import jobs, protocol
+from gradcheck_cli import jobs
 from gradcheck_cli.api import load
 from gradcheck_cli.engine import run_check, schedule
 from gradcheck_cli.errors import GradcheckError
@@ -186,15 +186,7 @@ def pools():
         pool.shutdown()
 
 
-@pytest.fixture(autouse=True)
-def clean_registry():
-    saved = (dict(protocol.LAYERS), dict(protocol.LOSSES), dict(protocol.ORIGINS))
-    yield
-    for registry, before in zip(
-        (protocol.LAYERS, protocol.LOSSES, protocol.ORIGINS), saved, strict=True
-    ):
-        registry.clear()
-        registry.update(before)
+pytestmark = pytest.mark.usefixtures("clean_registry")
 
 
 def test_the_report_is_the_same_with_1_2_and_3_processes(cases, pools):

@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
+from conftest import registry_kept
 from installed import GRADCHECK
 
 import gradcheck_cli as gc
-from gradcheck_cli import protocol
 
 HERE = Path(__file__).parent / "mutants"
 
@@ -144,13 +144,8 @@ class Run(NamedTuple):
 @pytest.fixture(scope="module", autouse=True)
 def restore_registry():
     """The mutants register their layers in-process: take them away afterwards."""
-    saved = (dict(protocol.LAYERS), dict(protocol.LOSSES), dict(protocol.ORIGINS))
-    yield
-    for registry, before in zip(
-        (protocol.LAYERS, protocol.LOSSES, protocol.ORIGINS), saved, strict=True
-    ):
-        registry.clear()
-        registry.update(before)
+    with registry_kept():
+        yield
 
 
 def run(name: str, **options: Any) -> Run:

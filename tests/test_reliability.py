@@ -27,7 +27,6 @@ import os
 import signal
 import stat
 import subprocess
-import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -43,7 +42,6 @@ import gradcheck_cli as gc
 import gradcheck_cli.cli.io as io_module
 import gradcheck_cli.cli.run as run_module
 import gradcheck_cli.config  # noqa: F401 - registers the built-in types before any snapshot
-from gradcheck_cli import protocol
 from gradcheck_cli.cli import cli
 from gradcheck_cli.errors import ConfigError, ConfigIssue, NumericalError
 from gradcheck_cli.supervise import GRACE
@@ -94,19 +92,7 @@ class Hostile(gc.Layer):
 """
 
 
-@pytest.fixture(autouse=True)
-def clean_registry():
-    saved = (dict(protocol.LAYERS), dict(protocol.LOSSES), dict(protocol.ORIGINS))
-    modules = set(sys.modules)
-    yield
-    for registry, before in zip(
-        (protocol.LAYERS, protocol.LOSSES, protocol.ORIGINS), saved, strict=True
-    ):
-        registry.clear()
-        registry.update(before)
-    for name in set(sys.modules) - modules:
-        if name.startswith("gradcheck_plugin_"):
-            del sys.modules[name]
+pytestmark = pytest.mark.usefixtures("clean_registry")
 
 
 @pytest.fixture

@@ -18,19 +18,9 @@ from click.testing import CliRunner
 from installed import GRADCHECK
 
 import gradcheck_cli.config  # noqa: F401 - registers the built-in types before any snapshot
-from gradcheck_cli import protocol
 from gradcheck_cli.cli import cli
 
-
-@pytest.fixture(autouse=True)
-def clean_registry():
-    saved = (dict(protocol.LAYERS), dict(protocol.LOSSES), dict(protocol.ORIGINS))
-    yield
-    for registry, before in zip(
-        (protocol.LAYERS, protocol.LOSSES, protocol.ORIGINS), saved, strict=True
-    ):
-        registry.clear()
-        registry.update(before)
+pytestmark = pytest.mark.usefixtures("clean_registry")
 
 
 def invoke(config: Path, *args: str):

@@ -31,7 +31,6 @@ from click.testing import CliRunner
 from installed import GRADCHECK
 
 import gradcheck_cli.config  # noqa: F401 - registers the built-in types before any snapshot
-from gradcheck_cli import protocol
 from gradcheck_cli.cli import cli
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,15 +48,7 @@ loss: {type: mse, target: [0.5, -0.25]}
 """
 
 
-@pytest.fixture(autouse=True)
-def clean_registry():
-    saved = (dict(protocol.LAYERS), dict(protocol.LOSSES), dict(protocol.ORIGINS))
-    yield
-    for registry, before in zip(
-        (protocol.LAYERS, protocol.LOSSES, protocol.ORIGINS), saved, strict=True
-    ):
-        registry.clear()
-        registry.update(before)
+pytestmark = pytest.mark.usefixtures("clean_registry")
 
 
 @pytest.fixture
