@@ -261,6 +261,9 @@ def test_no_space_left_is_an_error_and_no_report_says_passed(tmp_path, config, m
     assert written["passed"] is False and written["exit_code"] == 2
     assert written["error"]["kind"] == "report" and "No space left" in written["error"]["message"]
     assert fifo.intact()
+    # nor does the table: its verdict line names the error, never PASS
+    (verdict,) = [line for line in result.stdout.splitlines() if "elements checked" in line]
+    assert verdict.startswith("ERROR") and "PASS" not in verdict
 
 
 def test_a_link_to_this_process_stdout_gets_the_json_and_stays_a_link(tmp_path, config):

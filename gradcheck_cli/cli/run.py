@@ -110,12 +110,21 @@ def command(
             bar.__exit__()
     err, out = consoles
     from ..report import RunError
-    from .endings import ending
+    from .endings import ending, run_error
 
     report, error = ending(config, watch, outcome)
     if isinstance(error, OptionError):  # --only matches nothing: said as click says it
         error = _usage_error(error)
     if error is None or (report.checks and isinstance(error, CheckTimedOut | WorkerDied)):
+        # the reports first: one that cannot be written (no space left) makes the run
+        # exit 2, and the table printed then must not read PASS
+        try:
+            outputs.write(report)
+        except UsageError as unwritten:
+            report.error = run_error(unwritten, config)
+            with contextlib.suppress(BrokenPipeError):
+                _print_report(report, out, quiet=quiet, verbose=verbose)
+            raise
         try:
             _print_report(report, out, quiet=quiet, verbose=verbose)
         except BrokenPipeError:  # `| head`: exit 141, and the reports say that too
@@ -128,7 +137,8 @@ def command(
             with contextlib.suppress(UsageError, BrokenPipeError):
                 outputs.write(report)
             raise
-    outputs.write(report)
+    else:
+        outputs.write(report)
     if error is not None:
         raise error
     if report.error is not None:  # the engine's own (a time budget that reached nothing)
