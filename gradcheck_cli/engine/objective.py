@@ -45,8 +45,13 @@ from .passes import (
 )
 
 #: A moved parameter's copies travel as their changed outputs when one element changes
-#: at most 1/LOCAL_SPARSE of an example's outputs (NetworkObjective._sparse_pays).
-LOCAL_SPARSE = 64
+#: at most 1/LOCAL_SPARSE of an example's outputs (NetworkObjective._sparse_pays). Dense
+#: layers say so themselves (``perturbed_local``); for a convolution's weight, whose
+#: element changes one channel (less where its input is 0 after a ReLU), the changed
+#: positions cost more to track than the whole copies through ReLU, pooling and dense:
+#: at 64, the conv weights of the issue-14 sweep took 1.7x (LeNet-5 batch 8) to 1.8x
+#: (the CNN at batch 8: 9.2 s against 5.1 s) the CPU time of whole copies.
+LOCAL_SPARSE = 4096
 #: Copies compared first when looking for unchanged ones in a chunk (_drop_unchanged).
 PRUNE_PROBES = 16
 #: Chunks after which a value where no copy ever left the batch is not looked at again
