@@ -49,39 +49,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-LENET = [
-    {"type": "conv2d", "name": "conv1", "out_channels": 6, "kernel_size": 5},
-    {"type": "relu"},
-    {"type": "maxpool2d", "kernel_size": 2},
-    {"type": "conv2d", "name": "conv2", "out_channels": 16, "kernel_size": 5},
-    {"type": "relu"},
-    {"type": "maxpool2d", "kernel_size": 2},
-    {"type": "flatten"},
-    {"type": "dense", "name": "fc1", "out_features": 120},
-    {"type": "relu"},
-    {"type": "dense", "name": "fc2", "out_features": 84},
-    {"type": "relu"},
-    {"type": "dense", "name": "fc3", "out_features": 10},
-]
-CNN = [
-    {"type": "conv2d", "name": "conv1", "out_channels": 16, "kernel_size": 3, "padding": 1},
-    {"type": "relu"},
-    {"type": "maxpool2d", "kernel_size": 2},
-    {"type": "conv2d", "name": "conv2", "out_channels": 32, "kernel_size": 3, "padding": 1},
-    {"type": "relu"},
-    {"type": "maxpool2d", "kernel_size": 2},
-    {"type": "flatten"},
-    {"type": "dense", "name": "fc", "out_features": 10},
-]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def mlp(sizes: list[int]) -> list[dict]:
-    layers: list[dict] = []
-    for k, size in enumerate(sizes):
-        layers.append({"type": "dense", "name": f"fc{k + 1}", "out_features": size})
-        if k < len(sizes) - 1:
-            layers.append({"type": "tanh"})
-    return layers
+# the networks of issue 14, as benchmarks/sweep.py builds them (here with seeded weights)
+from sweep import CNN, LENET, mlp  # noqa: E402
 
 
 def config(name: str, shape: list[int], layers: list[dict], batch: int) -> dict:

@@ -12,7 +12,6 @@ import pytest
 
 import gradcheck_cli as gc
 import gradcheck_cli.layers  # noqa: F401  (registers the built-in layers)
-from gradcheck_cli import protocol
 from gradcheck_cli.config import problem_from_dict
 from gradcheck_cli.engine.explain import Note, explain
 from gradcheck_cli.layers.batchnorm import BatchNorm
@@ -20,16 +19,6 @@ from gradcheck_cli.protocol import FieldError, register_layer
 from gradcheck_cli.schema import config_schema
 
 RTOL = 1e-8
-
-
-@pytest.fixture
-def registry():
-    """Types a test registers are removed afterwards (other tests list the built-ins)."""
-    saved = (dict(protocol.LAYERS), dict(protocol.LOSSES), dict(protocol.ORIGINS))
-    yield
-    for live, old in zip((protocol.LAYERS, protocol.LOSSES, protocol.ORIGINS), saved, strict=True):
-        live.clear()
-        live.update(old)
 
 
 def random_case(shape: tuple[int, ...], seed: int = 0):
@@ -219,7 +208,7 @@ class ForgetsTheMeanPath(BatchNorm):
         return dy * gamma * cache.inv_std, grads
 
 
-def test_a_wrong_batchnorm_backward_fails_and_is_blamed(registry):
+def test_a_wrong_batchnorm_backward_fails_and_is_blamed(clean_registry):
     register_layer("batchnorm_forgets_the_mean")(ForgetsTheMeanPath)
     network = {**NETWORK, "layers": [dict(item) for item in NETWORK["layers"]]}
     network["layers"][1]["type"] = "batchnorm_forgets_the_mean"

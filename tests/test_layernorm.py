@@ -13,7 +13,6 @@ import pytest
 
 import gradcheck_cli as gc
 import gradcheck_cli.layers  # noqa: F401  (registers the built-in layers)
-from gradcheck_cli import protocol
 from gradcheck_cli.config import problem_from_dict
 from gradcheck_cli.engine.explain import Note, explain
 from gradcheck_cli.layers.layernorm import LayerNorm
@@ -21,16 +20,6 @@ from gradcheck_cli.protocol import FieldError, register_layer
 from gradcheck_cli.schema import config_schema
 
 RTOL = 1e-10
-
-
-@pytest.fixture
-def registry():
-    """Types a test registers are removed afterwards (other tests list the built-ins)."""
-    saved = (dict(protocol.LAYERS), dict(protocol.LOSSES), dict(protocol.ORIGINS))
-    yield
-    for live, old in zip((protocol.LAYERS, protocol.LOSSES, protocol.ORIGINS), saved, strict=True):
-        live.clear()
-        live.update(old)
 
 
 def random_case(shape: tuple[int, ...], seed: int = 0):
@@ -219,7 +208,7 @@ class ForgetsTheBatchSum(LayerNorm):
     [(ForgetsTheMeanPath, "input", "ln.gamma"), (ForgetsTheBatchSum, "ln.gamma", "input")],
     ids=["mean-path", "batch-sum"],
 )
-def test_a_wrong_layernorm_backward_fails_and_is_blamed(registry, cls, wrong, right):
+def test_a_wrong_layernorm_backward_fails_and_is_blamed(clean_registry, cls, wrong, right):
     register_layer("layernorm_wrong")(cls)
     network = {**NETWORK, "layers": [dict(item) for item in NETWORK["layers"]]}
     network["layers"][1]["type"] = "layernorm_wrong"
