@@ -9,6 +9,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+# The tests read gradcheck's output at the width it picks for a pipe: a COLUMNS exported
+# by the user's shell (or set by a test runner's worker) must not change what they see.
+os.environ.pop("COLUMNS", None)
+
 REPO = Path(__file__).resolve().parent.parent
 
 
