@@ -13,7 +13,8 @@ is where the chunks run:
   outliving the check;
 - ``helpers_for`` chooses: an executor the caller gave, a HelperPool of N - 1 helpers
   for ``jobs=N``, or none for ``jobs=1``. Helpers start only when the work pays for
-  their start-up (HELPER_STARTUP seconds, plus the time this process took to prepare);
+  their start-up (HELPER_STARTUP seconds, none for the spares the worker forked in
+  advance, gradcheck_cli/spares.py; plus the time this process took to prepare);
   ``GRADCHECK_JOBS_EAGER=1`` gives them work from the start, for tests and benchmarks.
 """
 
@@ -26,6 +27,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from . import spares
 from .errors import HelperUnavailable
 
 if TYPE_CHECKING:
@@ -175,9 +177,11 @@ def helpers_for(
 
         return HelperPool(jobs - 1, join_group=join_group)
 
-    helpers = ExecutorHelpers(
-        None, source, jobs - 1, startup=HELPER_STARTUP, eager=eager(), make=make
-    )
+    # spares (gradcheck_cli/spares.py) are started already: they load the config and
+    # run the analytic pass only, which the schedule adds as this process measured it
+    spare = join_group and spares.available() >= jobs - 1
+    startup = 0.0 if spare else HELPER_STARTUP
+    helpers = ExecutorHelpers(None, source, jobs - 1, startup=startup, eager=eager(), make=make)
     try:
         yield helpers
     finally:

@@ -14,12 +14,13 @@ locks must not fork (the child gets the locks, never the threads that would rele
 them), and a process that has run user code may hold anything. At this point nothing
 has run but the interpreter's start-up and numpy's import, with its BLAS told to start
 no threads (``_import_numpy_alone``): the kernel's thread count for this process must
-be 1, or there is no fork (``_threads``); no plugin has run, and no file is open but
+be 1, or there is no fork (``thread_count``); no plugin has run, and no file is open but
 the standard streams. The child then does what ``start_worker`` does for
 an exec'd worker: a session and process group of its own, stdin from /dev/null, stdout
 onto stderr, only its three pipes (the parent's ends are closed), and it exits when
 its job pipe closes. It never returns into the parent's code: every way out of it is
-``os._exit``.
+``os._exit``. Once its imports are done, and still before it reads its job, it forks
+the spare ``--jobs`` helpers (gradcheck_cli/spares.py).
 
 When the command does not run a check after all (a usage error, a refused report path),
 the worker is killed and reaped before the command exits. ``--help``, ``--version``,
@@ -125,20 +126,10 @@ def _import_numpy_alone() -> None:
             del os.environ["OPENBLAS_NUM_THREADS"]
 
 
-def _threads() -> int:
-    """The threads of this process, as the kernel counts them (native ones included)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("Threads:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 0  # unknown: not forked
-
-
 def _fork_worker() -> Prestarted | None:
-    if _threads() != 1:
+    from .threads import thread_count
+
+    if thread_count() != 1:
         return None  # never fork a process with threads (module docstring)
     job_r, job_w = os.pipe()
     events_r, events_w = os.pipe()
@@ -164,7 +155,9 @@ def _become_worker(job_r: int, job_w: int, events_r: int, events_w: int, calls_f
     os.dup2(null, 0)
     os.close(null)
     os.dup2(2, 1)  # a plugin's output is never part of the command's stdout
-    from .worker import main, prewarm
+    from . import spares
+    from .worker import main, prewarm, serve
 
     prewarm()
+    spares.fork(spares.wanted(), serve, close=(job_r, events_w, calls_fd))
     main(job_r, events_w, calls_fd)

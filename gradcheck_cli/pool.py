@@ -1,15 +1,16 @@
 """``HelperPool``: a ``concurrent.futures.Executor`` of helper processes, the ``--jobs``
 helpers (gradcheck_cli/jobs.py says what they run).
 
-Each helper is started like the supervised worker (gradcheck_cli/wire.py
-``start_worker``, role ``serve`` in gradcheck_cli/worker.py) and records the call into
-a layer it is running in a page this process reads: a helper that crashes or is killed
-fails its tasks with a WorkerDied naming that call, and one that hangs is named by the
-worker's running call (``wire.ELSEWHERE``) when ``--timeout`` stops the run. Under
-``gradcheck run`` the helpers are in the worker's process group, so that the
-supervisor's stop and kill reach them; elsewhere each leads a group of its own. Shutting
-the pool down closes their task pipes (their lifeline), kills what is left and reaps
-every one: no helper outlives its pool.
+Each helper is a spare the worker forked in advance (gradcheck_cli/spares.py; only for
+a pool in the worker's group) or is started like the supervised worker
+(gradcheck_cli/wire.py ``start_worker``, role ``serve`` in gradcheck_cli/worker.py),
+and records the call into a layer it is running in a page this process reads: a helper
+that crashes or is killed fails its tasks with a WorkerDied naming that call, and one
+that hangs is named by the worker's running call (``wire.ELSEWHERE``) when
+``--timeout`` stops the run. Under ``gradcheck run`` the helpers are in the worker's
+process group, so that the supervisor's stop and kill reach them; elsewhere each leads a
+group of its own. Shutting the pool down closes their task pipes (their lifeline), kills
+what is left and reaps every one: no helper outlives its pool.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import wire
+from . import spares, wire
 from .errors import WorkerDied
 
 #: Seconds a helper whose task pipe was closed is given to exit before it is killed.
@@ -164,7 +165,9 @@ class HelperPool(concurrent.futures.Executor):
         return idle
 
     def _start(self) -> _Helper:
-        helper = _Helper(wire.start_worker("serve", session=self._session), {}, bytearray())
+        spare = None if self._session else spares.take()  # a spare is in this group
+        started = spare or wire.start_worker("serve", session=self._session)
+        helper = _Helper(started, {}, bytearray())
         self._helpers.append(helper)
         if self._reader is None:
             wire.ELSEWHERE.append(self.running)

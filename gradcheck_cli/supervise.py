@@ -57,6 +57,7 @@ from typing import Any
 from .wire import (
     _HEADER,
     CALLS_BYTES,
+    Forked,
     Started,
     frames,
     read_calls,
@@ -339,33 +340,6 @@ def supervise(
     return outcome
 
 
-class Forked:
-    """A worker forked at the command's start (gradcheck_cli/launch.py), with the part of
-    ``subprocess.Popen`` the supervisor uses: ``pid``, ``poll``, ``wait``, ``returncode``."""
-
-    def __init__(self, pid: int):
-        self.pid = pid
-        self.returncode: int | None = None
-
-    def poll(self) -> int | None:
-        if self.returncode is None:
-            try:
-                pid, status = os.waitpid(self.pid, os.WNOHANG)
-            except ChildProcessError:
-                return self.returncode
-            if pid:
-                self.returncode = os.waitstatus_to_exitcode(status)
-        return self.returncode
-
-    def wait(self, timeout: float | None = None) -> int | None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.poll() is None:
-            if deadline is not None and time.monotonic() >= deadline:
-                raise subprocess.TimeoutExpired(str(self.pid), timeout or 0.0)
-            time.sleep(0.002)
-        return self.returncode
-
-
 def prestarted() -> Started | None:
     """The worker gradcheck_cli/launch.py forked at the command's start, if there is one."""
     from . import launch
@@ -376,7 +350,7 @@ def prestarted() -> Started | None:
     os.ftruncate(found.calls_fd, CALLS_BYTES)  # before the job: the worker maps it after
     calls = mmap.mmap(found.calls_fd, CALLS_BYTES)
     os.close(found.calls_fd)
-    return Started(Forked(found.pid), found.job_w, found.events_r, calls)  # type: ignore[arg-type]
+    return Started(Forked(found.pid), found.job_w, found.events_r, calls)
 
 
 def _watch(

@@ -27,6 +27,7 @@ import pickle
 import signal
 import struct
 import sys
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -214,13 +215,44 @@ def frames(buffer: bytearray) -> Iterator[tuple[str, Any]]:
         yield kind, payload
 
 
+class Forked:
+    """A process this one forked (the worker gradcheck_cli/launch.py forks at the
+    command's start, a spare helper of gradcheck_cli/spares.py), with the part of
+    ``subprocess.Popen`` the supervisor and the helper pool use: ``pid``, ``poll``,
+    ``wait``, ``returncode``."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                return self.returncode
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                import subprocess
+
+                raise subprocess.TimeoutExpired(str(self.pid), timeout or 0.0)
+            time.sleep(0.002)
+        return self.returncode
+
+
 @dataclass
 class Started:
     """A process started with ``BOOT``: the process, the write end of its job pipe
     (also its lifeline: it ends itself when this end closes), the read end of its event
     pipe, and the page where it records the call into a layer running now."""
 
-    proc: subprocess.Popen  # or a Forked
+    proc: subprocess.Popen | Forked
     job_w: int
     events_r: int
     calls: mmap.mmap

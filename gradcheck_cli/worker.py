@@ -49,6 +49,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from . import spares
 from .wire import (  # the wire protocol, also read from here by older callers
     _HEADER,
     BOOT,
@@ -310,6 +311,7 @@ def main(job_fd: int, event_fd: int, calls_fd: int = -1) -> None:
     try:
         job: Job = read_message(job_fd)
     except (EOFError, OSError):  # the supervisor went away, or never needed this worker
+        spares.release()
         os._exit(0)
     pipe = _Pipe(event_fd)
     if calls_fd >= 0:
@@ -346,6 +348,7 @@ def main(job_fd: int, event_fd: int, calls_fd: int = -1) -> None:
     with contextlib.suppress(Exception):
         sys.stdout.flush()
         sys.stderr.flush()
+    spares.release()  # the spare helpers nobody took end with their task pipes
     os._exit(0)  # no interpreter shutdown: a plugin's atexit or threads cannot hang it
 
 

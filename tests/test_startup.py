@@ -7,6 +7,7 @@ before its check leaves no worker behind. Timings are measured in benchmarks, ne
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 from installed import GRADCHECK
 
-from gradcheck_cli import launch
+from gradcheck_cli import launch, spares
 
 NET = "input: [0.5, -1.0, 2.0]\nlayers: [{type: tanh}]\nloss: {type: mse, target: [0, 0, 0]}\n"
 
@@ -64,23 +65,77 @@ def test_these_commands_never_import_numpy(tmp_path, args):
     assert not [m for m in imported if m == "numpy" or m.startswith("numpy.")]
 
 
-def test_a_run_checks_in_the_worker_forked_at_start_up(tmp_path):
-    """The check runs in a process forked from the command (its sys.argv is the
-    command's), not in a fresh interpreter (whose argv would be ``-c ...``)."""
-    (tmp_path / "spy.py").write_text(
+def _spy(folder: Path, layers: str = "[{type: spy}]", values: int = 3) -> Path:
+    """A config in ``folder`` whose plugin layer ``spy`` appends ``pid ppid argv[1:3]``
+    to the file it returns, at each forward call."""
+    log = folder / "calls"
+    (folder / "spy.py").write_text(
         "import os, sys\nimport gradcheck_cli as gc\n\n"
         "@gc.register_layer('spy')\nclass Spy(gc.Layer):\n"
         "    def forward(self, x, params):\n"
-        f"        open({str(tmp_path / 'argv')!r}, 'w').write(' '.join(sys.argv[1:3]))\n"
+        f"        with open({str(log)!r}, 'a') as f:\n"
+        "            f.write(f\"{os.getpid()} {os.getppid()} {' '.join(sys.argv[1:3])}\\n\")\n"
         "        return x * 1.0, None\n\n"
         "    def backward(self, dy, cache, params):\n        return dy * 1.0, {}\n"
     )
-    (tmp_path / "net.yaml").write_text(
-        NET.replace("{type: tanh}", "{type: spy}").replace("input:", "plugins: [spy.py]\ninput:")
+    numbers = ", ".join(f"{0.01 * k - 1:.2f}" for k in range(values))
+    (folder / "net.yaml").write_text(
+        f"plugins: [spy.py]\ninput: [{numbers}]\nlayers: {layers}\n"
+        f"loss: {{type: mse, target: [{', '.join(['0'] * values)}]}}\n"
     )
-    done = run("run", "net.yaml", "-q", cwd=tmp_path)
+    return log
+
+
+def _calls(log: Path) -> list[tuple[int, int, str]]:
+    """(pid, ppid, argv) of each call the spy recorded."""
+    rows = [line.split(" ", 2) for line in log.read_text().splitlines()]
+    return [(int(pid), int(ppid), argv) for pid, ppid, argv in rows]
+
+
+def test_a_run_checks_in_the_worker_forked_at_start_up(tmp_path):
+    """The check runs in a process forked from the command (its sys.argv is the
+    command's), not in a fresh interpreter (whose argv would be ``-c ...``)."""
+    log = _spy(tmp_path, "[{type: tanh}, {type: spy}]")
+    done = run("run", "net.yaml", "-q", "--jobs", "1", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert (tmp_path / "argv").read_text() == "run net.yaml"
+    assert {argv for _, _, argv in _calls(log)} == {"run net.yaml"}
+    assert len({pid for pid, _, _ in _calls(log)}) == 1
+
+
+@pytest.mark.skipif(spares.wanted() < 1, reason="one core available: the worker forks no spare")
+def test_helpers_are_spares_the_worker_forked_before_its_job(tmp_path):
+    """``--jobs 2``: the helper that judges chunks beside the worker is a spare the
+    worker forked (gradcheck_cli/spares.py): the worker's child, with the command's
+    argv, not a fresh interpreter; and the report is the one ``--jobs 1`` gives."""
+    log = _spy(tmp_path, values=300)
+    eager = {"GRADCHECK_JOBS_EAGER": "1"}
+    two = run("run", "net.yaml", "-q", "--jobs", "2", "--json", "2.json", cwd=tmp_path, env=eager)
+    assert two.returncode == 0, two.stderr
+    calls = _calls(log)
+    pids = {pid for pid, _, _ in calls}
+    assert len(pids) == 2, calls
+    assert {argv for _, _, argv in calls} == {"run net.yaml"}
+    worker = next(pid for pid, ppid, _ in calls if ppid not in pids)
+    assert {(pid, ppid) for pid, ppid, _ in calls if pid != worker} == {
+        (pid, worker) for pid in pids - {worker}
+    }
+    one = run("run", "net.yaml", "-q", "--jobs", "1", "--json", "1.json", cwd=tmp_path)
+    assert one.returncode == 0, one.stderr
+    reports = [json.loads((tmp_path / f"{n}.json").read_text()) for n in (1, 2)]
+    for report in reports:
+        report.pop("timing")
+    assert reports[0] == reports[1]
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_spares_nobody_takes_end_with_the_worker(tmp_path, jobs):
+    """A spare the check never used (``--jobs 1``, or a check too small for helpers)
+    is gone when the command returns."""
+    (tmp_path / "net.yaml").write_text(NET)
+    tag = uuid.uuid4().hex
+    done = run("run", "net.yaml", "--jobs", jobs, cwd=tmp_path, env={"GRADCHECK_TEST_TAG": tag})
+    assert done.returncode == 0, done.stderr
+    assert not _tagged(tag)
 
 
 @pytest.mark.parametrize(
