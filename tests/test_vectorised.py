@@ -224,6 +224,31 @@ def test_chunk_tuner_grows_while_it_pays_and_keeps_the_fastest_within_the_budget
     assert run(numeric.ChunkTuner(estimate=400, copies=1000), lambda n: 1.0) == [400] * 12
 
 
+def test_one_tuner_per_tensor_carries_its_search_across_calls():
+    """A tensor is judged in many ``evaluate`` calls, most too small to search alone:
+    the tuner kept on the objective goes on where the last call stopped, and every call
+    stays within its own memory budget."""
+
+    class Objective:  # numeric.tuner_for keeps the tuners on the objective
+        pass
+
+    objective = Objective()
+    seen = []
+    for _ in range(40):  # calls of 300 copies each, 18 copies per call at first
+        tuner = numeric.tuner_for(objective, "w", 18, 300, 10**6)
+        left = 300
+        while left:
+            size = min(tuner.next_size(), left)
+            seen.append(size)
+            tuner.record(size, size * (1.0 / min(size, 150) + (size > 150)))  # best: 150
+            left -= size
+    assert numeric.tuner_for(objective, "w", 18, 300, 10**6) is tuner
+    assert sorted(tuner._rates) == [18, 36, 72, 144, 288]  # each call went on searching
+    assert tuner.best == tuner.next_size() == 144  # 288 cost more
+    assert numeric.tuner_for(objective, "b", 18, 300, 10**6) is not tuner
+    assert numeric.tuner_for(objective, "w", 18, 300, 100).next_size() == 100
+
+
 def test_the_check_runs_on_one_blas_thread_and_restores_the_count():
     from gradcheck_cli.engine import blas, run_check
 

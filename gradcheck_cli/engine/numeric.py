@@ -78,21 +78,40 @@ class ChunkTuner:
 
     ``bytes_per_copy`` is a rough estimate: a copy carried as the few values it changes
     (engine/local.py) costs far less than a whole batch, a layer's im2col copies are not
-    in it. So while copies remain, the size doubles as long as the cost per copy falls
-    (never past ``limit``, the memory budget), then halves from the estimate if doubling
-    never paid; every other call uses the cheapest size seen. No value depends on the
-    chunking (the layers are row-consistent), only the time.
+    in it. So once a call has 8 times the estimate, the size doubles as long as the cost
+    per copy falls (never past ``limit``, the memory budget), then halves from the
+    estimate if doubling never paid; every other call uses the cheapest size seen. No
+    value depends on the chunking (the layers are row-consistent), only the time.
+
+    One tuner serves every ``evaluate`` of a tensor (``tuner_for``): a tensor is judged
+    in chunks of elements and stages, each a call of its own, and what one call learned
+    holds for the next. ``more`` tells it the copies of the next call and its budget.
     """
 
     def __init__(self, estimate: int, copies: int, limit: int | None = None):
         self.best = estimate
         self.limit = max(estimate, limit or estimate)
         self._rates: dict[int, float] = {}
+        self._left = 0
+        self._next: int | None = None
+        self.more(copies, limit)
+
+    def more(self, copies: int, limit: int | None = None) -> None:
+        """``copies`` to evaluate now, within ``limit`` copies per call (the memory
+        budget of this call): a search not begun starts when they are enough to pay."""
         self._left = copies
-        self._next: int | None = estimate if copies >= 8 * estimate else None
+        if limit is not None:
+            self.limit = max(MIN_CHUNK, limit)
+        if self._next is not None:
+            return
+        if not self._rates:
+            if copies >= 8 * self.best:
+                self._next = self.best
+        else:  # a search that stopped for want of copies goes on
+            self._next = self._following(self.best)
 
     def next_size(self) -> int:
-        return self._next if self._next is not None else self.best
+        return min(self._next if self._next is not None else self.best, self.limit)
 
     def record(self, size: int, seconds: float) -> None:
         self._left -= size
@@ -106,14 +125,34 @@ class ChunkTuner:
         """The next size to try, or None when the search is over."""
         up = 2 * size
         growing = size >= max(self._rates, default=size) and self.best == size
-        if growing and up <= self.limit and self._left >= 8 * up and up not in self._rates:
+        # a size is tried once this call has that many copies left: what it measures
+        # serves the later calls too
+        if growing and up <= self.limit and self._left >= up and up not in self._rates:
             return up
         smallest = min(self._rates)
         down = smallest // 2
-        fits = down >= MIN_CHUNK and down not in self._rates and self._left >= 8 * down
+        fits = down >= MIN_CHUNK and down not in self._rates and self._left >= down
         if self.best == smallest and fits:
             return down
         return None
+
+
+def tuner_for(objective, tensor: str, estimate: int, copies: int, limit: int) -> ChunkTuner:
+    """The ChunkTuner of ``tensor`` on ``objective`` (one per tensor, kept on the
+    objective like its noise), told of the ``copies`` to come and the budget's ``limit``."""
+    tuners = getattr(objective, "_chunk_tuners", None)
+    if tuners is None:
+        tuners = {}
+        try:
+            objective._chunk_tuners = tuners
+        except AttributeError:  # an objective that takes no attributes: one per call
+            return ChunkTuner(estimate, copies, limit)
+    tuner = tuners.get(tensor)
+    if tuner is None:
+        tuner = tuners[tensor] = ChunkTuner(estimate, copies, limit)
+    else:
+        tuner.more(copies, limit)
+    return tuner
 
 
 @dataclass
@@ -154,8 +193,11 @@ def evaluate(
     all_index = np.repeat(index, m)
     all_delta = taken.reshape(-1)
     per_copy = objective.bytes_per_copy(tensor)
-    estimate = chunk or chunk_size(per_copy, max_memory)
-    tuner = ChunkTuner(estimate, 0 if chunk else k * m, memory_cap(per_copy, max_memory))
+    cap = memory_cap(per_copy, max_memory)
+    if chunk:
+        tuner = ChunkTuner(chunk, 0, cap)
+    else:
+        tuner = tuner_for(objective, tensor, chunk_size(per_copy, max_memory), k * m, cap)
     out = np.empty(k * m)
     start = 0
     while start < k * m:

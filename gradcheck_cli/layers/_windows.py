@@ -119,20 +119,20 @@ def window_patches(
         xp = np.pad(x, ((0, 0), (0, 0), (g.ph, g.ph), (g.pw, g.pw)), constant_values=pad_value)
     ph_, pw_ = (win.wa - 1) * g.sh + g.kh, (win.wb - 1) * g.sw + g.kw
     top, left = win.a0 * g.sh, win.b0 * g.sw
-    ii = top[:, None] + np.arange(ph_)
-    jj = left[:, None] + np.arange(pw_)
-    patch = xp[
-        rows[:, None, None, None],
-        np.arange(c)[None, :, None, None],
-        ii[:, None, :, None],
-        jj[:, None, None, :],
-    ]
+    # every (ph_, pw_) window of xp, then one window per row: R x C strided block copies
+    blocks = sliding_window_view(xp, (ph_, pw_), axis=(2, 3))
+    patch = np.ascontiguousarray(blocks[rows, :, top, left])  # (R, C, ph_, pw_)
+    # the changed values go in through one flat index into the patch
     ch, spatial = np.divmod(index, h * w)
-    pr = spatial // w + g.ph - top[:, None]
-    ps = spatial % w + g.pw - left[:, None]
+    pr, ps = np.divmod(spatial, w)
+    pr += (g.ph - top)[:, None]
+    ps += (g.pw - left)[:, None]
+    flat = ((np.arange(len(rows))[:, None] * c + ch) * ph_ + pr) * pw_ + ps
     inside = (pr >= 0) & (pr < ph_) & (ps >= 0) & (ps < pw_)
-    at = np.nonzero(inside)
-    patch[at[0], ch[at], pr[at], ps[at]] = values[at]
+    if inside.all():
+        patch.reshape(-1)[flat.reshape(-1)] = values.reshape(-1)
+    else:
+        patch.reshape(-1)[flat[inside]] = values[inside]
     return patch
 
 
