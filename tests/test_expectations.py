@@ -85,6 +85,16 @@ def test_scientific_notation_reads_its_mantissa_decimals_and_exponent(x, d, nega
     assert last_place(text) == pytest.approx(10.0 ** (exponent - d), rel=1e-12)
 
 
+@given(st.floats(allow_nan=False, allow_infinity=False), st.integers(0, 17), st.booleans())
+def test_every_float_written_any_way_has_a_place_or_none_never_an_error(x, d, fixed):
+    """Found by tests/test_fuzz.py: ``5.0e-324`` (a subnormal) raised OverflowError."""
+    text = f"{x:.{d}f}" if fixed and abs(x) < 1e30 else f"{x:.{d}e}"
+    place = last_place(text)
+    assert place is None or 0 <= place < float("inf")
+    assert last_place("5.0e-324") == pytest.approx(1e-325, abs=5e-324)
+    assert last_place("1.0e-400") == 0.0 and last_place("1e400") is None
+
+
 def test_forms_that_are_not_decimal_have_no_last_place():
     assert last_place("3.116e-1") == pytest.approx(1e-4)
     assert last_place("2") == 1.0 and last_place("2.") == 1.0 and last_place(".5") == 0.1

@@ -29,18 +29,20 @@ _DECIMAL = re.compile(r"[+-]?(?P<whole>\d*)(?:\.(?P<frac>\d*))?(?:[eE](?P<exp>[+
 
 def last_place(text: str) -> float | None:
     """The unit in the last written place of a decimal number's text, or None when the
-    text is not a plain decimal (hex, octal, sexagesimal, ``.inf``)."""
+    text is not a plain decimal (hex, octal, sexagesimal, ``.inf``) or its place is
+    beyond the floats (``1e400``)."""
     clean = text.strip().replace("_", "")  # YAML 1.1 allows 1_000.5
     match = _DECIMAL.fullmatch(clean)
     if match is None or not (match["whole"] or match["frac"]):
         return None
-    decimals = len(match["frac"] or "")
-    exponent = int(match["exp"] or 0)
-    return (
-        float(10.0 ** (exponent - decimals))
-        if exponent >= decimals
-        else 1 / 10.0 ** (decimals - exponent)
-    )
+    places = int(match["exp"] or 0) - len(match["frac"] or "")
+    if places > 308:  # beyond every float: no place a float could be rounded to
+        return None
+    if places >= 0:
+        return float(10.0**places)
+    if places >= -308:
+        return 1 / 10.0**-places
+    return 10.0 ** max(places, -400)  # a subnormal place (5.0e-324), or 0
 
 
 def _place_of(text: str | None, value: Any) -> float:
