@@ -10,6 +10,8 @@ blocking), which is why the comparison is made here on real layers.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from engine_toys import Affine, Tanh, make_problem
@@ -247,6 +249,33 @@ def test_one_tuner_per_tensor_carries_its_search_across_calls():
     assert tuner.best == tuner.next_size() == 144  # 288 cost more
     assert numeric.tuner_for(objective, "b", 18, 300, 10**6) is not tuner
     assert numeric.tuner_for(objective, "w", 18, 300, 100).next_size() == 100
+
+
+def test_the_tuner_grows_a_call_only_up_to_its_bytes_limit():
+    """However much larger calls would pay, a call's copies stay within
+    numeric.TUNE_BYTES by the objective's bytes_per_copy (peak memory, issue 14)."""
+    per_copy = numeric.TUNE_BYTES // 40
+
+    class Objective:
+        f0 = 0.0
+        sizes: list[int] = []
+
+        def tensors(self):
+            return {"w": np.zeros(5000)}
+
+        def bytes_per_copy(self, tensor):
+            return per_copy
+
+        def losses(self, tensor, index, delta):
+            self.sizes.append(len(index))
+            time.sleep(1e-3)  # a fixed cost per call: every doubling pays
+            return np.zeros(len(index))
+
+    objective = Objective()
+    numeric.evaluate(objective, "w", np.arange(5000), np.ones((5000, 2)), 1 << 40)
+    estimate = numeric.chunk_size(per_copy, 1 << 40)
+    assert max(objective.sizes) > estimate  # it did grow
+    assert max(objective.sizes) * per_copy <= numeric.TUNE_BYTES
 
 
 def test_the_check_runs_on_one_blas_thread_and_restores_the_count():
