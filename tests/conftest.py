@@ -20,8 +20,10 @@ REPO = Path(__file__).resolve().parent.parent
 def registry_kept() -> Iterator[None]:
     """Plugins register their types in the process-wide registry, their modules in
     sys.modules, and may add to sys.path: undo all three on the way out."""
-    from gradcheck_cli import protocol
+    from gradcheck_cli import layers, losses, protocol  # noqa: F401 - the built-ins first
 
+    # registered before the snapshot: restoring one taken without them would unregister
+    # the built-ins for good (their modules stay imported)
     registries = (protocol.LAYERS, protocol.LOSSES, protocol.ORIGINS)
     saved = [dict(r) for r in registries]
     modules, path = set(sys.modules), list(sys.path)
