@@ -18,9 +18,9 @@ A spare is in the worker's session and process group: whatever stops or kills th
 worker's group (the supervisor's timeout, Ctrl-C, a discarded worker) stops it too. A
 HelperPool that joins the worker's group (``--jobs`` under ``gradcheck run``,
 gradcheck_cli/pool.py) takes spares before it starts helpers of its own; one that runs
-in its own group (the Python API) never does. A spare nobody took ends when the worker
-closes its task pipe (``release``, as the worker ends; or the worker's exit), since
-that pipe is its lifeline.
+in its own group (the Python API) never does. A spare nobody took is killed and reaped
+as the worker ends (``release``); should the worker die first, the task pipe it held,
+the spare's lifeline, closes and the spare ends itself.
 """
 
 from __future__ import annotations

@@ -348,7 +348,7 @@ def main(job_fd: int, event_fd: int, calls_fd: int = -1) -> None:
     with contextlib.suppress(Exception):
         sys.stdout.flush()
         sys.stderr.flush()
-    spares.release()  # the spare helpers nobody took end with their task pipes
+    spares.release()  # the spare helpers nobody took: killed and reaped
     os._exit(0)  # no interpreter shutdown: a plugin's atexit or threads cannot hang it
 
 

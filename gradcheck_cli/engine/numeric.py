@@ -95,19 +95,19 @@ class ChunkTuner:
     """
 
     def __init__(self, estimate: int, copies: int, limit: int | None = None):
-        self.best = estimate
-        self.limit = max(estimate, limit or estimate)
+        self.estimate = self.best = estimate
+        self.limit = estimate
         self._rates: dict[int, float] = {}
         self._left = 0
         self._next: int | None = None
         self.more(copies, limit)
 
     def more(self, copies: int, limit: int | None = None) -> None:
-        """``copies`` to evaluate now, within ``limit`` copies per call (the memory
-        budget of this call): a search not begun starts when they are enough to pay."""
+        """``copies`` to evaluate now, within ``limit`` copies per call (never below the
+        estimate): a search not begun starts when they are enough to pay."""
         self._left = copies
         if limit is not None:
-            self.limit = max(MIN_CHUNK, limit)
+            self.limit = max(self.estimate, limit)
         if self._next is not None:
             return
         if not self._rates:
@@ -148,11 +148,7 @@ def tuner_for(objective, tensor: str, estimate: int, copies: int, limit: int) ->
     objective like its noise), told of the ``copies`` to come and the budget's ``limit``."""
     tuners = getattr(objective, "_chunk_tuners", None)
     if tuners is None:
-        tuners = {}
-        try:
-            objective._chunk_tuners = tuners
-        except AttributeError:  # an objective that takes no attributes: one per call
-            return ChunkTuner(estimate, copies, limit)
+        tuners = objective._chunk_tuners = {}
     tuner = tuners.get(tensor)
     if tuner is None:
         tuner = tuners[tensor] = ChunkTuner(estimate, copies, limit)
@@ -203,9 +199,8 @@ def evaluate(
     if chunk:
         tuner = ChunkTuner(chunk, 0, cap)
     else:
-        estimate = chunk_size(per_copy, max_memory)
-        grown = max(estimate, int(TUNE_BYTES // max(1, per_copy)))  # the search's reach
-        tuner = tuner_for(objective, tensor, estimate, k * m, min(cap, grown))
+        reach = min(cap, int(TUNE_BYTES // max(1, per_copy)))  # the search's, at most
+        tuner = tuner_for(objective, tensor, chunk_size(per_copy, max_memory), k * m, reach)
     out = np.empty(k * m)
     start = 0
     while start < k * m:
