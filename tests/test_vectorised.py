@@ -251,33 +251,72 @@ def test_one_tuner_per_tensor_carries_its_search_across_calls():
     assert numeric.tuner_for(objective, "w", 18, 300, 100).next_size() == 100
 
 
-def test_the_tuner_grows_a_call_only_up_to_its_bytes_limit():
+class _Allocating:
+    """An objective whose copies each allocate ``per_copy`` bytes and whose calls cost
+    1 ms of CPU (the tuner measures CPU time), so that every doubling of a call pays;
+    its static estimate ``bytes_per_copy`` says ``estimate``."""
+
+    f0 = 0.0
+
+    def __init__(self, per_copy: int, estimate: int):
+        self.per_copy, self.estimate, self.sizes = per_copy, estimate, []
+
+    def tensors(self):
+        return {"w": np.zeros(5000)}
+
+    def bytes_per_copy(self, tensor):
+        return self.estimate
+
+    def losses(self, tensor, index, delta):
+        self.sizes.append(len(index))
+        held = np.zeros(len(index) * self.per_copy // 8)  # calloc: counted, not touched
+        end = time.thread_time() + 1e-3
+        while time.thread_time() < end:
+            pass
+        return np.zeros(len(index)) + held[:0].sum()
+
+
+@pytest.mark.parametrize("estimate_share", [1 / 100, 1.0, 100.0])
+def test_the_tuner_grows_a_call_only_up_to_its_measured_bytes_limit(estimate_share):
     """However much larger calls would pay, a call's copies stay within
-    numeric.TUNE_BYTES by the objective's bytes_per_copy (peak memory, issue 14)."""
+    numeric.TUNE_BYTES of the bytes a copy really takes (peak memory, issue 14),
+    whatever the static estimate says: too low, right or far too high."""
     per_copy = numeric.TUNE_BYTES // 40
-
-    class Objective:
-        f0 = 0.0
-        sizes: list[int] = []
-
-        def tensors(self):
-            return {"w": np.zeros(5000)}
-
-        def bytes_per_copy(self, tensor):
-            return per_copy
-
-        def losses(self, tensor, index, delta):
-            self.sizes.append(len(index))
-            end = time.thread_time() + 1e-3  # a fixed CPU cost per call (the tuner
-            while time.thread_time() < end:  # measures CPU time): every doubling pays
-                pass
-            return np.zeros(len(index))
-
-    objective = Objective()
+    objective = _Allocating(per_copy, int(per_copy * estimate_share))
     numeric.evaluate(objective, "w", np.arange(5000), np.ones((5000, 2)), 1 << 40)
-    estimate = numeric.chunk_size(per_copy, 1 << 40)
-    assert max(objective.sizes) > estimate  # it did grow
+    measured = objective._copy_bytes["w"]
+    assert per_copy <= measured <= 1.1 * per_copy
+    assert objective.sizes[0] == numeric.MEASURE_COPIES  # the measured call
+    assert max(objective.sizes) > numeric.chunk_size(measured, 1 << 40)  # it did grow
     assert max(objective.sizes) * per_copy <= numeric.TUNE_BYTES
+
+
+def test_copies_are_measured_once_per_tensor_and_within_the_memory_budget():
+    """The measured call takes at most the copies the memory budget allows by the
+    static estimate; later calls size themselves by the measurement, never past the
+    budget."""
+    per_copy = 1 << 20
+    objective = _Allocating(per_copy, per_copy)
+    budget = 8 * per_copy
+    numeric.evaluate(objective, "w", np.arange(100), np.ones((100, 2)), budget)
+    numeric.evaluate(objective, "w", np.arange(100), np.ones((100, 2)), budget)
+    assert objective.sizes[0] == 8 and list(objective._copy_bytes) == ["w"]
+    assert max(objective.sizes) * per_copy <= budget
+
+
+def test_a_caller_s_own_tracemalloc_is_left_alone():
+    """Under the caller's tracemalloc the measurement is skipped (the static estimate
+    stands) and tracing goes on: gradcheck never stops or resets someone else's."""
+    import tracemalloc
+
+    objective = _Allocating(4096, 12345)
+    tracemalloc.start()
+    try:
+        numeric.evaluate(objective, "w", np.arange(50), np.ones((50, 2)), 1 << 40)
+        assert tracemalloc.is_tracing()
+    finally:
+        tracemalloc.stop()
+    assert objective._copy_bytes["w"] == 12345
 
 
 def test_the_check_runs_on_one_blas_thread_and_restores_the_count():

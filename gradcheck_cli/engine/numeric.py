@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sys
 import time
+import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -53,18 +54,24 @@ def element_steps(values: np.ndarray, scale: float, eps: float) -> np.ndarray:
     return eps * np.maximum(np.abs(np.asarray(values, dtype=np.float64)), scale)
 
 
-#: Copies per call are also capped so that one call's working set stays near this size:
-#: chunks that stay in cache run faster than one huge batch (on LeNet-5 the input's
-#: copies run twice as fast in chunks of 16 as in one chunk of 1,568).
-CACHE_BYTES = 16 << 20
-#: ... but never below this many copies, so Python's per-call overhead stays small.
+#: A tensor's calls start with this many bytes of copies (by their measured bytes,
+#: ``measured_losses``): chunks that stay in cache run faster than one huge batch (on
+#: LeNet-5 the input's copies run twice as fast in chunks of 16 as in one of 1,568) ...
+CACHE_BYTES = 4 << 20
+#: ... but never fewer than this many copies, so Python's per-call overhead stays small.
 MIN_CHUNK = 16
-#: The tuner grows a call's copies while they pay, up to this many bytes of them (by
-#: ``bytes_per_copy``). Measured on the sweep (benchmarks/sweep.py networks, CPU of a
-#: full check, medians of 4; peak RSS of the whole run): 32 MiB -> 64 MiB -> no limit
-#: took the batch-1 CNN 1.46 -> 1.23 -> 1.09 s and the MLP 784-300-100 2.39 -> 2.19 ->
-#: 2.03 s, while the CNN's peak went 52 -> 61 -> 107 MiB (the previous release: 54).
-TUNE_BYTES = 4 * CACHE_BYTES
+#: The tuner grows a call's copies while they pay, up to this many measured bytes.
+#: Copies carried as the values they change take far less than the whole batches the
+#: static estimate (``bytes_per_copy``) counts: a pixel of the 3x32x32 CNN's input 85
+#: KB, not 1.8 MB; a weight of the batch-8 MLP's first layer 3.5 KB, not 341 KB. On
+#: the static estimate their calls stayed at 16-32 and 49-196 copies; measured, the
+#: CNN's input runs at 94 copies a call, 74 us a copy instead of 155. With 64 MiB here
+#: the batch-8 MLP's peak grew to 2x the previous release's; at 16 MiB no network's
+#: peak grew by more than 8 MiB (whole processes, ``--jobs 1``).
+TUNE_BYTES = 16 << 20
+#: Copies in a tensor's first call, the one whose memory is measured: enough that the
+#: call's fixed costs (a padded base input, the loss table) weigh little per copy.
+MEASURE_COPIES = 32
 
 
 def chunk_size(bytes_per_copy: int, max_memory: int) -> int:
@@ -82,9 +89,10 @@ def memory_cap(bytes_per_copy: int, max_memory: int) -> int:
 class ChunkTuner:
     """Copies per call: the estimate from ``chunk_size``, then the fastest size found.
 
-    ``bytes_per_copy`` is a rough estimate: a copy carried as the few values it changes
-    (engine/local.py) costs far less than a whole batch, a layer's im2col copies are not
-    in it. So once a call has 8 times the estimate, the size doubles as long as the cost
+    The estimate comes from the bytes a copy really takes (``measured_losses``), which
+    say little of its speed: the few values a local copy changes (engine/local.py) cost
+    Python overhead per call, whole batches stream through the cache. So once a call
+    has 8 times the estimate, the size doubles as long as the cost
     per copy falls (never past ``limit``, the memory budget), then halves from the
     estimate if doubling never paid; every other call uses the cheapest size seen. No
     value depends on the chunking (the layers are row-consistent), only the time.
@@ -157,6 +165,24 @@ def tuner_for(objective, tensor: str, estimate: int, copies: int, limit: int) ->
     return tuner
 
 
+def measured_losses(
+    objective, tensor: str, index: np.ndarray, delta: np.ndarray, p: int
+) -> tuple[np.ndarray, int | None]:
+    """``objective.losses`` on the first ``p`` copies of (index, delta), and the peak
+    bytes the call allocated per copy, by tracemalloc (numpy reports its arrays to it;
+    another thread's allocations meanwhile can only raise the figure). None when
+    tracemalloc was already tracing: the caller's own measurement is left alone."""
+    if tracemalloc.is_tracing():
+        return objective.losses(tensor, index[:p], delta[:p]), None
+    tracemalloc.start()
+    try:
+        losses = objective.losses(tensor, index[:p], delta[:p])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return losses, peak // max(p, 1) + 1
+
+
 @dataclass
 class Evaluations:
     """The objective at m offsets around each of K elements.
@@ -194,15 +220,25 @@ def evaluate(
     taken = (values[:, None] + offsets) - values[:, None]
     all_index = np.repeat(index, m)
     all_delta = taken.reshape(-1)
-    per_copy = objective.bytes_per_copy(tensor)
+    out = np.empty(k * m)
+    start = 0
+    known = getattr(objective, "_copy_bytes", None)
+    if known is None:
+        known = objective._copy_bytes = {}
+    if tensor not in known:  # the tensor's first call: its copies' real bytes
+        estimate = objective.bytes_per_copy(tensor)
+        start = min(k * m, MEASURE_COPIES, memory_cap(estimate, max_memory))
+        out[:start], measured = measured_losses(objective, tensor, all_index, all_delta, start)
+        known[tensor] = measured or estimate
+        if progress is not None:
+            progress(start // m)
+    per_copy = known[tensor]
     cap = memory_cap(per_copy, max_memory)
     if chunk:
         tuner = ChunkTuner(chunk, 0, cap)
     else:
         reach = min(cap, int(TUNE_BYTES // max(1, per_copy)))  # the search's, at most
         tuner = tuner_for(objective, tensor, chunk_size(per_copy, max_memory), k * m, reach)
-    out = np.empty(k * m)
-    start = 0
     while start < k * m:
         stop = min(start + tuner.next_size(), k * m)
         started = time.thread_time()  # CPU time: other processes do not sway the choice
