@@ -319,7 +319,8 @@ class Layer:
         delta: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray] | None:
         """``forward_perturbed`` as the few outputs each copy changes, for a parameter
-        whose elements each reach few outputs (a dense weight: one unit).
+        whose elements each reach few outputs (a dense weight: one unit; a conv weight:
+        one channel).
 
         x: (N, *in_shape), y: (N, *out_shape) the base input and output; index, delta:
         (P,) as in ``forward_perturbed``. Returns (out_index, out_values), both

@@ -132,3 +132,62 @@ def test_perturbed_local_agrees_with_forward_perturbed(case_id):
         got = np.broadcast_to(y.reshape(4, -1), (7, 4, y[0].size)).reshape(7 * 4, -1).copy()
         got[np.arange(28)[:, None], out[0]] = out[1]
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize(
+    ("fields", "shape"),
+    [
+        ({"out_channels": 3, "kernel_size": 3}, (2, 7, 6)),
+        ({"out_channels": 2, "kernel_size": [3, 2], "stride": 2, "padding": 1}, (3, 9, 8)),
+        ({"out_channels": 4, "kernel_size": 1, "stride": [1, 3], "padding": [0, 2]}, (2, 5, 7)),
+        ({"out_channels": 2, "kernel_size": 2, "bias": False}, (1, 4, 4)),
+    ],
+    ids=str,
+)
+def test_conv_perturbed_local_is_forward_perturbed_bit_for_bit(fields, shape):
+    """A moved conv weight or bias changes one output channel of every example; its
+    values come from a strided view of the padded input, not the im2col matrix, and
+    must still be ``forward_perturbed``'s, bit for bit, at any stride and padding."""
+    rng = np.random.default_rng(11)
+    layer = build("conv2d", fields)
+    params = {n: np.asarray(v) for n, v in layer.init_params(shape, rng).items()}
+    x = rng.standard_normal((3, *shape))
+    y, _ = layer.forward(x, params)
+    for name, value in params.items():
+        index = np.concatenate([np.arange(value.size), rng.integers(0, value.size, 5)])
+        p = len(index)
+        delta = 1e-3 * rng.standard_normal(p)
+        positions, values = layer.perturbed_local(x, y, params, name, index, delta)
+        assert positions.shape == values.shape == (p * 3, y[0, 0].size)
+        want = layer.forward_perturbed(x, params, name, index, delta).reshape(p * 3, -1)
+        got = np.broadcast_to(y.reshape(3, -1), (p, 3, y[0].size)).reshape(p * 3, -1).copy()
+        got[np.arange(p * 3)[:, None], positions] = values
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("type_", ["maxpool2d", "avgpool2d"])
+def test_pooling_one_channel_alone_gives_the_every_channel_values(type_):
+    """Rows that change one channel each are pooled on that channel alone; the values
+    are those of the every-channel path (a row changing two channels takes it), bit for
+    bit, and the positions name that channel's outputs."""
+    rng = np.random.default_rng(5)
+    layer = build(type_, {"kernel_size": 2, "stride": 1, "padding": 1})
+    x = rng.standard_normal((2, 3, 6, 5))
+    y, _ = layer.forward(x, {})
+    hw = 6 * 5
+    rows = np.array([0, 1, 1])
+    index = np.array([[hw + 7, hw + 8], [2 * hw, 2 * hw + 13], [4, 4]])
+    values = rng.standard_normal((3, 2))
+    values[2, 1] = values[2, 0]
+    alone = layer.forward_local(x, y, {}, rows, index, values)
+    mixed_index = np.concatenate([index, [[0, hw]]])  # a fourth row over two channels
+    mixed = layer.forward_local(
+        x, y, {}, np.append(rows, 0), mixed_index, np.concatenate([values, [[1.0, 2.0]]])
+    )
+    for r in range(3):
+        one, every = y[rows[r]].reshape(-1).copy(), y[rows[r]].reshape(-1).copy()
+        one[alone[0][r]] = alone[1][r]
+        every[mixed[0][r]] = mixed[1][r]
+        np.testing.assert_array_equal(one, every)
+        channels = set((alone[0][r] // y[0, 0].size).tolist())
+        assert channels == {int(index[r, 0] // hw)}

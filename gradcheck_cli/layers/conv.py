@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from ..protocol import ConvSums, InputKind, Layer, Params, Shape, image_shape, register_layer
 from ._fields import IntPair, checked_int, checked_pair
@@ -140,6 +141,32 @@ class Conv2d(Layer):
         rows = cache.cols[:, rest].transpose(1, 0, 2)  # (P, N, Ho*Wo)
         out[p, :, o] += (delta[:, None, None] * rows).reshape(out.shape[:2] + out.shape[3:])
         return out
+
+    def perturbed_local(self, x, y, params, name, index, delta):
+        """Copy p changes one output channel o of every example: by delta[p] (bias[o]),
+        or by delta[p] times the input pixels weight[o, c, i, j] meets (its im2col row,
+        read from the padded input through a strided view, not built whole). The same
+        sums as ``forward_perturbed``. x: (N, C, H, W), y: (N, O, Ho, Wo); returns
+        (P * N, Ho * Wo) positions and values, row p * N + n the copy p of example n."""
+        n, _, ho, wo = y.shape
+        size, p = ho * wo, len(index)
+        if name == "bias":
+            o = index
+            change = np.broadcast_to(delta[:, None, None], (p, n, size))
+        else:
+            g = self.geometry
+            o, rest = np.divmod(index, params["weight"][0].size)
+            c, ij = np.divmod(rest, g.kh * g.kw)
+            i, j = np.divmod(ij, g.kw)
+            xp = x
+            if g.ph or g.pw:
+                xp = np.pad(x, ((0, 0), (0, 0), (g.ph, g.ph), (g.pw, g.pw)))
+            view = sliding_window_view(xp, (g.kh, g.kw), axis=(2, 3))[:, :, :: g.sh, :: g.sw]
+            met = view[:, c, :, :, i, j]  # (P, N, Ho, Wo): the advanced axes go first
+            change = delta[:, None, None] * met.reshape(p, n, size)
+        values = y.reshape(n, -1, size)[:, o].transpose(1, 0, 2) + change  # (P, N, Ho*Wo)
+        positions = o[:, None] * size + np.arange(size)  # (P, Ho*Wo)
+        return np.repeat(positions, n, axis=0), values.reshape(p * n, size)
 
     def forward_local(self, x, y, params, rows, index, values):
         """The output block a few changed input pixels reach (every output channel),

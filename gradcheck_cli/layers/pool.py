@@ -61,7 +61,26 @@ class _Pool2d(Layer):
 
     def forward_local(self, x, y, params, rows, index, values):
         """The output block a few changed inputs reach, pooled from the input patch it
-        reads, every channel (``_windows.local_blocks``)."""
+        reads (``_windows.local_blocks``): on the one channel every row changed when
+        there is one (a moved conv weight changes one channel), else on every channel.
+
+        x: (N, C, H, W), y: (N, C, Ho, Wo); rows (R,); index, values (R, K) in (C, H, W)."""
+        n, c, h, w = x.shape
+        if c > 1 and index.size:
+            channel = index.min(axis=1) // (h * w)
+            if (index.max(axis=1) // (h * w) == channel).all():
+                # pooling never mixes channels: each channel is an image of its own
+                at, got = self._blocks(
+                    x.reshape(n * c, 1, h, w),
+                    y.reshape(n * c, 1, *y.shape[2:]),
+                    rows * c + channel,
+                    index - (channel * (h * w))[:, None],
+                    values,
+                )
+                return at + (channel * y[0, 0].size)[:, None], got
+        return self._blocks(x, y, rows, index, values)
+
+    def _blocks(self, x, y, rows, index, values):
         g = self.geometry
         unpadded = Geometry(g.kh, g.kw, g.sh, g.sw, 0, 0)
         c = y.shape[1]
@@ -77,7 +96,7 @@ class _Pool2d(Layer):
             index,
             values,
             compute,
-            lambda z: self.forward(z, params)[0],
+            lambda z: self.forward(z, {})[0],
             self.pad_value,
         )
 
