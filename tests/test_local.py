@@ -191,3 +191,63 @@ def test_pooling_one_channel_alone_gives_the_every_channel_values(type_):
         np.testing.assert_array_equal(one, every)
         channels = set((alone[0][r] // y[0, 0].size).tolist())
         assert channels == {int(index[r, 0] // hw)}
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"out_channels": 3, "kernel_size": 3, "padding": 1},
+        {"out_channels": 2, "kernel_size": [3, 2], "stride": 2, "padding": [1, 0]},
+        {"out_channels": 4, "kernel_size": 1, "bias": False},
+    ],
+    ids=str,
+)
+def test_conv_of_a_whole_changed_channel_agrees_with_forward(fields):
+    """Rows whose changes fill much of one input channel (a moved conv weight's channel
+    after pooling) are computed as y plus the change's convolution with that channel's
+    kernels: the forward's values up to rounding, every output, and a row's values never
+    depend on the rows beside it. A row over two channels takes the window path."""
+    rng = np.random.default_rng(2)
+    shape = (3, 6, 5)
+    layer = build("conv2d", fields)
+    params = {n: np.asarray(v) for n, v in layer.init_params(shape, rng).items()}
+    x = rng.standard_normal((2, *shape))
+    y, _ = layer.forward(x, params)
+    hw = 30
+    full = np.arange(hw)
+    half = np.concatenate([np.arange(0, hw, 2), np.zeros(hw // 2, dtype=int)])  # padded
+    rows = np.array([0, 1, 1, 0])
+    index = np.stack([full + hw, full, half + 2 * hw, full])
+    values = rng.standard_normal(index.shape)
+    values[2, hw // 2 :] = values[2, 0]  # the padding repeats the first position and value
+    for together in (
+        layer.forward_local(x, y, params, rows, index, values),
+        layer.forward_local(x, y, params, rows[:3], index[:3], values[:3]),
+    ):
+        for r in range(len(together[0])):
+            batch = x.reshape(2, -1).copy()
+            batch[rows[r], index[r]] = values[r]
+            want, _ = layer.forward(batch.reshape(x.shape), params)
+            got = y[rows[r]].reshape(-1).copy()
+            got[together[0][r]] = together[1][r]
+            scale = float(np.abs(want).max())
+            np.testing.assert_allclose(got, want[rows[r]].reshape(-1), rtol=0, atol=1e-13 * scale)
+            alone = layer.forward_local(
+                x, y, params, rows[r : r + 1], index[r : r + 1], values[r : r + 1]
+            )
+            lone = y[rows[r]].reshape(-1).copy()
+            lone[alone[0][0]] = alone[1][0]
+            np.testing.assert_array_equal(got, lone)
+    mixed = np.concatenate([full[:15], full[:15] + hw])  # two channels: every channel's way
+    out = layer.forward_local(x, y, params, rows[:2], np.stack([mixed, index[1]]), values[:2])
+    batch = x.reshape(2, -1).copy()
+    batch[0, mixed] = values[0]
+    want, _ = layer.forward(batch.reshape(x.shape), params)
+    got = y[0].reshape(-1).copy()
+    got[out[0][0]] = out[1][0]
+    # beside a row over two channels, a one-channel row keeps its own bits
+    alone = layer.forward_local(x, y, params, rows[1:2], index[1:2], values[1:2])
+    np.testing.assert_array_equal(out[1][1][np.argsort(out[0][1])], alone[1][0])
+    np.testing.assert_allclose(
+        got, want[0].reshape(-1), rtol=0, atol=1e-13 * float(np.abs(want).max())
+    )

@@ -147,12 +147,20 @@ def window_index(channels: int, out_hw: tuple[int, int], win: Window) -> np.ndar
     return flat.reshape(len(win.a0), -1)
 
 
+def changed_inputs(x: np.ndarray, rows: np.ndarray, index: np.ndarray, values: np.ndarray):
+    """x[rows] (R, C, H, W) with each row's changed values (R, K) put in at ``index``."""
+    dense = x[rows].reshape(len(rows), -1).copy()
+    dense[np.arange(len(rows))[:, None], index] = values
+    return dense.reshape(len(rows), *x.shape[1:])
+
+
 def local_blocks(g, x, y, rows, index, values, compute, whole, pad_value=0.0):
     """The outputs a few changed inputs reach, block by block: rows are grouped by the
     size of their block and each group computed at that size (so a row's values never
     depend on the rows beside it), then padded to one width by repeating each row's
     first output (the Local convention). A row whose block would cover more than
-    LOCAL_SHARE of the output is computed whole by ``whole(rows)`` (the layer's forward).
+    LOCAL_SHARE of the output is computed whole by ``whole(rows, index, values)`` (the
+    layer's forward of ``changed_inputs``, or its own way; row by row as well).
 
     x: (N, C, H, W), y: (N, O, Ho, Wo); compute(patch, win) -> (R_g, O, wa, wb).
     Returns (index, values), each (R, K').
@@ -165,9 +173,7 @@ def local_blocks(g, x, y, rows, index, values, compute, whole, pad_value=0.0):
     out_values = np.empty((len(rows), width), dtype=values.dtype)
     if big.any():
         group = np.flatnonzero(big)
-        dense = x[rows[group]].reshape(len(group), -1).copy()
-        dense[np.arange(len(group))[:, None], index[group]] = values[group]
-        out_values[group] = whole(dense.reshape(len(group), *x.shape[1:])).reshape(len(group), -1)
+        out_values[group] = whole(rows[group], index[group], values[group]).reshape(len(group), -1)
         out_index[group] = np.arange(width)
     sizes = np.where(big, -1, wa * (wo + 1) + wb)
     # sorted(set(...)), not np.unique: its first call imports numpy.ma (15 ms of start-up)

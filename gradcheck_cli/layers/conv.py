@@ -9,7 +9,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ..protocol import ConvSums, InputKind, Layer, Params, Shape, image_shape, register_layer
 from ._fields import IntPair, checked_int, checked_pair
-from ._windows import Geometry, fold, local_blocks, patches
+from ._windows import Geometry, changed_inputs, fold, local_blocks, patches
 
 
 class ConvCache(NamedTuple):
@@ -184,6 +184,38 @@ class Conv2d(Layer):
                 out += params["bias"][:, None]
             return out
 
-        return local_blocks(
-            g, x, y, rows, index, values, compute, lambda z: self.forward(z, params)[0]
-        )
+        def whole(rows, index, values):
+            """Rows whose change reaches most of the output, each computed alone."""
+            n, c, h, w = x.shape
+            channel = index.min(axis=1) // (h * w)
+            one = (index.max(axis=1) // (h * w) == channel) & (c > 1)
+            out = np.empty((len(rows), y[0].size), dtype=values.dtype)
+            if one.any():
+                out[one] = self._one_channel(x, y, params, rows[one], index[one], values[one])
+            if not one.all():
+                z = changed_inputs(x, rows[~one], index[~one], values[~one])
+                out[~one] = self.forward(z, params)[0].reshape(int((~one).sum()), -1)
+            return out
+
+        return local_blocks(g, x, y, rows, index, values, compute, whole)
+
+    def _one_channel(self, x, y, params, rows, index, values):
+        """Rows whose changes all lie in one input channel (a moved conv weight's channel,
+        pooled) and reach most of the output: y[rows] plus the convolution of the change
+        with that channel's kernels alone, 1/C of the whole forward's work. The layer is
+        linear in x and both sides pad with the same zeros, so this is the forward's
+        value up to rounding; a row's values depend on that row alone. Returns (R, O *
+        Ho * Wo), every output in order."""
+        g = self.geometry
+        n, c, h, w = x.shape
+        channel = index[:, 0] // (h * w)
+        r, o = len(rows), self.out_channels
+        ho, wo = y.shape[2:]
+        change = np.zeros((r, h * w), dtype=values.dtype)
+        # a row padded by repeating its first position writes the same change twice
+        before = x.reshape(n, -1)[rows[:, None], index]
+        change[np.arange(r)[:, None], index - (channel * (h * w))[:, None]] = values - before
+        cols = patches(change.reshape(r, 1, h, w), g).reshape(r, g.kh * g.kw, ho * wo)
+        kernels = params["weight"][:, channel].transpose(1, 0, 2, 3).reshape(r, o, -1)
+        out = y[rows].reshape(r, o, ho * wo) + np.matmul(kernels, cols)
+        return out.reshape(r, -1)

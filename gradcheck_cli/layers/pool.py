@@ -18,7 +18,7 @@ from ..protocol import (
     register_layer,
 )
 from ._fields import IntPair, checked_pair
-from ._windows import Geometry, fold, local_blocks, patches
+from ._windows import Geometry, changed_inputs, fold, local_blocks, patches
 
 
 class _Pool2d(Layer):
@@ -96,7 +96,7 @@ class _Pool2d(Layer):
             index,
             values,
             compute,
-            lambda z: self.forward(z, {})[0],
+            lambda r, i, v: self.forward(changed_inputs(x, r, i, v), {})[0],
             self.pad_value,
         )
 
