@@ -20,6 +20,9 @@ CASES = [(c.type, c.kwargs, c.in_shape) for c in declaring("supports_local")] + 
     ("maxpool2d", {"kernel_size": 3, "stride": 1, "padding": 1}, (2, 7, 7)),
     ("avgpool2d", {"kernel_size": 2, "stride": 1}, (3, 6, 7)),
     ("dense", {"out_features": 5}, (40,)),
+    # strides that skip inputs: a changed input no output reads lies outside the patch
+    ("conv2d", {"out_channels": 2, "kernel_size": 1, "stride": 2}, (2, 7, 7)),
+    ("maxpool2d", {"kernel_size": 2, "stride": 3}, (2, 8, 8)),
 ]
 
 

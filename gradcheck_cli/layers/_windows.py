@@ -13,6 +13,7 @@ accumulate.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import numpy as np
@@ -75,19 +76,61 @@ class Window(NamedTuple):
     wb: int
 
 
+class Where(NamedTuple):
+    """Changed inputs: flat positions ``index`` (R, K) in one (C, H, W) input of shape
+    ``shape``, and their rows r and columns s (R, K)."""
+
+    shape: tuple[int, int, int]
+    index: np.ndarray
+    r: np.ndarray
+    s: np.ndarray
+
+    def rows(self, group: np.ndarray) -> Where:
+        if len(group) == len(self.index):
+            return self
+        return Where(self.shape, self.index[group], self.r[group], self.s[group])
+
+
+#: Inputs up to this many elements per example look positions up in tables (a gather
+#: is 4x faster than numpy's integer division of the (R, K) positions); larger divide.
+#: At most 32 tables are kept (``_table``): 32 MiB at most.
+TABLE_ELEMENTS = 1 << 17
+
+
+@functools.lru_cache(maxsize=32)
+def _table(c: int, h: int, w: int, a: int, d: int, e: int) -> np.ndarray:
+    """ch * a + r * d + s * e for every flat position (ch, r, s) of a (C, H, W) input."""
+    ch, spatial = np.divmod(np.arange(c * h * w), h * w)
+    r, s = np.divmod(spatial, w)
+    return ch * a + r * d + s * e
+
+
+def affine(shape: tuple[int, int, int], index: np.ndarray, a: int, d: int, e: int):
+    """ch * a + r * d + s * e at every flat position in ``index`` (R, K)."""
+    c, h, w = shape
+    if c * h * w <= TABLE_ELEMENTS:
+        return np.take(_table(c, h, w, a, d, e), index)
+    ch, spatial = np.divmod(index, h * w)
+    r, s = np.divmod(spatial, w)
+    return ch * a + r * d + s * e
+
+
+def where(shape: tuple[int, int, int], index: np.ndarray) -> Where:
+    """The changed inputs at ``index`` (R, K), flat positions in one ``shape`` input."""
+    return Where(shape, index, affine(shape, index, 0, 1, 0), affine(shape, index, 0, 0, 1))
+
+
 def changed_blocks(
-    g: Geometry, in_shape: tuple[int, ...], out_hw: tuple[int, int], index: np.ndarray
+    g: Geometry, out_hw: tuple[int, int], at: Where
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(a0, b0, wa, wb), each (R,): per row, a block of outputs holding every output whose
-    window reads one of the inputs at ``index`` (R, K), flat positions in one (C, H, W)
-    input. The block's size depends only on how far the row's changes spread (not on
-    where they are, nor on the other rows), so rows of one spread share one size and a
-    row's outputs come out the same whatever rows it is computed with; it is placed
-    inside the output, over the outputs the changes reach."""
-    _, h, w = in_shape
+    window reads one of the changed inputs ``at``. The block's size depends only on how
+    far the row's changes spread (not on where they are, nor on the other rows), so rows
+    of one spread share one size and a row's outputs come out the same whatever rows it
+    is computed with; it is placed inside the output, over the outputs the changes
+    reach."""
     ho, wo = out_hw
-    spatial = index % (h * w)
-    r, s = spatial // w, spatial % w
+    r, s = at.r, at.s
     r_min, r_max, s_min, s_max = r.min(axis=1), r.max(axis=1), s.min(axis=1), s.max(axis=1)
     # outputs reached: a with a*sh - ph <= r <= a*sh - ph + kh - 1 for some changed r;
     # at most (extent + kh - 1) // sh + 1 of them, one more where the stride may split it
@@ -101,7 +144,7 @@ def changed_blocks(
 def window_patches(
     x: np.ndarray,
     rows: np.ndarray,
-    index: np.ndarray,
+    at: Where,
     values: np.ndarray,
     g: Geometry,
     win: Window,
@@ -110,10 +153,10 @@ def window_patches(
     """The input each row's output block reads: (R, C, (wa - 1) * sh + kh, (wb - 1) * sw +
     kw), cut from the padded base input x[rows] with the row's changed values put in.
 
-    x: (N, C, H, W); rows (R,); index, values (R, K) as in ``changed_blocks``. Changed
+    x: (N, C, H, W); rows (R,); at (R, K) and values (R, K) the changed inputs. Changed
     inputs outside the block's reach are read by no output in it, and are left out.
     """
-    _, c, h, w = x.shape
+    c = x.shape[1]
     xp = x
     if g.ph or g.pw:
         xp = np.pad(x, ((0, 0), (0, 0), (g.ph, g.ph), (g.pw, g.pw)), constant_values=pad_value)
@@ -122,16 +165,20 @@ def window_patches(
     # every (ph_, pw_) window of xp, then one window per row: R x C strided block copies
     blocks = sliding_window_view(xp, (ph_, pw_), axis=(2, 3))
     patch = np.ascontiguousarray(blocks[rows, :, top, left])  # (R, C, ph_, pw_)
-    # the changed values go in through one flat index into the patch
-    ch, spatial = np.divmod(index, h * w)
-    pr, ps = np.divmod(spatial, w)
-    pr += (g.ph - top)[:, None]
-    ps += (g.pw - left)[:, None]
-    flat = ((np.arange(len(rows))[:, None] * c + ch) * ph_ + pr) * pw_ + ps
-    inside = (pr >= 0) & (pr < ph_) & (ps >= 0) & (ps < pw_)
-    if inside.all():
+    # The changed values go in through one flat index into the patch: changed input
+    # (ch, r, s) of row i sits at ((i * C + ch) * ph_ + r + ph - top) * pw_ + s + pw - left.
+    # An input outside the patch (read by no output of the block) is left out; whether
+    # a row has any shows in its extreme rows and columns, without a mask per input.
+    pr_lo, pr_hi = at.r.min(axis=1) + g.ph - top, at.r.max(axis=1) + g.ph - top
+    ps_lo, ps_hi = at.s.min(axis=1) + g.pw - left, at.s.max(axis=1) + g.pw - left
+    offset = np.arange(len(rows)) * (c * ph_ * pw_) + (g.ph - top) * pw_ + (g.pw - left)
+    flat = affine(at.shape, at.index, ph_ * pw_, pw_, 1) + offset[:, None]
+    if (pr_lo >= 0).all() and (pr_hi < ph_).all() and (ps_lo >= 0).all() and (ps_hi < pw_).all():
         patch.reshape(-1)[flat.reshape(-1)] = values.reshape(-1)
     else:
+        pr = at.r + (g.ph - top)[:, None]
+        ps = at.s + (g.pw - left)[:, None]
+        inside = (pr >= 0) & (pr < ph_) & (ps >= 0) & (ps < pw_)
         patch.reshape(-1)[flat[inside]] = values[inside]
     return patch
 
@@ -166,7 +213,8 @@ def local_blocks(g, x, y, rows, index, values, compute, whole, pad_value=0.0):
     Returns (index, values), each (R, K').
     """
     channels, ho, wo = y.shape[1:]
-    a0, b0, wa, wb = changed_blocks(g, x.shape[1:], (ho, wo), index)
+    at = where(x.shape[1:], index)
+    a0, b0, wa, wb = changed_blocks(g, (ho, wo), at)
     big = wa * wb > LOCAL_SHARE * ho * wo
     width = channels * (ho * wo if big.any() else int((wa * wb).max()))
     out_index = np.empty((len(rows), width), dtype=np.intp)
@@ -180,7 +228,7 @@ def local_blocks(g, x, y, rows, index, values, compute, whole, pad_value=0.0):
     for size in sorted(set(sizes[sizes >= 0].tolist())):
         group = np.flatnonzero(sizes == size)
         win = Window(a0[group], b0[group], int(wa[group[0]]), int(wb[group[0]]))
-        patch = window_patches(x, rows[group], index[group], values[group], g, win, pad_value)
+        patch = window_patches(x, rows[group], at.rows(group), values[group], g, win, pad_value)
         block = compute(patch, win).reshape(len(group), -1)
         k = block.shape[1]
         out_values[group, :k] = block
