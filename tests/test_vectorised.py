@@ -319,6 +319,20 @@ def test_a_caller_s_own_tracemalloc_is_left_alone():
     assert objective._copy_bytes["w"] == 12345
 
 
+def test_small_tensors_are_not_measured():
+    """A tensor of at most MEASURE_ABOVE elements keeps the static estimate: its
+    copies take a few calls whatever their size, and tracing would cost start-up."""
+
+    class Small(_Allocating):
+        def tensors(self):
+            return {"w": np.zeros(numeric.MEASURE_ABOVE)}
+
+    objective = Small(4096, 12345)
+    numeric.evaluate(objective, "w", np.arange(50), np.ones((50, 2)), 1 << 40)
+    assert objective._copy_bytes["w"] == 12345
+    assert numeric.MEASURE_COPIES not in objective.sizes[:1]
+
+
 def test_the_check_runs_on_one_blas_thread_and_restores_the_count():
     from gradcheck_cli.engine import blas, run_check
 
