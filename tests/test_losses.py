@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import gradcheck_cli.losses  # noqa: F401  (registers the built-in losses)
 from gradcheck_cli.protocol import LOSSES, ORIGINS, FieldError, Loss
@@ -217,3 +219,27 @@ def test_shape_mismatch_names_the_target_key(type_name, field):
     with pytest.raises(FieldError, match=r"does not match the network output shape \[2\]") as info:
         make(type_name).prepare_target(np.zeros((1, 3)), (2,))
     assert info.value.field == field
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    shape=st.tuples(st.integers(0, 30), st.integers(1, 80)),
+    extra=st.lists(st.integers(1, 3), max_size=2),
+    specials=st.lists(st.sampled_from([np.nan, np.inf, -np.inf, 0.0, -0.0]), max_size=6),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_class_max_is_numpy_s_maximum_bit_for_bit(shape, extra, specials, seed):
+    """The column-by-column maximum softmax_cross_entropy uses for few classes gives
+    what y.max(axis=1, keepdims=True) gives, for any number of classes and rows, N-D
+    logits, and NaN, infinities and signed zeros among them."""
+    from gradcheck_cli.losses._common import class_max
+
+    rng = np.random.default_rng(seed)
+    y = rng.standard_normal((*shape, *extra)) * 10.0 ** rng.integers(-5, 5)
+    flat = y.reshape(-1)
+    if flat.size:
+        flat[rng.integers(0, flat.size, len(specials))] = specials
+    got, want = class_max(y), y.max(axis=1, keepdims=True)
+    assert got.shape == want.shape
+    np.testing.assert_array_equal(got, want)  # NaN where NaN
+    assert np.array_equal(np.signbit(got), np.signbit(want)) or np.isnan(want).any()

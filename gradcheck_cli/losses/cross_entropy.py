@@ -11,7 +11,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..protocol import FieldError, Loss, LossDelta, Shape, register_loss, squeezed
-from ._common import row_sums, tiled
+from ._common import class_max, row_sums, tiled
 
 
 class _ClassTarget(Loss):
@@ -135,7 +135,7 @@ class CrossEntropy(_ClassTarget):
 
 
 class SCECache(NamedTuple):
-    prob: np.ndarray  # softmax of the logits over axis 1, (N, C, ...)
+    log_p: np.ndarray  # log-softmax of the logits over axis 1, (N, C, ...)
     target: np.ndarray  # distribution, (N, C, ...)
 
 
@@ -151,14 +151,16 @@ class SoftmaxCrossEntropy(_ClassTarget):
     reads = "on logits, applying the softmax itself: no softmax layer before it"
 
     def forward(self, y: np.ndarray, target: np.ndarray | None) -> tuple[np.ndarray, SCECache]:
+        # The probabilities only backward reads are exp(log_p) there, not here: the
+        # numeric check calls forward on thousands of copies and never backward.
         t = tiled(target, len(y))
-        shifted = y - y.max(axis=1, keepdims=True)
+        shifted = y - class_max(y)
         log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-        return -row_sums(t * log_p), SCECache(np.exp(log_p), t)
+        return -row_sums(t * log_p), SCECache(log_p, t)
 
     def backward(self, cache: SCECache) -> np.ndarray:
         t = cache.target
-        return cache.prob * t.sum(axis=1, keepdims=True) - t
+        return np.exp(cache.log_p) * t.sum(axis=1, keepdims=True) - t
 
     def derive(self, y: np.ndarray, target: np.ndarray | None) -> LossDelta:
         """dE/dz = p - y with p = softmax(z) over axis 1 (p * s - y for a target that
