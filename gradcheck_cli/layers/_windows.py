@@ -194,6 +194,14 @@ def window_index(channels: int, out_hw: tuple[int, int], win: Window) -> np.ndar
     return flat.reshape(len(win.a0), -1)
 
 
+def one_channel(index: np.ndarray, hw: int) -> tuple[np.ndarray, np.ndarray]:
+    """(channel, alone), each (R,): the channel of each row's first changed input
+    (flat positions ``index`` (R, K) in a (C, H, W) input, hw = H * W), and whether all
+    the row's changes lie in it (positions are channel-major: the extremes tell)."""
+    channel = index.min(axis=1) // hw
+    return channel, index.max(axis=1) // hw == channel
+
+
 def changed_inputs(x: np.ndarray, rows: np.ndarray, index: np.ndarray, values: np.ndarray):
     """x[rows] (R, C, H, W) with each row's changed values (R, K) put in at ``index``."""
     dense = x[rows].reshape(len(rows), -1).copy()

@@ -9,7 +9,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ..protocol import ConvSums, InputKind, Layer, Params, Shape, image_shape, register_layer
 from ._fields import IntPair, checked_int, checked_pair
-from ._windows import Geometry, changed_inputs, fold, local_blocks, patches
+from ._windows import Geometry, changed_inputs, fold, local_blocks, one_channel, patches
 
 
 class ConvCache(NamedTuple):
@@ -186,9 +186,8 @@ class Conv2d(Layer):
 
         def whole(rows, index, values):
             """Rows whose change reaches most of the output, each computed alone."""
-            n, c, h, w = x.shape
-            channel = index.min(axis=1) // (h * w)
-            one = (index.max(axis=1) // (h * w) == channel) & (c > 1)
+            _, c, h, w = x.shape
+            one = one_channel(index, h * w)[1] & (c > 1)
             out = np.empty((len(rows), y[0].size), dtype=values.dtype)
             if one.any():
                 out[one] = self._one_channel(x, y, params, rows[one], index[one], values[one])

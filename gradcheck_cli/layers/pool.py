@@ -18,7 +18,7 @@ from ..protocol import (
     register_layer,
 )
 from ._fields import IntPair, checked_pair
-from ._windows import Geometry, changed_inputs, fold, local_blocks, patches
+from ._windows import Geometry, changed_inputs, fold, local_blocks, one_channel, patches
 
 
 class _Pool2d(Layer):
@@ -67,8 +67,8 @@ class _Pool2d(Layer):
         x: (N, C, H, W), y: (N, C, Ho, Wo); rows (R,); index, values (R, K) in (C, H, W)."""
         n, c, h, w = x.shape
         if c > 1 and index.size:
-            channel = index.min(axis=1) // (h * w)
-            if (index.max(axis=1) // (h * w) == channel).all():
+            channel, alone = one_channel(index, h * w)
+            if alone.all():
                 # pooling never mixes channels: each channel is an image of its own
                 at, got = self._blocks(
                     x.reshape(n * c, 1, h, w),
