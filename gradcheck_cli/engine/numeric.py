@@ -214,8 +214,10 @@ def evaluate(
 
     Copies interleave per element (rows i*m .. i*m + m - 1 belong to element i).
     ``chunk`` forces the number of copies per call (1 gives the unvectorised path); by
-    default it is tuned (``ChunkTuner``) under the memory budget. ``progress`` is told
-    of each element once all its offsets are done.
+    default it is tuned (``ChunkTuner``) under the memory budget, counted in the bytes a
+    copy really takes (``measured_losses`` on the tensor's first call, kept on the
+    objective; a tensor of at most MEASURE_ABOVE elements keeps ``bytes_per_copy``).
+    ``progress`` is told of each element once all its offsets are done.
     """
     values = objective.tensors()[tensor].reshape(-1)[index].astype(np.float64)
     offsets = np.asarray(offsets, dtype=np.float64).reshape(len(index), -1)
