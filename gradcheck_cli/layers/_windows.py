@@ -78,17 +78,20 @@ class Window(NamedTuple):
 
 class Where(NamedTuple):
     """Changed inputs: flat positions ``index`` (R, K) in one (C, H, W) input of shape
-    ``shape``, and their rows r and columns s (R, K)."""
+    ``shape``, and the extremes of their rows and columns in each row of the batch,
+    r_min, r_max, s_min, s_max (R,): all a block and its patch need to know of them."""
 
     shape: tuple[int, int, int]
     index: np.ndarray
-    r: np.ndarray
-    s: np.ndarray
+    r_min: np.ndarray
+    r_max: np.ndarray
+    s_min: np.ndarray
+    s_max: np.ndarray
 
     def rows(self, group: np.ndarray) -> Where:
         if len(group) == len(self.index):
             return self
-        return Where(self.shape, self.index[group], self.r[group], self.s[group])
+        return Where(self.shape, *(a[group] for a in self[1:]))
 
 
 #: Inputs up to this many elements per example look positions up in tables (a gather
@@ -117,7 +120,8 @@ def affine(shape: tuple[int, int, int], index: np.ndarray, a: int, d: int, e: in
 
 def where(shape: tuple[int, int, int], index: np.ndarray) -> Where:
     """The changed inputs at ``index`` (R, K), flat positions in one ``shape`` input."""
-    return Where(shape, index, affine(shape, index, 0, 1, 0), affine(shape, index, 0, 0, 1))
+    r, s = affine(shape, index, 0, 1, 0), affine(shape, index, 0, 0, 1)
+    return Where(shape, index, r.min(axis=1), r.max(axis=1), s.min(axis=1), s.max(axis=1))
 
 
 def changed_blocks(
@@ -130,8 +134,7 @@ def changed_blocks(
     is computed with; it is placed inside the output, over the outputs the changes
     reach."""
     ho, wo = out_hw
-    r, s = at.r, at.s
-    r_min, r_max, s_min, s_max = r.min(axis=1), r.max(axis=1), s.min(axis=1), s.max(axis=1)
+    r_min, r_max, s_min, s_max = at.r_min, at.r_max, at.s_min, at.s_max
     # outputs reached: a with a*sh - ph <= r <= a*sh - ph + kh - 1 for some changed r;
     # at most (extent + kh - 1) // sh + 1 of them, one more where the stride may split it
     wa = np.minimum((r_max - r_min + g.kh - 1) // g.sh + 1 + (g.sh > 1), ho)
@@ -169,15 +172,19 @@ def window_patches(
     # (ch, r, s) of row i sits at ((i * C + ch) * ph_ + r + ph - top) * pw_ + s + pw - left.
     # An input outside the patch (read by no output of the block) is left out; whether
     # a row has any shows in its extreme rows and columns, without a mask per input.
-    pr_lo, pr_hi = at.r.min(axis=1) + g.ph - top, at.r.max(axis=1) + g.ph - top
-    ps_lo, ps_hi = at.s.min(axis=1) + g.pw - left, at.s.max(axis=1) + g.pw - left
-    offset = np.arange(len(rows)) * (c * ph_ * pw_) + (g.ph - top) * pw_ + (g.pw - left)
+    down, right = g.ph - top, g.pw - left  # (R,): from input rows/columns to the patch's
+    offset = np.arange(len(rows)) * (c * ph_ * pw_) + down * pw_ + right
     flat = affine(at.shape, at.index, ph_ * pw_, pw_, 1) + offset[:, None]
-    if (pr_lo >= 0).all() and (pr_hi < ph_).all() and (ps_lo >= 0).all() and (ps_hi < pw_).all():
+    if (
+        (at.r_min + down >= 0).all()
+        and (at.r_max + down < ph_).all()
+        and (at.s_min + right >= 0).all()
+        and (at.s_max + right < pw_).all()
+    ):
         patch.reshape(-1)[flat.reshape(-1)] = values.reshape(-1)
     else:
-        pr = at.r + (g.ph - top)[:, None]
-        ps = at.s + (g.pw - left)[:, None]
+        pr = affine(at.shape, at.index, 0, 1, 0) + down[:, None]
+        ps = affine(at.shape, at.index, 0, 0, 1) + right[:, None]
         inside = (pr >= 0) & (pr < ph_) & (ps >= 0) & (ps < pw_)
         patch.reshape(-1)[flat[inside]] = values[inside]
     return patch

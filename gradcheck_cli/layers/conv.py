@@ -187,10 +187,13 @@ class Conv2d(Layer):
         def whole(rows, index, values):
             """Rows whose change reaches most of the output, each computed alone."""
             _, c, h, w = x.shape
-            one = one_channel(index, h * w)[1] & (c > 1)
+            channel, alone = one_channel(index, h * w)
+            one = alone & (c > 1)
             out = np.empty((len(rows), y[0].size), dtype=values.dtype)
             if one.any():
-                out[one] = self._one_channel(x, y, params, rows[one], index[one], values[one])
+                out[one] = self._one_channel(
+                    x, y, params, rows[one], index[one], values[one], channel[one]
+                )
             if not one.all():
                 z = changed_inputs(x, rows[~one], index[~one], values[~one])
                 out[~one] = self.forward(z, params)[0].reshape(int((~one).sum()), -1)
@@ -198,16 +201,15 @@ class Conv2d(Layer):
 
         return local_blocks(g, x, y, rows, index, values, compute, whole)
 
-    def _one_channel(self, x, y, params, rows, index, values):
-        """Rows whose changes all lie in one input channel (a moved conv weight's channel,
-        pooled) and reach most of the output: y[rows] plus the convolution of the change
-        with that channel's kernels alone, 1/C of the whole forward's work. The layer is
-        linear in x and both sides pad with the same zeros, so this is the forward's
-        value up to rounding; a row's values depend on that row alone. Returns (R, O *
-        Ho * Wo), every output in order."""
+    def _one_channel(self, x, y, params, rows, index, values, channel):
+        """Rows whose changes all lie in one input channel, ``channel`` (R,) (a moved
+        conv weight's channel, pooled), and reach most of the output: y[rows] plus the
+        convolution of the change with that channel's kernels alone, 1/C of the whole
+        forward's work. The layer is linear in x and both sides pad with the same zeros,
+        so this is the forward's value up to rounding; a row's values depend on that row
+        alone. Returns (R, O * Ho * Wo), every output in order."""
         g = self.geometry
         n, c, h, w = x.shape
-        channel = index[:, 0] // (h * w)
         r, o = len(rows), self.out_channels
         ho, wo = y.shape[2:]
         change = np.zeros((r, h * w), dtype=values.dtype)
