@@ -65,9 +65,10 @@ MIN_CHUNK = 16
 #: static estimate (``bytes_per_copy``) counts: a pixel of the 3x32x32 CNN's input 85
 #: KB, not 1.8 MB; a weight of the batch-8 MLP's first layer 3.5 KB, not 341 KB. On
 #: the static estimate their calls stayed at 16-32 and 49-196 copies; measured, the
-#: CNN's input runs at 94 copies a call, 74 us a copy instead of 155. With 64 MiB here
-#: the batch-8 MLP's peak grew to 2x the previous release's; at 16 MiB no network's
-#: peak grew by more than 8 MiB (whole processes, ``--jobs 1``).
+#: CNN's input runs at 43-94 copies a call, 74-77 us a copy instead of 155. With 64 MiB
+#: here the batch-8 MLP's peak was 107 MiB, 1.96x the previous release's (whole process,
+#: ``--jobs 1``); at 16 MiB the sweep's peaks are 59-112 MiB, at most 6 MiB above the
+#: sweep before measured bytes (benchmarks/sweep.py, peak of the full check).
 TUNE_BYTES = 16 << 20
 #: Copies in a tensor's first call, the one whose memory is measured: enough that the
 #: call's fixed costs (a padded base input, the loss table) weigh little per copy.
