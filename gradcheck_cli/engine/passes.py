@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import NumericalError, PluginError
+from ..losses._common import short_sums
 from ..network import INPUT, Node
 from ..problem import LossSpec, Problem
 from ..protocol import Params, UserCodeError
@@ -86,8 +87,9 @@ class Gradients:
 
 
 def reduce_losses(losses: np.ndarray, n: int, reduction: str) -> np.ndarray:
-    """(P*N,) per-example losses, copy-major -> (P,) reduced per copy (sum or mean)."""
-    per_copy = losses.reshape(-1, n).sum(axis=1)
+    """(P*N,) per-example losses, copy-major -> (P,) reduced per copy (sum or mean), in
+    numpy's order (``short_sums``)."""
+    per_copy = short_sums(losses.reshape(-1, n))
     return per_copy / n if reduction == "mean" else per_copy
 
 
