@@ -52,9 +52,14 @@ def test_the_wheel_declares_the_command_and_the_pytest_plugin(wheel):
 
 
 def _editable() -> bool:
-    dist = importlib.metadata.distribution("gradcheck-cli")
-    url = dist.read_text("direct_url.json")
-    return bool(url) and json.loads(url).get("dir_info", {}).get("editable", False)
+    """Whether an installed gradcheck-cli is an editable install. Every distribution of
+    the name is looked at: building a wheel leaves gradcheck_cli.egg-info in the
+    checkout, which the working folder on sys.path would otherwise answer for."""
+    for dist in importlib.metadata.distributions(name="gradcheck-cli"):
+        url = dist.read_text("direct_url.json")
+        if url and json.loads(url).get("dir_info", {}).get("editable", False):
+            return True
+    return False
 
 
 def test_the_installed_command_works_from_any_folder(tmp_path):
