@@ -295,8 +295,10 @@ def prewarm() -> None:
     (gradcheck_cli/launch.py) does it while the command reads its options."""
     import numpy.random  # noqa: F401 - every config draws from a seeded generator
 
-    from . import config, jobs, options  # noqa: F401
+    from . import config, heap, jobs, options  # noqa: F401
     from .engine import check  # noqa: F401
+
+    heap.keep_freed_memory()  # before the spares are forked: they inherit it
 
 
 def main(job_fd: int, event_fd: int, calls_fd: int = -1) -> None:
@@ -402,5 +404,8 @@ def serve(task_fd: int, event_fd: int, calls_fd: int = -1) -> None:
 def start(role: str, job_fd: str, event_fd: str, calls_fd: str = "-1") -> None:
     """A process started with BOOT: ``check`` runs one job (``main``), ``serve`` is a
     helper (``serve``)."""
+    from . import heap
+
+    heap.keep_freed_memory()
     run = {"check": main, "serve": serve}[role]
     run(int(job_fd), int(event_fd), int(calls_fd))
