@@ -16,8 +16,8 @@ sweep networks within noise; peak RSS 109 -> 155 MiB on the batch-8 CNN, within 
 on the others (tests/test_heap.py counts the faults of the pattern).
 
 Up to TRIM_THRESHOLD of free memory stays at the heap's top instead of going back to the
-system; a block larger than MMAP_THRESHOLD is still mapped and returned on its own. Elsewhere than on
-glibc (macOS, musl) nothing changes.
+system; a block larger than MMAP_THRESHOLD is still mapped and returned on its own.
+Elsewhere than on glibc (macOS, musl) nothing changes.
 """
 
 from __future__ import annotations
