@@ -91,6 +91,9 @@ class Job:
 
     config: str
     values: Mapping[str, Any]
+    #: whether the report gets its ``explain`` section (a report format that reads it
+    #: is written: ``FormatSpec.reads_explain``)
+    explain: bool = True
 
 
 @dataclass(frozen=True)
@@ -117,11 +120,11 @@ def load(path: str, seed: int | None = None):
 
 
 def check(problem, progress):
-    """The engine's report, with its ``explain`` section; after Ctrl-C, the partial
-    report marked ``interrupted``. A plugin's protocol error (exit 2) or non-deterministic
-    forward (exit 3) is located: the config file, line and key path of the layer it
-    names. ``progress.helpers``, when there, may take chunks of the element-wise check
-    (``--jobs``)."""
+    """The engine's report, with its ``explain`` section unless ``progress.explain`` is
+    false; after Ctrl-C, the partial report marked ``interrupted``. A plugin's protocol
+    error (exit 2) or non-deterministic forward (exit 3) is located: the config file,
+    line and key path of the layer it names. ``progress.helpers``, when there, may take
+    chunks of the element-wise check (``--jobs``)."""
     from .engine import CheckInterrupted, run_check
     from .errors import NondeterministicError, PluginError
 
@@ -134,7 +137,8 @@ def check(problem, progress):
         return e.report
     except (PluginError, NondeterministicError) as e:
         raise e.locate(problem.path, *problem.where(e.layer)) from e
-    report.explain = explain_section(problem, report)
+    if getattr(progress, "explain", True):
+        report.explain = explain_section(problem, report)
     return report
 
 
@@ -153,12 +157,14 @@ def explain_section(problem, report):
 
 class _Progress:
     """The engine's progress callback: each progress snapshot, and each finished tensor;
-    it also carries the helpers (``--jobs``) the check may use. A caller that knows only
-    counts may call it with ``(done, total)``."""
+    it also carries the helpers (``--jobs``) the check may use and whether the report
+    gets its explain section. A caller that knows only counts may call it with
+    ``(done, total)``."""
 
-    def __init__(self, events: Any, helpers: Any = None):
+    def __init__(self, events: Any, helpers: Any = None, explain: bool = True):
         self.events = events
         self.helpers = helpers
+        self.explain = explain
 
     def __call__(self, snapshot: Any, total: int | None = None) -> None:
         if total is not None:
@@ -213,7 +219,7 @@ def execute(
     # the supervisor's stop and kill reach them too
     lead = os.getpgid(0) == os.getpid()
     with jobs.helpers_for(source, getattr(settings, "jobs", 1), join_group=lead) as helpers:
-        events.send("report", check(problem, _Progress(events, helpers)))
+        events.send("report", check(problem, _Progress(events, helpers, job.explain)))
 
 
 # --- the worker process ------------------------------------------------------------------

@@ -188,3 +188,64 @@ def test_only_a_run_starts_a_worker_early(argv, starts, monkeypatch):
     assert launch.starts_a_check(argv) is starts
     monkeypatch.setenv(launch.SUPERVISE_ENV, "0")
     assert launch.starts_a_check(argv) is False
+
+
+class _Events:
+    """What ``worker.execute`` sends, by kind."""
+
+    def __init__(self):
+        self.sent: dict[str, object] = {}
+
+    def send(self, kind: str, payload: object) -> None:
+        self.sent[kind] = payload
+
+
+@pytest.mark.parametrize("explain", [True, False])
+def test_the_worker_makes_the_explain_section_only_when_asked(tmp_path, explain):
+    """The explain section (about 14 ms of a small check) is made only for a run that
+    writes a report reading it; the verdicts are the same either way."""
+    from gradcheck_cli.worker import Job, execute
+
+    (tmp_path / "net.yaml").write_text(NET)
+    events = _Events()
+    execute(Job(str(tmp_path / "net.yaml"), {"jobs": 1}, explain=explain), events)
+    report = events.sent["report"]
+    assert report.passed and len(report.checks) == 1
+    assert (report.explain is not None) is explain
+
+
+@pytest.mark.parametrize(
+    ("options", "explained"),
+    [
+        ((), False),
+        (("--junit", "r.xml"), False),
+        (("--json", "r.json"), True),
+        (("--html", "r.html"), True),
+        (("--junit", "r.xml", "--json", "-"), True),
+    ],
+)
+def test_a_run_asks_for_the_explain_section_when_a_report_reads_it(options, explained, tmp_path):
+    """JSON and HTML carry the explain section (``FormatSpec.reads_explain``); the
+    table and JUnit do not, so a run writing neither leaves it out."""
+    from click.testing import CliRunner
+
+    import gradcheck_cli.cli.run as run_module
+    from gradcheck_cli.cli import cli
+
+    (tmp_path / "net.yaml").write_text(NET)
+    asked = []
+    original = run_module.Job
+
+    def spy(*args, **kwargs):
+        asked.append(kwargs.get("explain"))
+        return original(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(run_module, "Job", spy)
+        mp.chdir(tmp_path)
+        mp.setenv("GRADCHECK_SUPERVISE", "0")
+        result = CliRunner().invoke(cli, ["run", "net.yaml", "-q", *options])
+    assert result.exit_code == 0, result.output
+    assert asked == [explained]
+    if "--json" in options and "-" not in options:
+        assert json.loads((tmp_path / "r.json").read_text())["explain"] is not None

@@ -70,7 +70,8 @@ def command(
     # plugin that changes folder cannot move a report), before the config is even read
     outputs.check(protect=(config,))
     values = _read_values(overrides, outputs)
-    job = Job(config, values)  # as written: messages name it so (the worker shares the cwd)
+    # the config as written: messages name it so (the worker shares the cwd)
+    job = Job(config, values, explain=outputs.read_explain)
 
     watch = Watch(on_loaded=outputs.protect_inputs)  # never overwrite what the config read
     consoles: list[Console] = []
@@ -193,6 +194,11 @@ class Outputs:
         self.config = config
         #: the formats whose paths passed their checks (the others cannot be written)
         self.valid: set[Format] = set()
+
+    @property
+    def read_explain(self) -> bool:
+        """Whether a report written reads the ``explain`` section (JSON, HTML)."""
+        return any(fmt.spec.reads_explain for fmt in self.reports)
 
     @property
     def stdout_taken(self) -> bool:

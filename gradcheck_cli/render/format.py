@@ -38,3 +38,7 @@ class FormatSpec:
     #: ``gradcheck report REPORT.json`` offers it: true only when the JSON holds all the
     #: renderer reads (JSON itself is not offered: it is that command's input)
     from_saved_report: bool = False
+    #: whether the renderer reads the report's ``explain`` section (the worked
+    #: derivation of a small network): the worker makes it only for a run that writes
+    #: such a format (about 14 ms of a small check's start-up, gradcheck_cli/worker.py)
+    reads_explain: bool = False

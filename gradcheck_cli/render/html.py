@@ -28,4 +28,5 @@ FORMAT = FormatSpec(
     help="Write a self-contained HTML report to PATH (one file; no network needed to view).",
     render=render_html,
     from_saved_report=True,
+    reads_explain=True,
 )

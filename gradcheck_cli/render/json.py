@@ -205,4 +205,5 @@ FORMAT = FormatSpec(
     metavar="PATH",
     help="Write the JSON report to PATH ('-' = stdout; the table then goes to stderr).",
     render=render_json,
+    reads_explain=True,
 )
