@@ -43,13 +43,25 @@ class Geometry(NamedTuple):
         return (hp - self.kh) // self.sh + 1, (wp - self.kw) // self.sw + 1
 
 
+def padded(x: np.ndarray, g: Geometry, pad_value: float = 0.0) -> np.ndarray:
+    """x: (N, C, H, W) -> (N, C, H + 2 ph, W + 2 pw), padded with pad_value; x itself
+    without padding (np.pad copies x even for a zero width)."""
+    if not (g.ph or g.pw):
+        return x
+    return np.pad(x, ((0, 0), (0, 0), (g.ph, g.ph), (g.pw, g.pw)), constant_values=pad_value)
+
+
+def window_view(x: np.ndarray, g: Geometry, pad_value: float = 0.0) -> np.ndarray:
+    """x: (N, C, H, W) -> a strided view (N, C, Ho, Wo, kh, kw) of its padded windows:
+    ``view[n, c, a, b, i, j] = xpad[n, c, a * sh + i, b * sw + j]``, nothing copied but
+    the padding."""
+    xp = padded(x, g, pad_value)
+    return sliding_window_view(xp, (g.kh, g.kw), axis=(2, 3))[:, :, :: g.sh, :: g.sw]
+
+
 def patches(x: np.ndarray, g: Geometry, pad_value: float = 0.0) -> np.ndarray:
     """x: (N, C, H, W) -> contiguous windows (N, C, kh, kw, Ho, Wo); padding = pad_value."""
-    xp = x
-    if g.ph or g.pw:  # np.pad copies x even for a zero width
-        xp = np.pad(x, ((0, 0), (0, 0), (g.ph, g.ph), (g.pw, g.pw)), constant_values=pad_value)
-    v = sliding_window_view(xp, (g.kh, g.kw), axis=(2, 3))[:, :, :: g.sh, :: g.sw]
-    return np.ascontiguousarray(v.transpose(0, 1, 4, 5, 2, 3))
+    return np.ascontiguousarray(window_view(x, g, pad_value).transpose(0, 1, 4, 5, 2, 3))
 
 
 def fold(dp: np.ndarray, hw: tuple[int, int], g: Geometry) -> np.ndarray:
@@ -160,9 +172,7 @@ def window_patches(
     inputs outside the block's reach are read by no output in it, and are left out.
     """
     c = x.shape[1]
-    xp = x
-    if g.ph or g.pw:
-        xp = np.pad(x, ((0, 0), (0, 0), (g.ph, g.ph), (g.pw, g.pw)), constant_values=pad_value)
+    xp = padded(x, g, pad_value)
     ph_, pw_ = (win.wa - 1) * g.sh + g.kh, (win.wb - 1) * g.sw + g.kw
     top, left = win.a0 * g.sh, win.b0 * g.sw
     # every (ph_, pw_) window of xp, then one window per row: R x C strided block copies

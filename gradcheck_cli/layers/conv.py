@@ -5,11 +5,18 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from ..protocol import ConvSums, InputKind, Layer, Params, Shape, image_shape, register_layer
 from ._fields import IntPair, checked_int, checked_pair
-from ._windows import Geometry, changed_inputs, fold, local_blocks, one_channel, patches
+from ._windows import (
+    Geometry,
+    changed_inputs,
+    fold,
+    local_blocks,
+    one_channel,
+    patches,
+    window_view,
+)
 
 
 class ConvCache(NamedTuple):
@@ -158,11 +165,8 @@ class Conv2d(Layer):
             o, rest = np.divmod(index, params["weight"][0].size)
             c, ij = np.divmod(rest, g.kh * g.kw)
             i, j = np.divmod(ij, g.kw)
-            xp = x
-            if g.ph or g.pw:
-                xp = np.pad(x, ((0, 0), (0, 0), (g.ph, g.ph), (g.pw, g.pw)))
-            view = sliding_window_view(xp, (g.kh, g.kw), axis=(2, 3))[:, :, :: g.sh, :: g.sw]
-            met = view[:, c, :, :, i, j]  # (P, N, Ho, Wo): the advanced axes go first
+            # (P, N, Ho, Wo): the advanced axes go first
+            met = window_view(x, g)[:, c, :, :, i, j]
             change = delta[:, None, None] * met.reshape(p, n, size)
         values = y.reshape(n, -1, size)[:, o].transpose(1, 0, 2) + change  # (P, N, Ho*Wo)
         positions = o[:, None] * size + np.arange(size)  # (P, Ho*Wo)

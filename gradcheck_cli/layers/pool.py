@@ -18,7 +18,7 @@ from ..protocol import (
     register_layer,
 )
 from ._fields import IntPair, checked_pair
-from ._windows import Geometry, changed_inputs, fold, local_blocks, one_channel, patches
+from ._windows import Geometry, changed_inputs, fold, local_blocks, one_channel, padded, patches
 
 
 class _Pool2d(Layer):
@@ -142,10 +142,7 @@ class MaxPool2d(_Pool2d):
 
     def forward(self, x: np.ndarray, params: Params) -> tuple[np.ndarray, MaxCache]:
         g = self.geometry
-        xp = x
-        if g.ph or g.pw:
-            pad = ((0, 0), (0, 0), (g.ph, g.ph), (g.pw, g.pw))
-            xp = np.pad(x, pad, constant_values=-np.inf)
+        xp = padded(x, g, self.pad_value)
         return _running_max(xp, g, *g.out_hw(*x.shape[2:])), MaxCache(x)
 
     def backward(
