@@ -64,11 +64,13 @@ MIN_CHUNK = 16
 #: Copies carried as the values they change take far less than the whole batches the
 #: static estimate (``bytes_per_copy``) counts: a pixel of the 3x32x32 CNN's input 85
 #: KB, not 1.8 MB; a weight of the batch-8 MLP's first layer 3.5 KB, not 341 KB. On
-#: the static estimate their calls stayed at 16-32 and 49-196 copies; measured, the
-#: CNN's input runs at 43-94 copies a call, 74-77 us a copy instead of 155. With 64 MiB
-#: here the batch-8 MLP's peak was 107 MiB, 1.96x the previous release's (whole process,
-#: ``--jobs 1``); at 16 MiB the sweep's peaks are 59-112 MiB, at most 6 MiB above the
-#: sweep before measured bytes (benchmarks/sweep.py, peak of the full check).
+#: the static estimate their calls stayed at 16-32 and 49-196 copies; measured (and
+#: each size timed twice, TIMINGS) the CNN's input settles on 200 copies a call. With
+#: 64 MiB here the batch-8 MLP's peak was 107 MiB, 1.96x the previous release's (whole
+#: process, ``--jobs 1``, before gradcheck_cli/heap.py); at 16 MiB the last sweep's
+#: peaks are 59-156 MiB, 0.95-1.30x the previous release's (benchmarks/sweep.py, peak
+#: of the full check). 32 MiB (one timing per size then) gave 0.94-1.02x the time and
+#: peaks 15-16 MiB higher on LeNet-5.
 TUNE_BYTES = 16 << 20
 #: Copies in a tensor's first call, the one whose memory is measured: enough that the
 #: call's fixed costs (a padded base input, the loss table) weigh little per copy.

@@ -10,7 +10,8 @@ def row_sums(a: np.ndarray) -> np.ndarray:
     return short_sums(a.reshape(a.shape[0], -1))
 
 
-#: Up to this many columns, ``short_sums`` adds them column by column.
+#: Up to this many columns (classes), ``short_sums`` and ``class_max`` go column by
+#: column; numpy's own reduction is as fast beyond.
 FEW_COLUMNS = 64
 
 
@@ -61,10 +62,6 @@ def class_sums(y: np.ndarray) -> np.ndarray:
     return short_sums(y)[:, None]
 
 
-#: Up to this many classes, ``class_max`` goes column by column.
-FEW_CLASSES = 64
-
-
 def class_max(y: np.ndarray) -> np.ndarray:
     """y: (N, C, *rest) -> (N, 1, *rest), the maximum over the classes (axis 1).
 
@@ -72,7 +69,7 @@ def class_max(y: np.ndarray) -> np.ndarray:
     reduction over a short inner axis costs per row (the batch-8 MLP's 18,600 copies of
     10 logits: 0.60 ms against ~0.1 ms). A maximum is exact, so the values are the
     reduction's, NaN included."""
-    if y.ndim != 2 or not 1 < y.shape[1] <= FEW_CLASSES:
+    if y.ndim != 2 or not 1 < y.shape[1] <= FEW_COLUMNS:
         return y.max(axis=1, keepdims=True)
     m = y[:, :1].copy()
     for j in range(1, y.shape[1]):
