@@ -249,3 +249,69 @@ def test_a_run_asks_for_the_explain_section_when_a_report_reads_it(options, expl
     assert asked == [explained]
     if "--json" in options and "-" not in options:
         assert json.loads((tmp_path / "r.json").read_text())["explain"] is not None
+
+
+#: A run from Python, with a witness whose ``__del__`` only the interpreter's teardown
+#: calls; ``{extra}`` is added before the run.
+WITNESSED = """
+import sys
+from gradcheck_cli import launch
+
+class Witness:
+    def __del__(self):
+        sys.stderr.write("torn down\\n")
+
+witness = Witness()
+{extra}
+sys.argv = ["gradcheck", *sys.argv[1:]]
+launch.main()
+"""
+
+#: A config whose loss has no target (exit 2, said on stderr).
+NO_TARGET = "input: [0.5, -1.0, 2.0]\nlayers: [{type: tanh}]\nloss: {type: mse}\n"
+
+
+def _witnessed(tmp_path, *args, extra: str = "") -> subprocess.CompletedProcess:
+    script = tmp_path / "witnessed.py"
+    script.write_text(WITNESSED.format(extra=extra))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRADCHECK_")}
+    return subprocess.run(
+        [sys.executable, str(script), *args],
+        cwd=tmp_path,
+        env={**env, "NO_COLOR": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("config", "code", "said"),
+    [(NET, 0, "PASS: "), (NO_TARGET, 2, "net.yaml:3: loss.target")],
+)
+def test_a_supervised_run_ends_without_the_teardown_and_loses_nothing(tmp_path, config, code, said):
+    """launch.exit_now: the exit code, stdout (a pipe: block-buffered until the flush),
+    stderr and the JSON report are whole, and no teardown ran (the witness is silent)."""
+    (tmp_path / "net.yaml").write_text(config)
+    done = _witnessed(tmp_path, "run", "net.yaml", "--json", "r.json")
+    assert done.returncode == code, done.stderr
+    assert said in done.stdout + done.stderr
+    assert "torn down" not in done.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["exit_code"] == code
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        "import atexit; atexit.register(lambda: sys.stderr.write('at exit\\n'))",
+        "import threading; threading.Thread(target=__import__('time').sleep, args=(3,)).start()",
+    ],
+)
+def test_a_run_with_an_exit_handler_or_a_thread_ends_the_usual_way(tmp_path, extra):
+    """Where something in the process may need the usual exit, it gets it."""
+    (tmp_path / "net.yaml").write_text(NET)
+    done = _witnessed(tmp_path, "run", "net.yaml", extra=extra)
+    assert done.returncode == 0, done.stderr
+    assert "PASS: " in done.stdout
+    assert "torn down" in done.stderr
+    assert ("at exit" in done.stderr) is ("atexit" in extra)
