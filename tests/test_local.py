@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from layer_cases import declaring
 
 import gradcheck_cli.layers  # noqa: F401  (registers the built-in layers)
+from gradcheck_cli.layers import _windows
 from gradcheck_cli.protocol import LAYERS, ORIGINS
 
 #: The shared table's cases (tests/layer_cases.py) whose layer declares supports_local,
@@ -254,3 +257,48 @@ def test_conv_of_a_whole_changed_channel_agrees_with_forward(fields):
     np.testing.assert_allclose(
         got, want[0].reshape(-1), rtol=0, atol=1e-13 * float(np.abs(want).max())
     )
+
+
+@given(
+    extent=st.integers(0, 12),
+    k=st.integers(1, 6),
+    stride=st.integers(1, 4),
+    pad=st.integers(0, 3),
+    start=st.integers(0, 20),
+)
+def test_reach_is_the_most_outputs_a_spread_of_changes_reaches(extent, k, stride, pad, start):
+    """_windows.reach against counting: the outputs whose window holds one of the rows
+    start .. start + extent never outnumber it, and some start of the same extent
+    reaches exactly that many (the bound is tight, whatever the phase)."""
+
+    def reached(first: int) -> int:
+        rows = range(first, first + extent + 1)
+        return len({a for a in range(-5, 60) for r in rows if 0 <= r - a * stride + pad < k})
+
+    most = int(_windows.reach(np.array([extent]), k, stride)[0])
+    assert reached(start) <= most
+    assert max(reached(first) for first in range(stride)) == most
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    type_=st.sampled_from(["conv2d", "maxpool2d", "avgpool2d"]),
+    kernel=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+    stride=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    padding=st.integers(0, 1),
+    hw=st.tuples(st.integers(4, 9), st.integers(4, 9)),
+    k=st.integers(1, 4),
+    seed=st.integers(0, 2**16),
+)
+def test_forward_local_agrees_with_forward_on_any_window_geometry(
+    type_, kernel, stride, padding, hw, k, seed
+):
+    """Every output a change reaches lies in the block ``local_blocks`` computes, for
+    kernels, strides and paddings drawn at random (a block cut too small leaves a
+    reached output at its old value)."""
+    if padding * 2 >= min(kernel):  # pooling pads by less than half its window
+        padding = 0
+    fields = {"kernel_size": list(kernel), "stride": list(stride), "padding": padding}
+    if type_ == "conv2d":
+        fields["out_channels"] = 2
+    local_vs_forward(type_, fields, (2, *hw), k, seed)

@@ -147,13 +147,24 @@ def changed_blocks(
     reach."""
     ho, wo = out_hw
     r_min, r_max, s_min, s_max = at.r_min, at.r_max, at.s_min, at.s_max
-    # outputs reached: a with a*sh - ph <= r <= a*sh - ph + kh - 1 for some changed r;
-    # at most (extent + kh - 1) // sh + 1 of them, one more where the stride may split it
-    wa = np.minimum((r_max - r_min + g.kh - 1) // g.sh + 1 + (g.sh > 1), ho)
-    wb = np.minimum((s_max - s_min + g.kw - 1) // g.sw + 1 + (g.sw > 1), wo)
+    wa = np.minimum(reach(r_max - r_min, g.kh, g.sh), ho)
+    wb = np.minimum(reach(s_max - s_min, g.kw, g.sw), wo)
     a_lo = np.clip(-((-(r_min + g.ph - g.kh + 1)) // g.sh), 0, ho - 1)
     b_lo = np.clip(-((-(s_min + g.pw - g.kw + 1)) // g.sw), 0, wo - 1)
     return np.minimum(a_lo, ho - wa), np.minimum(b_lo, wo - wb), wa, wb
+
+
+def reach(extent: np.ndarray, k: int, stride: int) -> np.ndarray:
+    """The most outputs along one axis that changes spread over ``extent`` + 1 inputs
+    (R,) can reach, wherever they sit: outputs a with a * stride - pad <= r <=
+    a * stride - pad + k - 1 for a changed r. With the changes starting at phase phi of
+    the stride (phi = (r_min + pad) mod stride) that is floor((phi + extent) / stride) -
+    ceil((phi - k + 1) / stride) + 1; the most over every phase depends on the extent
+    alone. (A 2x2 pooling of a 3-row change reaches 2 rows of outputs at either phase.)"""
+    most = np.zeros_like(extent)
+    for phi in range(stride):
+        np.maximum(most, (phi + extent) // stride + (k - 1 - phi) // stride + 1, out=most)
+    return most
 
 
 def window_patches(
