@@ -302,3 +302,25 @@ def test_forward_local_agrees_with_forward_on_any_window_geometry(
     if type_ == "conv2d":
         fields["out_channels"] = 2
     local_vs_forward(type_, fields, (2, *hw), k, seed)
+
+
+@pytest.mark.parametrize("n", [1, 4])
+def test_dense_one_moved_input_is_the_padded_rows_sum_bit_for_bit(n):
+    """Dense.forward_local's one-input branch (built in place, one example's output
+    broadcast) gives the bits of its general branch, to which a row padded by repeating
+    its position goes, and forward's values within rounding."""
+    rng = np.random.default_rng(n)
+    layer = build("dense", {"out_features": 7})
+    params = {k: np.asarray(v) for k, v in layer.init_params((30,), rng).items()}
+    x = rng.standard_normal((n, 30))
+    y, _ = layer.forward(x, params)
+    r = 50
+    rows, index = rng.integers(0, n, r), rng.integers(0, 30, (r, 1))
+    values = rng.standard_normal((r, 1))
+    _, one = layer.forward_local(x, y, params, rows, index, values)
+    padded = np.concatenate([index, index], axis=1), np.concatenate([values, values], axis=1)
+    _, general = layer.forward_local(x, y, params, rows, *padded)
+    assert np.array_equal(one, general)
+    changed = x[rows].copy()
+    changed[np.arange(r), index[:, 0]] = values[:, 0]
+    np.testing.assert_allclose(one, layer.forward(changed, params)[0], rtol=0, atol=1e-12)

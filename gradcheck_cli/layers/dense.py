@@ -119,12 +119,17 @@ class Dense(Layer):
         again[:, 1:] = index[:, 1:] == index[:, :1]
         change[again] = 0.0
         whole = LOCAL_DENSE * (index.shape[1] - again.sum(axis=1)) > n_in
+        if not whole.any() and index.shape[1] == 1:  # the commonest case: one input moved
+            # the same sum y + change * W[:, j] (a + b is b + a, bit for bit), built in
+            # place in the gathered columns: no (R, O) temporaries, and one example's
+            # base output is added as a broadcast row, not gathered R times
+            out = weight.T[index[:, 0]]  # fancy indexing: a new (R, O) array
+            out *= change
+            out += y[0] if len(y) == 1 else y[rows]
+            return np.broadcast_to(np.arange(out.shape[1]), out.shape), out
         out = y[rows]  # fancy indexing: a new array
-        if not whole.any():  # the common case: no row gathered and scattered again
-            if index.shape[1] == 1:
-                out += change * weight.T[index[:, 0]]
-            else:
-                out += np.einsum("rk,rko->ro", change, weight.T[index])
+        if not whole.any():  # no row gathered and scattered again
+            out += np.einsum("rk,rko->ro", change, weight.T[index])
             return np.broadcast_to(np.arange(out.shape[1]), out.shape), out
         part = np.flatnonzero(~whole)
         if len(part):  # one gather of the K weight columns each row needs, one sum
