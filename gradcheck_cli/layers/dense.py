@@ -123,7 +123,8 @@ class Dense(Layer):
             # the same sum y + change * W[:, j] (a + b is b + a, bit for bit), built in
             # place in the gathered columns: no (R, O) temporaries, and one example's
             # base output is added as a broadcast row, not gathered R times
-            out = weight.T[index[:, 0]]  # fancy indexing: a new (R, O) array
+            dtype = np.result_type(weight, change, y)  # as change * W + y would give
+            out = weight.T[index[:, 0]].astype(dtype, copy=False)  # a new (R, O) array
             out *= change
             out += y[0] if len(y) == 1 else y[rows]
             return np.broadcast_to(np.arange(out.shape[1]), out.shape), out
