@@ -324,3 +324,22 @@ def test_dense_one_moved_input_is_the_padded_rows_sum_bit_for_bit(n):
     changed = x[rows].copy()
     changed[np.arange(r), index[:, 0]] = values[:, 0]
     np.testing.assert_allclose(one, layer.forward(changed, params)[0], rtol=0, atol=1e-12)
+
+
+def test_dense_one_moved_input_keeps_the_wider_dtype():
+    """float32 weights and float64 values: the update is the float64 sum y + change * W,
+    not one narrowed into the float32 columns it was built in."""
+    rng = np.random.default_rng(3)
+    layer = build("dense", {"out_features": 4})
+    weight = rng.standard_normal((4, 40)).astype(np.float32)
+    x = rng.standard_normal((1, 40))
+    y = x @ weight.T.astype(np.float64)
+    rows, index, values = (
+        np.zeros(3, dtype=np.intp),
+        np.array([[0], [21], [39]]),
+        rng.random((3, 1)),
+    )
+    _, got = layer.forward_local(x, y, {"weight": weight}, rows, index, values)
+    change = values - x[0, index]
+    assert got.dtype == np.float64
+    assert np.array_equal(got, y[0] + change * weight.T[index[:, 0]].astype(np.float64))
