@@ -60,6 +60,7 @@ _prestarted: Prestarted | None = None
 def main() -> None:
     """The ``gradcheck`` console script and ``python -m gradcheck_cli``."""
     global _prestarted
+    standard_streams()
     checking = starts_a_check(sys.argv[1:])
     if checking:
         _import_numpy_alone()
@@ -88,6 +89,25 @@ def starts_a_check(argv: list[str]) -> bool:
         return False
     command = next((a for a in argv if not a.startswith("-")), None)
     return command == "run" and not any(a in ("-h", "--help", "-V", "--version") for a in argv)
+
+
+def standard_streams() -> None:
+    """Put /dev/null in place of a standard stream the command was started without
+    (``gradcheck run net.yaml >&-``). Python leaves ``sys.stdout`` None then, which the
+    first flush turned into a traceback and exit 1 (a "gradient disagrees" code); and the
+    descriptors 0-2 would be free, for the worker's pipes to take and its own standard
+    streams to overwrite. What would have gone to a closed stream is dropped, as the
+    user asked; reports written to files are unaffected."""
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)
+            if null != fd:  # the lowest free descriptor: fd itself, as the lower are open
+                os.dup2(null, fd)
+                os.close(null)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))  # noqa: SIM115 - lives as long as the process
 
 
 def exit_now(code: object) -> None:

@@ -305,6 +305,22 @@ def test_json_to_stdout_is_pure_json_and_the_rest_goes_to_stderr(tmp_path, facto
         assert "float32" in proc.stderr
 
 
+@pytest.mark.parametrize("closed", [(1,), (2,), (0,), (0, 1, 2)])
+def test_a_run_started_with_a_standard_stream_closed_exits_0_and_writes_its_report(project, closed):
+    """``gradcheck run net.yaml --json r.json >&-``: /dev/null takes the closed stream's
+    place (launch.standard_streams). Before, the first flush of the missing stdout
+    raised: a traceback and exit 1, which means a gradient disagrees."""
+
+    def close() -> None:
+        for fd in closed:
+            os.close(fd)
+
+    done = run_process("run", "net.yaml", "--json", "r.json", cwd=project, preexec_fn=close)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert json.loads((project / "r.json").read_text())["exit_code"] == 0
+
+
 def test_json_to_stdout_in_process(project):
     result = invoke("run", project / "net.yaml", "--json", "-")
     assert result.exit_code == 0
