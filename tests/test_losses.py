@@ -281,3 +281,102 @@ def test_short_sums_are_numpy_s_sums_bit_for_bit(
     assert got.dtype == want.dtype and got.shape == want.shape
     np.testing.assert_array_equal(got, want)
     assert np.array_equal(np.signbit(got), np.signbit(want)) or np.isnan(want).any()
+
+
+def _sce_by_row_sums(y: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """softmax_cross_entropy's losses and dE/dy the plain way: numpy's reductions over
+    whole rows of t * log_p (the loss's own path for a target that is not one-hot)."""
+    shifted = y - y.max(axis=1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return -(t * log_p).sum(axis=1), np.exp(log_p) * t.sum(axis=1, keepdims=True) - t
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rows=st.integers(1, 60),
+    classes=st.integers(2, 90),
+    y_dtype=st.sampled_from([np.float64, np.float32]),
+    t_dtype=st.sampled_from([np.float64, np.float32]),
+    spoil=st.sampled_from([None, "extra", "two", "minus_zero", "nan", "negative", "soft"]),
+    specials=st.lists(st.sampled_from([np.nan, np.inf, 0.0, -0.0, 1e300]), max_size=4),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_one_hot_targets_give_the_row_sums_numbers_bit_for_bit(
+    rows, classes, y_dtype, t_dtype, spoil, specials, seed
+):
+    """softmax_cross_entropy picks one log-probability per row for one-hot targets
+    (computed class-major) and sums t * log_p otherwise: the losses and dE/dy are what
+    the sum over whole rows gives, bit for bit and in its dtype, for any number of rows
+    and classes, float32 and float64, NaN, infinities, signed zeros and huge logits, and
+    targets that are one-hot but for one entry (which must take the row-sum path). The
+    logits are never written to (one row: y.T is already contiguous)."""
+    from gradcheck_cli.losses._common import hot_classes
+
+    rng = np.random.default_rng(seed)
+    y = (rng.standard_normal((rows, classes)) * 10.0 ** rng.integers(-3, 3)).astype(y_dtype)
+    with np.errstate(over="ignore"):  # 1e300 is inf in float32
+        y.reshape(-1)[rng.integers(0, y.size, len(specials))] = specials
+    hot = rng.integers(0, classes, rows)
+    t = np.zeros((rows, classes), dtype=t_dtype)
+    t[np.arange(rows), hot] = 1.0
+    r, c = rng.integers(0, rows), rng.integers(0, classes)
+    if spoil == "extra":
+        t[r, (hot[r] + 1) % classes] = 0.5
+    elif spoil == "two":
+        t[r, hot[r]] = 2.0
+    elif spoil == "minus_zero":
+        t[r, (hot[r] + 1) % classes] = -0.0
+    elif spoil == "nan":
+        t[r, c] = np.nan
+    elif spoil == "negative":
+        t[r, (hot[r] + 1) % classes] = -1.0
+        t[r, (hot[r] + 2) % classes] += 1.0
+    elif spoil == "soft":
+        t = rng.dirichlet(np.ones(classes), rows).astype(t_dtype)
+    assert (hot_classes(t) is not None) == (spoil is None)
+    if spoil is None:
+        np.testing.assert_array_equal(hot_classes(t), hot)
+    before = y.copy()
+    loss = make("softmax_cross_entropy")
+    with np.errstate(all="ignore"):
+        got, cache = loss.forward(y, t)
+        grad = loss.backward(cache)
+        want, want_grad = _sce_by_row_sums(y, t)
+    np.testing.assert_array_equal(y, before)
+    assert got.dtype == want.dtype and got.shape == want.shape == (rows,)
+    np.testing.assert_array_equal(got, want)
+    assert np.array_equal(np.signbit(got), np.signbit(want)) or np.isnan(want).any()
+    assert grad.dtype == want_grad.dtype
+    np.testing.assert_array_equal(grad, want_grad)
+
+
+def test_a_logit_of_minus_infinity_off_the_target_costs_nothing():
+    """exp(-inf) = 0: a class the network rules out entirely leaves the loss finite (the
+    row sum's 0 * -inf would have made it NaN)."""
+    y = np.array([[0.0, -np.inf, 1.0]])
+    got, _ = make("softmax_cross_entropy").forward(y, np.array([[1.0, 0.0, 0.0]]))
+    np.testing.assert_allclose(got, [np.log1p(np.e)], rtol=1e-15)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    rows=st.integers(2, 70),
+    columns=st.integers(1, 300),
+    dtype=st.sampled_from([np.float64, np.float32]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_class_major_sums_and_max_are_the_row_reductions_of_the_transpose(
+    rows, columns, dtype, seed
+):
+    """a (K, M): class_major_sums and class_major_max give what numpy's reductions give
+    over the rows of the C-ordered transpose (the loss's (M, K) logits), bit for bit:
+    pairwise blocks of 8 for the sums, not the column-after-column order numpy takes
+    over a Fortran-ordered a.T."""
+    from gradcheck_cli.losses._common import class_major_max, class_major_sums
+
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((rows, columns)) * 10.0 ** rng.integers(-30, 30, (rows, columns))
+    a = a.astype(dtype)
+    with np.errstate(all="ignore"):
+        np.testing.assert_array_equal(class_major_sums(a), a.T.copy().sum(axis=1))
+    np.testing.assert_array_equal(class_major_max(a), a.T.copy().max(axis=1))

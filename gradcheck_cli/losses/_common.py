@@ -31,17 +31,31 @@ def short_sums(a: np.ndarray) -> np.ndarray:
     k = a.shape[1] if a.ndim == 2 else 0
     if not 1 < k <= FEW_COLUMNS or a.dtype.kind != "f" or not a.flags.c_contiguous:
         return a.sum(axis=1)
-    zero = a.dtype.type(0)
+    return _in_numpy_order([a[:, j] for j in range(k)])
+
+
+def class_major_sums(a: np.ndarray) -> np.ndarray:
+    """a: (K, M), 2 <= K <= FEW_COLUMNS, float -> (M,), each column's sum, bit for bit
+    what ``short_sums(a.T.copy())`` (numpy's row sums of a.T) gives: the same additions
+    in the same order, on rows that lie contiguous in memory."""
+    return _in_numpy_order(list(a))
+
+
+def _in_numpy_order(cols: list[np.ndarray]) -> np.ndarray:
+    """The element-wise sum of cols (k vectors, 2 <= k), added in the order numpy's
+    pairwise sum adds the k values of a row (``short_sums``)."""
+    k = len(cols)
+    zero = cols[0].dtype.type(0)
     if k < 8:
-        out = a[:, 0] + zero
-        for j in range(1, k):
-            out += a[:, j]
+        out = cols[0] + zero
+        for col in cols[1:]:
+            out += col
         return out
-    runs = [a[:, j].copy() for j in range(8)]
+    runs = [col.copy() for col in cols[:8]]
     whole = k - k % 8
     for start in range(8, whole, 8):
         for j in range(8):
-            runs[j] += a[:, start + j]
+            runs[j] += cols[start + j]
     for j in (0, 2, 4, 6):
         runs[j] += runs[j + 1]
     runs[0] += runs[2]
@@ -49,7 +63,7 @@ def short_sums(a: np.ndarray) -> np.ndarray:
     out = runs[0]
     out += runs[4]
     for j in range(whole, k):
-        out += a[:, j]
+        out += cols[j]
     out += zero
     return out
 
@@ -75,6 +89,37 @@ def class_max(y: np.ndarray) -> np.ndarray:
     for j in range(1, y.shape[1]):
         np.maximum(m, y[:, j : j + 1], out=m)
     return m
+
+
+def class_major_max(a: np.ndarray) -> np.ndarray:
+    """a: (K, M) -> (M,), each column's maximum (exact, NaN included, as ``class_max``)."""
+    m = a[0].copy()
+    for row in a[1:]:
+        np.maximum(m, row, out=m)
+    return m
+
+
+def hot_classes(t: np.ndarray) -> np.ndarray | None:
+    """t: (M, C) float -> (M,) intp, the class of each row when every row is one-hot (a
+    single 1, zeros elsewhere: class indices turned into distributions), else None.
+
+    A product with 0..C-1 guesses each row's class; then every row must hold 1 there and
+    t must hold M nonzero entries in all (counted on the bits: NaN, negative entries and
+    -0.0 count), so each row holds that one 1 and nothing else. About 0.2 ms for 19,000
+    rows of 10, against 1.4 ms for a loss that multiplies and sums the whole rows."""
+    if t.ndim != 2 or t.dtype.kind != "f" or not t.shape[0]:
+        return None
+    m, c = t.shape
+    with np.errstate(all="ignore"):
+        guess = t @ np.arange(c, dtype=t.dtype)
+    if not np.all(np.isfinite(guess)):
+        return None
+    k = guess.astype(np.intp)
+    np.clip(k, 0, c - 1, out=k)
+    bits = np.ascontiguousarray(t).view(f"i{t.dtype.itemsize}")
+    if np.count_nonzero(bits) != m or not np.all(t[np.arange(m), k] == 1):
+        return None
+    return k
 
 
 def tiled(target: np.ndarray, rows: int) -> np.ndarray:

@@ -11,7 +11,16 @@ from typing import NamedTuple
 import numpy as np
 
 from ..protocol import FieldError, Loss, LossDelta, Shape, register_loss, squeezed
-from ._common import class_max, class_sums, row_sums, tiled
+from ._common import (
+    FEW_COLUMNS,
+    class_major_max,
+    class_major_sums,
+    class_max,
+    class_sums,
+    hot_classes,
+    row_sums,
+    tiled,
+)
 
 
 class _ClassTarget(Loss):
@@ -135,7 +144,8 @@ class CrossEntropy(_ClassTarget):
 
 
 class SCECache(NamedTuple):
-    log_p: np.ndarray  # log-softmax of the logits over axis 1, (N, C, ...)
+    shifted: np.ndarray  # the logits less their maximum over axis 1, (N, C, ...)
+    log_sums: np.ndarray  # log of sum(exp(shifted)) over axis 1, (N, 1, ...)
     target: np.ndarray  # distribution, (N, C, ...)
 
 
@@ -154,13 +164,17 @@ class SoftmaxCrossEntropy(_ClassTarget):
         # The probabilities only backward reads are exp(log_p) there, not here: the
         # numeric check calls forward on thousands of copies and never backward.
         t = tiled(target, len(y))
+        if y.ndim == 2 and y.dtype.kind == "f" and 1 < y.shape[1] <= FEW_COLUMNS:
+            hot = hot_classes(t)
+            if hot is not None:
+                return _picked(y, t, hot)
         shifted = y - class_max(y)
-        log_p = shifted - np.log(class_sums(np.exp(shifted)))
-        return -row_sums(t * log_p), SCECache(log_p, t)
+        log_sums = np.log(class_sums(np.exp(shifted)))
+        return -row_sums(t * (shifted - log_sums)), SCECache(shifted, log_sums, t)
 
     def backward(self, cache: SCECache) -> np.ndarray:
         t = cache.target
-        return np.exp(cache.log_p) * t.sum(axis=1, keepdims=True) - t
+        return np.exp(cache.shifted - cache.log_sums) * t.sum(axis=1, keepdims=True) - t
 
     def derive(self, y: np.ndarray, target: np.ndarray | None) -> LossDelta:
         """dE/dz = p - y with p = softmax(z) over axis 1 (p * s - y for a target that
@@ -169,6 +183,20 @@ class SoftmaxCrossEntropy(_ClassTarget):
         shifted = y - y.max(axis=1, keepdims=True)
         p = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
         return softmax_delta(p, t, "p = softmax(z), z = the network output (logits)")
+
+
+def _picked(y: np.ndarray, t: np.ndarray, hot: np.ndarray) -> tuple[np.ndarray, SCECache]:
+    """The losses of logits y (M, C) against one-hot targets t (M, C) whose classes are
+    hot (M,), bit for bit what the sum over each row gives (its other terms are zeros;
+    the sum's starting 0 turns -0.0 into 0.0): one log-probability picked per row,
+    computed class-major, (C, M), where every step runs over long contiguous rows instead
+    of M rows of C (the batch-8 MLP's 19,000 copies of 10 logits: 0.7 ms against 1.4)."""
+    z = y.T.copy()  # (C, M), never a view of y (one row: y.T is contiguous already)
+    z -= class_major_max(z)
+    log_sums = np.log(class_major_sums(np.exp(z)))
+    picked = (z[hot, np.arange(len(y))] - log_sums).astype(np.result_type(y, t), copy=False)
+    picked += 0.0
+    return -picked, SCECache(z.T, log_sums[:, None], t)
 
 
 def softmax_delta(p: np.ndarray, t: np.ndarray, what: str) -> LossDelta:
