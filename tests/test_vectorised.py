@@ -111,6 +111,29 @@ def test_copies_as_the_rows_they_reach_give_the_numbers_of_whole_batches():
         np.testing.assert_allclose(results[True, True][t], whole, rtol=0, atol=1e-8 * scale)
 
 
+def test_dense_weights_reaching_every_example_give_the_numbers_of_whole_batches():
+    """An MLP on a batch: a hidden weight moves its unit in every example, so each copy
+    carries whole batches as rows, handed to the loss with the target's tiling; the
+    numbers are those of whole batches and of one copy per call, bit for bit (a batch
+    of 8 one-hot targets, and of 3)."""
+    arch = [
+        ("fc1", "dense", {"out_features": 7}),
+        ("act", "tanh", {}),
+        ("fc2", "dense", {"out_features": 10}),
+    ]
+    for n in (8, 3):
+        x = np.random.default_rng(n).standard_normal((n, 6))
+        problem = build(arch, x, [float(k % 10) for k in range(n)], seed=n)
+        assert_vectorised_equals_plain(problem)
+        results = {}
+        for rows in (False, True):
+            objective = objective_of(problem)
+            objective.rows, objective.local = rows, rows
+            results[rows] = {t: numerics(objective, t, None) for t in objective.tensors()}
+        for t in ("fc1.weight", "fc1.bias", "fc2.weight"):
+            np.testing.assert_array_equal(results[True][t], results[False][t], err_msg=t)
+
+
 def test_built_in_network_vectorised_equals_plain():
     problem = built_in_network()
     assert problem.tensor_names() == [

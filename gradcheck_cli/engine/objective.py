@@ -455,7 +455,13 @@ class NetworkObjective:
             losses, _ = loss_forward(loss, y, self._tiled_target(p))
             return reduce_losses(losses, self.n, loss.reduction)
         rows = local.as_rows(y, self.values[self.network.output])
-        target = None if self.target is None else self.target[rows.rows]
+        if rows.per_copy == self.n and _every_example(rows.rows, self.n):
+            # every copy reaches every example, in order (a dense weight before the
+            # output): the rows are the whole batches, and the target their tiling
+            losses, _ = loss_forward(loss, rows.data, self._tiled_target(p))
+            losses = losses.astype(self.base_losses.dtype, copy=False)  # as the table's
+            return reduce_losses(losses, self.n, loss.reduction)
+        target = None if self.target is None else np.take(self.target, rows.rows, axis=0)
         losses, _ = loss_forward(loss, rows.data, target)
         table = np.broadcast_to(self.base_losses, (p, self.n)).copy()
         table[np.repeat(np.arange(p), rows.per_copy), rows.rows] = losses
@@ -568,6 +574,11 @@ class NetworkObjective:
                 now[node.name], _ = node_forward(node, xs, node_params(params, node))
         losses, _ = loss_forward(self.problem.loss, now[network.output], self.target)
         return float(reduce_losses(losses, self.n, self.problem.loss.reduction)[0])
+
+
+def _every_example(rows: np.ndarray, n: int) -> bool:
+    """rows (P*N,) are 0, 1, ..., N-1 over and over: every copy holds its whole batch."""
+    return len(rows) % n == 0 and bool(np.all(rows.reshape(-1, n) == np.arange(n)))
 
 
 def _live(moved: list[str], pending: list[Node], output: str) -> list[str]:

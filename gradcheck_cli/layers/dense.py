@@ -123,12 +123,14 @@ class Dense(Layer):
             # the same sum y + change * W[:, j] (a + b is b + a, bit for bit), built in
             # place in the gathered columns: no (R, O) temporaries, and one example's
             # base output is added as a broadcast row, not gathered R times
+            # (np.take gathers rows of a few values three times as fast as indexing does,
+            # and gives the same array)
             dtype = np.result_type(weight, change, y)  # as change * W + y would give
-            out = weight.T[index[:, 0]].astype(dtype, copy=False)  # a new (R, O) array
+            out = np.take(weight.T, index[:, 0], axis=0).astype(dtype, copy=False)  # (R, O)
             out *= change
-            out += y[0] if len(y) == 1 else y[rows]
+            out += y[0] if len(y) == 1 else np.take(y, rows, axis=0)
             return np.broadcast_to(np.arange(out.shape[1]), out.shape), out
-        out = y[rows]  # fancy indexing: a new array
+        out = np.take(y, rows, axis=0)  # a new array
         if not whole.any():  # no row gathered and scattered again
             out += np.einsum("rk,rko->ro", change, weight.T[index])
             return np.broadcast_to(np.arange(out.shape[1]), out.shape), out
