@@ -132,11 +132,11 @@ class Dense(Layer):
             return np.broadcast_to(np.arange(out.shape[1]), out.shape), out
         out = np.take(y, rows, axis=0)  # a new array
         if not whole.any():  # no row gathered and scattered again
-            out += np.einsum("rk,rko->ro", change, weight.T[index])
+            out += np.einsum("rk,rko->ro", change, np.take(weight.T, index, axis=0))
             return np.broadcast_to(np.arange(out.shape[1]), out.shape), out
         part = np.flatnonzero(~whole)
         if len(part):  # one gather of the K weight columns each row needs, one sum
-            columns = weight.T[index[part]]  # (R', K, O)
+            columns = np.take(weight.T, index[part], axis=0)  # (R', K, O)
             out[part] += np.einsum("rk,rko->ro", change[part], columns)
         if whole.any():
             full = x[rows[whole]].copy()
