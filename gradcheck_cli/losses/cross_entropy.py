@@ -161,7 +161,7 @@ class SoftmaxCrossEntropy(_ClassTarget):
     reads = "on logits, applying the softmax itself: no softmax layer before it"
 
     def forward(self, y: np.ndarray, target: np.ndarray | None) -> tuple[np.ndarray, SCECache]:
-        # The probabilities only backward reads are exp(log_p) there, not here: the
+        # The probabilities only backward reads are made there, not here: the
         # numeric check calls forward on thousands of copies and never backward.
         t = tiled(target, len(y))
         if y.ndim == 2 and y.dtype.kind == "f" and 1 < y.shape[1] <= FEW_COLUMNS:
