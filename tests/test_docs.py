@@ -103,6 +103,11 @@ def test_the_generator_writes_what_check_compares(tmp_path, monkeypatch):
 
 
 def builtin(registry: dict[str, type]) -> dict[str, type]:
+    """The built-in entries of a registry, registered here whatever ran before in this
+    process (under pytest-xdist a worker may reach this file first)."""
+    import gradcheck_cli.layers  # noqa: F401
+    import gradcheck_cli.losses  # noqa: F401
+
     return {n: c for n, c in registry.items() if c.__module__.startswith("gradcheck_cli.")}
 
 
