@@ -109,9 +109,9 @@ def kinked_first(monkeypatch, kinked: int):
     direction does on a batch-8 CNN of ReLUs and max pools): no smooth step."""
     real, calls = fast.directional_test, []
 
-    def test(objective, u, eps, a_eps):
+    def test(objective, u, eps, a_eps, start=None):
         calls.append(u)
-        d = real(objective, u, eps, a_eps)
+        d = real(objective, u, eps, a_eps, start)
         if len(calls) <= kinked:
             return dataclasses.replace(d, tolerance=float("inf"), smooth=False)
         return d
@@ -135,6 +135,54 @@ def test_a_replaced_direction_still_sees_a_wrong_gradient(monkeypatch):
     kinked_first(monkeypatch, 1)
     report = run_check(toy(OneWrong(2, where=(1, 3), error=1e-6)))
     assert failing(report) == {"fc2.weight"}
+
+
+def test_later_directions_begin_one_step_above_where_the_one_before_ended(monkeypatch):
+    """Kinks that sent a direction down to L/100 make the next begin at L/10, not L
+    (each step it skips costs two forward passes per probe); a smooth objective ends
+    every direction at L, and every one begins there."""
+    real, seen = fast.directional_test, []
+
+    def test(objective, u, eps, a_eps, start=None):
+        d = real(objective, u, eps, a_eps, start)
+        if not seen:  # the first crossed kinks down to its third step
+            d = dataclasses.replace(d, tolerance=float("inf"), smooth=False, step=d.step / 100)
+        seen.append((start, d.step))
+        return d
+
+    monkeypatch.setattr(fast, "directional_test", test)
+    report = run_check(toy())
+    assert report.passed
+    first_end = seen[0][1]
+    assert seen[1][0] == pytest.approx(10 * first_end)  # its replacement
+    assert seen[1][1] == pytest.approx(10 * first_end)  # smooth at its first step
+    pairs = zip(seen[1:], seen[:-1], strict=True)
+    assert all(start == pytest.approx(10 * end) for (start, _), (_, end) in pairs)
+
+    smooth = []
+    monkeypatch.setattr(
+        fast,
+        "directional_test",
+        lambda objective, u, eps, a_eps, start=None: (
+            smooth.append(start) or real(objective, u, eps, a_eps, start)
+        ),
+    )
+    objective, names = _toy_line()
+    rng, eps64 = np.random.default_rng(0), float(np.finfo(np.float64).eps)
+    steps = [d.step for d in fast.run_directions(objective, names, 3, rng, 1e-6, eps64)]
+    assert smooth[0] is None and len(set(steps)) == 1  # every one at L
+    assert all(s >= steps[0] for s in smooth[1:])
+
+
+def _toy_line():
+    """(objective, names) of the toy network's objective, for run_directions."""
+    from gradcheck_cli.engine.objective import NetworkObjective
+    from gradcheck_cli.engine.passes import analytic_pass, problem_params
+
+    problem = toy()
+    trace, grads = analytic_pass(problem, problem_params(problem))
+    objective = NetworkObjective.build(problem, trace, grads, problem_params(problem, np.float64))
+    return objective, list(objective.tensors())
 
 
 def test_a_direction_never_smooth_after_every_draw_is_localised(monkeypatch):
