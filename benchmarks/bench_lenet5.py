@@ -303,6 +303,10 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     args = parser.parse_args(argv)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from sweep import byte_compiled, package_folder
+
+    byte_compiled(package_folder())
 
     from gradcheck_cli.config import load_problem
     from gradcheck_cli.engine import run_check

@@ -52,7 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # the networks of issue 14, as benchmarks/sweep.py builds them (here with seeded weights)
-from sweep import CNN, LENET, mlp  # noqa: E402
+from sweep import CNN, LENET, byte_compiled, mlp, package_folder  # noqa: E402
 
 
 def config(name: str, shape: list[int], layers: list[dict], batch: int) -> dict:
@@ -140,6 +140,7 @@ def main() -> None:
         help="before each run, wait up to this long for the machine to be idle",
     )
     args = parser.parse_args()
+    byte_compiled(package_folder())
     names = args.only or list(SWEEP)
     load_before = os.getloadavg()
     results = {}

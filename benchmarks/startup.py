@@ -54,6 +54,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=21)
     parser.add_argument("--config", default="configs/example_a.yaml")
     args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from sweep import byte_compiled, package_folder
+
+    byte_compiled(package_folder())
     base = {k: v for k, v in os.environ.items() if not k.startswith("GRADCHECK_")}
     base["NO_COLOR"] = "1"
     gradcheck = command()

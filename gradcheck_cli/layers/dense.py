@@ -124,19 +124,20 @@ class Dense(Layer):
             # place in the gathered columns: no (R, O) temporaries, and one example's
             # base output is added as a broadcast row, not gathered R times
             # (np.take gathers rows of a few values three times as fast as indexing does,
-            # and gives the same array)
+            # and gives the same array; but it copies a source that is not contiguous
+            # whole first, as weight.T is: the weight's columns are gathered by indexing)
             dtype = np.result_type(weight, change, y)  # as change * W + y would give
-            out = np.take(weight.T, index[:, 0], axis=0).astype(dtype, copy=False)  # (R, O)
+            out = weight.T[index[:, 0]].astype(dtype, copy=False)  # a new (R, O) array
             out *= change
             out += y[0] if len(y) == 1 else np.take(y, rows, axis=0)
             return np.broadcast_to(np.arange(out.shape[1]), out.shape), out
         out = np.take(y, rows, axis=0)  # a new array
         if not whole.any():  # no row gathered and scattered again
-            out += np.einsum("rk,rko->ro", change, np.take(weight.T, index, axis=0))
+            out += np.einsum("rk,rko->ro", change, weight.T[index])
             return np.broadcast_to(np.arange(out.shape[1]), out.shape), out
         part = np.flatnonzero(~whole)
         if len(part):  # one gather of the K weight columns each row needs, one sum
-            columns = np.take(weight.T, index[part], axis=0)  # (R', K, O)
+            columns = weight.T[index[part]]  # (R', K, O)
             out[part] += np.einsum("rk,rko->ro", change[part], columns)
         if whole.any():
             full = x[rows[whole]].copy()
