@@ -29,3 +29,18 @@ def test_the_sweep_runs_on_its_smoke_network(tmp_path):
     # 67 elements, two copies each at least, each through both dense layers
     assert row["work"]["copies"] >= 2 * 67 and row["work"]["flops"] > 0
     assert row["full"]["peak_mib"] > 10
+
+
+@pytest.mark.slow
+def test_the_ab_script_compares_a_tree_with_itself(tmp_path):
+    """benchmarks/ab.py on the smoke network, this checkout against itself, once."""
+    root = SWEEP.parent.parent
+    done = subprocess.run(
+        [sys.executable, str(SWEEP.parent / "ab.py"), str(root), str(root)]
+        + ["--networks", "tiny", "--repeats", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("tiny ") and "ratio " in done.stdout
