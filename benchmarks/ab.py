@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sweep import EXTRA, NETWORKS, byte_compiled, write_network  # noqa: E402
+from sweep import EXTRA, NETWORKS, byte_compiled, chosen_networks, write_network  # noqa: E402
 
 
 def timed(tree: Path, config: Path, extra: list[str], cwd: Path) -> float:
@@ -82,10 +82,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--networks", default="all", help="comma-separated, or 'all'")
     args = parser.parse_args(argv)
     known = {**NETWORKS, **EXTRA}
-    names = list(NETWORKS) if args.networks == "all" else args.networks.split(",")
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        parser.error(f"unknown network(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    names = chosen_networks(parser, args.networks)
     trees = [args.old.resolve(), args.new.resolve()]
     for tree in trees:
         if not (tree / "gradcheck_cli" / "__init__.py").is_file():

@@ -249,6 +249,17 @@ print(json.dumps({"gflops": 2 * n**3 / best / 1e9}))
 """
 
 
+def chosen_networks(parser: argparse.ArgumentParser, spec: str) -> list[str]:
+    """The names ``--networks`` chose ("all" = the six of NETWORKS); a parser error
+    naming the known ones for any other name."""
+    known = {**NETWORKS, **EXTRA}
+    names = list(NETWORKS) if spec == "all" else spec.split(",")
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        parser.error(f"unknown network(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    return names
+
+
 def byte_compiled(*folders: str | Path) -> None:
     """Compile every module under ``folders`` to byte-code now, once: a tree timed with
     PYTHONDONTWRITEBYTECODE set (as this machine's shells have it) and no __pycache__
@@ -512,10 +523,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     known = {**NETWORKS, **EXTRA}
-    names = list(NETWORKS) if args.networks == "all" else args.networks.split(",")
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        parser.error(f"unknown network(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    names = chosen_networks(parser, args.networks)
     torch = None if args.no_torch else torch_python(args.python_torch)
     if args.no_torch:
         torch_note = "torch columns skipped (--no-torch)."

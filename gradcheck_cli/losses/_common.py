@@ -35,29 +35,16 @@ def short_sums(a: np.ndarray) -> np.ndarray:
 
 
 def class_major_sums(a: np.ndarray) -> np.ndarray:
-    """a: (K, M), 2 <= K <= FEW_COLUMNS, float -> (M,), each column's sum, bit for bit
-    what ``short_sums(a.T.copy())`` (numpy's row sums of a.T) gives: the same additions
-    in the same order, on rows that lie contiguous in memory."""
-    k = a.shape[0]
-    if k < 8:
-        return _in_numpy_order(list(a))
-    # the same additions as _in_numpy_order's, a block of rows per call
-    runs = a[:8].copy()
-    whole = k - k % 8
-    for start in range(8, whole, 8):
-        runs += a[start : start + 8]
-    pairs = runs[0::2] + runs[1::2]  # r0 + r1, r2 + r3, r4 + r5, r6 + r7
-    out = pairs[0] + pairs[1]
-    out += pairs[2] + pairs[3]
-    for j in range(whole, k):
-        out += a[j]
-    out += a.dtype.type(0)
-    return out
+    """a: (K, M), 2 <= K, float -> (M,), each column's sum, bit for bit what
+    ``short_sums(a.T.copy())`` (numpy's row sums of a.T) gives: the same additions in the
+    same order, on rows that lie contiguous in memory."""
+    return _in_numpy_order(a)
 
 
-def _in_numpy_order(cols: list[np.ndarray]) -> np.ndarray:
-    """The element-wise sum of cols (k vectors, 2 <= k), added in the order numpy's
-    pairwise sum adds the k values of a row (``short_sums``)."""
+def _in_numpy_order(cols: list[np.ndarray] | np.ndarray) -> np.ndarray:
+    """The element-wise sum of cols (k vectors of one length, 2 <= k: a list, or the rows
+    of a (k, M) array), added in the order numpy's pairwise sum adds the k values of a
+    row (``short_sums``)."""
     k = len(cols)
     zero = cols[0].dtype.type(0)
     if k < 8:
