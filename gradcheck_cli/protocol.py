@@ -357,6 +357,10 @@ class Loss:
     #: True when example n's loss depends on example n alone (the protocol's per-example
     #: losses): the engine may then recompute only the examples a perturbation reaches.
     per_example: ClassVar[bool] = True
+    #: True when ``forward`` takes the target of N examples for y of P*N rows (P
+    #: perturbed copies of the batch, copy-major) and repeats it itself: the engine then
+    #: hands it the N rows, not a tiling. False (the default): the engine tiles it.
+    tiles_target: ClassVar[bool] = False
     summary: ClassVar[str] = ""
     kinks: ClassVar[str] = ""
     #: What the loss reads, in a few words (``on probabilities``, ``on logits``): a

@@ -305,17 +305,24 @@ def test_forward_local_agrees_with_forward_on_any_window_geometry(
 
 
 @pytest.mark.parametrize("n", [1, 4])
-def test_dense_one_moved_input_is_the_padded_rows_sum_bit_for_bit(n):
+@pytest.mark.parametrize("layout", ["scattered", "batches", "batches, one row off"])
+def test_dense_one_moved_input_is_the_padded_rows_sum_bit_for_bit(n, layout):
     """Dense.forward_local's one-input branch (built in place, one example's output
-    broadcast) gives the bits of its general branch, to which a row padded by repeating
-    its position goes, and forward's values within rounding."""
+    broadcast; for whole batches sharing their moved input, one column per batch and
+    the base outputs broadcast) gives the bits of its general branch, to which a row
+    padded by repeating its position goes, and forward's values within rounding."""
     rng = np.random.default_rng(n)
     layer = build("dense", {"out_features": 7})
     params = {k: np.asarray(v) for k, v in layer.init_params((30,), rng).items()}
     x = rng.standard_normal((n, 30))
     y, _ = layer.forward(x, params)
-    r = 50
+    r = 48
     rows, index = rng.integers(0, n, r), rng.integers(0, 30, (r, 1))
+    if layout != "scattered":  # the copies of a weight of the layer before
+        rows = np.tile(np.arange(n), r // n)
+        index = np.repeat(rng.integers(0, 30, r // n), n)[:, None]
+        if layout == "batches, one row off":
+            index[-1, 0] = (index[-1, 0] + 1) % 30
     values = rng.standard_normal((r, 1))
     _, one = layer.forward_local(x, y, params, rows, index, values)
     padded = np.concatenate([index, index], axis=1), np.concatenate([values, values], axis=1)

@@ -380,3 +380,38 @@ def test_class_major_sums_and_max_are_the_row_reductions_of_the_transpose(
     with np.errstate(all="ignore"):
         np.testing.assert_array_equal(class_major_sums(a), a.T.copy().sum(axis=1))
     np.testing.assert_array_equal(class_major_max(a), a.T.copy().max(axis=1))
+
+
+def _tiling_losses():
+    from gradcheck_cli.protocol import LOSSES
+
+    return sorted(name for name, cls in LOSSES.items() if getattr(cls, "tiles_target", False))
+
+
+@pytest.mark.parametrize("name", _tiling_losses())
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 6),
+    p=st.integers(1, 7),
+    classes=st.integers(2, 12),
+    one_hot=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_a_loss_that_tiles_the_target_gives_the_tiled_numbers_bit_for_bit(
+    name, n, p, classes, one_hot, seed
+):
+    """A loss declaring ``tiles_target`` is handed the target's N rows for P*N stacked
+    copies (engine/objective.py): its losses and dE/dy are the bits the tiled target
+    gives, one-hot targets and soft ones alike."""
+    rng = np.random.default_rng(seed)
+    y = rng.standard_normal((p * n, classes))
+    if one_hot:
+        t = np.zeros((n, classes))
+        t[np.arange(n), rng.integers(0, classes, n)] = 1.0
+    else:
+        t = rng.dirichlet(np.ones(classes), n)
+    loss = make(name)
+    got, cache = loss.forward(y, t)
+    want, want_cache = loss.forward(y, np.tile(t, (p, 1)))
+    assert np.array_equal(got, want)
+    assert np.array_equal(loss.backward(cache), loss.backward(want_cache))

@@ -537,9 +537,10 @@ class NetworkObjective:
         return out
 
     def _tiled_target(self, p: int) -> np.ndarray | None:
-        """The target repeated for P copies (copy-major), a view of one cached tiling."""
-        if self.target is None:
-            return None
+        """The target repeated for P copies (copy-major), a view of one cached tiling; a
+        loss that repeats it itself (``tiles_target``) gets the N rows."""
+        if self.target is None or getattr(self.problem.loss.loss, "tiles_target", False):
+            return self.target
         rows = p * self.n
         tiles = self._target_tiles
         if tiles is None or len(tiles) < rows:

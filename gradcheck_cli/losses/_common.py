@@ -129,6 +129,9 @@ def tiled(target: np.ndarray, rows: int) -> np.ndarray:
     The engine may evaluate P stacked copies of an N-example batch at once (rows = P*N,
     copy-major); each copy is compared with the same targets.
     """
-    if target.shape[0] == rows:
+    n = target.shape[0]
+    if n == rows:
         return target
-    return target[np.arange(rows) % target.shape[0]]
+    if n and rows % n == 0:  # whole copies: one repeat, not a gather
+        return np.tile(target, (rows // n,) + (1,) * (target.ndim - 1))
+    return target[np.arange(rows) % n]
