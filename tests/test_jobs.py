@@ -236,6 +236,55 @@ def test_a_thread_pool_rebuilds_the_problem_and_gives_the_same_report(cases):
     assert counted.submitted >= 2
 
 
+class Slow(concurrent.futures.Executor):
+    """Helpers that take their time: this process judges its own chunks first, then
+    waits for theirs, and runs the isolation ahead meanwhile."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def submit(self, fn, /, *args, **kwargs):
+        def late():
+            time.sleep(0.2)
+            return fn(*args, **kwargs)
+
+        return self.inner.submit(late)
+
+
+@pytest.mark.parametrize("name", ["batched", "graph", "failing, blamed", "sample"])
+def test_the_isolation_run_ahead_gives_the_report_of_one_process(cases, name, monkeypatch):
+    """While this process waits for the helpers' last chunks it isolates the layers
+    ahead (engine/isolation.py ``Ahead``): taken when every tensor passed, dropped when
+    one failed (the isolation then goes element-wise in its turn), the report is the
+    one a single process gives, layers and all."""
+    from gradcheck_cli.engine import isolation
+
+    ran, taken = [], []
+    run, take = isolation.Ahead.run, isolation.Ahead.take
+
+    def spy_run(self):
+        run(self)
+        ran.append(self.layers is not None)
+
+    def spy_take(self, how):
+        got = take(self, how)
+        taken.append(got is not None)
+        return got
+
+    monkeypatch.setattr(isolation.Ahead, "run", spy_run)
+    monkeypatch.setattr(isolation.Ahead, "take", spy_take)
+    path, options = cases[name]
+    alone = outcome(path, jobs=1, **options)
+    assert ran == [] and taken == [False]  # one process never waits
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        shared = outcome(path, executor=Slow(pool), jobs=1, **options)
+    assert shared == alone
+    # it ran once (for a failure still out with a helper, too: then dropped)
+    assert len(ran) == 1 and taken == [False, alone["passed"]]
+    if alone["passed"]:
+        assert ran == [True]
+
+
 def test_layers_registered_only_here_leave_the_work_to_this_process(pools):
     """A helper cannot load a type registered in this process (no plugin lists it): the
     check goes on without it, with the same report."""

@@ -28,7 +28,7 @@ from .compare import Tolerances
 from .diagnose import diagnose
 from .elements import check_tensor, select_elements, select_tensors, unchecked, user_shape
 from .expectations import compare_expectations
-from .isolation import Isolation, isolate_layers, isolation_mode
+from .isolation import Ahead, Isolation, isolate_layers, isolation_mode
 from .kinks import settle_compound_kinks
 from .objective import NetworkObjective
 from .passes import Calls, OutOfTime, analytic_pass, problem_params
@@ -116,7 +116,8 @@ def run_check(
     )
     try:
         try:
-            shared = (helpers, prepared_in)
+            ahead = Ahead(problem, objective, trace, grads, tol, rng, report)
+            shared = (helpers, prepared_in, ahead.run)
             report.warnings.extend(
                 _check_tensors(
                     problem, objective, checked, plan, tol, rng, tracker, finished, *shared
@@ -126,7 +127,9 @@ def run_check(
             report.expectations = compare_expectations(problem, trace, grads)
             try:
                 how = isolation_mode(problem, report)
-                report.layers = isolate_layers(problem, objective, trace, grads, tol, rng, how)
+                report.layers = ahead.take(how)
+                if report.layers is None:
+                    report.layers = isolate_layers(problem, objective, trace, grads, tol, rng, how)
                 if how is Isolation.SKIP:
                     report.warnings.append(fast.ISOLATION_SKIPPED)
                 settle_compound_kinks(report, problem, tol)
@@ -172,11 +175,22 @@ def not_reached(checked: list[str], report: Report) -> list[str]:
 
 
 def _check_tensors(
-    problem, objective, checked, plan, tol, rng, tracker, finished, helpers=None, prepared_in=0.0
+    problem,
+    objective,
+    checked,
+    plan,
+    tol,
+    rng,
+    tracker,
+    finished,
+    helpers=None,
+    prepared_in=0.0,
+    idle=None,
 ) -> list[str]:
     """Check each selected tensor in turn, handing each to ``finished``; returns notes
     for the report. Full and sample mode: the plan's elements in chunks, shared with the
-    helpers when they pay (engine/schedule.py). Fast mode: directions first,
+    helpers when they pay (engine/schedule.py; ``idle`` runs while this process would
+    only wait for their last chunks). Fast mode: directions first,
     element-wise only for the tensors whose direction failed. A tensor the time budget
     did not reach is reported unchecked."""
     central = problem.settings.method is Method.CENTRAL
@@ -185,7 +199,9 @@ def _check_tensors(
         finished(*fast_checks)
         return notes
     if central and problem.settings.mode in (Mode.FULL, Mode.SAMPLE):
-        check_plan(problem, objective, checked, plan, tol, tracker, finished, helpers, prepared_in)
+        check_plan(
+            problem, objective, checked, plan, tol, tracker, finished, helpers, prepared_in, idle
+        )
         return []
     directions = np.random.default_rng([problem.settings.seed, 1])  # --method taylor
     for tensor in checked:

@@ -10,6 +10,7 @@ each failure).
 
 from __future__ import annotations
 
+import copy
 from enum import Enum
 
 import numpy as np
@@ -102,6 +103,47 @@ def isolate_layers(
         judge(obj, name, type_, problem, tol, rng)
         for name, type_, obj in objectives(problem, net, trace, grads)
     ]
+
+
+class Ahead:
+    """The isolation run ahead of its turn, while this process would only wait for the
+    helpers' last chunks (engine/schedule.py, ``idle``).
+
+    Full and sample mode isolate direction first when every network tensor passed
+    (``isolation_mode``), so that is what runs ahead, and only while every tensor
+    handed over so far passed. It draws from a copy of the generator: the result is
+    taken, with the copy's state, only when the check ends in the mode it assumed; a
+    run ahead that is dropped, or that raised, leaves everything as it was, and the
+    isolation runs in its turn as it would have. Either way the report is the one a
+    single process gives (tests/test_jobs.py)."""
+
+    def __init__(self, problem, net, trace, grads, tol, rng, report: Report):
+        self.args = (problem, net, trace, grads, tol)
+        self.rng, self.report = rng, report
+        self.layers: list[LayerVerdict] | None = None
+        self.state: dict | None = None
+
+    def run(self) -> None:
+        problem = self.args[0]
+        if problem.settings.mode not in (Mode.FULL, Mode.SAMPLE):
+            return
+        if not all(c.passed for c in self.report.checks):
+            return
+        rng = copy.deepcopy(self.rng)
+        try:
+            self.layers = isolate_layers(*self.args, rng, Isolation.DIRECTIONS)
+        except Exception:  # raised again, where the isolation runs in its turn
+            self.layers = None
+            return
+        self.state = rng.bit_generator.state
+
+    def take(self, how: Isolation) -> list[LayerVerdict] | None:
+        """The layers' verdicts run ahead when ``how`` is the mode they assumed (the
+        generator then moves on as if they had been run now), else None."""
+        if self.layers is None or how is not Isolation.DIRECTIONS:
+            return None
+        self.rng.bit_generator.state = self.state
+        return self.layers
 
 
 class _Fold:

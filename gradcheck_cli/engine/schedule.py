@@ -214,6 +214,7 @@ def check_plan(
     finished: Callable[..., None],
     helpers: Helpers | None = None,
     prepared_in: float = 0.0,
+    idle: Callable[[], None] | None = None,
 ) -> None:
     """Judge the plan's elements (module docstring), handing each tensor's TensorCheck
     to ``finished`` in plan order as soon as it and the tensors before it are complete,
@@ -221,14 +222,19 @@ def check_plan(
     first not yet handed over; elements judged ahead of it count once it is reached).
     On Ctrl-C the KeyboardInterrupt carries ``partial_checks``: the tensors begun and
     not yet handed over, each with the elements finished (mode ``interrupted`` when some
-    are missing)."""
-    _Schedule(problem, objective, checked, plan, tol, tracker, finished, helpers, prepared_in).run()
+    are missing). ``idle`` is called once, when everything is cut and judged here and
+    this process would only wait for the helpers' last chunks: work of its own that
+    does not depend on their verdicts (engine/isolation.py ``Ahead``)."""
+    _Schedule(
+        problem, objective, checked, plan, tol, tracker, finished, helpers, prepared_in, idle
+    ).run()
 
 
 class _Schedule:
     def __init__(
-        self, problem, objective, checked, plan, tol, tracker, finished, helpers, prepared
+        self, problem, objective, checked, plan, tol, tracker, finished, helpers, prepared, idle
     ):
+        self.idle = idle
         self.problem = problem
         self.objective = objective
         self.tol = tol
@@ -266,8 +272,13 @@ class _Schedule:
                     self._judge_here(chunk)
                     self._consider_helpers()
                 elif self.flying:
-                    if not self._steal():
-                        self._collect(wait=True)
+                    if self._steal():
+                        continue
+                    if self.idle is not None and not self.errors:  # once, while waiting
+                        idle, self.idle = self.idle, None
+                        idle()
+                        continue
+                    self._collect(wait=True)
                 elif self.errors:
                     self._raise_first_error()
                 else:
