@@ -415,3 +415,23 @@ def test_a_loss_that_tiles_the_target_gives_the_tiled_numbers_bit_for_bit(
     want, want_cache = loss.forward(y, np.tile(t, (p, 1)))
     assert np.array_equal(got, want)
     assert np.array_equal(loss.backward(cache), loss.backward(want_cache))
+
+
+def test_a_subclass_with_its_own_forward_gets_the_tiled_target():
+    """``tiles_target`` holds for the forward that declares it: a loss deriving from a
+    built-in one and writing its own forward (a plugin's label smoothing) is handed the
+    tiling, as every other loss; one that keeps the built-in forward is not."""
+    from gradcheck_cli.engine.objective import _tiles_target
+    from gradcheck_cli.losses.cross_entropy import SoftmaxCrossEntropy
+
+    class OwnForward(SoftmaxCrossEntropy):
+        def forward(self, y, target):
+            return super().forward(y, target)
+
+    class SameForward(SoftmaxCrossEntropy):
+        summary = "the built-in forward, another name"
+
+    assert _tiles_target(make("softmax_cross_entropy"))
+    assert not _tiles_target(OwnForward())
+    assert _tiles_target(SameForward())
+    assert not _tiles_target(make("mse"))

@@ -539,7 +539,7 @@ class NetworkObjective:
     def _tiled_target(self, p: int) -> np.ndarray | None:
         """The target repeated for P copies (copy-major), a view of one cached tiling; a
         loss that repeats it itself (``tiles_target``) gets the N rows."""
-        if self.target is None or getattr(self.problem.loss.loss, "tiles_target", False):
+        if self.target is None or _tiles_target(self.problem.loss.loss):
             return self.target
         rows = p * self.n
         tiles = self._target_tiles
@@ -575,6 +575,16 @@ class NetworkObjective:
                 now[node.name], _ = node_forward(node, xs, node_params(params, node))
         losses, _ = loss_forward(self.problem.loss, now[network.output], self.target)
         return float(reduce_losses(losses, self.n, self.problem.loss.reduction)[0])
+
+
+def _tiles_target(loss) -> bool:
+    """The loss declares ``tiles_target`` in the class whose ``forward`` it runs: a
+    subclass that writes its own forward (a plugin deriving from a built-in loss) gets
+    the tiling, whatever its base class said of the base's forward."""
+    for klass in type(loss).__mro__:
+        if "forward" in vars(klass):
+            return bool(vars(klass).get("tiles_target", False))
+    return False
 
 
 def _every_example(rows: np.ndarray, n: int) -> bool:
