@@ -135,3 +135,13 @@ def tiled(target: np.ndarray, rows: int) -> np.ndarray:
     if n and rows % n == 0:  # whole copies: one repeat, not a gather
         return np.tile(target, (rows // n,) + (1,) * (target.ndim - 1))
     return target[np.arange(rows) % n]
+
+
+def times_tiled(target: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """target (N, ...) times a (M, ...), row r of a by target[r % N]: the product with
+    ``tiled(target, M)``, bit for bit, without building the tiling when M is P*N (the
+    target broadcast over the P copies)."""
+    n, m = target.shape[0], a.shape[0]
+    if n != m and n and m % n == 0:
+        return (target * a.reshape(m // n, *target.shape)).reshape(a.shape)
+    return tiled(target, m) * a

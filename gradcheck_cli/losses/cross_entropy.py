@@ -20,6 +20,7 @@ from ._common import (
     hot_classes,
     row_sums,
     tiled,
+    times_tiled,
 )
 
 
@@ -171,10 +172,10 @@ class SoftmaxCrossEntropy(_ClassTarget):
             hot = None if target is None else hot_classes(target)
             if hot is not None:
                 return _picked(y, target, tiled(hot, len(y)))
-        t = tiled(target, len(y))
         shifted = y - class_max(y)
         log_sums = np.log(class_sums(np.exp(shifted)))
-        return -row_sums(t * (shifted - log_sums)), SCECache(shifted, log_sums, t)
+        log_p = shifted - log_sums
+        return -row_sums(times_tiled(target, log_p)), SCECache(shifted, log_sums, target)
 
     def backward(self, cache: SCECache) -> np.ndarray:
         t = tiled(cache.target, len(cache.shifted))
