@@ -68,7 +68,7 @@ class Source:
         return cls(os.path.abspath(os.fspath(config)), None, seed, uuid.uuid4().hex)
 
 
-#: The objective a helper process rebuilt for the check of this token: {token: objective}.
+#: What a helper process rebuilt for the check of this token: {token: schedule.Rebuilt}.
 _PREPARED: dict[str, Any] = {}
 
 
@@ -78,17 +78,36 @@ def judge_remote(source: Source, setup: Any, chunk: Any) -> Any:
     cannot rebuild the same problem (the caller then judges the chunk itself)."""
     from .engine.schedule import judge_chunk
 
-    return judge_chunk(_prepared(source, setup), chunk)
+    return judge_chunk(_prepared(source, setup).objective, chunk)
+
+
+def isolate_remote(source: Source, setup: Any, rng: Any, settings: Any, tol: Any) -> Any:
+    """The per-layer isolation, direction first, run in this process, a helper, on the
+    problem it rebuilt (``judge_remote``) under the check's ``settings``:
+    ``(layers, state)``, the LayerVerdicts and ``rng``'s state after them
+    (engine/isolation.py ``Ahead``)."""
+    import dataclasses
+
+    from .engine import blas
+    from .engine.isolation import Isolation, isolate_layers
+
+    built = _prepared(source, setup)
+    problem = dataclasses.replace(built.problem, settings=settings)
+    isolate = blas.single_threaded(isolate_layers)  # as run_check: the same numbers
+    how = Isolation.DIRECTIONS
+    layers = isolate(problem, built.objective, built.trace, built.grads, tol, rng, how)
+    return layers, rng.bit_generator.state
 
 
 def _prepared(source: Source, setup: Any) -> Any:
-    objective = _PREPARED.get(source.token)
-    if objective is None:
+    """The check's ``schedule.Rebuilt`` in this process, made once per token."""
+    built = _PREPARED.get(source.token)
+    if built is None:
         from pathlib import Path
 
         from .config import load_problem, problem_from_dict
         from .engine.passes import Calls
-        from .engine.schedule import rebuild
+        from .engine.schedule import rebuild_all
         from .errors import GradcheckError
 
         _PREPARED.clear()  # one check at a time: the last one's arrays go
@@ -103,8 +122,8 @@ def _prepared(source: Source, setup: Any) -> Any:
             raise HelperUnavailable(f"the config did not load here: {e}") from None
         finally:
             Calls.leave()
-        objective = _PREPARED[source.token] = rebuild(problem, setup)
-    return objective
+        built = _PREPARED[source.token] = rebuild_all(problem, setup)
+    return built
 
 
 class ExecutorHelpers:
@@ -142,6 +161,11 @@ class ExecutorHelpers:
         if self.executor is None:
             raise RuntimeError("no executor: start() first")
         return self.executor.submit(judge_remote, self.source, self.setup, chunk)
+
+    def isolate(self, rng: Any, settings: Any, tol: Any) -> concurrent.futures.Future:
+        if self.executor is None:
+            raise RuntimeError("no executor: start() first")
+        return self.executor.submit(isolate_remote, self.source, self.setup, rng, settings, tol)
 
     def close(self) -> None:
         if self._made is not None:

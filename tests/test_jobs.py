@@ -253,12 +253,13 @@ class Slow(concurrent.futures.Executor):
 
 @pytest.mark.parametrize("name", ["batched", "graph", "failing, blamed", "sample"])
 def test_the_isolation_run_ahead_gives_the_report_of_one_process(cases, name, monkeypatch):
-    """While this process waits for the helpers' last chunks it isolates the layers
-    ahead (engine/isolation.py ``Ahead``): taken when every tensor passed, dropped when
-    one failed (the isolation then goes element-wise in its turn), the report is the
-    one a single process gives, layers and all."""
+    """Helpers that cannot take the isolation: while this process waits for their last
+    chunks it isolates the layers ahead (engine/isolation.py ``Ahead``): taken when every
+    tensor passed, dropped when one failed (the isolation then goes element-wise in its
+    turn), the report is the one a single process gives, layers and all."""
     from gradcheck_cli.engine import isolation
 
+    monkeypatch.setattr(jobs.ExecutorHelpers, "isolate", None)
     ran, taken = [], []
     run, take = isolation.Ahead.run, isolation.Ahead.take
 
@@ -283,6 +284,55 @@ def test_the_isolation_run_ahead_gives_the_report_of_one_process(cases, name, mo
     assert len(ran) == 1 and taken == [False, alone["passed"]]
     if alone["passed"]:
         assert ran == [True]
+
+
+@pytest.mark.parametrize("name", ["batched", "graph", "failing, blamed", "sample", "float32"])
+@pytest.mark.parametrize("slow", [False, True])
+def test_the_isolation_handed_to_a_helper_gives_the_report_of_one_process(
+    cases, name, slow, monkeypatch
+):
+    """Helpers that take the isolation: it goes to them as they start, before their
+    chunks, and runs there alongside the element-wise check; taken when every tensor
+    passed, dropped when one failed, and the report is the one a single process gives,
+    layers and all, whether the helper is quick or slow."""
+    from gradcheck_cli.engine import isolation
+
+    sent, taken = [], []
+    remote, take = jobs.isolate_remote, isolation.Ahead.take
+
+    def spy_remote(*args):
+        sent.append(args[3].mode)  # the check's settings travel with it
+        return remote(*args)
+
+    def spy_take(self, how):
+        got = take(self, how)
+        taken.append(got is not None)
+        return got
+
+    monkeypatch.setattr(jobs, "isolate_remote", spy_remote)
+    monkeypatch.setattr(isolation.Ahead, "take", spy_take)
+    path, options = cases[name]
+    alone = outcome(path, jobs=1, **options)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        shared = outcome(path, executor=Slow(pool) if slow else pool, jobs=1, **options)
+    assert shared == alone
+    assert len(sent) == 1 and taken == [False, alone["passed"]]
+    assert sent[0].value == ("sample" if "sample" in options else "full")
+
+
+def test_an_isolation_that_fails_in_a_helper_runs_here(cases, monkeypatch):
+    """A helper that cannot run the isolation (it died, or raised) costs nothing but
+    time: it runs here in its turn, with the same report."""
+
+    def broken(*args):
+        raise RuntimeError("this helper broke")
+
+    monkeypatch.setattr(jobs, "isolate_remote", broken)
+    path, options = cases["batched"]
+    alone = outcome(path, jobs=1, **options)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        assert outcome(path, executor=pool, jobs=1, **options) == alone
+    assert alone["passed"] and alone["layers"]
 
 
 def test_layers_registered_only_here_leave_the_work_to_this_process(pools):

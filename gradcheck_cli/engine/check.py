@@ -117,7 +117,7 @@ def run_check(
     try:
         try:
             ahead = Ahead(problem, objective, trace, grads, tol, rng, report)
-            shared = (helpers, prepared_in, ahead.run)
+            shared = (helpers, prepared_in, ahead.run, ahead.send)
             report.warnings.extend(
                 _check_tensors(
                     problem, objective, checked, plan, tol, rng, tracker, finished, *shared
@@ -186,11 +186,13 @@ def _check_tensors(
     helpers=None,
     prepared_in=0.0,
     idle=None,
+    helping=None,
 ) -> list[str]:
     """Check each selected tensor in turn, handing each to ``finished``; returns notes
     for the report. Full and sample mode: the plan's elements in chunks, shared with the
-    helpers when they pay (engine/schedule.py; ``idle`` runs while this process would
-    only wait for their last chunks). Fast mode: directions first,
+    helpers when they pay (engine/schedule.py; ``helping`` hands them work of another
+    kind as they start, ``idle`` runs while this process would only wait for their last
+    chunks). Fast mode: directions first,
     element-wise only for the tensors whose direction failed. A tensor the time budget
     did not reach is reported unchecked."""
     central = problem.settings.method is Method.CENTRAL
@@ -200,7 +202,17 @@ def _check_tensors(
         return notes
     if central and problem.settings.mode in (Mode.FULL, Mode.SAMPLE):
         check_plan(
-            problem, objective, checked, plan, tol, tracker, finished, helpers, prepared_in, idle
+            problem,
+            objective,
+            checked,
+            plan,
+            tol,
+            tracker,
+            finished,
+            helpers,
+            prepared_in,
+            idle,
+            helping,
         )
         return []
     directions = np.random.default_rng([problem.settings.seed, 1])  # --method taylor

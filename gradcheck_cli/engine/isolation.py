@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 from enum import Enum
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,6 +26,9 @@ from .elements import check_elements, select_elements, tensor_check
 from .kinks import split_upstream
 from .objective import LayerObjective, LossObjective, NetworkObjective
 from .passes import Gradients, Trace, loss_forward, node_forward, reduce_losses
+
+if TYPE_CHECKING:
+    import concurrent.futures
 
 
 class Isolation(str, Enum):
@@ -106,29 +110,48 @@ def isolate_layers(
 
 
 class Ahead:
-    """The isolation run ahead of its turn, while this process would only wait for the
-    helpers' last chunks (engine/schedule.py, ``idle``).
+    """The isolation run ahead of its turn: by a helper, handed over as the helpers get
+    their first work (``send``: it runs there alongside the element-wise check), or here,
+    while this process would only wait for the helpers' last chunks (``run``;
+    engine/schedule.py ``helping`` and ``idle``).
 
     Full and sample mode isolate direction first when every network tensor passed
     (``isolation_mode``), so that is what runs ahead, and only while every tensor
     handed over so far passed. It draws from a copy of the generator: the result is
     taken, with the copy's state, only when the check ends in the mode it assumed; a
-    run ahead that is dropped, or that raised, leaves everything as it was, and the
-    isolation runs in its turn as it would have. Either way the report is the one a
-    single process gives (tests/test_jobs.py)."""
+    run ahead that is dropped, or that raised (a helper that died: the check does not
+    depend on it), leaves everything as it was, and the isolation runs in its turn as
+    it would have. Either way the report is the one a single process gives
+    (tests/test_jobs.py)."""
 
     def __init__(self, problem, net, trace, grads, tol, rng, report: Report):
         self.args = (problem, net, trace, grads, tol)
         self.rng, self.report = rng, report
         self.layers: list[LayerVerdict] | None = None
         self.state: dict | None = None
+        self.remote: concurrent.futures.Future | None = None
 
-    def run(self) -> None:
+    def _assumable(self) -> bool:
+        """Whether the direction-first isolation is still the one the check may end in."""
         problem = self.args[0]
         if problem.settings.mode not in (Mode.FULL, Mode.SAMPLE):
+            return False
+        return all(c.passed for c in self.report.checks)
+
+    def send(self, helpers) -> None:
+        """Hand the isolation to the helpers (engine/schedule.py ``Helpers.isolate``)."""
+        isolate = getattr(helpers, "isolate", None)
+        if isolate is None or not self._assumable():
             return
-        if not all(c.passed for c in self.report.checks):
-            return
+        problem, tol = self.args[0], self.args[4]
+        try:
+            self.remote = isolate(copy.deepcopy(self.rng), problem.settings, tol)
+        except Exception:  # no helper to take it: it runs here
+            self.remote = None
+
+    def run(self) -> None:
+        if self.remote is not None or not self._assumable():
+            return  # a helper has it
         rng = copy.deepcopy(self.rng)
         try:
             self.layers = isolate_layers(*self.args, rng, Isolation.DIRECTIONS)
@@ -139,8 +162,19 @@ class Ahead:
 
     def take(self, how: Isolation) -> list[LayerVerdict] | None:
         """The layers' verdicts run ahead when ``how`` is the mode they assumed (the
-        generator then moves on as if they had been run now), else None."""
-        if self.layers is None or how is not Isolation.DIRECTIONS:
+        generator then moves on as if they had been run now), else None. A helper's
+        result is waited for."""
+        remote, self.remote = self.remote, None
+        if how is not Isolation.DIRECTIONS:
+            if remote is not None:
+                remote.cancel()
+            return None
+        if remote is not None:
+            try:
+                self.layers, self.state = remote.result()
+            except Exception:  # a helper that died or could not rebuild: run here
+                return None
+        if self.layers is None:
             return None
         self.rng.bit_generator.state = self.state
         return self.layers

@@ -47,7 +47,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -59,7 +59,7 @@ from . import blas
 from .compare import ElementVerdict, Tolerances
 from .elements import BLOCK_SECONDS, FIRST_BLOCK, GROWTH, _joined, tensor_check, user_shape
 from .objective import NetworkObjective
-from .passes import analytic_pass, problem_params
+from .passes import Gradients, Trace, analytic_pass, problem_params
 from .verdict import gradient_scale, judge_elements, known, tensor_noise
 
 if TYPE_CHECKING:
@@ -149,14 +149,33 @@ class Helpers(Protocol):
     def submit(self, chunk: Chunk) -> concurrent.futures.Future:
         """Judge ``chunk`` elsewhere; the future's result is a ChunkResult."""
 
+    def isolate(
+        self, rng: np.random.Generator, settings: Any, tol: Tolerances
+    ) -> concurrent.futures.Future:
+        """Run the per-layer isolation direction first elsewhere, drawing from ``rng``,
+        under ``settings`` (the check's, options included) and ``tol``; the future's
+        result is ``(layers, state)``: the LayerVerdicts and the generator's state
+        after them (engine/isolation.py ``Ahead``)."""
+
+
+@dataclass(frozen=True)
+class Rebuilt:
+    """A helper's copy of what ``run_check`` holds: the problem, the analytic pass's trace
+    and gradients, and the float64 objective built from them."""
+
+    problem: Problem
+    trace: Trace
+    grads: Gradients
+    objective: NetworkObjective
+
 
 @blas.single_threaded  # as run_check: the same BLAS calls, the same numbers
-def rebuild(problem: Problem, setup: Setup) -> NetworkObjective:
-    """The objective ``run_check`` builds, rebuilt in a helper from a freshly loaded
-    problem: the analytic pass, then what the purity probes found, then the float64
-    objective, in run_check's order (a node defended after the probes ran undefended
-    in the analytic pass, there as here). HelperUnavailable when the problem is not the
-    one the chunks come from (its f0 differs)."""
+def rebuild_all(problem: Problem, setup: Setup) -> Rebuilt:
+    """What ``run_check`` builds, rebuilt in a helper from a freshly loaded problem: the
+    analytic pass, then what the purity probes found, then the float64 objective, in
+    run_check's order (a node defended after the probes ran undefended in the analytic
+    pass, there as here). HelperUnavailable when the problem is not the one the chunks
+    come from (its f0 differs)."""
     try:
         trace, grads = analytic_pass(problem, problem_params(problem))
     except NumericalError as e:
@@ -165,7 +184,12 @@ def rebuild(problem: Problem, setup: Setup) -> NetworkObjective:
     objective = NetworkObjective.build(problem, trace, grads, problem_params(problem, np.float64))
     if objective.f0 != setup.f0:
         raise HelperUnavailable(f"the loss here is {objective.f0!r}, not {setup.f0!r}")
-    return objective
+    return Rebuilt(problem, trace, grads, objective)
+
+
+def rebuild(problem: Problem, setup: Setup) -> NetworkObjective:
+    """The objective of ``rebuild_all``."""
+    return rebuild_all(problem, setup).objective
 
 
 @blas.single_threaded
@@ -215,6 +239,7 @@ def check_plan(
     helpers: Helpers | None = None,
     prepared_in: float = 0.0,
     idle: Callable[[], None] | None = None,
+    helping: Callable[[Helpers], None] | None = None,
 ) -> None:
     """Judge the plan's elements (module docstring), handing each tensor's TensorCheck
     to ``finished`` in plan order as soon as it and the tensors before it are complete,
@@ -224,10 +249,12 @@ def check_plan(
     not yet handed over, each with the elements finished (mode ``interrupted`` when some
     are missing). ``idle`` is called once, when everything is cut and judged here and
     this process would only wait for the helpers' last chunks: work of its own that
-    does not depend on their verdicts (engine/isolation.py ``Ahead``)."""
+    does not depend on their verdicts (engine/isolation.py ``Ahead``). ``helping`` is
+    called once, with the helpers, as they get their first work: work of that kind to
+    hand them before the chunks."""
     _Schedule(
         problem, objective, checked, plan, tol, tracker, finished, helpers, prepared_in, idle
-    ).run()
+    ).run(helping)
 
 
 class _Schedule:
@@ -252,11 +279,13 @@ class _Schedule:
         #: each chunk's tensor and first position there, by chunk id
         self.where: dict[int, tuple[_Share, int]] = {}
         self.helping = False
+        self.helping_hook: Callable[[Helpers], None] | None = None
         self.scale: float | None = None
 
     # --- the loop ---------------------------------------------------------------------
 
-    def run(self) -> None:
+    def run(self, helping: Callable[[Helpers], None] | None = None) -> None:
+        self.helping_hook = helping
         try:
             self._show()
             if self.helpers is not None and self.helpers.eager:
@@ -456,6 +485,9 @@ class _Schedule:
     def _start_helping(self) -> None:
         self.helpers.start(Setup.of(self.problem, self.objective))  # type: ignore[union-attr]
         self.helping = True
+        hook, self.helping_hook = self.helping_hook, None
+        if hook is not None:
+            hook(self.helpers)  # type: ignore[arg-type]
 
     def _feed(self) -> None:
         """Keep IN_FLIGHT chunks per helper on their way."""
