@@ -114,8 +114,8 @@ class HelperPool(concurrent.futures.Executor):
             with contextlib.suppress(OSError):
                 os.close(helper.started.job_w)
         deadline = time.monotonic() + GRACE
-        while time.monotonic() < deadline and not all(_exited(h.started.proc) for h in helpers):
-            time.sleep(0.005)
+        for helper in helpers:  # each wakes this process as it exits
+            wire.wait_exit(helper.pid, deadline - time.monotonic())
         for helper in helpers:  # none is reaped yet: its pid and group are still its own
             pid = helper.pid
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -253,11 +253,8 @@ def _exception(told: Any) -> BaseException:
 
 
 def _exited(proc: subprocess.Popen) -> bool:
-    """Whether the process has exited (without reaping it)."""
-    try:
-        return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-    except ChildProcessError:
-        return True
+    """Whether the process has exited (without reaping it: wire.exited)."""
+    return wire.exited(proc.pid)
 
 
 def _status(proc: subprocess.Popen, wait: float = 1.0) -> int | None:

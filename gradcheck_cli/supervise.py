@@ -59,10 +59,12 @@ from .wire import (
     CALLS_BYTES,
     Forked,
     Started,
+    exited,
     frames,
     read_calls,
     running_now,
     start_worker,
+    wait_exit,
 )
 from .worker import Job, Loaded
 
@@ -396,7 +398,7 @@ def _watch(
             if now - eof_at > GRACE and not outcome.killed:  # silent, yet still there
                 outcome.killed = True
                 _kill_group(proc.pid)
-            time.sleep(POLL / 5)
+            wait_exit(proc.pid, POLL / 5)
             continue
         if _exited(proc):  # a process it started may hold the pipe open: read what is there
             while _read_events(fd, buffer, watch, wait=0.0) is True:
@@ -426,12 +428,8 @@ def _read_events(fd: int, buffer: bytearray, watch: Watch, *, wait: float) -> bo
 
 
 def _exited(proc: subprocess.Popen) -> bool:
-    """Whether the worker has exited, without reaping it: while it is a zombie its
-    process group cannot be reused, so that killing the group stays safe."""
-    try:
-        return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-    except ChildProcessError:
-        return True
+    """Whether the worker has exited, without reaping it (wire.exited)."""
+    return exited(proc.pid)
 
 
 def _catch_signals(signals: list[int]) -> Callable[[], None]:

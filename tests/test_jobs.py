@@ -576,3 +576,34 @@ def test_a_local_dask_cluster_gives_the_same_report(cases):
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-v"]))
+
+
+@pytest.mark.parametrize("pidfd", [True, False])
+def test_waiting_for_a_process_wakes_as_it_exits_and_never_reaps_it(pidfd, monkeypatch):
+    """wire.wait_exit: how the supervisor and a pool wait for processes that are ending.
+    It returns as the child exits (not at the next poll), times out on one that lives,
+    and leaves the exited child unreaped (its pid and group stay its own until the
+    caller reaps it), with a pidfd and without one."""
+    from gradcheck_cli import wire
+
+    if not pidfd:
+        monkeypatch.delattr(os, "pidfd_open", raising=False)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"])
+    try:
+        started = time.monotonic()
+        assert wire.wait_exit(child.pid, 0.05) is False
+        assert time.monotonic() - started >= (0.04 if pidfd else 0.0)
+        if pidfd:  # one wait of a minute returns as the child ends, 0.3 s in
+            assert wire.wait_exit(child.pid, 60.0) is True
+            assert time.monotonic() - started < 30
+        else:  # a short look each time
+            deadline = time.monotonic() + 30
+            while not wire.wait_exit(child.pid, 60.0):
+                assert time.monotonic() < deadline
+        assert wire.exited(child.pid)
+        # not reaped: the status is still there to collect
+        assert os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOHANG) is not None
+        assert wire.wait_exit(child.pid, 0.0) is True  # reaped now: gone counts as exited
+    finally:
+        child.kill()
+        child.wait()
