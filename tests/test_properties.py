@@ -380,7 +380,7 @@ def survey(stacks: int, seed: int) -> str:
         failed = any(c.failed for c in report.checks) or not all(
             e.passed for e in report.expectations
         )
-        counts["false"] += failed
+        counts["false"] += failed or report.failed
         counts["unresolved"] += not report.passed and not failed
         counts["blamed"] += bool(report.blamed_layers())
         if not report.passed or report.blamed_layers():

@@ -72,6 +72,32 @@ def blame(report: Report, problem: Problem) -> None:
             c.consequence_of = wrong[0]
 
 
+def unresolved_notes(report: Report) -> list[str]:
+    """What the report says of a layer whose own backward disagrees in isolation while
+    no gradient of the network disagrees: the verdict is the layer's (report.py
+    ``Report.failed``), and this says why the network-level check let it through."""
+    if any(c.failed for c in report.checks):
+        return []
+    notes = []
+    for v in report.layers:
+        if not v.disagrees:
+            continue
+        what = v.diagnosis or ", ".join(t for t, ok in v.tensors_ok.items() if ok is False)
+        note = (
+            f"{'the loss' if v.name == LOSS else f'layer {v.name}'}: its own backward "
+            f"disagrees in isolation ({what}), though every gradient of the network agrees "
+            "within its error estimate: an error this small is below what differences of "
+            "the whole loss resolve, not below what the layer alone resolves"
+        )
+        if report.float32:
+            note += (
+                "; in float32 the analytic side's rounding may be all of it, so the run is "
+                "inconclusive (exit 3): re-run with dtype: float64 to settle it"
+            )
+        notes.append(note)
+    return notes
+
+
 def path_ok(problem: Problem, verdicts: dict[str, LayerVerdict], tensor: str) -> tuple[bool, int]:
     """(every backward between ``tensor`` and the loss passes in isolation, the kinks
     those isolated checks met, the tensor's own layers included)."""

@@ -23,7 +23,7 @@ from ..options import report_settings
 from ..problem import Method, Mode, Problem
 from ..report import Report, TensorCheck
 from . import blas, budget, fast, memory
-from .blame import blame
+from .blame import blame, unresolved_notes
 from .compare import Tolerances
 from .diagnose import diagnose
 from .elements import check_tensor, select_elements, select_tensors, unchecked, user_shape
@@ -144,6 +144,7 @@ def run_check(
             if c.failed:  # an inconclusive check keeps the note that says why
                 c.diagnosis = diagnose(c, batch_size=problem.batch_size, values=values[c.name])
         purity.apply(report)  # after blame and diagnosis, which judge numeric failures
+        report.warnings.extend(unresolved_notes(report))
         report.warnings.extend(noise_floor_warnings(problem, report.checks))
     except KeyboardInterrupt as stop:
         # the tensors in progress, with the elements they finished (engine/elements.py,

@@ -38,6 +38,7 @@ def render_junit(report: Report) -> str:
     cases += [_expectation_case(e, classname) for e in report.expectations]
     cases += [_skipped_case(name, classname) for name in report.skipped]
     cases += [_purity_case(v, classname) for v in report.layers if v.impure]
+    cases += [_isolation_case(v, report, classname) for v in report.layers if v.disagrees]
     ending = _ending_case(report, classname)
     if ending is not None:
         cases.append(ending)
@@ -165,6 +166,25 @@ def _purity_case(v: LayerVerdict, classname: str) -> ET.Element:
         {"message": "; ".join(p.kind for p in failing), "type": "ImpureLayer"},
     )
     failure.text = "\n".join(f"{p.kind}: {p.message}" for p in failing)
+    return case
+
+
+def _isolation_case(v: LayerVerdict, report: Report, classname: str) -> ET.Element:
+    """A layer whose own backward disagrees in isolation, one case: a failure, or in
+    float32 an error (it may be the analytic side's rounding: inconclusive)."""
+    case = _case(classname, f"own backward of layer {v.name}")
+    wrong = ", ".join(t for t, ok in v.tensors_ok.items() if ok is False)
+    message = (
+        f"its own backward disagrees in isolation ({wrong}); max abs error "
+        f"{v.max_abs_error:.3g}, max rel error {v.max_rel_error:.3g}"
+    )
+    if v.diagnosis:
+        message += f"; {v.diagnosis}"
+    if report.float32:
+        message += "; in float32 the analytic side's rounding may explain it: re-run in float64"
+        ET.SubElement(case, "error", {"message": message, "type": "Inconclusive"})
+    else:
+        ET.SubElement(case, "failure", {"message": message, "type": "LayerMismatch"})
     return case
 
 

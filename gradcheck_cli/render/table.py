@@ -421,10 +421,19 @@ def verdict_line(report: Report) -> Text:
         unsure = [c for c in checks if c.inconclusive]
         elements = sum(c.inconclusive for c in unsure)
         text = Text(prefix + "INCONCLUSIVE", style=UNSURE_STYLE)
-        text.append(
-            f": {_plural(elements, 'element')} of {len(unsure)} of {len(checks)} tensors "
-            f"could not be resolved ({_names([c.name for c in unsure])}), 0 failed"
-        )
+        clauses = []
+        if unsure:
+            clauses.append(
+                f"{_plural(elements, 'element')} of {len(unsure)} of {len(checks)} tensors "
+                f"could not be resolved ({_names([c.name for c in unsure])})"
+            )
+        own = report.disagreeing_layers()
+        if own:  # float32: the analytic side's rounding may be all of it
+            clauses.append(
+                f"{_layers_disagree(own)} by what float32 rounding may explain "
+                "(re-run with dtype: float64)"
+            )
+        text.append(": " + ", ".join(clauses) + ", 0 failed")
     else:
         text = Text(prefix + "FAIL", style=FAIL_STYLE)
         clauses = []
@@ -434,8 +443,12 @@ def verdict_line(report: Report) -> Text:
             if bad:
                 clauses.append(f"{len(bad)} of {len(items)} {what} disagree ({_names(bad)})")
         impure = [v.name for v in report.layers if v.impure]
-        if impure and not clauses:  # no selected tensor carries what they corrupt
-            clauses.append(f"{_plural(len(impure), 'impure layer')} ({_names(impure)})")
+        own = report.disagreeing_layers()
+        if not clauses:  # no selected tensor carries what they corrupt or send wrong
+            if impure:
+                clauses.append(f"{_plural(len(impure), 'impure layer')} ({_names(impure)})")
+            if own:
+                clauses.append(_layers_disagree(own))
         text.append(": " + ", ".join(clauses))
         blamed = report.blamed_layers()
         if blamed:
@@ -443,6 +456,13 @@ def verdict_line(report: Report) -> Text:
             text.append(f"; {label}: {', '.join(blamed)}")
     text.append(f" in {report.total_s:.2f} s")
     return text
+
+
+def _layers_disagree(names: list[str]) -> str:
+    """``1 layer's own backward disagrees in isolation (fc2)``."""
+    if len(names) == 1:
+        return f"1 layer's own backward disagrees in isolation ({names[0]})"
+    return f"{len(names)} layers' own backwards disagree in isolation ({_names(names)})"
 
 
 def _only_stopped(x: TensorCheck | ExpectationResult) -> bool:
