@@ -432,7 +432,7 @@ def test_a_routing_the_support_direction_rejects_gets_the_element_wise_verdict()
     each element alone (and there each one is bracketed): the same verdict as
     element-wise isolation, never a laxer one."""
     from gradcheck_cli.engine import check, isolation, passes
-    from gradcheck_cli.engine.objective import LayerObjective
+    from gradcheck_cli.engine.objective import LayerObjective, layer_energy
     from gradcheck_cli.layers.pool import MaxPool2d
 
     class RoutesToAllTies(MaxPool2d):
@@ -449,7 +449,7 @@ def test_a_routing_the_support_direction_rejects_gets_the_element_wise_verdict()
     x, delta, y = trace.values["act"], grads.deltas["pool"], trace.values["pool"]
     buggy = RoutesToAllTies(kernel_size=2)
     dx, _ = buggy.backward(delta, buggy.forward(x, {})[1], {})
-    obj = LayerObjective(spec, [x], {}, delta, float((y * delta).sum()), {"input": dx})
+    obj = LayerObjective(spec, [x], {}, delta, layer_energy(y, delta), {"input": dx})
 
     rng = np.random.default_rng(0)
     u = {"input": fast.support_direction(dx, rng)}

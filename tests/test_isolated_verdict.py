@@ -226,3 +226,82 @@ def test_a_small_error_in_any_layer_backward_is_never_green(doc):
     assert report.exit_code != 0, f"a wrong backward passed: {doc}"
     if report.exit_code == 1:
         assert "mutant" in report.blamed_layers(), (report.blamed_layers(), doc)
+
+
+# --- the isolated objective of a batch: one example per copy, the same numbers ---------------
+
+
+@st.composite
+def batched_networks(draw) -> dict:
+    """A batched conv / pool / dense network with a fork (an ``add`` of two branches), so
+    that a node with two inputs is isolated too."""
+    batch = draw(st.sampled_from([2, 3, 5]))
+    act = draw(st.sampled_from(["tanh", "relu", "sigmoid"]))
+    layers = [
+        {"type": "conv2d", "name": "c1", "out_channels": 2, "kernel_size": 3, "padding": 1},
+        {"type": act, "name": "a1"},
+        {"type": "conv2d", "name": "c2", "out_channels": 2, "kernel_size": 3, "padding": 1},
+        {"type": "add", "name": "sum", "inputs": ["a1", "c2"]},
+        {"type": draw(st.sampled_from(["maxpool2d", "avgpool2d"])), "kernel_size": 2},
+        {"type": "flatten"},
+        {"type": "dense", "out_features": 3},
+    ]
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    return {
+        "seed": draw(st.integers(0, 2**16)),
+        "input": {"shape": [batch, 2, 4, 4], "batched": True},
+        "layers": layers,
+        "loss": {"type": "mse", "target": rng.normal(size=(batch, 3)).round(3).tolist()},
+    }
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(batched_networks(), st.data())
+def test_a_copy_moved_in_one_example_gives_the_values_of_the_whole_batch(doc, data):
+    """``LayerObjective.losses`` of a batch-independent node's input runs only the
+    example each copy moves; its values are those of the forward of the whole batch of
+    every copy, summed the same way, bit for bit."""
+    from gradcheck_cli.config import problem_from_dict
+    from gradcheck_cli.engine.isolation import objectives
+    from gradcheck_cli.engine.objective import (
+        NetworkObjective,
+        _energies,
+        _forward_copies,
+        _stack_input,
+        _tiled,
+    )
+    from gradcheck_cli.engine.passes import analytic_pass, problem_params
+
+    problem = problem_from_dict(doc)
+    trace, grads = analytic_pass(problem, problem_params(problem))
+    net = NetworkObjective.build(problem, trace, grads, problem_params(problem, np.float64))
+    seen = 0
+    for name, _, obj in objectives(problem, net, trace, grads):
+        if not hasattr(obj, "node") or not obj.node.batch_independent:
+            continue
+        for tensor, s in obj.slots().items():
+            size = obj.xs[s].size
+            index = np.array(data.draw(st.lists(st.integers(0, size - 1), min_size=1)))
+            delta = np.array(
+                data.draw(
+                    st.lists(
+                        st.sampled_from([1e-6, -1e-6, 0.5, -3.0, 0.0]),
+                        min_size=len(index),
+                        max_size=len(index),
+                    )
+                )
+            )
+            p, n = len(index), obj.delta.shape[0]
+            xs = [
+                _stack_input(x, index, delta) if i == s else _tiled(x, p)
+                for i, x in enumerate(obj.xs)
+            ]
+            whole = _forward_copies(obj.node, xs, obj.params, p)
+            expected = _energies(whole.reshape(p, n, -1) * obj.delta.reshape(1, n, -1))
+            got = obj.losses(tensor, index, delta)
+            assert np.array_equal(got, expected), (name, tensor)
+            seen += 1
+        # the unmoved value is f0, and loss_at agrees with it
+        zero = obj.losses(next(iter(obj.slots())), np.array([0]), np.array([0.0]))
+        assert zero[0] == obj.f0 == obj.loss_at({})
+    assert seen >= 6

@@ -24,7 +24,7 @@ from .compare import ElementVerdict, Tolerances
 from .diagnose import diagnose
 from .elements import check_elements, select_elements, tensor_check
 from .kinks import split_upstream
-from .objective import LayerObjective, LossObjective, NetworkObjective
+from .objective import LayerObjective, LossObjective, NetworkObjective, layer_energy
 from .passes import Gradients, Trace, loss_forward, node_forward, reduce_losses
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ def objectives(problem: Problem, net: NetworkObjective, trace: Trace, grads: Gra
         params = net.params[node.owner]
         with np.errstate(all="ignore"):
             y, _ = node_forward(node, xs, params)
-        obj = LayerObjective(node, xs, params, delta, float((y * delta).sum()), analytic)
+        obj = LayerObjective(node, xs, params, delta, layer_energy(y, delta), analytic)
         out.append((node.name, node.type, obj))
     output = problem.network.output
     y = trace.values[output].astype(np.float64)

@@ -61,7 +61,7 @@ from ..report import Report
 from .blame import path_ok
 from .compare import ElementVerdict, Tolerances
 from .elements import JUMP_KEY, check_elements
-from .objective import LayerObjective
+from .objective import LayerObjective, layer_energy
 from .passes import node_backward, node_forward
 
 TAYLOR_KINK_NOTE = (
@@ -124,7 +124,7 @@ def split_upstream(
             dxs, grads = node_backward(node, part.astype(dtype), cache, params, xs)
         analytic = {node.slot_name(s): dx for s, dx in enumerate(dxs)}
         analytic.update({f"{node.name}.{p}": g for p, g in grads.items()})
-        half = LayerObjective(node, obj.xs, obj.params, part, float((y64 * part).sum()), analytic)
+        half = LayerObjective(node, obj.xs, obj.params, part, layer_energy(y64, part), analytic)
         w = check_elements(half, tensor, sub_index, tol, max_memory)
         passed &= ~(w.failed | w.inconclusive)
     settled = np.zeros_like(retry)
