@@ -624,6 +624,7 @@ class LayerObjective:
     forward_passes: int = 0
     _magnitude: float | None = field(default=None, repr=False)
     _sums: np.ndarray | None = field(default=None, repr=False)
+    _y: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
     @property
     def spec(self) -> Node:  # the former name, kept for plugins' tests
@@ -655,8 +656,12 @@ class LayerObjective:
         p = len(index)
         self.forward_passes += p
         slots = self.slots()
-        if tensor in slots and self.node.batch_independent and self.xs[0].shape[0] > 1:
-            return self._one_example(slots[tensor], index, delta)
+        if tensor in slots and self.node.batch_independent:
+            local = self._local(index, delta)
+            if local is not None:
+                return local
+            if self.xs[0].shape[0] > 1:
+                return self._one_example(slots[tensor], index, delta)
         if tensor in slots:
             s = slots[tensor]
             xs = [
@@ -690,11 +695,44 @@ class LayerObjective:
         sums[np.arange(p), example] = (y * self.delta.reshape(n, -1)[example]).sum(axis=1)
         return sums.sum(axis=1)
 
+    def _local(self, index: np.ndarray, delta: np.ndarray) -> np.ndarray | None:
+        """``losses`` of P copies of the input of a one-input node that computes changed
+        outputs from changed inputs (``Layer.forward_local``, as the network check
+        does): no forward per copy, only the outputs its one moved input reaches, put
+        into its example's base terms and summed as ``_one_example`` sums (the values
+        agree with the whole forward up to rounding, and a copy's depend on it alone:
+        tests/test_isolated_verdict.py). None where the node cannot (the caller runs
+        forward). A batch-1 pool's 16,384 inputs: one window each, not 16,384 outputs."""
+        node = self.node
+        if not getattr(node.layer, "supports_local", False) or node.defended or len(self.xs) != 1:
+            return None
+        x = self.xs[0]
+        p, n, per = len(index), x.shape[0], x[0].size
+        example, at = index // per, index % per
+        moved = x.reshape(n, per)[example, at] + delta
+        y, terms = self._base()
+        out = node_forward_local(node, x, y, self.params, example, at[:, None], moved[:, None])
+        if out is None:
+            return None
+        where, got = out
+        rows = terms[example]  # (P, M): each copy's example, a copy
+        upstream = np.take_along_axis(self.delta.reshape(n, -1)[example], where, axis=1)
+        np.put_along_axis(rows, where, got * upstream, axis=1)
+        sums = np.broadcast_to(self._base_sums(), (p, n)).copy()
+        sums[np.arange(p), example] = rows.sum(axis=1)
+        return sums.sum(axis=1)
+
+    def _base(self) -> tuple[np.ndarray, np.ndarray]:
+        """The unperturbed node's output y (N, *out) and its terms delta * y, (N, M)."""
+        if self._y is None:
+            y, _ = node_forward(self.node, self.xs, self.params)
+            self._y = (y, (y * self.delta).reshape(self.delta.shape[0], -1))
+        return self._y
+
     def _base_sums(self) -> np.ndarray:
         """Each example's sum of delta * y of the unperturbed node, (N,)."""
         if self._sums is None:
-            y, _ = node_forward(self.node, self.xs, self.params)
-            self._sums = (y * self.delta).reshape(self.delta.shape[0], -1).sum(axis=1)
+            self._sums = self._base()[1].sum(axis=1)
         return self._sums
 
     def loss_at(self, values: Mapping[str, np.ndarray]) -> float:
