@@ -244,6 +244,9 @@ class LayerVerdict:
     inconclusive: int = 0
     #: what the purity probes found (engine/purity.py); a failing one fails the layer
     problems: list[LayerProblem] = field(default_factory=list)
+    #: what disagrees in its isolated check reaches no checked tensor's gradient (an
+    #: ``--only`` selection left it out): shown, not counted in the verdict
+    unselected: bool = False
 
     @property
     def wrong(self) -> bool:
@@ -357,7 +360,7 @@ class Report:
         backward always does; the network-level check may not resolve it when the error
         is small against the rounding of the whole loss (a dW 1e-5 too large in a
         hidden layer of LeNet-5 at batch 8), and the verdict stays the layer's."""
-        return [v.name for v in self.layers if v.disagrees]
+        return [v.name for v in self.layers if v.disagrees and not v.unselected]
 
     @property
     def passed(self) -> bool:

@@ -201,6 +201,7 @@ def _layer(r: _Reader) -> LayerVerdict:
         directions=r.get("directions", int, default=0),
         inconclusive=r.get("inconclusive", int, default=0),
         problems=problems,
+        unselected=r.get("unselected", bool, default=False),
     )
     wrong = r.get("wrong", bool, default=None)
     if wrong is not None and wrong != verdict.wrong:

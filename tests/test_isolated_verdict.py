@@ -56,11 +56,11 @@ def subtle_mlp(dtype: str = "float64") -> dict:
         "dtype": dtype,
         "input": {"shape": [16, 20], "batched": True},
         "layers": [
-            {"type": "dense", "out_features": 48},
+            {"type": "dense", "name": "first", "out_features": 48},
             {"type": "relu"},
             {"type": "dense_subtle", "name": "mutant", "out_features": 48},
             {"type": "relu"},
-            {"type": "dense", "out_features": 10},
+            {"type": "dense", "name": "last", "out_features": 10},
         ],
         "loss": {
             "type": "softmax_cross_entropy",
@@ -112,6 +112,28 @@ def test_in_float32_the_same_disagreement_is_inconclusive():
     suite = ET.fromstring(render_junit(report).split("\n", 1)[1])
     case = next(c for c in suite.iter("testcase") if c.get("name").startswith("own backward"))
     assert case.find("error") is not None and case.find("failure") is None
+
+
+@pytest.mark.parametrize(
+    ("only", "counted"),
+    [(["mutant.*"], True), (["mutant.weight"], True), (["first.*", "last.*"], False)],
+)
+def test_only_what_reaches_a_checked_tensor_counts(only, counted):
+    """``--only``: a layer's disagreement counts when what is wrong in it reaches a
+    checked tensor's gradient (its dW reaches only its weight; the tensors below and
+    above it get no wrong gradient from it). Left out, it is shown and said, not
+    counted: the run is green on what was selected."""
+    register_subtle()
+    report = gc.check(subtle_mlp(), jobs=1, only=only)
+    mutant = next(v for v in report.layers if v.name == "mutant")
+    assert mutant.disagrees and mutant.unselected is not counted
+    if counted:
+        assert report.exit_code == 1 and report.disagreeing_layers() == ["mutant"]
+    else:
+        assert report.exit_code == 0 and report.disagreeing_layers() == []
+        assert any("not counted in the verdict" in w for w in report.warnings)
+    data = json.loads(report.to_json())
+    assert next(x for x in data["layers"] if x["name"] == "mutant")["unselected"] is not counted
 
 
 def test_the_correct_network_passes_with_every_layer_ok():

@@ -72,19 +72,57 @@ def blame(report: Report, problem: Problem) -> None:
             c.consequence_of = wrong[0]
 
 
+def culprits(problem: Problem, verdicts: dict[str, LayerVerdict], tensor: str) -> set[str]:
+    """The nodes (and the loss) whose own backward, wrong in isolation, reaches
+    ``tensor``'s gradient: its own nodes' share of it, and the deltas on its way up."""
+    network = problem.network
+    found = set(wrong_readers(problem, verdicts, tensor))
+    if not network.is_input(tensor):
+        owner, param = network.split_param(tensor)
+        found.update(
+            n.name
+            for n in network.users(owner)
+            if verdicts[n.name].tensors_ok.get(f"{n.name}.{param}", True) is False
+        )
+    return found
+
+
+def mark_unselected(report: Report, problem: Problem) -> None:
+    """Mark each layer whose isolated disagreement reaches none of the checked tensors
+    (``--only`` left out what it computes wrong): the report shows it, the verdict does
+    not count it (report.py ``LayerVerdict.unselected``)."""
+    verdicts = {v.name: v for v in report.layers}
+    if not any(v.disagrees for v in report.layers):
+        return
+    reached: set[str] = set()
+    for c in report.checks:
+        reached |= culprits(problem, verdicts, c.name)
+    for v in report.layers:
+        v.unselected = v.disagrees and v.name not in reached
+
+
 def unresolved_notes(report: Report) -> list[str]:
     """What the report says of a layer whose own backward disagrees in isolation while
     no gradient of the network disagrees: the verdict is the layer's (report.py
-    ``Report.failed``), and this says why the network-level check let it through."""
-    if any(c.failed for c in report.checks):
-        return []
+    ``Report.failed``), and this says why the network-level check let it through; or,
+    for one outside an ``--only`` selection, that it is not counted."""
     notes = []
     for v in report.layers:
         if not v.disagrees:
             continue
         what = v.diagnosis or ", ".join(t for t, ok in v.tensors_ok.items() if ok is False)
+        who = "the loss" if v.name == LOSS else f"layer {v.name}"
+        if v.unselected:
+            notes.append(
+                f"{who}: its own backward disagrees in isolation ({what}), but what is "
+                "wrong reaches no checked tensor's gradient (the --only selection): not "
+                "counted in the verdict"
+            )
+            continue
+        if any(c.failed for c in report.checks):
+            continue
         note = (
-            f"{'the loss' if v.name == LOSS else f'layer {v.name}'}: its own backward "
+            f"{who}: its own backward "
             f"disagrees in isolation ({what}), though every gradient of the network agrees "
             "within its error estimate: an error this small is below what differences of "
             "the whole loss resolve, not below what the layer alone resolves"

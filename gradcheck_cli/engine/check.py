@@ -23,7 +23,7 @@ from ..options import report_settings
 from ..problem import Method, Mode, Problem
 from ..report import Report, TensorCheck
 from . import blas, budget, fast, memory
-from .blame import blame, unresolved_notes
+from .blame import blame, mark_unselected, unresolved_notes
 from .compare import Tolerances
 from .diagnose import diagnose
 from .elements import check_tensor, select_elements, select_tensors, unchecked, user_shape
@@ -139,6 +139,7 @@ def run_check(
         finally:
             Calls.deadline = None
         blame(report, problem)
+        mark_unselected(report, problem)
         values = objective.tensors()
         for c in report.checks:
             if c.failed:  # an inconclusive check keeps the note that says why

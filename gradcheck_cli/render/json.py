@@ -134,6 +134,7 @@ def report_to_dict(r: Report) -> dict[str, Any]:
                 "wrong": v.wrong,
                 "inconclusive": v.inconclusive,
                 "tensors_ok": dict(v.tensors_ok),
+                "unselected": v.unselected,
                 "problems": [
                     {"kind": p.kind, "message": p.message, "severity": p.severity}
                     for p in v.problems
