@@ -337,3 +337,38 @@ def test_a_copy_moved_in_one_example_gives_the_values_of_the_whole_batch(doc, da
         zero = obj.losses(next(iter(obj.slots())), np.array([0]), np.array([0.0]))
         assert zero[0] == obj.f0 == obj.loss_at({})
     assert seen >= 6
+
+
+def test_a_backward_that_is_not_linear_in_dy_is_never_excused_as_a_kink():
+    """The split of the upstream gradient by sign (engine/kinks.py) settles ties because
+    a VJP is linear in it. A backward whose error moves with the upstream gradient's
+    values (here: the largest |dW| 1e-6 too large, wherever dy puts it) is not linear,
+    and in a ReLU conv net each half put the error elsewhere, so the element passed
+    both halves and was called a kink: exit 0. Its halves do not add up to its whole,
+    so now the split proves nothing for it and it stays failed."""
+
+    @gc.register_layer("conv2d_argmax_bug")
+    class ConvArgmaxBug(Conv2d):
+        def backward(self, dy, cache, params):
+            dx, grads = super().backward(dy, cache, params)
+            weight = grads["weight"].copy()
+            flat = weight.reshape(-1)
+            flat[np.argmax(np.abs(flat))] *= 1 + 1e-6
+            return dx, {**grads, "weight": weight}
+
+    doc = {
+        "seed": 0,
+        "input": {"shape": [1, 2, 6, 6], "batched": True},
+        "layers": [
+            {"type": "conv2d", "out_channels": 3, "kernel_size": 3, "padding": 1},
+            {"type": "relu"},
+            {"type": "conv2d_argmax_bug", "name": "mutant", "out_channels": 4, "kernel_size": 3},
+            {"type": "relu"},
+            {"type": "flatten"},
+            {"type": "dense", "out_features": 5},
+        ],
+        "loss": {"type": "mse", "target": [[0.126, -0.132, 0.64, 0.105, -0.536]]},
+    }
+    report = gc.check(doc, jobs=1)
+    assert report.exit_code == 1, verdict_line(report).plain
+    assert "mutant" in report.blamed_layers()
