@@ -121,7 +121,7 @@ class HelperPool(concurrent.futures.Executor):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 if self._session:
                     os.killpg(pid, signal.SIGKILL)
-                elif not _exited(helper.started.proc):
+                elif not wire.exited(helper.pid):
                     os.kill(pid, signal.SIGKILL)
         for helper in helpers:
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -198,7 +198,7 @@ class HelperPool(concurrent.futures.Executor):
             for fd, helper in watched.items():
                 if fd in ready:
                     self._take(helper)
-                elif _exited(helper.started.proc):  # it ended; a child may hold the pipe
+                elif wire.exited(helper.pid):  # it ended; a child may hold the pipe
                     while not helper.dead and select.select([fd], [], [], 0)[0]:
                         self._take(helper)
                     self._died(helper)
@@ -250,11 +250,6 @@ def _exception(told: Any) -> BaseException:
     if isinstance(told, wire.Failure):
         return RemoteFailure(told)
     return RuntimeError(str(told))
-
-
-def _exited(proc: subprocess.Popen) -> bool:
-    """Whether the process has exited (without reaping it: wire.exited)."""
-    return wire.exited(proc.pid)
 
 
 def _status(proc: subprocess.Popen, wait: float = 1.0) -> int | None:

@@ -393,14 +393,14 @@ def _watch(
             outcome.killed = True
             _kill_group(proc.pid)
         if eof_at is not None:
-            if _exited(proc):
+            if exited(proc.pid):
                 return
             if now - eof_at > GRACE and not outcome.killed:  # silent, yet still there
                 outcome.killed = True
                 _kill_group(proc.pid)
             wait_exit(proc.pid, POLL / 5)
             continue
-        if _exited(proc):  # a process it started may hold the pipe open: read what is there
+        if exited(proc.pid):  # a process it started may hold the pipe open: read what is there
             while _read_events(fd, buffer, watch, wait=0.0) is True:
                 pass
             return
@@ -425,11 +425,6 @@ def _read_events(fd: int, buffer: bytearray, watch: Watch, *, wait: float) -> bo
         with contextlib.suppress(Exception):  # on_loaded's refusal is kept in watch
             watch.send(kind, payload)
     return True
-
-
-def _exited(proc: subprocess.Popen) -> bool:
-    """Whether the worker has exited, without reaping it (wire.exited)."""
-    return exited(proc.pid)
 
 
 def _catch_signals(signals: list[int]) -> Callable[[], None]:
