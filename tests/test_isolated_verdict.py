@@ -134,6 +134,9 @@ def test_only_what_reaches_a_checked_tensor_counts(only, counted):
         assert any("not counted in the verdict" in w for w in report.warnings)
     data = json.loads(report.to_json())
     assert next(x for x in data["layers"] if x["name"] == "mutant")["unselected"] is not counted
+    # JUnit agrees with the exit code: a failing case only for a counted layer
+    suite = ET.fromstring(render_junit(report).split("\n", 1)[1])
+    assert suite.get("failures") == ("1" if counted else "0")
 
 
 def test_the_correct_network_passes_with_every_layer_ok():

@@ -38,7 +38,8 @@ def render_junit(report: Report) -> str:
     cases += [_expectation_case(e, classname) for e in report.expectations]
     cases += [_skipped_case(name, classname) for name in report.skipped]
     cases += [_purity_case(v, classname) for v in report.layers if v.impure]
-    cases += [_isolation_case(v, report, classname) for v in report.layers if v.disagrees]
+    counted = set(report.disagreeing_layers())  # an --only selection's own (unselected: not)
+    cases += [_isolation_case(v, report, classname) for v in report.layers if v.name in counted]
     ending = _ending_case(report, classname)
     if ending is not None:
         cases.append(ending)
