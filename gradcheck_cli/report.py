@@ -252,7 +252,7 @@ class LayerVerdict:
     def wrong(self) -> bool:
         """It is to blame: its own backward failed somewhere in isolation, or a purity
         problem fails it (an inconclusive isolated check blames nobody)."""
-        if self.impure or any(ok is False for ok in self.tensors_ok.values()):
+        if self.impure or self.disagrees:
             return True
         return not self.passed and not self.tensors_ok and self.inconclusive == 0
 
@@ -260,7 +260,13 @@ class LayerVerdict:
     def disagrees(self) -> bool:
         """Its own backward disagrees with its numeric VJP in isolation: some element of
         it failed there (contract section 5 applied to the layer alone)."""
-        return any(ok is False for ok in self.tensors_ok.values())
+        return bool(self.failed_tensors)
+
+    @property
+    def failed_tensors(self) -> list[str]:
+        """Its tensors (``input``, ``<layer>.weight``, ...) with an element that failed in
+        isolation."""
+        return [t for t, ok in self.tensors_ok.items() if ok is False]
 
     @property
     def own_backward_ok(self) -> bool:

@@ -110,7 +110,7 @@ def unresolved_notes(report: Report) -> list[str]:
     for v in report.layers:
         if not v.disagrees:
             continue
-        what = v.diagnosis or ", ".join(t for t, ok in v.tensors_ok.items() if ok is False)
+        what = v.diagnosis or ", ".join(v.failed_tensors)
         who = "the loss" if v.name == LOSS else f"layer {v.name}"
         if v.unselected:
             notes.append(

@@ -174,7 +174,7 @@ def _isolation_case(v: LayerVerdict, report: Report, classname: str) -> ET.Eleme
     """A layer whose own backward disagrees in isolation, one case: a failure, or in
     float32 an error (it may be the analytic side's rounding: inconclusive)."""
     case = _case(classname, f"own backward of layer {v.name}")
-    wrong = ", ".join(t for t, ok in v.tensors_ok.items() if ok is False)
+    wrong = ", ".join(v.failed_tensors)
     message = (
         f"its own backward disagrees in isolation ({wrong}); max abs error "
         f"{v.max_abs_error:.3g}, max rel error {v.max_rel_error:.3g}"
