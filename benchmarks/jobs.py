@@ -20,8 +20,10 @@ cnn32_b8           the same CNN, batch 8
 For each network, ``gradcheck run CONFIG -q --jobs 1`` and ``... --jobs N`` run in turn,
 ``--repeat`` times, the order swapped every round (so that neither always runs first on
 a machine whose load changes). The script prints the median wall time of each, their
-ratio, the CPU seconds of each whole process tree, and the load average before and
-after. First, once per network, both write their JSON reports, which are compared
+ratio, the median of each round's own ratio (``paired``: the two runs of a round are
+next to each other in time, so that a machine whose speed drifts between rounds moves
+both alike), the CPU seconds of each whole process tree, and the load average before
+and after. First, once per network, both write their JSON reports, which are compared
 apart from ``timing``: the script stops if they differ (the timed runs write no report,
 whose rendering is the same serial work for both).
 
@@ -149,7 +151,8 @@ def main() -> None:
         print(f"load average before: {load_before[0]:.2f} {load_before[1]:.2f}", flush=True)
         print(
             f"{'network':<16} {'elements':>9} {'jobs 1 s':>9} {f'jobs {args.jobs} s':>9}"
-            f" {'ratio':>6} {'cpu 1 s':>8} {f'cpu {args.jobs} s':>8} {'busy':>5}  identical"
+            f" {'ratio':>6} {'paired':>6} {'cpu 1 s':>8} {f'cpu {args.jobs} s':>8} {'busy':>5}"
+            "  identical"
         )
         for name in names:
             path = tmp / f"{name}.yaml"
@@ -171,14 +174,19 @@ def main() -> None:
             many = statistics.median(w for w, _ in runs[args.jobs])
             cpu_one = statistics.median(c for _, c in runs[1])
             cpu_many = statistics.median(c for _, c in runs[args.jobs])
+            paired = statistics.median(
+                a / b for (a, _), (b, _) in zip(runs[1], runs[args.jobs], strict=True)
+            )
             results[name] = {
                 "elements": elements,
                 "runs": {str(k): v for k, v in runs.items()},
+                "paired_ratio": paired,
                 "busy_before_runs": busy,
             }
             seen = f"{max(busy):.2f}" if busy else "-"
             print(
                 f"{name:<16} {elements:>9,} {one:>9.2f} {many:>9.2f} {one / many:>5.2f}x"
+                f" {paired:>5.2f}x"
                 f" {cpu_one:>8.2f} {cpu_many:>8.2f} {seen:>5}  yes",
                 flush=True,
             )
