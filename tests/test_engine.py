@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from engine_toys import Affine, Relu, Tanh, make_problem
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gradcheck_cli.engine import run_check
 from gradcheck_cli.engine.compare import rel_error
-from gradcheck_cli.engine.numeric import differences
+from gradcheck_cli.engine.numeric import differences, largest_first
 
 
 class Cubic:
@@ -126,3 +128,22 @@ def test_a_blamed_layer_says_which_of_its_own_gradients_is_wrong():
     assert all(v.diagnosis is None for v in report.layers if v.passed)
     dx_wrong = next(v for v in run_check(_toy(dx_bug=-1.0)).layers if v.name == "fc2")
     assert dx_wrong.diagnosis.startswith("dx: flipped sign")
+
+
+@given(
+    values=st.lists(
+        st.sampled_from([0.0, 1.0, 2.0, 3.0, np.inf, np.nan, 1e-300, 5e-324])
+        | st.floats(allow_nan=True, allow_infinity=True),
+        min_size=0,
+        max_size=60,
+    ),
+    k=st.integers(min_value=-1, max_value=70),
+)
+@settings(max_examples=400, deadline=None, database=None)
+def test_largest_first_is_the_head_of_a_stable_descending_sort(values, k):
+    """The noise probes' choice (numeric.largest_first) picks exactly the elements, in
+    exactly the order, a full stable sort would: ties (drawn often from a few values)
+    in position order, NaN last, any k."""
+    a = np.abs(np.array(values, dtype=np.float64))
+    expected = np.argsort(-a, kind="stable")[: max(k, 0)]
+    np.testing.assert_array_equal(largest_first(a, k), expected)

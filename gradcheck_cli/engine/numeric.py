@@ -341,6 +341,22 @@ def _sorted_unique(a: np.ndarray) -> np.ndarray:
     return a[np.concatenate([[True], a[1:] != a[:-1]])] if a.size else a
 
 
+def largest_first(values: np.ndarray, k: int) -> np.ndarray:
+    """The positions of the ``k`` largest of ``values`` (1-D), largest first, ties in
+    position order and NaN last: ``np.argsort(-values, kind="stable")[:k]``, without
+    sorting the whole array (a 235k-element weight: 2 ms against 48 ms)."""
+    neg = -values
+    if k <= 0 or k >= neg.size:
+        return np.argsort(neg, kind="stable")[: max(k, 0)]
+    kth = np.partition(neg, k - 1)[k - 1]  # the k-th in sorted order (NaN sorts last)
+    if np.isnan(kth):  # fewer than k numbers: the sort would reach the NaN
+        return np.argsort(neg, kind="stable")[:k]
+    before = np.flatnonzero(neg < kth)  # all of them go, in position order
+    ties = np.flatnonzero(neg == kth)[: k - before.size]  # the first of the equal ones
+    chosen = np.concatenate([before, ties])
+    return chosen[np.argsort(neg[chosen], kind="stable")]
+
+
 def _steady(d: np.ndarray, floor: float) -> float:
     """The largest of some differences (K, 2), each taken at t and 2t, among the probes
     where it does not grow with t (noise; a kink or a curvature term grows), or where
@@ -370,7 +386,7 @@ def noise(objective, tensor: str, h: np.ndarray, max_memory: int) -> float:
     if size == 0:
         return floor
     reach = np.abs(np.asarray(objective.analytic[tensor], dtype=np.float64).reshape(-1) * h)
-    top = np.argsort(-reach, kind="stable")[: NOISE_PROBES // 2]
+    top = largest_first(reach, NOISE_PROBES // 2)
     spread = np.linspace(0, size - 1, NOISE_PROBES - len(top)).round().astype(np.intp)
     probes = _sorted_unique(np.concatenate([top, spread]))
     f0 = objective.f0
