@@ -375,3 +375,65 @@ def test_a_backward_that_is_not_linear_in_dy_is_never_excused_as_a_kink():
     report = gc.check(doc, jobs=1)
     assert report.exit_code == 1, verdict_line(report).plain
     assert "mutant" in report.blamed_layers()
+
+
+# --- the class, under --only: counted exactly when what is wrong reaches a selection -----
+
+#: The tensors of a mutated network with its layers named (``named``), in network order.
+TENSORS = ["input", "first.weight", "first.bias", "mutant.weight", "mutant.bias"]
+TENSORS += ["last.weight", "last.bias"]
+
+
+def named(doc: dict) -> dict:
+    """The network of ``mutated_networks`` with its parametrised layers named first,
+    mutant and last."""
+    weighted = [layer for layer in doc["layers"] if layer["type"] not in ACTIVATIONS]
+    weighted = [layer for layer in weighted if layer["type"] != "flatten"]
+    for layer, name in zip(weighted, ["first", "mutant", "last"], strict=True):
+        layer["name"] = name
+    return doc
+
+
+ACTIVATIONS = {"tanh", "sigmoid", "relu"}
+
+
+def reached(where: str) -> set[str]:
+    """The gradients a mutant's wrong backward spoils, by the structure alone: a wrong dW
+    only its own weight's; a wrong dx every tensor below the layer."""
+    return (
+        {"mutant.weight"} if where.startswith("weight") else {"input", "first.weight", "first.bias"}
+    )
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(mutated_networks(), st.data())
+def test_under_only_a_wrong_backward_counts_exactly_when_it_reaches_a_selection(doc, data):
+    """The --only rule on generated networks and selections (not only the three of
+    ``test_only_what_reaches_a_checked_tensor_counts``). Each network is checked under two
+    selections of one to three tensors: one that takes a spoiled gradient (the run is
+    never green), one that takes none (what was selected is right: exit 0, and a
+    disagreeing mutant is shown as unselected, not counted)."""
+    register_mutants()
+    doc = named(doc)
+    spoiled = reached(doc["layers"][2]["where"])
+    clean = [t for t in TENSORS if t not in spoiled]
+    pick = st.sampled_from
+    taking = {data.draw(pick(sorted(spoiled)))} | data.draw(st.sets(pick(TENSORS), max_size=2))
+    leaving = data.draw(st.sets(pick(clean), min_size=1, max_size=3))
+    for only, counted in ((taking, True), (leaving, False)):
+        report = gc.check(doc, jobs=1, only=sorted(only))
+        assert {t.name for t in report.checks} == only
+        mutant = next(v for v in report.layers if v.name == "mutant")
+        if counted:
+            assert report.exit_code != 0, f"a wrong backward passed under --only {only}: {doc}"
+            if report.exit_code == 1:
+                assert "mutant" in report.blamed_layers(), (report.blamed_layers(), only, doc)
+        else:
+            assert report.exit_code == 0, (report.exit_code, report.warnings, only, doc)
+            assert report.disagreeing_layers() == []
+            assert not mutant.disagrees or mutant.unselected
