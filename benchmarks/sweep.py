@@ -286,6 +286,15 @@ def one_core_matmul_gflops(n: int = 1024) -> float:
     return json.loads(done.stdout)["gflops"]
 
 
+def startup_floor(repeats: int = 5) -> float:
+    """The median wall seconds of ``python -c "import numpy"``: an interpreter and numpy,
+    the least any whole gradcheck process costs on this machine as it is now (from 0.08 s
+    to over 0.25 s on the same 2-core machine on different days). It tells how much of a
+    small check's time, and of the ``--fast`` target of 0.5 s, the machine takes."""
+    cmd = [sys.executable, "-c", "import numpy"]
+    return statistics.median(run(cmd, ROOT).seconds for _ in range(repeats))
+
+
 FLOPS = """
 import json, sys
 import numpy as np
@@ -445,7 +454,7 @@ def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def table(rows: list[dict], matmul: float, args, torch_note: str) -> str:
+def table(rows: list[dict], matmul: float, floor: float, args, torch_note: str) -> str:
     head = (
         "| network | elements | full | `--fast` | `--sample "
         f"{args.sample}` | torch gradcheck | lead (torch / full) | peak memory (full) "
@@ -478,6 +487,8 @@ def table(rows: list[dict], matmul: float, args, torch_note: str) -> str:
         f"Whole processes, median of {args.repeats} run(s) each for gradcheck"
         + (f" and {args.torch_repeats} for torch" if rows and rows[0]["torch"] else "")
         + f"; one core's float64 matmul: {matmul:.1f} GFLOP/s (same run). {torch_note}",
+        f'Start-up floor: `python -c "import numpy"` takes {floor:.2f} s here (median of 5,'
+        " same run), the least any whole process above costs.",
     ]
     notes += [f"Not a pass: {n}" for n in notes_odd]
     based = [r for r in rows if r.get("baseline")]
@@ -536,6 +547,7 @@ def main(argv: list[str] | None = None) -> dict:
     started = datetime.datetime.now()
     load = os.getloadavg()
     matmul = one_core_matmul_gflops()
+    floor = startup_floor()
     rows = []
     with tempfile.TemporaryDirectory(prefix="gradcheck-sweep-") as tmp:
         for name in names:
@@ -543,7 +555,7 @@ def main(argv: list[str] | None = None) -> dict:
             folder.mkdir()
             rows.append(measure(name, known[name], args, torch, folder))
     load_after = os.getloadavg()
-    text = table(rows, matmul, args, torch_note)
+    text = table(rows, matmul, floor, args, torch_note)
     machine = (
         f"{started:%Y-%m-%d}, {platform.machine()}, nproc {len(os.sched_getaffinity(0))}, "
         "load average "
@@ -552,7 +564,8 @@ def main(argv: list[str] | None = None) -> dict:
     )
     print(text)
     print(f"\n{machine}\n`python benchmarks/sweep.py {' '.join(argv or sys.argv[1:])}`")
-    results = {"machine": machine, "matmul_gflops": matmul, "rows": rows, "args": vars(args)}
+    results = {"machine": machine, "matmul_gflops": matmul, "startup_floor_s": floor}
+    results |= {"rows": rows, "args": vars(args)}
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return results

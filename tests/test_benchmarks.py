@@ -1,5 +1,5 @@
 """The sweep benchmark still runs (benchmarks/sweep.py, issue 14): its smoke network,
-once, without torch. Nothing about its timings is asserted. It starts five processes
+once, without torch. Nothing about its timings is asserted. It starts ten processes
 (about 2 s), so it is marked slow: ``pytest -m slow tests/test_benchmarks.py``."""
 
 from __future__ import annotations
@@ -24,7 +24,10 @@ def test_the_sweep_runs_on_its_smoke_network(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "| tiny MLP 8-4-3, batch 2 | 67 |" in done.stdout
     assert "torch columns skipped (--no-torch)" in done.stdout
-    (row,) = json.loads(out.read_text())["rows"]
+    assert 'Start-up floor: `python -c "import numpy"` takes' in done.stdout
+    results = json.loads(out.read_text())
+    assert 0 < results["startup_floor_s"] < 60
+    (row,) = results["rows"]
     assert row["full"]["exit"] == [0] and row["torch"] is None
     # 67 elements, two copies each at least, each through both dense layers
     assert row["work"]["copies"] >= 2 * 67 and row["work"]["flops"] > 0
