@@ -32,7 +32,10 @@ other users' sessions (Linux gives each session an equal share of the CPUs, what
 its nice value, where ``/proc/sys/kernel/sched_autogroup_enabled`` is 1), ``--wait-idle
 SECONDS`` waits before each run until the rest of the machine has used less than a
 tenth of a CPU for half a second; the ``busy`` column is the most CPUs found busy
-before a run (``-`` when not waiting). Nothing here is a test: timings are never
+before a run (``-`` when not waiting). On a virtual machine the host may also run other
+guests on the same cores: ``steal`` is the share of the CPUs' busy time it took while a
+network's rounds ran (``/proc/stat``), time a process here was ready and waited, which
+stretches wall times and not CPU seconds. Nothing here is a test: timings are never
 asserted.
 """
 
@@ -54,7 +57,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # the networks of issue 14, as benchmarks/sweep.py builds them (here with seeded weights)
-from sweep import CNN, LENET, byte_compiled, mlp, package_folder  # noqa: E402
+from sweep import (  # noqa: E402
+    CNN,
+    LENET,
+    byte_compiled,
+    cpu_times,
+    mlp,
+    package_folder,
+    stolen,
+)
 
 
 def config(name: str, shape: list[int], layers: list[dict], batch: int) -> dict:
@@ -152,7 +163,7 @@ def main() -> None:
         print(
             f"{'network':<16} {'elements':>9} {'jobs 1 s':>9} {f'jobs {args.jobs} s':>9}"
             f" {'ratio':>6} {'paired':>6} {'cpu 1 s':>8} {f'cpu {args.jobs} s':>8} {'busy':>5}"
-            "  identical"
+            f" {'steal':>5}  identical"
         )
         for name in names:
             path = tmp / f"{name}.yaml"
@@ -163,6 +174,7 @@ def main() -> None:
                 sys.exit(f"{name}: the reports of --jobs 1 and --jobs {args.jobs} differ")
             elements = sum(c["checked"] for c in reports[1]["checks"])  # type: ignore[index]
             busy: list[float] = []
+            ticks = cpu_times()
             for round_ in range(args.repeat):
                 order = (1, args.jobs) if round_ % 2 == 0 else (args.jobs, 1)
                 for jobs in order:
@@ -177,17 +189,20 @@ def main() -> None:
             paired = statistics.median(
                 a / b for (a, _), (b, _) in zip(runs[1], runs[args.jobs], strict=True)
             )
+            steal = stolen(ticks, cpu_times())
             results[name] = {
+                "steal": steal,
                 "elements": elements,
                 "runs": {str(k): v for k, v in runs.items()},
                 "paired_ratio": paired,
                 "busy_before_runs": busy,
             }
             seen = f"{max(busy):.2f}" if busy else "-"
+            taken = f"{100 * steal:.0f}%" if steal is not None else "-"
             print(
                 f"{name:<16} {elements:>9,} {one:>9.2f} {many:>9.2f} {one / many:>5.2f}x"
                 f" {paired:>5.2f}x"
-                f" {cpu_one:>8.2f} {cpu_many:>8.2f} {seen:>5}  yes",
+                f" {cpu_one:>8.2f} {cpu_many:>8.2f} {seen:>5} {taken:>5}  yes",
                 flush=True,
             )
     load_after = os.getloadavg()

@@ -286,6 +286,30 @@ def one_core_matmul_gflops(n: int = 1024) -> float:
     return json.loads(done.stdout)["gflops"]
 
 
+def cpu_times() -> list[int] | None:
+    """The machine's CPU time counters in ticks (user, nice, system, idle, iowait, irq,
+    softirq, steal: the first line of /proc/stat), or None where there is none."""
+    try:
+        with open("/proc/stat") as stat:
+            return [int(v) for v in stat.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+
+
+def stolen(before: list[int] | None, after: list[int] | None) -> float | None:
+    """The share of the CPUs' busy time between two ``cpu_times`` readings that the
+    hypervisor gave to other guests (steal): time a process here was ready to run and
+    did not, which stretches wall times and not CPU seconds (17% of a LeNet-5 check's
+    on a bad hour of this 2-core VM)."""
+    if before is None or after is None:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (
+        b - a for a, b in zip(before, after, strict=True)
+    )
+    busy = user + nice + system + irq + softirq + steal
+    return steal / busy if busy else 0.0
+
+
 def startup_floor(repeats: int = 5) -> float:
     """The median wall seconds of ``python -c "import numpy"``: an interpreter and numpy,
     the least any whole gradcheck process costs on this machine as it is now (from 0.08 s
@@ -546,6 +570,7 @@ def main(argv: list[str] | None = None) -> dict:
     byte_compiled(*trees)
     started = datetime.datetime.now()
     load = os.getloadavg()
+    ticks = cpu_times()
     matmul = one_core_matmul_gflops()
     floor = startup_floor()
     rows = []
@@ -555,16 +580,20 @@ def main(argv: list[str] | None = None) -> dict:
             folder.mkdir()
             rows.append(measure(name, known[name], args, torch, folder))
     load_after = os.getloadavg()
+    steal = stolen(ticks, cpu_times())
     text = table(rows, matmul, floor, args, torch_note)
     machine = (
         f"{started:%Y-%m-%d}, {platform.machine()}, nproc {len(os.sched_getaffinity(0))}, "
         "load average "
-        f"{load[0]:.2f} before and {load_after[0]:.2f} after, Python "
+        f"{load[0]:.2f} before and {load_after[0]:.2f} after, "
+        + (f"steal {100 * steal:.0f}% of the busy CPU time, " if steal is not None else "")
+        + "Python "
         f"{platform.python_version()}, numpy {np.__version__}"
     )
     print(text)
     print(f"\n{machine}\n`python benchmarks/sweep.py {' '.join(argv or sys.argv[1:])}`")
     results = {"machine": machine, "matmul_gflops": matmul, "startup_floor_s": floor}
+    results["steal"] = steal
     results |= {"rows": rows, "args": vars(args)}
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
