@@ -377,6 +377,47 @@ def test_a_backward_that_is_not_linear_in_dy_is_never_excused_as_a_kink():
     assert "mutant" in report.blamed_layers()
 
 
+#: Float32 variants of ``subtle_mlp`` (dW too large by a factor 1 + r everywhere; the
+#: seed; the batch) where, on the machine this was written on, the network-level check
+#: passed every element and the layer alone disagreed: float32 resolves this MLP's dW to
+#: about 3e-5..7e-5 (1e-5 and 2e-5 passed both checks on 18 variants each; 1e-4 failed
+#: both on 18).
+FLOAT32_ONLY_ISOLATION = [
+    (3e-5, 0, 4),
+    (3e-5, 0, 16),
+    (3e-5, 2, 4),
+    (5e-5, 3, 16),
+    (5e-5, 5, 4),
+    (5e-5, 5, 16),
+]
+
+
+def test_in_float32_a_bug_only_the_isolation_sees_is_inconclusive_never_green():
+    """The float32 rule on bugs that occur, not on a report whose dtype is set by hand:
+    where the network-level check lets a float32 dW bug through and the layer alone
+    does not, the run is inconclusive (exit 3) and says to re-run in float64. At least
+    one of the variants must land there (BLAS differences may move a borderline one to
+    a network-level failure, exit 1, which is never green either)."""
+    register_mutants()
+    landed = 0
+    for r, seed, batch in FLOAT32_ONLY_ISOLATION:
+        doc = subtle_mlp("float32")
+        doc["seed"] = seed
+        doc["input"]["shape"] = [batch, 20]
+        doc["layers"][2].update(type="dense_mutant", r=r, where="weight_all")
+        target = np.eye(10)[np.random.default_rng(seed).integers(0, 10, batch)]
+        doc["loss"]["target"] = target.tolist()
+        report = gc.check(doc, jobs=1)
+        if any(c.failed for c in report.checks) or not report.disagreeing_layers():
+            continue
+        landed += 1
+        assert report.exit_code == 3 and report.inconclusive and not report.failed, doc
+        line = verdict_line(report).plain
+        assert line.startswith("INCONCLUSIVE: 1 layer's own backward disagrees in isolation")
+        assert any("re-run with dtype: float64" in w for w in report.warnings)
+    assert landed, "no float32 variant was left to the isolation: the case list needs redrawing"
+
+
 # --- the class, under --only: counted exactly when what is wrong reaches a selection -----
 
 #: The tensors of a mutated network with its layers named (``named``), in network order.
