@@ -31,7 +31,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sweep import EXTRA, NETWORKS, byte_compiled, chosen_networks, write_network  # noqa: E402
+from sweep import (  # noqa: E402
+    EXTRA,
+    NETWORKS,
+    byte_compiled,
+    chosen_networks,
+    stop_children_when_stopped,
+    write_network,
+)
 
 
 def timed(tree: Path, config: Path, extra: list[str], cwd: Path) -> float:
@@ -81,6 +88,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--repeats", type=int, default=7, help="runs of each side")
     parser.add_argument("--networks", default="all", help="comma-separated, or 'all'")
     args = parser.parse_args(argv)
+    stop_children_when_stopped()
     known = {**NETWORKS, **EXTRA}
     names = chosen_networks(parser, args.networks)
     trees = [args.old.resolve(), args.new.resolve()]

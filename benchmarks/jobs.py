@@ -65,6 +65,7 @@ from sweep import (  # noqa: E402
     mlp,
     package_folder,
     stolen,
+    stop_children_when_stopped,
 )
 
 
@@ -153,6 +154,7 @@ def main() -> None:
         help="before each run, wait up to this long for the machine to be idle",
     )
     args = parser.parse_args()
+    stop_children_when_stopped()
     byte_compiled(package_folder())
     names = args.only or list(SWEEP)
     load_before = os.getloadavg()

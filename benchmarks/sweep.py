@@ -45,6 +45,7 @@ import datetime
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -207,13 +208,31 @@ class Run:
     stderr: str
 
 
+def stop_children_when_stopped() -> None:
+    """Make SIGTERM (``kill``, ``pkill``) end this script as Ctrl-C does, by an exception,
+    so that the child it is timing is killed on the way out (``run``; ``subprocess.run``
+    does the same). Killed outright, the script left a torch gradcheck of several
+    minutes running on both cores, under the next benchmark's timings."""
+
+    def stop(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def run(cmd: list[str], cwd: Path, env: dict | None = None) -> Run:
     """One child process: wall seconds, exit code, and the peak RSS of its process tree
-    (``wait4``: the largest of the child and the children it reaped)."""
+    (``wait4``: the largest of the child and the children it reaped). The child is
+    killed if this script is stopped while it runs."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         started = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
         seconds = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0), err.seek(0)
@@ -556,6 +575,7 @@ def main(argv: list[str] | None = None) -> dict:
         " checkout's source folder), for the memory and time ratios",
     )
     args = parser.parse_args(argv)
+    stop_children_when_stopped()
 
     known = {**NETWORKS, **EXTRA}
     names = chosen_networks(parser, args.networks)

@@ -5,8 +5,11 @@ once, without torch. Nothing about its timings is asserted. It starts ten proces
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -48,3 +51,27 @@ def test_the_ab_script_compares_a_tree_with_itself(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("tiny ") and "ratio " in done.stdout
+
+
+def test_a_stopped_benchmark_kills_the_child_it_times(tmp_path):
+    """SIGTERM to a benchmark script (``pkill -f sweep.py``) ends the child it is timing
+    too: a torch gradcheck of minutes left running would sit under the next timings."""
+    pidfile = tmp_path / "child.pid"
+    sleeper = (
+        f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    )
+    script = (
+        f"import sys; sys.path.insert(0, {str(SWEEP.parent)!r}); import sweep\n"
+        "sweep.stop_children_when_stopped()\n"
+        f"sweep.run([sys.executable, '-c', {sleeper!r}], {str(tmp_path)!r})\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 60
+    while not (pidfile.exists() and pidfile.read_text()):
+        assert time.monotonic() < deadline and proc.poll() is None, "the child never started"
+        time.sleep(0.05)
+    child = int(pidfile.read_text())
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    with pytest.raises(ProcessLookupError):  # killed and reaped by the script
+        os.kill(child, 0)
