@@ -331,8 +331,8 @@ def stolen(before: list[int] | None, after: list[int] | None) -> float | None:
 
 def startup_floor(repeats: int = 5) -> float:
     """The median wall seconds of ``python -c "import numpy"``: an interpreter and numpy,
-    the least any whole gradcheck process costs on this machine as it is now (from 0.08 s
-    to over 0.25 s on the same 2-core machine on different days). It tells how much of a
+    the least any whole gradcheck process costs on this machine as it is now (0.19 s to
+    0.31 s on this 2-core machine over 2026-11-29, hour by hour). It tells how much of a
     small check's time, and of the ``--fast`` target of 0.5 s, the machine takes."""
     cmd = [sys.executable, "-c", "import numpy"]
     return statistics.median(run(cmd, ROOT).seconds for _ in range(repeats))
@@ -612,9 +612,14 @@ def main(argv: list[str] | None = None) -> dict:
     )
     print(text)
     print(f"\n{machine}\n`python benchmarks/sweep.py {' '.join(argv or sys.argv[1:])}`")
-    results = {"machine": machine, "matmul_gflops": matmul, "startup_floor_s": floor}
-    results["steal"] = steal
-    results |= {"rows": rows, "args": vars(args)}
+    results = {
+        "machine": machine,
+        "matmul_gflops": matmul,
+        "startup_floor_s": floor,
+        "steal": steal,
+        "rows": rows,
+        "args": vars(args),
+    }
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return results

@@ -426,16 +426,12 @@ TENSORS += ["last.weight", "last.bias"]
 
 
 def named(doc: dict) -> dict:
-    """The network of ``mutated_networks`` with its parametrised layers named first,
-    mutant and last."""
-    weighted = [layer for layer in doc["layers"] if layer["type"] not in ACTIVATIONS]
-    weighted = [layer for layer in weighted if layer["type"] != "flatten"]
-    for layer, name in zip(weighted, ["first", "mutant", "last"], strict=True):
+    """The network of ``mutated_networks`` with its parametrised layers (those with a
+    size: dense, conv2d and their mutants) named first, mutant and last."""
+    sized = [x for x in doc["layers"] if "out_features" in x or "out_channels" in x]
+    for layer, name in zip(sized, ["first", "mutant", "last"], strict=True):
         layer["name"] = name
     return doc
-
-
-ACTIVATIONS = {"tanh", "sigmoid", "relu"}
 
 
 def reached(where: str) -> set[str]:
