@@ -399,6 +399,16 @@ class Loss:
         (the default) shows the loss's summary only."""
         return None
 
+    def rounding_terms(self, y: np.ndarray, target: np.ndarray | None) -> float:
+        """The magnitude of what ``forward`` rounds on y (N, *y_shape) that neither its
+        |losses| nor |dE/dy * y| shows; 0 (the default) when they show it all. The
+        engine's rounding floor for one evaluation is a few epsilons of their sum
+        (engine/numeric.py ``magnitude``): a loss that takes the log of a sum whose
+        largest term is 1 (a log-sum-exp) rounds each example to about an epsilon
+        however small the loss, which its value and gradient, both tiny on saturated
+        logits, do not show."""
+        return 0.0
+
     def input_warning(self, y: np.ndarray, target: np.ndarray | None) -> str | None:
         """One sentence when the network output ``y`` (N, *y_shape) is not what this loss
         is meant for (``cross_entropy`` fed logits), else None. The check goes on: it

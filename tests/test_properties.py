@@ -309,18 +309,26 @@ def test_every_built_in_type_is_generated():
     assert set(first_of_each_type()) | built_in <= seen
 
 
-def assert_no_false_failure(doc: dict[str, Any]) -> None:
+def assert_no_false_failure(doc: dict[str, Any], allow_inconclusive: bool = False) -> bool:
+    """Fail the test on a correct stack that does not pass. With ``allow_inconclusive``,
+    an inconclusive verdict with nothing failed, nothing blamed and every layer's own
+    backward passing in isolation is let through: returns whether the stack passed."""
     try:
         report = run_check(problem_from_dict(doc))
     except NumericalError:
         # exit 3 (log of 0 after a saturated softmax): a refusal, not a verdict
         reject()
     blamed = report.blamed_layers()
+    vouched = report.inconclusive and not report.disagreeing_layers()
+    if allow_inconclusive and vouched and not report.failed and not blamed:
+        assert not report.passed  # never green while an element is unresolved
+        return False
     if not report.passed or blamed:
         bad = [
             (c.name, c.failed, c.max_abs_error, c.diagnosis) for c in report.checks if not c.passed
         ]
         pytest.fail(f"false failure: {bad}, blamed {blamed}\nconfig: {doc}")
+    return True
 
 
 SETTINGS = dict(
@@ -340,11 +348,32 @@ def test_correct_built_in_stacks_never_fail(doc):
     assert_no_false_failure(doc)
 
 
+#: The share of generated correct stacks that may end inconclusive in the long run. The
+#: README's long survey measured 3 in 3,000 (a bias at 0 before inputs of 1e-10: no step
+#: both clears the loss's rounding and stays short of the kinks); a verdict that called
+#: hard cases inconclusive instead of resolving them would exceed it many times over.
+INCONCLUSIVE_SHARE = 0.01
+
+
 @pytest.mark.slow
-@settings(max_examples=SLOW_EXAMPLES, **{**SETTINGS, "derandomize": False})
-@given(configs())
-def test_correct_built_in_stacks_never_fail_many(doc):
-    assert_no_false_failure(doc)
+def test_correct_built_in_stacks_never_fail_many():
+    """SLOW_EXAMPLES random stacks: no false alarm and no layer wrongly blamed, ever; an
+    inconclusive verdict (exit 3, never a pass) only where the chain rule vouches for the
+    gradient (every backward on the way passes its own check, nothing failed), and on at
+    most INCONCLUSIVE_SHARE of the stacks."""
+    unresolved: list[dict[str, Any]] = []
+
+    @settings(max_examples=SLOW_EXAMPLES, **{**SETTINGS, "derandomize": False})
+    @given(configs())
+    def run(doc):
+        if not assert_no_false_failure(doc, allow_inconclusive=True):
+            unresolved.append(doc)
+
+    run()
+    assert len(unresolved) <= INCONCLUSIVE_SHARE * SLOW_EXAMPLES, (
+        f"{len(unresolved)} of {SLOW_EXAMPLES} correct stacks inconclusive; the first: "
+        f"{unresolved[:3]}"
+    )
 
 
 def survey(stacks: int, seed: int) -> str:

@@ -36,6 +36,7 @@ from .passes import (
     OutOfTime,
     Trace,
     loss_forward,
+    loss_rounding_terms,
     node_forward,
     node_forward_local,
     node_params,
@@ -247,7 +248,10 @@ class NetworkObjective:
             analytic.update({f"{owner}.{p}": a for p, a in g.items()})
         # every node's output is rounded once more in each evaluation: to first order
         # that moves E by |dE/dv * v| per element, the output's as any other's. The
-        # largest node's sum is the floor's scale (the measured noise adds the rest).
+        # largest node's sum is the floor's scale (the measured noise adds the rest),
+        # with what the loss rounds inside that neither shows (a log-sum-exp's sum).
+        output = trace64.values[problem.network.output]
+        inside = loss_rounding_terms(problem.loss, output, _float64_target(problem))
         terms = max(
             (
                 float(np.abs(trace64.values[n.name] * grads.deltas[n.name]).sum())
@@ -264,7 +268,7 @@ class NetworkObjective:
             f0=trace64.loss,
             analytic=analytic,
             deltas=grads.deltas,
-            _magnitude=float(np.abs(trace64.losses).sum() + terms),
+            _magnitude=float(np.abs(trace64.losses).sum() + terms + inside),
             base_losses=np.asarray(trace64.losses, dtype=np.float64),
         )
 
@@ -778,9 +782,11 @@ class LossObjective:
         return not getattr(self.problem.loss.loss, "kinks", "")
 
     def magnitude(self) -> float:
-        """Every example's |loss| and |dE/dy * y|: the terms the loss sums."""
+        """Every example's |loss|, |dE/dy * y| and the loss's ``rounding_terms``: the
+        terms the loss rounds."""
         losses, _ = loss_forward(self.problem.loss, self.x, self.target)
-        return float(np.abs(losses).sum() + np.abs(self.x * self.analytic["input"]).sum())
+        inside = loss_rounding_terms(self.problem.loss, self.x, self.target)
+        return float(np.abs(losses).sum() + np.abs(self.x * self.analytic["input"]).sum() + inside)
 
     def bytes_per_copy(self, tensor: str) -> int:
         return int(8 * 3 * self.x.size)

@@ -278,6 +278,24 @@ def loss_forward(spec: LossSpec, y: np.ndarray, target: np.ndarray | None):
     return guarded_loss_forward(spec, y, target)
 
 
+def loss_rounding_terms(spec: LossSpec, y: np.ndarray, target: np.ndarray | None) -> float:
+    """The loss's ``rounding_terms`` on y (N, *shape) (the protocol's: what its forward
+    rounds beyond what |losses| and |dE/dy * y| show), guarded, on copies."""
+    Calls.enter("loss", "rounding_terms")
+    try:
+        value = spec.loss.rounding_terms(y.copy(), None if target is None else target.copy())
+        value = float(value)
+    except (Exception, SystemExit) as exc:
+        raise raised_in("loss", f"{spec.type} rounding_terms", exc) from exc
+    finally:
+        Calls.leave()
+    if not (np.isfinite(value) and value >= 0):
+        raise PluginError(
+            "loss", f"{spec.type} rounding_terms must return a finite number >= 0, got {value}"
+        )
+    return value
+
+
 def as_inputs(inputs: Mapping[str, np.ndarray] | np.ndarray) -> dict[str, np.ndarray]:
     """Network inputs by name; a bare array is the one input ``input``."""
     if isinstance(inputs, np.ndarray):
