@@ -161,12 +161,19 @@ class NondeterministicError(NumericalError):
     nothing. ``layer`` names it, and ``locate`` says where it is written, as in
     PluginError."""
 
+    file: str | None = None
+    line: int | None = None
+    path: str = ""
+
     def __init__(self, layer: str, message: str):
         self.layer = layer
         self.message = message
         super().__init__(f"layer {layer!r}: {message}")
 
     locate = PluginError.locate
+    #: rebuilt from its fields on the other side of the worker's pipe, located or not
+    #: (the default would call the constructor with the message alone: exit 4)
+    __reduce__ = PluginError.__reduce__
 
 
 class CheckTimedOut(GradcheckError):

@@ -78,16 +78,23 @@ def raised(fn: Callable[..., Any], exc: BaseException) -> UserCodeError:
     """``affine_backward raised ValueError: ... (at layers.py:41, in affine_backward:
     dx = dout.dot(w.T))``: the exception, and the line of the user's code that raised
     it, the last frame in ``fn``'s own file (else the last frame outside gradcheck)."""
-    frames = traceback.extract_tb(exc.__traceback__)
     code = getattr(fn, "__code__", None)
-    own = [f for f in frames if code is not None and f.filename == code.co_filename]
-    user = own or [f for f in frames if not f.filename.startswith(_PACKAGE)]
     text = f"{name_of(fn)} raised {type(exc).__name__}: {exc}"
-    if user:
-        frame = user[-1]
-        text += f" (at {_shown(frame.filename)}:{frame.lineno}, in {frame.name}"
-        text += f": {frame.line})" if frame.line else ")"
-    return UserCodeError(text)
+    return UserCodeError(text + where_raised(exc, None if code is None else code.co_filename))
+
+
+def where_raised(exc: BaseException, own_file: str | None = None) -> str:
+    """`` (at layers.py:41, in affine_backward: dx = dout.dot(w.T))``: the line of the
+    user's code that raised ``exc``, the last frame in ``own_file`` (else the last frame
+    outside gradcheck); empty when every frame is gradcheck's (a built-in layer)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    own = [f for f in frames if own_file is not None and f.filename == own_file]
+    user = own or [f for f in frames if not f.filename.startswith(_PACKAGE)]
+    if not user:
+        return ""
+    frame = user[-1]
+    text = f" (at {_shown(frame.filename)}:{frame.lineno}, in {frame.name}"
+    return text + (f": {frame.line})" if frame.line else ")")
 
 
 def call(fn: Callable[..., Any], *args: Any) -> Any:

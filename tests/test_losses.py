@@ -421,7 +421,7 @@ def test_a_subclass_with_its_own_forward_gets_the_tiled_target():
     """``tiles_target`` holds for the forward that declares it: a loss deriving from a
     built-in one and writing its own forward (a plugin's label smoothing) is handed the
     tiling, as every other loss; one that keeps the built-in forward is not."""
-    from gradcheck_cli.engine.objective import _tiles_target
+    from gradcheck_cli.engine.passes import tiles_target
     from gradcheck_cli.losses.cross_entropy import SoftmaxCrossEntropy
 
     class OwnForward(SoftmaxCrossEntropy):
@@ -431,7 +431,7 @@ def test_a_subclass_with_its_own_forward_gets_the_tiled_target():
     class SameForward(SoftmaxCrossEntropy):
         summary = "the built-in forward, another name"
 
-    assert _tiles_target(make("softmax_cross_entropy"))
-    assert not _tiles_target(OwnForward())
-    assert _tiles_target(SameForward())
-    assert not _tiles_target(make("mse"))
+    assert tiles_target(make("softmax_cross_entropy"))
+    assert not tiles_target(OwnForward())
+    assert tiles_target(SameForward())
+    assert not tiles_target(make("mse"))

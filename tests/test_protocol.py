@@ -287,3 +287,38 @@ def test_a_plugin_note_is_shown_as_it_is(registry):
     }
     (detail,) = explain(problem_from_dict(doc)).steps[0].details
     assert detail == Note("a copy: the delta passes through unchanged")
+
+
+@pytest.mark.usefixtures("clean_registry")
+@pytest.mark.parametrize("where", ["forward", "backward", "loss"])
+def test_an_exception_in_a_plugin_class_names_the_user_s_file_and_line(where):
+    """Contract section 4: an exception raised inside user code is reported with the
+    file and line where it was raised, for a plugin class as for a function pair."""
+    from gradcheck_cli.engine import run_check
+    from gradcheck_cli.errors import PluginError
+
+    @gc.register_layer("raiser")
+    class Raiser(gc.Layer):
+        def forward(self, x, params):
+            if where == "forward":
+                raise RuntimeError("boom in forward")
+            return x * 2.0, None
+
+        def backward(self, dy, cache, params):
+            if where == "backward":
+                raise RuntimeError("boom in backward")
+            return dy * 2.0, {}
+
+    @gc.register_loss("raising_loss")
+    class RaisingLoss(gc.Loss):
+        def forward(self, y, target):
+            raise RuntimeError("boom in the loss")
+
+        def backward(self, cache):
+            raise AssertionError("never reached")
+
+    loss = {"type": "raising_loss" if where == "loss" else "mse", "target": [[0.0]]}
+    doc = {"input": [1.0], "layers": [{"type": "raiser"}], "loss": loss}
+    method = "forward" if where == "loss" else where
+    with pytest.raises(PluginError, match=rf"\(at .*test_protocol\.py:\d+, in {method}: raise "):
+        run_check(problem_from_dict(doc))

@@ -11,12 +11,15 @@ reuses its output buffer, and every built-in layer and loss, which must probe cl
 from __future__ import annotations
 
 import json
+import pickle
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from engine_toys import Add, Affine, make_graph
+from installed import GRADCHECK
 from layer_cases import LAYER_CASES, MULTI_CASES, case, network_config
 from test_builtins_through_engine import CS231N, LOSS_CASES
 
@@ -280,6 +283,23 @@ def test_without_the_override_the_false_claim_would_fail_a_correct_layer(monkeyp
     assert not gc.check(config).passed
 
 
+@pytest.mark.parametrize("bug", [False, True])
+def test_a_row_that_depends_on_its_position_is_caught_by_the_stacked_probe(bug):
+    """A seeded dropout whose mask is drawn for x.shape claims batch_independent: with
+    row 0 changed its other rows stay (the first probe passes it), but with two copies stacked
+    they come out with other masks. Caught, it is checked one copy at a time: the
+    correct one passes with the warning, the one that forgets 1 / p fails, blamed. (Once
+    it passed with exit 0 on the stacked copies' meaningless numbers, the bug too.)"""
+    config = stack("seeded_dropout_claims_independent", plugin="correct_layers.py")
+    config["layers"][2]["bug"] = bug
+    report = gc.check(config)
+    assert problems(report, "mutant") == {"not_batch_independent": False}
+    if bug:
+        assert report.failed and report.blamed_layers() == ["mutant"]
+    else:
+        assert report.passed and report.blamed_layers() == []
+
+
 # --- gradcheck's own copies on the numeric side --------------------------------------------
 
 
@@ -483,3 +503,25 @@ def test_an_impure_layer_fails_the_run_even_when_only_excludes_what_it_corrupts(
     result = CliRunner().invoke(cli, ["run", str(path), "--only", "fc2.*", "-q"])
     assert result.exit_code == 1
     assert "FAIL: 1 impure layer (mutant); blamed layer: mutant" in result.output
+
+
+def test_a_nondeterministic_forward_is_exit_3_across_the_worker_s_pipe(tmp_path):
+    """The installed command runs the check in a worker process and gets its errors
+    through a pipe: NondeterministicError arrives whole (exit 3 naming the layer and
+    where it is written), never as an unpicklable internal error (exit 4)."""
+    path = _yaml(tmp_path, stack("dropout_fresh_mask"))
+    result = subprocess.run(
+        [*GRADCHECK, "run", str(path), "--no-color"], capture_output=True, text=True
+    )
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "layer 'mutant'" in result.stderr and "Traceback" not in result.stderr
+    assert "internal error" not in result.stderr
+
+
+def test_nondeterministic_error_survives_pickling():
+    plain = NondeterministicError("act", "two calls differ")
+    located = NondeterministicError("act", "two calls differ").locate("net.yaml", 7, "layers[1]")
+    for error in (plain, located):
+        back = pickle.loads(pickle.dumps(error))
+        assert type(back) is NondeterministicError and str(back) == str(error)
+        assert (back.layer, back.file, back.line) == (error.layer, error.file, error.line)

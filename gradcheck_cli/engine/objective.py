@@ -30,19 +30,20 @@ from ..problem import Problem
 from ..protocol import Params, perturbed_by_loop
 from . import local
 from .copies import copy_params
+from .grid import loss_terms
 from .passes import (
     Calls,
     Gradients,
     OutOfTime,
     Trace,
     loss_forward,
-    loss_rounding_terms,
     node_forward,
     node_forward_local,
     node_params,
     raised_in,
     real_dtype,
     reduce_losses,
+    tiles_target,
 )
 
 #: A moved parameter's copies travel as their changed outputs when the layer says which
@@ -249,9 +250,9 @@ class NetworkObjective:
         # every node's output is rounded once more in each evaluation: to first order
         # that moves E by |dE/dv * v| per element, the output's as any other's. The
         # largest node's sum is the floor's scale (the measured noise adds the rest),
-        # with what the loss rounds inside that neither shows (a log-sum-exp's sum).
+        # with what the loss rounds inside that neither shows (engine/grid.py).
         output = trace64.values[problem.network.output]
-        inside = loss_rounding_terms(problem.loss, output, _float64_target(problem))
+        inside = loss_terms(problem.loss, output, _float64_target(problem))
         terms = max(
             (
                 float(np.abs(trace64.values[n.name] * grads.deltas[n.name]).sum())
@@ -543,7 +544,7 @@ class NetworkObjective:
     def _tiled_target(self, p: int) -> np.ndarray | None:
         """The target repeated for P copies (copy-major), a view of one cached tiling; a
         loss that repeats it itself (``tiles_target``) gets the N rows."""
-        if self.target is None or _tiles_target(self.problem.loss.loss):
+        if self.target is None or tiles_target(self.problem.loss.loss):
             return self.target
         rows = p * self.n
         tiles = self._target_tiles
@@ -579,16 +580,6 @@ class NetworkObjective:
                 now[node.name], _ = node_forward(node, xs, node_params(params, node))
         losses, _ = loss_forward(self.problem.loss, now[network.output], self.target)
         return float(reduce_losses(losses, self.n, self.problem.loss.reduction)[0])
-
-
-def _tiles_target(loss) -> bool:
-    """The loss declares ``tiles_target`` in the class whose ``forward`` it runs: a
-    subclass that writes its own forward (a plugin deriving from a built-in loss) gets
-    the tiling, whatever its base class said of the base's forward."""
-    for klass in type(loss).__mro__:
-        if "forward" in vars(klass):
-            return bool(vars(klass).get("tiles_target", False))
-    return False
 
 
 def _every_example(rows: np.ndarray, n: int) -> bool:
@@ -782,10 +773,10 @@ class LossObjective:
         return not getattr(self.problem.loss.loss, "kinks", "")
 
     def magnitude(self) -> float:
-        """Every example's |loss|, |dE/dy * y| and the loss's ``rounding_terms``: the
-        terms the loss rounds."""
+        """Every example's |loss|, |dE/dy * y| and what the loss rounds inside
+        (engine/grid.py): the terms the loss rounds."""
         losses, _ = loss_forward(self.problem.loss, self.x, self.target)
-        inside = loss_rounding_terms(self.problem.loss, self.x, self.target)
+        inside = loss_terms(self.problem.loss, self.x, self.target)
         return float(np.abs(losses).sum() + np.abs(self.x * self.analytic["input"]).sum() + inside)
 
     def bytes_per_copy(self, tensor: str) -> int:

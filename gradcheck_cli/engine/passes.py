@@ -34,6 +34,7 @@ from ..losses._common import short_sums
 from ..network import INPUT, Node
 from ..problem import LossSpec, Problem
 from ..protocol import Params, UserCodeError
+from ..usercode import where_raised
 from .copies import copy_params, copy_tree
 
 #: dtype arguments numpy takes: a dtype, a type, a name
@@ -135,7 +136,8 @@ def raised_in(owner: str, what: str, exc: BaseException) -> PluginError:
     functions went wrong and where (gradcheck_cli/usercode.py): it is shown as it is."""
     if isinstance(exc, UserCodeError):
         return PluginError(owner, str(exc))
-    return PluginError(owner, f"{what} raised {type(exc).__name__}: {exc}")
+    # a plugin class's method: the line of the user's code that raised it (contract 4)
+    return PluginError(owner, f"{what} raised {type(exc).__name__}: {exc}{where_raised(exc)}")
 
 
 def real_dtype(owner: str, what: str, a: np.ndarray, expected: np.dtype) -> np.ndarray:
@@ -276,6 +278,16 @@ def loss_forward(spec: LossSpec, y: np.ndarray, target: np.ndarray | None):
         y = y.copy()
         target = None if target is None else target.copy()
     return guarded_loss_forward(spec, y, target)
+
+
+def tiles_target(loss) -> bool:
+    """The loss declares ``tiles_target`` in the class whose ``forward`` it runs: a
+    subclass that writes its own forward (a plugin deriving from a built-in loss) gets
+    the tiling, whatever its base class said of the base's forward."""
+    for klass in type(loss).__mro__:
+        if "forward" in vars(klass):
+            return bool(vars(klass).get("tiles_target", False))
+    return False
 
 
 def loss_rounding_terms(spec: LossSpec, y: np.ndarray, target: np.ndarray | None) -> float:

@@ -230,13 +230,18 @@ def probe_node(
 
 
 def _mixes_rows(node: Node, xs: list[np.ndarray], params: Params, y0: np.ndarray) -> str | None:
-    """For a layer that declares ``batch_independent``: how its output rows 1.. moved
-    when only row 0 of its input did, or None when they did not.
+    """For a layer that declares ``batch_independent``: how its output rows moved when
+    they should not have, or None when they did not. Two calls, each compared with the
+    analytic pass's output y0 for the same input rows, up to rounding (a batch of
+    another size may take another BLAS kernel):
 
-    One call: row 0 replaced by another row of the same scale (with N = 1 the example
-    goes to row 1 below it), the other rows compared with the analytic pass's output y0
-    for the same input rows. Up to rounding, since a batch of another size may take
-    another BLAS kernel.
+    - row 0 replaced by another row of the same scale (with N = 1 the example goes to
+      row 1 below it): do the other rows stay? (batch statistics mix them);
+    - two copies of the batch stacked, as the numeric side stacks perturbed copies
+      (copy-major: row r of copy p at p * N + r): does every row come out as it did
+      alone? (a result that depends on the batch size, or on the row's position beyond
+      r mod N, as the built-in dropout's mask does not: a mask drawn from a seeded
+      generator for ``x.shape``).
     """
     if not getattr(node.layer, "batch_independent", False):
         return None
@@ -246,15 +251,19 @@ def _mixes_rows(node: Node, xs: list[np.ndarray], params: Params, y0: np.ndarray
         return x[:1] + (1.0 + np.abs(x[:1])) * rng.standard_normal(x[:1].shape).astype(x.dtype)
 
     n = xs[0].shape[0]
-    moved = [np.concatenate([other_row(x), x if n == 1 else x[1:]]) for x in xs]
-    try:
-        y = guarded_forward(node, moved, copy_params(params))[0]
-    except PluginError:  # it takes no batch of this size; the numeric side will say so
-        return None
     rest = y0 if n == 1 else y0[1:]
-    if close(y[1:], rest):
-        return None
-    return _difference(y[1:], rest)
+    probes = [
+        ([np.concatenate([other_row(x), x if n == 1 else x[1:]]) for x in xs], rest, 1),
+        ([np.concatenate([x, x]) for x in xs], np.concatenate([y0, y0]), 0),
+    ]
+    for moved, want, skip in probes:
+        try:
+            y = guarded_forward(node, moved, copy_params(params))[0]
+        except PluginError:  # it takes no batch of this size; the numeric side will say so
+            continue
+        if y.shape[0] - skip != want.shape[0] or not close(y[skip:], want):
+            return _difference(y[skip:], want) if y.shape[1:] == want.shape[1:] else "shape"
+    return None
 
 
 def probe_loss(problem: Problem, trace: Trace, grads: Gradients) -> Probe:
@@ -756,9 +765,10 @@ def _problems(p: Probe, victims: list[str], corrupts: bool) -> list[LayerProblem
             LayerProblem(
                 Kind.NOT_BATCH_INDEPENDENT.value,
                 f"declares batch_independent = True, but a row of its output depends on "
-                f"more than the same row of its input: with row 0 of the batch changed, the "
-                f"other rows came out different ({p.mixes_rows}); batch statistics, or a "
-                "result that depends on the row's position? gradcheck checked it one copy "
+                f"more than the same row of its input: with row 0 of the batch changed, or "
+                f"two copies of the batch stacked, rows came out different ({p.mixes_rows}); batch "
+                "statistics, or a result that depends on the row's position or the batch "
+                "size (a mask drawn for x.shape)? gradcheck checked it one copy "
                 "at a time instead (slower, correct); remove batch_independent from the class "
                 "(from the config, for a layer of type functions)",
             )

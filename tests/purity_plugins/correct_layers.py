@@ -101,3 +101,23 @@ class OutputBuffer(gc.Layer):
 
     def backward(self, dy, cache, params):
         return 2.0 * dy, {}
+
+
+@gc.register_layer("seeded_dropout_claims_independent")
+class SeededDropoutClaimsIndependent(gc.Layer):
+    """numpy-ml style inverted dropout with a fixed seed and a false claim: the mask is
+    drawn for x.shape, so a row's mask depends on its position and on the batch size
+    (the numeric side's stacked copies would each get another mask). ``bug``: backward
+    leaves out the 1 / p scaling."""
+
+    batch_independent = True  # wrong: the mask follows the row's position
+
+    def __init__(self, p: float = 0.6, seed: int = 0, bug: bool = False):
+        self.p, self.seed, self.bug = p, seed, bug
+
+    def forward(self, x, params):
+        mask = (np.random.default_rng(self.seed).random(x.shape) < self.p) / self.p
+        return x * mask, mask
+
+    def backward(self, dy, mask, params):
+        return dy * ((mask > 0) if self.bug else mask), {}
