@@ -247,6 +247,10 @@ class LayerVerdict:
     #: what disagrees in its isolated check reaches no checked tensor's gradient (an
     #: ``--only`` selection left it out): shown, not counted in the verdict
     unselected: bool = False
+    #: (float32 check) its tensors whose isolated failure the same backward run in
+    #: float64 does not repeat: float32 arithmetic, not the code; inconclusive in
+    #: ``tensors_ok`` (engine/float32_recheck.py)
+    float32_only: list[str] = field(default_factory=list)
 
     @property
     def wrong(self) -> bool:

@@ -26,6 +26,7 @@ def own_layers_ok(problem: Problem, verdicts: dict[str, LayerVerdict], tensor: s
     owner, param = network.split_param(tensor)
     return all(
         verdicts[n.name].tensors_ok.get(f"{n.name}.{param}", True) is True
+        or f"{n.name}.{param}" in verdicts[n.name].float32_only  # right in float64
         for n in network.users(owner)
     )
 

@@ -28,6 +28,7 @@ from .compare import Tolerances
 from .diagnose import diagnose
 from .elements import check_tensor, select_elements, select_tensors, unchecked, user_shape
 from .expectations import compare_expectations
+from .float32_recheck import recheck_in_float64
 from .isolation import Ahead, Isolation, isolate_layers, isolation_mode
 from .kinks import settle_compound_kinks
 from .objective import NetworkObjective
@@ -132,6 +133,7 @@ def run_check(
                     report.layers = isolate_layers(problem, objective, trace, grads, tol, rng, how)
                 if how is Isolation.SKIP:
                     report.warnings.append(fast.ISOLATION_SKIPPED)
+                recheck_in_float64(problem, objective, trace, grads, tol, report.layers)
                 settle_compound_kinks(report, problem, tol)
             except OutOfTime:
                 report.layers = []

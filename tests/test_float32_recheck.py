@@ -1,0 +1,100 @@
+"""A float32 layer whose own backward fails in isolation is judged again in float64
+(engine/float32_recheck.py): float32 arithmetic on ill-conditioned values is not the
+code's fault, a wrong backward is."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gradcheck_cli as gc
+from gradcheck_cli.config import problem_from_dict
+from gradcheck_cli.engine import float32_recheck, run_check
+from gradcheck_cli.layers.batchnorm import BatchNorm
+
+pytestmark = pytest.mark.usefixtures("clean_registry")
+
+
+def equal_rows(dtype: str, norm: str = "batchnorm") -> dict:
+    """Found by the slow property run: three examples whose features reach the batch
+    norm equal, so its batch variance is 0 in float64 and float32 normalises the
+    rounding of the mean (x_hat 2e-5 where float64 has 4e-14)."""
+    x = [[[[1e-06, 5e-07, 0.0], [-5e-07, 0.0, -1e-06]]]] * 3
+    return {
+        "seed": 0,
+        "dtype": dtype,
+        "input": {"value": x, "batched": True},
+        "layers": [
+            {"type": "maxpool2d", "kernel_size": 2, "stride": 1},
+            {
+                "type": "conv2d",
+                "kernel_size": 1,
+                "stride": 2,
+                "out_channels": 2,
+                "weight": [[[[1e-06]]], [[[-5e-07]]]],
+            },
+            {"type": "relu"},
+            {"type": "global_avgpool2d", "name": "v4"},
+            {"type": norm, "name": "v5"},
+            {"type": "add", "inputs": ["v4", "v5"], "name": "v6"},
+        ],
+        "loss": {"type": "mse", "target": [[2e-3, -2.5e-3], [-5e-4, -4e-4], [-2e-3, -2e-4]]},
+    }
+
+
+def test_float32_rounding_on_ill_conditioned_values_is_inconclusive_not_blamed():
+    report = run_check(problem_from_dict(equal_rows("float32")))
+    layers = {v.name: v for v in report.layers}
+    assert report.inconclusive and not report.failed, report.summary()
+    assert report.blamed_layers() == []
+    assert "v5.gamma" in layers["v5"].float32_only
+    assert "same code run in float64 agrees" in layers["v5"].diagnosis
+    assert run_check(problem_from_dict(equal_rows("float64"))).passed
+
+
+def test_without_the_recheck_the_correct_batch_norm_is_blamed(monkeypatch):
+    """What the recheck changes (so the test above can fail)."""
+    monkeypatch.setattr(
+        "gradcheck_cli.engine.check.recheck_in_float64", lambda *args, **kwargs: None
+    )
+    report = run_check(problem_from_dict(equal_rows("float32")))
+    assert report.failed and report.blamed_layers() == ["v5"]
+    assert float32_recheck.FLOAT32_ONLY_NOTE  # the module is still the one tested above
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_wrong_float32_backward_still_fails_blamed(dtype):
+    """dgamma 1% too large on a well-conditioned batch: the float64 run of the same code
+    fails too, so the failure is the code's, in float32 as in float64."""
+
+    @gc.register_layer("batchnorm_dgamma_off")
+    class Off(BatchNorm):
+        def backward(self, dy, cache, params):
+            dx, grads = super().backward(dy, cache, params)
+            return dx, {**grads, "gamma": grads["gamma"] * 1.01}
+
+    rng = np.random.default_rng(3)
+    doc = {
+        "seed": 1,
+        "dtype": dtype,
+        "input": {"value": rng.standard_normal((6, 4)).tolist(), "batched": True},
+        "layers": [{"type": "batchnorm_dgamma_off", "name": "bn"}, {"type": "tanh"}],
+        "loss": {"type": "mse", "target": rng.standard_normal((6, 4)).tolist()},
+    }
+    report = run_check(problem_from_dict(doc))
+    assert report.failed and report.blamed_layers() == ["bn"], report.summary()
+    assert not {v.name: v for v in report.layers}["bn"].float32_only
+
+
+def test_a_float16_backward_in_a_well_conditioned_forward_is_not_excused():
+    """tests/mutants/dense_half_dw.py computes dweight in float16 when handed float32: in
+    float64 it takes the right path and would pass, but its float32 forward is as
+    accurate as float32 allows, so nothing cancels and nothing excuses it."""
+    from pathlib import Path
+
+    from gradcheck_cli.config import load_problem
+
+    path = Path(__file__).parent / "mutants" / "dense_half_dw.yaml"
+    report = run_check(load_problem(str(path)))
+    assert report.failed and report.blamed_layers(), report.summary()
+    assert not any(v.float32_only for v in report.layers)
