@@ -231,17 +231,16 @@ def probe_node(
 
 def _mixes_rows(node: Node, xs: list[np.ndarray], params: Params, y0: np.ndarray) -> str | None:
     """For a layer that declares ``batch_independent``: how its output rows moved when
-    they should not have, or None when they did not. Two calls, each compared with the
-    analytic pass's output y0 for the same input rows, up to rounding (a batch of
-    another size may take another BLAS kernel):
+    they should not have, or None when they did not.
 
-    - row 0 replaced by another row of the same scale (with N = 1 the example goes to
-      row 1 below it): do the other rows stay? (batch statistics mix them);
-    - two copies of the batch stacked, as the numeric side stacks perturbed copies
-      (copy-major: row r of copy p at p * N + r): does every row come out as it did
-      alone? (a result that depends on the batch size, or on the row's position beyond
-      r mod N, as the built-in dropout's mask does not: a mask drawn from a seeded
-      generator for ``x.shape``).
+    One call on two copies of the batch stacked, as the numeric side stacks perturbed
+    copies (copy-major: row r of copy p at p * N + r), the first copy's row 0 replaced by
+    another row of the same scale. Every other row must come out as the analytic pass's
+    output y0 gave it, up to rounding (a batch of another size may take another BLAS
+    kernel). Rows 1..N-1 catch batch statistics (row 0's change reaching them); rows
+    N..2N-1 catch a result that depends on the batch size, or on the row's position
+    beyond r mod N (a mask drawn from a seeded generator for ``x.shape``; the built-in
+    dropout's mask follows r mod N and passes).
     """
     if not getattr(node.layer, "batch_independent", False):
         return None
@@ -250,20 +249,17 @@ def _mixes_rows(node: Node, xs: list[np.ndarray], params: Params, y0: np.ndarray
     def other_row(x: np.ndarray) -> np.ndarray:  # clearly another row, of the same scale
         return x[:1] + (1.0 + np.abs(x[:1])) * rng.standard_normal(x[:1].shape).astype(x.dtype)
 
-    n = xs[0].shape[0]
-    rest = y0 if n == 1 else y0[1:]
-    probes = [
-        ([np.concatenate([other_row(x), x if n == 1 else x[1:]]) for x in xs], rest, 1),
-        ([np.concatenate([x, x]) for x in xs], np.concatenate([y0, y0]), 0),
-    ]
-    for moved, want, skip in probes:
-        try:
-            y = guarded_forward(node, moved, copy_params(params))[0]
-        except PluginError:  # it takes no batch of this size; the numeric side will say so
-            continue
-        if y.shape[0] - skip != want.shape[0] or not close(y[skip:], want):
-            return _difference(y[skip:], want) if y.shape[1:] == want.shape[1:] else "shape"
-    return None
+    moved = [np.concatenate([other_row(x), x[1:], x]) for x in xs]
+    want = np.concatenate([y0[1:], y0])
+    try:
+        y = guarded_forward(node, moved, copy_params(params))[0]
+    except PluginError:  # it takes no batch of this size; the numeric side will say so
+        return None
+    if y.shape[1:] != want.shape[1:] or y.shape[0] - 1 != want.shape[0]:
+        return f"{y.shape[0]} rows of shape {list(y.shape[1:])} for {len(moved[0])} rows"
+    if close(y[1:], want):
+        return None
+    return _difference(y[1:], want)
 
 
 def probe_loss(problem: Problem, trace: Trace, grads: Gradients) -> Probe:
