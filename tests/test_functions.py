@@ -387,3 +387,29 @@ def test_a_function_loss_sees_one_whole_batch_at_a_time():
     _, cache = loss.forward(x[:3], target)  # the analytic pass: the batch itself
     spec = LossSpec("function", loss, target, reduction="mean")
     np.testing.assert_allclose(reduced_dy(spec, loss.backward(cache)), 0.5, rtol=1e-15)
+
+
+def test_a_function_pair_asked_to_share_is_told_why_not(tmp_path):
+    """share: on a function pair is refused with the reason (its parameters are the
+    params written on it) at the share: line, not only as a missing argument."""
+    config = tmp_path / "net.yaml"
+    config.write_text(
+        textwrap.dedent(
+            f"""\
+            plugins: [{EXAMPLE / "layers.py"}]
+            input: {{shape: [2, 3], batched: true}}
+            layers:
+              - type: functions
+                name: fc1
+                forward: affine_forward
+                backward: affine_backward
+                params: {{w: {{shape: [3, 3], scale: 0.5}}, b: [0, 0, 0]}}
+              - {{type: functions, name: fc2, forward: affine_forward,
+                 backward: affine_backward, share: fc1}}
+            loss: {{type: mse, target: [[0, 0, 0], [1, 1, 1]]}}
+            """
+        )
+    )
+    code, report, stderr = run(config)
+    assert code == 2 and report is not None
+    assert re.search(r"net\.yaml:10: layers\[1\]\.share: a function pair cannot share", stderr)

@@ -281,6 +281,15 @@ def _share(
             "that owns the parameters (give them there)",
         )
         return None
+    if draft.type == "functions":  # its parameters are the params: it is written with
+        ctx.add(
+            where,
+            line,
+            "a function pair cannot share another layer's parameters (its parameters are "
+            "the params written on it); give it params of its own, or write the tied layer "
+            "as a plugin class",
+        )
+        return None
     if not tuple(getattr(draft.cls, "param_names", ()) or ()):
         ctx.add(where, line, f"{draft.type} has no parameters to share")
         return None
