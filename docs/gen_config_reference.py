@@ -250,7 +250,8 @@ def render() -> str:
         "of one value (a fork) send it the SUM of their deltas |",
         "| `share` | layer name |  | an earlier layer whose parameters it uses (tied "
         "weights); it gives no arrays, and the gradient, checked under the owner's name, is "
-        "the sum over every use |",
+        "the sum over every use (not for `type: functions`, whose parameters are its "
+        "`params`) |",
         "",
         "```yaml",
         "layers:",

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -38,35 +38,37 @@ def copy_params(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: np.array(v, copy=True) for k, v in params.items()}
 
 
-def copy_tree(obj: Any, depth: int = MAX_DEPTH) -> Any:
-    """``obj`` with every array reachable through containers replaced by a copy.
+def copy_tree(obj: Any, depth: int = MAX_DEPTH, array: Callable | None = None) -> Any:
+    """``obj`` with every array reachable through containers replaced by a copy (or by
+    ``array(a)``, a new array made from it: a float64 copy of a float32 cache).
 
     Containers are rebuilt (a NamedTuple stays that NamedTuple, a dataclass is copied
     field by field); anything else is returned as it is. An object that cannot be
     rebuilt is returned as it is too: the copy is a defence, never a new failure.
     """
     if isinstance(obj, np.ndarray):
-        return obj.copy()
+        return obj.copy() if array is None else array(obj)
     if depth <= 0:
         return obj
     try:
         if isinstance(obj, tuple):
-            items = [copy_tree(o, depth - 1) for o in obj]
+            items = [copy_tree(o, depth - 1, array) for o in obj]
             if hasattr(obj, "_fields"):  # a NamedTuple
                 return type(obj)(*items)
             return tuple(items) if type(obj) is tuple else type(obj)(items)
         if isinstance(obj, list):
-            return [copy_tree(o, depth - 1) for o in obj]
+            return [copy_tree(o, depth - 1, array) for o in obj]
         if isinstance(obj, dict):
             new = copy.copy(obj)
             for k, v in obj.items():
-                new[k] = copy_tree(v, depth - 1)
+                new[k] = copy_tree(v, depth - 1, array)
             return new
         if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
             new = copy.copy(obj)
             for f in dataclasses.fields(obj):
                 if hasattr(obj, f.name):
-                    object.__setattr__(new, f.name, copy_tree(getattr(obj, f.name), depth - 1))
+                    value = copy_tree(getattr(obj, f.name), depth - 1, array)
+                    object.__setattr__(new, f.name, value)
             return new
     except Exception:  # an exotic container: keep the original rather than fail
         return obj
