@@ -123,7 +123,7 @@ def test_float16_arithmetic_is_never_excused(mutant):
 
 
 def test_a_backward_that_cancels_in_float32_is_excused_as_far_as_its_conditioning_goes():
-    """tests/float32_cases/dx_cancels.yaml: v5's dx in float32 is 1e-4 (relative) from
+    """tests/verdict_cases/float32_dx_cancels.yaml: v5's dx in float32 is 1e-4 (relative) from
     its float64 run on the same cache, because it subtracts the mean of nearly equal
     upstream values; one-epsilon moves of dy move the float64 run as much. Inconclusive,
     v5 not blamed; the float16 mutants above stay failures."""
@@ -131,7 +131,7 @@ def test_a_backward_that_cancels_in_float32_is_excused_as_far_as_its_conditionin
 
     from gradcheck_cli.config import load_problem
 
-    path = Path(__file__).parent / "float32_cases" / "dx_cancels.yaml"
+    path = Path(__file__).parent / "verdict_cases" / "float32_dx_cancels.yaml"
     report = run_check(load_problem(str(path)))
     layers = {v.name: v for v in report.layers}
     assert report.inconclusive and not report.failed, report.summary()

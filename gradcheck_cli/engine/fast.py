@@ -18,7 +18,8 @@ which does not grow with the number of elements:
 - rounding: at tiny steps +-tau every real term of f(v + s(tau)) - f(v) - g.s(tau) is
   negligible and what is left is the forward's own rounding noise rho (larger than
   eps * |f| when the loss sums terms that cancel); the slope's rounding error is about
-  2 rho / L, never taken below FLOOR_ULPS float64 epsilons of |f| / L;
+  2 rho / L, never taken below FLOOR_ULPS float64 epsilons of |f| / L (nor below
+  float64's subnormal grid, numeric.SUBNORMAL_FLOOR);
 - tolerance = SAFETY * (|err(L) - err(2L)| + rounding), plus the analytic side's own
   rounding: ANALYTIC_ULPS units in the last place of the problem's dtype on
   sum|g_i u_i| (negligible in float64; it is what float32 gradients can resolve).
@@ -60,6 +61,7 @@ import numpy as np
 
 from ..how_checked import HowChecked
 from ..problem import Problem
+from . import numeric
 from .elements import check_tensor, unchecked
 from .numeric import EPS64
 
@@ -177,7 +179,7 @@ class _Line:
     def rounding(self, step: float, probe_steps: tuple[float, ...]) -> float:
         """The forward's rounding noise, measured at tiny steps, in slope units at ``step``."""
         rho = max(abs(self.residual(tau)) for tau in probe_steps)
-        return max(rho, FLOOR_ULPS * EPS64 * abs(self.f0)) / step
+        return max(rho, FLOOR_ULPS * EPS64 * abs(self.f0), numeric.SUBNORMAL_FLOOR) / step
 
 
 def directional_test(

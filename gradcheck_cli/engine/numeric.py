@@ -35,6 +35,11 @@ NOISE_PROBES = 8
 PROBE_STEP = 1e-3
 #: Least noise assumed for one evaluation, in float64 epsilons of the terms' magnitude.
 FLOOR_ULPS = 4.0
+#: Least noise assumed for one evaluation whatever the terms' magnitude: below its
+#: smallest normal number (2.2e-308) float64 keeps an absolute grid of 2^-1074, so terms
+#: of 1e-316 (the deltas behind a dropout and weights of 1e-7) round to it, however few
+#: epsilons of them that is; this allows 64 such roundings.
+SUBNORMAL_FLOOR = 64 * 2.0**-1074
 #: Most noise believed to be rounding, in float64 epsilons of the terms' magnitude.
 NOISE_CAP = 1e6
 
@@ -382,7 +387,7 @@ def noise(objective, tensor: str, h: np.ndarray, max_memory: int) -> float:
     """
     size = h.size
     scale = magnitude(objective)
-    floor = FLOOR_ULPS * EPS64 * scale
+    floor = max(FLOOR_ULPS * EPS64 * scale, SUBNORMAL_FLOOR)
     if size == 0:
         return floor
     reach = np.abs(np.asarray(objective.analytic[tensor], dtype=np.float64).reshape(-1) * h)

@@ -147,6 +147,7 @@ def _rounding(rho: float, f: np.ndarray, h: np.ndarray) -> np.ndarray:
     """Rounding of a central difference at step h: rho / h, rho at least a few
     epsilons of the values differenced (f: (K, m))."""
     floor = numeric.FLOOR_ULPS * numeric.EPS64 * np.max(np.abs(f), axis=1)
+    floor = np.maximum(floor, numeric.SUBNORMAL_FLOOR)
     return np.maximum(rho, floor) / h
 
 
