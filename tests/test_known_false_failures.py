@@ -19,7 +19,8 @@ HERE = Path(__file__).resolve().parent
 def test_a_max_pool_on_tiny_near_ties_is_not_blamed():
     """tests/verdict_cases/maxpool_near_ties.yaml: every network tensor passes, but the
     second max-pool's own isolated check fails one element of 128 (125 are kinks), an
-    input 3e-8 below its neighbour with a step of 3e-7, and blames the layer. Strict:
+    input exactly tied with two neighbours and 3e-8 below a third (step 3e-7), under
+    deltas of both signs, and blames the layer. Strict:
     this test starts failing, as it should, once it is fixed."""
     doc = yaml.safe_load((HERE / "verdict_cases" / "maxpool_near_ties.yaml").read_text())
     report = run_check(problem_from_dict(doc))
