@@ -362,12 +362,10 @@ def largest_first(values: np.ndarray, k: int) -> np.ndarray:
     return chosen[np.argsort(neg[chosen], kind="stable")]
 
 
-def _steady(d: np.ndarray, floor: float) -> float:
-    """The largest of some differences (K, 2), each taken at t and 2t, among the probes
-    where it does not grow with t (noise; a kink or a curvature term grows), or where
-    both are within the floor; 0 when there is none."""
-    noise = (d[:, 1] <= 1.5 * d[:, 0]) | (np.max(d, axis=1) <= floor)
-    return float(np.max(d[noise], initial=0.0))
+def _steady(d: np.ndarray, floor: float) -> np.ndarray:
+    """(K,) bool: the probes whose differences d (K, 2), taken at t and 2t, do not grow
+    with t (noise; a kink or a curvature term grows), or are both within the floor."""
+    return (d[:, 1] <= 1.5 * d[:, 0]) | (np.max(d, axis=1) <= floor)
 
 
 def noise(objective, tensor: str, h: np.ndarray, max_memory: int) -> float:
@@ -416,5 +414,12 @@ def noise(objective, tensor: str, h: np.ndarray, max_memory: int) -> float:
     # while a value downstream that is large beside its change (a logit of 1e4 moved by
     # 1e-6) rounds v + t and v - t to its grid one up, one down: odd, the part a central
     # difference keeps. The odd third difference holds about three evaluations' noise.
-    measured = max(_steady(even[:, :2], floor) / 2, _steady(odd, floor) / 3)
+    # A probe is read only where both parts hold still: a kink nearer than t (a max-pool
+    # near-tie 3e-8 away, t = 3e-7) leaves the odd third difference at jump * distance
+    # for every t past it, steady like noise, while its even part grows with t.
+    quiet = _steady(even[:, :2], floor) & _steady(odd, floor)
+    measured = max(
+        float(np.max(even[quiet, :2], initial=0.0)) / 2,
+        float(np.max(odd[quiet], initial=0.0)) / 3,
+    )
     return min(max(floor, measured), cap)
