@@ -48,7 +48,7 @@ from .compare import Tolerances
 from .copies import arrays_in, copy_tree
 from .elements import check_elements
 from .kinks import split_upstream
-from .objective import LayerObjective, NetworkObjective, layer_energy
+from .objective import LayerObjective, NetworkObjective, labelled, layer_energy
 from .passes import Gradients, Trace, node_backward, node_forward
 
 #: The float32 backward and its float64 run on the same (cast up) cache agree within
@@ -86,6 +86,7 @@ def recheck_in_float64(
     tol64 = dataclasses.replace(tol, analytic_eps=float(np.finfo(np.float64).eps))
     nodes = {node.name: node for node in problem.network}
     max_memory = problem.settings.max_memory
+    eps32 = float(np.finfo(np.dtype(problem.dtype)).eps)
     for v in verdicts:
         node, failed = nodes.get(v.name), v.failed_tensors
         if node is None or not failed:
@@ -93,7 +94,8 @@ def recheck_in_float64(
         delta = grads.deltas[node.name].astype(np.float64)
         xs = [trace.values[x].astype(np.float64) for x in node.inputs]
         params = net.params[node.owner]
-        eps32 = float(np.finfo(np.dtype(problem.dtype)).eps)
+        slots = [grads.contributions[(node.name, s)] for s in range(len(node.inputs))]
+        analytic32 = labelled(node, slots, grads.per_use[node.name])
         try:
             with np.errstate(all="ignore"):
                 cache32 = node_forward(
@@ -104,7 +106,7 @@ def recheck_in_float64(
                 if any(a.dtype.kind == "f" and a.itemsize < 4 for _, a in arrays_in(cache32)):
                     continue  # a float16 cache: the code's choice, and its error
                 cache = copy_tree(cache32, array=_float32_up)
-                on_cache = _labelled(node, *node_backward(node, delta, cache, params, xs))
+                on_cache = labelled(node, *node_backward(node, delta, cache, params, xs))
                 spread = _spread(node, cache32, delta, params, xs, on_cache, eps32)
                 y, analytic = _run64(node, xs, params, delta)
         except Exception:  # a layer that refuses a mixed cache: nothing excuses it
@@ -112,7 +114,7 @@ def recheck_in_float64(
         obj = LayerObjective(node, xs, params, delta, layer_energy(y, delta), analytic)
         only = []
         for t in failed:
-            a32 = np.asarray(_analytic32(grads, node, t), dtype=np.float64)
+            a32 = np.asarray(analytic32[t], dtype=np.float64)
             scale = float(np.max(np.abs(on_cache[t]), initial=0.0))
             allowed = ILL_ULPS * eps32 * scale + SPREAD * spread[t]
             if not np.all(np.abs(a32 - on_cache[t]) <= allowed):
@@ -131,21 +133,6 @@ def recheck_in_float64(
         v.diagnosis = f"{v.diagnosis}; {note}" if v.failed_tensors and v.diagnosis else note
 
 
-def _labelled(node, dxs, dparams) -> dict[str, np.ndarray]:
-    """A node's backward result by the labels of ``LayerObjective.tensors()``."""
-    out = {node.slot_name(s): np.asarray(dx) for s, dx in enumerate(dxs)}
-    out.update({f"{node.name}.{p}": np.asarray(g) for p, g in dparams.items()})
-    return out
-
-
-def _analytic32(grads: Gradients, node, tensor: str) -> np.ndarray:
-    """The analytic pass's (float32) value of an isolated node's tensor label."""
-    for s in range(len(node.inputs)):
-        if tensor == node.slot_name(s):
-            return grads.contributions[(node.name, s)]
-    return grads.per_use[node.name][tensor.split(".", 1)[1]]
-
-
 def _float32_up(a: np.ndarray) -> np.ndarray:
     """A float64 copy of a float32 array; a copy of any other (indices stay integers)."""
     return a.astype(np.float64) if a.dtype == np.float32 else a.copy()
@@ -154,7 +141,7 @@ def _float32_up(a: np.ndarray) -> np.ndarray:
 def _run64(node, xs, params, delta) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The node's float64 forward output and backward result by tensor label."""
     y, cache = node_forward(node, xs, params)
-    return y, _labelled(node, *node_backward(node, delta, cache, params, xs))
+    return y, labelled(node, *node_backward(node, delta, cache, params, xs))
 
 
 def _spread(node, cache32, delta, params, xs, base, eps32) -> dict[str, np.ndarray]:
@@ -172,7 +159,7 @@ def _spread(node, cache32, delta, params, xs, base, eps32) -> dict[str, np.ndarr
     for _ in range(PERTURBATIONS):
         dy = delta * (1.0 + eps32 * rng.uniform(-1.0, 1.0, delta.shape))
         cache = copy_tree(cache32, array=moved)
-        got = _labelled(node, *node_backward(node, dy, cache, params, xs))
+        got = labelled(node, *node_backward(node, dy, cache, params, xs))
         for t in out:
             np.maximum(out[t], np.abs(got[t] - base[t]), out=out[t])
     return out

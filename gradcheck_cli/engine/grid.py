@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .numeric import element_steps, steady, step_scale
 from .passes import loss_forward, loss_rounding_terms, reduce_losses, tiles_target
 
 #: Random directions the loss's grid is read along.
@@ -41,9 +42,7 @@ GRID_DIRECTIONS = 4
 #: the precision stage's scale (engine/verdict.py PRECISION_EPS): 1e-12 * 2^j.
 GRID_STEPS = tuple(1e-12 * 2.0**j for j in range(31))
 
-#: A reading at 2s at most this many times the one at s is noise, not a growing term.
-STEADY = 1.5
-#: ... and one that grows more than this many times at two steps running is the loss's
+#: A reading that grows more than this many times at two steps running is the loss's
 #: own shape (4x for a curvature, 8x for a cubic term): no step beyond is read.
 GROWS = 3.0
 
@@ -63,9 +62,7 @@ def loss_grid(spec, y: np.ndarray, target: np.ndarray | None) -> float:
     n = y.shape[0]
     if not y.size or not n:
         return 0.0
-    magnitude = np.abs(y)
-    rms = float(np.sqrt(np.mean(magnitude**2)))
-    scale = np.maximum(magnitude, rms if rms > 0 and np.isfinite(rms) else 1.0)
+    scale = element_steps(y, step_scale(y), 1.0)  # max(|y|, rms(y)), as steps are taken
     rng = np.random.default_rng(0)
     directions = rng.standard_normal((GRID_DIRECTIONS, 1, *y.shape)) * scale
     signed = np.concatenate([GRID_STEPS, [-s for s in GRID_STEPS], [0.0]])
@@ -95,14 +92,13 @@ def loss_grid(spec, y: np.ndarray, target: np.ndarray | None) -> float:
 
 def _steady(d: np.ndarray) -> np.ndarray:
     """The readings d[j] (one per step, the steps doubling) that the next step does not
-    grow beyond STEADY times: noise, where a curvature or a kink would grow. Only the
-    steps before the loss's own shape takes over are read: from the first step where d
-    grows more than GROWS-fold twice running (a curvature's fourfold, a cubic term's
-    eightfold), larger steps see the function, whose bounded parts (a softmax whose
-    winner changed) can level off like noise does."""
+    grow beyond (engine/numeric.py ``steady``): noise, where a curvature or a kink would
+    grow. Only the steps before the loss's own shape takes over are read: from the
+    first step where d grows more than GROWS-fold twice running (a curvature's
+    fourfold, a cubic term's eightfold), larger steps see the function, whose bounded
+    parts (a softmax whose winner changed) can level off like noise does."""
     grows = (d[:-1] > 0) & (d[1:] > GROWS * d[:-1])
     sustained = np.flatnonzero(grows[:-1] & grows[1:])
     if len(sustained):
         d = d[: sustained[0] + 1]
-    keep = (d[:-1] > 0) & (d[1:] <= STEADY * d[:-1])
-    return d[:-1][keep]
+    return d[:-1][steady(np.stack([d[:-1], d[1:]], axis=1), 0.0)]

@@ -24,7 +24,7 @@ from .compare import ElementVerdict, Tolerances
 from .diagnose import diagnose
 from .elements import check_elements, select_elements, tensor_check
 from .kinks import split_upstream
-from .objective import LayerObjective, LossObjective, NetworkObjective, layer_energy
+from .objective import LayerObjective, LossObjective, NetworkObjective, labelled, layer_energy
 from .passes import Gradients, Trace, loss_forward, node_forward, reduce_losses
 
 if TYPE_CHECKING:
@@ -69,10 +69,8 @@ def objectives(problem: Problem, net: NetworkObjective, trace: Trace, grads: Gra
     out = []
     for node in problem.network:
         delta = grads.deltas[node.name].astype(np.float64)
-        analytic = {
-            node.slot_name(s): grads.contributions[(node.name, s)] for s in range(len(node.inputs))
-        }
-        analytic.update({f"{node.name}.{p}": g for p, g in grads.per_use[node.name].items()})
+        slots = [grads.contributions[(node.name, s)] for s in range(len(node.inputs))]
+        analytic = labelled(node, slots, grads.per_use[node.name])
         xs = [trace.values[v].astype(np.float64) for v in node.inputs]
         params = net.params[node.owner]
         with np.errstate(all="ignore"):

@@ -61,7 +61,7 @@ from ..report import Report
 from .blame import path_ok
 from .compare import ElementVerdict, Tolerances
 from .elements import JUMP_KEY, check_elements
-from .objective import LayerObjective, layer_energy
+from .objective import LayerObjective, labelled, layer_energy
 from .passes import node_backward, node_forward
 
 #: How far the analytic values of the upstream gradient's two halves may add up away
@@ -129,8 +129,7 @@ def split_upstream(
             continue
         with np.errstate(all="ignore"):
             dxs, grads = node_backward(node, part.astype(dtype), cache, params, xs)
-        analytic = {node.slot_name(s): dx for s, dx in enumerate(dxs)}
-        analytic.update({f"{node.name}.{p}": g for p, g in grads.items()})
+        analytic = labelled(node, dxs, grads)
         half = LayerObjective(node, obj.xs, obj.params, part, layer_energy(y64, part), analytic)
         w = check_elements(half, tensor, sub_index, tol, max_memory)
         passed &= ~(w.failed | w.inconclusive)

@@ -362,7 +362,7 @@ def largest_first(values: np.ndarray, k: int) -> np.ndarray:
     return chosen[np.argsort(neg[chosen], kind="stable")]
 
 
-def _steady(d: np.ndarray, floor: float) -> np.ndarray:
+def steady(d: np.ndarray, floor: float) -> np.ndarray:
     """(K,) bool: the probes whose differences d (K, 2), taken at t and 2t, do not grow
     with t (noise; a kink or a curvature term grows), or are both within the floor."""
     return (d[:, 1] <= 1.5 * d[:, 0]) | (np.max(d, axis=1) <= floor)
@@ -417,7 +417,7 @@ def noise(objective, tensor: str, h: np.ndarray, max_memory: int) -> float:
     # A probe is read only where both parts hold still: a kink nearer than t (a max-pool
     # near-tie 3e-8 away, t = 3e-7) leaves the odd third difference at jump * distance
     # for every t past it, steady like noise, while its even part grows with t.
-    quiet = _steady(even[:, :2], floor) & _steady(odd, floor)
+    quiet = steady(even[:, :2], floor) & steady(odd, floor)
     measured = max(
         float(np.max(even[quiet, :2], initial=0.0)) / 2,
         float(np.max(odd[quiet], initial=0.0)) / 3,

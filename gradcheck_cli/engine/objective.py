@@ -741,6 +741,15 @@ class LayerObjective:
         return layer_energy(y, self.delta)
 
 
+def labelled(node: Node, dxs, dparams: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A node's backward result (its dx per input slot, its parameters' gradients) by
+    the labels of ``LayerObjective.tensors()``: ``input`` / ``input[s]`` and
+    ``<node>.<param>``."""
+    out = {node.slot_name(s): dx for s, dx in enumerate(dxs)}
+    out.update({f"{node.name}.{p}": g for p, g in dparams.items()})
+    return out
+
+
 def layer_energy(y: np.ndarray, delta: np.ndarray) -> float:
     """E = sum(delta * y) of one node alone (``LayerObjective``; y and delta (N, *out)):
     each example's M terms summed, then the N sums, the order every evaluation of E
