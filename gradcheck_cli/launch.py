@@ -199,6 +199,9 @@ def _fork_worker() -> Prestarted | None:
         return None  # never fork a process with threads (module docstring)
     job_r, job_w = os.pipe()
     events_r, events_w = os.pipe()
+    from .pipes import widen
+
+    widen(events_w)
     calls_fd = os.memfd_create("gradcheck-calls", 0)  # sized by the supervisor
     sys.stdout.flush()
     sys.stderr.flush()

@@ -54,6 +54,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from .pipes import PIPE_BYTES
+from .stream import Receiver
 from .wire import (
     _HEADER,
     CALLS_BYTES,
@@ -364,6 +366,7 @@ def _watch(
     started: float,
 ) -> None:
     buffer = bytearray()
+    receiver = Receiver()
     eof_at: float | None = None
     kill_at: float | None = None
 
@@ -401,14 +404,16 @@ def _watch(
             wait_exit(proc.pid, POLL / 5)
             continue
         if exited(proc.pid):  # a process it started may hold the pipe open: read what is there
-            while _read_events(fd, buffer, watch, wait=0.0) is True:
+            while _read_events(fd, buffer, receiver, watch, wait=0.0) is True:
                 pass
             return
-        if _read_events(fd, buffer, watch, wait=POLL) is None:
+        if _read_events(fd, buffer, receiver, watch, wait=POLL) is None:
             eof_at = now
 
 
-def _read_events(fd: int, buffer: bytearray, watch: Watch, *, wait: float) -> bool | None:
+def _read_events(
+    fd: int, buffer: bytearray, receiver: Receiver, watch: Watch, *, wait: float
+) -> bool | None:
     """Read what the pipe holds within ``wait`` seconds and hand each complete message to
     ``watch``: True when something was read, False when nothing came, None at its end."""
     try:
@@ -417,11 +422,11 @@ def _read_events(fd: int, buffer: bytearray, watch: Watch, *, wait: float) -> bo
         return False
     if not ready:
         return False
-    chunk = os.read(fd, 1 << 16)
+    chunk = os.read(fd, PIPE_BYTES)
     if not chunk:
         return None
     buffer += chunk
-    for kind, payload in frames(buffer):
+    for kind, payload in frames(buffer, receiver.loads):
         with contextlib.suppress(Exception):  # on_loaded's refusal is kept in watch
             watch.send(kind, payload)
     return True

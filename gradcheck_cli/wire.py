@@ -34,6 +34,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from . import pipes
+
 if TYPE_CHECKING:
     import subprocess
 
@@ -229,9 +231,12 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def frames(buffer: bytearray) -> Iterator[tuple[str, Any]]:
-    """Complete messages at the start of ``buffer``, removed from it as they are read.
-    A message that does not unpickle (a plugin wrote onto the pipe) is dropped."""
+def frames(
+    buffer: bytearray, loads: Callable[[bytes], Any] = pickle.loads
+) -> Iterator[tuple[str, Any]]:
+    """Complete messages at the start of ``buffer``, removed from it as they are read
+    (``loads``: a stream's ``Receiver.loads``, gradcheck_cli/stream.py). A message that
+    does not unpickle (a plugin wrote onto the pipe) is dropped."""
     while len(buffer) >= _HEADER.size:
         (size,) = _HEADER.unpack_from(buffer)
         if len(buffer) < _HEADER.size + size:
@@ -239,7 +244,7 @@ def frames(buffer: bytearray) -> Iterator[tuple[str, Any]]:
         data = bytes(buffer[_HEADER.size : _HEADER.size + size])
         del buffer[: _HEADER.size + size]
         try:
-            kind, payload = pickle.loads(data)
+            kind, payload = loads(data)
         except Exception:
             continue
         yield kind, payload
@@ -306,6 +311,7 @@ def start_worker(role: str, *, session: bool) -> Started:
 
     job_r, job_w = os.pipe()
     events_r, events_w = os.pipe()
+    pipes.widen(events_w)
     calls_fd, calls = shared_page()
     argv = [sys.executable, "-c", BOOT, json.dumps(sys.path), role]
     try:

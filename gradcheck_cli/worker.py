@@ -40,7 +40,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import pickle
 import signal
 import sys
 import threading
@@ -50,6 +49,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import spares
+from .stream import Sender
 from .wire import (  # the wire protocol, also read from here by older callers
     _HEADER,
     BOOT,
@@ -235,6 +235,7 @@ class _Pipe:
     def __init__(self, fd: int):
         self.fd = fd
         self.lock = threading.Lock()
+        self.sender = Sender()  # each large array once (gradcheck_cli/stream.py)
         self.progress: Any = None  # the latest snapshot (engine.progress.CheckProgress)
         self.sent_progress: Any = None
         self.sent_running: Any = None
@@ -249,9 +250,9 @@ class _Pipe:
         self._write(kind, payload)
 
     def _write(self, kind: str, payload: Any) -> None:
-        data = pickle.dumps((kind, payload), protocol=pickle.HIGHEST_PROTOCOL)
         main = threading.current_thread() is threading.main_thread()
-        with self.lock:
+        with self.lock:  # pickled in the order written: a message may refer to earlier ones
+            data = self.sender.dumps((kind, payload))
             self.writing = main
             try:
                 view = memoryview(_HEADER.pack(len(data)) + data)
