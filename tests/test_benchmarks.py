@@ -75,3 +75,16 @@ def test_a_stopped_benchmark_kills_the_child_it_times(tmp_path):
     assert proc.wait(timeout=30) == 128 + signal.SIGTERM
     with pytest.raises(ProcessLookupError):  # killed and reaped by the script
         os.kill(child, 0)
+
+
+@pytest.mark.slow
+def test_the_events_pipe_benchmark_runs_and_checks_what_arrives():
+    script = SWEEP.parent / "events_pipe.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--networks", "tiny", "--repeats", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("tiny ") and "ratio" in done.stdout
