@@ -73,6 +73,13 @@ class Node:
         return bool(getattr(self.layer, "batch_independent", False)) and not self.mixes_rows
 
     @property
+    def example_dependent(self) -> bool:
+        """Row r of the output depends on row r of the input and on r mod N, which
+        example it is (the protocol's ``example_dependent``): rows go through the layer
+        only at positions of their own example's residue."""
+        return bool(getattr(self.layer, "example_dependent", False))
+
+    @property
     def multi_input(self) -> bool:
         """True when the layer's forward takes a tuple of inputs (add, concat, ...)."""
         return int(getattr(self.layer, "n_inputs", 1) or 0) != 1

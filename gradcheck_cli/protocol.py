@@ -185,6 +185,12 @@ class Layer:
     #: statistics). The engine then stacks perturbed copies along the batch axis;
     #: otherwise each copy runs through this layer on its own (slower, always right).
     batch_independent: ClassVar[bool] = False
+    #: With ``batch_independent``: row r of the output also depends on which example
+    #: row r is, r mod N (the built-in dropout's fixed mask for example r mod N). The
+    #: engine then hands the layer rows only at positions of their own example's
+    #: residue mod N; without it, a layer whose rows depend on their position is found
+    #: out by the purity probe (engine/purity.py) and checked one copy at a time.
+    example_dependent: ClassVar[bool] = False
     #: True when the layer needs the batch size N as ``batch_size=`` (dropout's mask).
     wants_batch_size: ClassVar[bool] = False
     #: The axes of each parameter, for shape messages: ``{"bias": "(out_features,)"}``.

@@ -449,6 +449,10 @@ class NetworkObjective:
             local.as_rows(m, self.values[v]).data if m is not None else self.values[v][rows]
             for v, m in zip(node.inputs, ins, strict=True)
         ]
+        if node.example_dependent:  # each row at a position of its own example's residue
+            bases = [self.values[v] for v in node.inputs]
+            y = _in_place(node, xs, bases, params, rows)
+            return local.Rows(rows, y, first.per_copy)
         return local.Rows(rows, node_forward(node, xs, params)[0], first.per_copy)
 
     def _reduced_losses(self, y: local.Value, p: int) -> np.ndarray:
@@ -582,6 +586,22 @@ class NetworkObjective:
         return float(reduce_losses(losses, self.n, self.problem.loss.reduction)[0])
 
 
+def _in_place(
+    node: Node, xs: list[np.ndarray], bases: list[np.ndarray], params: Params, rows: np.ndarray
+) -> np.ndarray:
+    """The forward of R rows (xs: each (R, *in)) of an ``example_dependent`` node, row r
+    a copy of example rows[r]: run on R stacked copies of the base batch (bases: each
+    (N, *in)), row r at position r * N + rows[r], where its example's residue mod N puts
+    it, as in the analytic pass and in stacked copies. Returns (R, *out)."""
+    at = np.arange(len(rows)) * len(bases[0]) + rows
+    placed = []
+    for x, base in zip(xs, bases, strict=True):
+        stacked = np.tile(base, (len(rows),) + (1,) * (base.ndim - 1))
+        stacked[at] = x
+        placed.append(stacked)
+    return node_forward(node, placed, params)[0][at]
+
+
 def _every_example(rows: np.ndarray, n: int) -> bool:
     """rows (P*N,) are 0, 1, ..., N-1 over and over: every copy holds its whole batch."""
     return len(rows) % n == 0 and bool(np.all(rows.reshape(-1, n) == np.arange(n)))
@@ -655,7 +675,7 @@ class LayerObjective:
             local = self._local(index, delta)
             if local is not None:
                 return local
-            if self.xs[0].shape[0] > 1:
+            if self.xs[0].shape[0] > 1 and not self.node.example_dependent:
                 return self._one_example(slots[tensor], index, delta)
         if tensor in slots:
             s = slots[tensor]

@@ -239,8 +239,11 @@ def _mixes_rows(node: Node, xs: list[np.ndarray], params: Params, y0: np.ndarray
     output y0 gave it, up to rounding (a batch of another size may take another BLAS
     kernel). Rows 1..N-1 catch batch statistics (row 0's change reaching them); rows
     N..2N-1 catch a result that depends on the batch size, or on the row's position
-    beyond r mod N (a mask drawn from a seeded generator for ``x.shape``; the built-in
-    dropout's mask follows r mod N and passes).
+    beyond r mod N (a mask drawn from a seeded generator for ``x.shape``). For N > 1 a
+    third copy holds the rows one place on (row 2N + r is row r + 1 mod N): it catches a
+    result that depends on r mod N (a mask per example), which the numeric side would
+    get wrong where it runs a copy's rows alone, unless the layer declares
+    ``example_dependent`` (the built-in dropout), whose rows then keep their residue.
     """
     if not getattr(node.layer, "batch_independent", False):
         return None
@@ -249,8 +252,12 @@ def _mixes_rows(node: Node, xs: list[np.ndarray], params: Params, y0: np.ndarray
     def other_row(x: np.ndarray) -> np.ndarray:  # clearly another row, of the same scale
         return x[:1] + (1.0 + np.abs(x[:1])) * rng.standard_normal(x[:1].shape).astype(x.dtype)
 
-    moved = [np.concatenate([other_row(x), x[1:], x]) for x in xs]
-    want = np.concatenate([y0[1:], y0])
+    # a third copy with its rows one place on (N > 1), for a layer that does not say its
+    # rows depend on their example (``example_dependent``): the numeric side also runs
+    # a copy's rows alone, at other positions
+    turn = len(xs[0]) > 1 and not getattr(node.layer, "example_dependent", False)
+    moved = [np.concatenate([other_row(x), x[1:], x, *([np.roll(x, -1, 0)] * turn)]) for x in xs]
+    want = np.concatenate([y0[1:], y0, *([np.roll(y0, -1, 0)] * turn)])
     try:
         y = guarded_forward(node, moved, copy_params(params))[0]
     except PluginError:  # it takes no batch of this size; the numeric side will say so
@@ -259,6 +266,10 @@ def _mixes_rows(node: Node, xs: list[np.ndarray], params: Params, y0: np.ndarray
         return f"{y.shape[0]} rows of shape {list(y.shape[1:])} for {len(moved[0])} rows"
     if close(y[1:], want):
         return None
+    n = len(y0)
+    if turn and close(y[1 : 2 * n], want[: 2 * n - 1]):
+        moved_on = _difference(y[2 * n :], want[2 * n - 1 :])
+        return f"with the batch's rows moved one place, rows came out different: {moved_on}"
     return _difference(y[1:], want)
 
 
@@ -764,9 +775,11 @@ def _problems(p: Probe, victims: list[str], corrupts: bool) -> list[LayerProblem
                 f"more than the same row of its input: with row 0 of the batch changed, or "
                 f"two copies of the batch stacked, rows came out different ({p.mixes_rows}); batch "
                 "statistics, or a result that depends on the row's position or the batch "
-                "size (a mask drawn for x.shape)? gradcheck checked it one copy "
-                "at a time instead (slower, correct); remove batch_independent from the class "
-                "(from the config, for a layer of type functions)",
+                "size (a mask drawn for x.shape, a mask per example)? gradcheck checked it "
+                "one copy at a time instead (slower, correct); remove batch_independent from "
+                "the class (from the config, for a layer of type functions), or, for a "
+                "result that depends on the example (row r mod N) only, declare "
+                "example_dependent = True beside it",
             )
         )
     return out

@@ -44,6 +44,7 @@ class Dropout(Layer):
         "f'(x) = the fixed mask: 1/(1-p) for kept units, 0 for dropped ones", activation=False
     )
     batch_independent = True
+    example_dependent = True  # row r is multiplied by example r mod N's mask
     #: The config loader passes batch_size=N, the number of examples in the input.
     wants_batch_size = True
 
