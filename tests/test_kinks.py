@@ -185,6 +185,29 @@ def test_settling_a_jump_when_the_path_is_right():
     assert not c.passed and c.diagnosis == UNRESOLVED_NOTE
 
 
+def test_settling_needs_the_path_verified_not_merely_not_wrong():
+    """A hunt found an offset input (1e4 + 0.01 spread) into a buggy batch-norm pair
+    passing with four 'kinks': the pair's own check was inconclusive (neither right nor
+    wrong), and the network's failures were settled as compound kinks. An inconclusive
+    backward on the way vouches for nothing: they are inconclusive, not kinks."""
+    c = _check([True, True, False], [True, True, False])
+    report = _report(c)
+    report.layers[0].tensors_ok["input"] = None  # l1's dx: inconclusive in isolation
+    settle_compound_kinks(report, _Problem(), LOOSE)
+    assert c.kinks == 0 and c.failed == 0 and c.inconclusive_mask.tolist() == [True, True, False]
+    assert not c.passed and "l1" in c.diagnosis
+
+
+def test_under_strict_kinks_a_settled_element_fails_even_one_that_was_inconclusive():
+    class Strict(_Tol):
+        strict_kinks = True
+
+    c = _check([False, True, False], [True, True, False])
+    c.inconclusive_mask = np.array([True, False, False])
+    settle_compound_kinks(_report(c), _Problem(), Strict())
+    assert c.kink_mask.tolist() == [True, True, False] and c.failed == 2 and not c.passed
+
+
 def test_settling_without_a_jump_needs_kinks_on_the_path():
     c = _check([True, False, False], [False, False, False])
     settle_compound_kinks(_report(c, kinks=2), _Problem(), LOOSE)

@@ -54,6 +54,34 @@ def wrong_readers(problem: Problem, verdicts: dict[str, LayerVerdict], tensor: s
     return sorted(set(found), key=order.index)
 
 
+def unverified_readers(
+    problem: Problem, verdicts: dict[str, LayerVerdict], tensor: str
+) -> list[str]:
+    """The nodes (and the loss) on the way from the loss down to ``tensor`` whose own
+    backward's delta was inconclusive in isolation: neither right nor wrong (a float32
+    tensor the float64 rerun passed counts as right)."""
+    network = problem.network
+    found: list[str] = []
+    seen: set[str] = set()
+    frontier = list(network.value_of(tensor))
+    while frontier:
+        value = frontier.pop(0)
+        if value in seen:
+            continue
+        seen.add(value)
+        if value == network.output and _unverified(verdicts[LOSS], "input"):
+            found.append(LOSS)
+        for node, slot in network.readers(value):
+            if _unverified(verdicts[node.name], node.slot_name(slot)):
+                found.append(node.name)
+            frontier.append(node.name)
+    return sorted(set(found))
+
+
+def _unverified(verdict: LayerVerdict, slot: str) -> bool:
+    return verdict.tensors_ok.get(slot, True) is None and slot not in verdict.float32_only
+
+
 def blame(report: Report, problem: Problem) -> None:
     """Point each failing tensor whose own layer is right at the nearest node whose own
     backward sends a wrong delta towards it (``consequence_of``).

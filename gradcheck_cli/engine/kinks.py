@@ -58,7 +58,7 @@ import numpy as np
 
 from ..problem import Problem
 from ..report import Report
-from .blame import path_ok
+from .blame import path_ok, unverified_readers
 from .compare import ElementVerdict, Tolerances
 from .elements import JUMP_KEY, check_elements
 from .objective import LayerObjective, labelled, layer_energy
@@ -81,6 +81,12 @@ UNRESOLVED_NOTE = (
     "cannot resolve it: its effect on the loss is below the loss's rounding except over "
     "a region narrower than any usable step (values at the scale of their kinks, or a "
     "layer that cancels the change)"
+)
+#: ... where a backward on the way was itself inconclusive in isolation
+UNVERIFIED_NOTE = (
+    "inconclusive, not failed: kinks are in evidence, but the chain rule cannot vouch for "
+    "this gradient, since the isolated check of {} on the way to the loss was itself "
+    "inconclusive"
 )
 #: ... in a float32 check, where the float32 analytic side is the likelier cause
 UNRESOLVED_FLOAT32_NOTE = (
@@ -178,20 +184,28 @@ def settle_compound_kinks(report: Report, problem: Problem, tol: Tolerances) -> 
         ok, path_kinks = path_ok(problem, verdicts, c.name)
         if not ok:
             continue
+        unverified = unverified_readers(problem, verdicts, c.name)
         if taylor:
             # A random direction crosses every kink at x at once: the Taylor test cannot
             # decide there, the isolated element-wise checks can.
-            if path_kinks > 0 and not strict:
+            if path_kinks > 0 and not strict and not unverified:
                 c.taylor_passed = True
                 c.diagnosis = TAYLOR_KINK_NOTE
             continue
         if evidence is None:  # no element-wise record of the steps (a sampled layer)
             evidence = np.zeros_like(unsettled)
         settled = unsettled & (evidence | (path_kinks > 0))
+        if unverified:  # fact 2 needs every backward on the way verified: not a kink
+            doubtful = settled & c.failed_mask
+            c.failed_mask = c.failed_mask & ~doubtful
+            c.inconclusive_mask = c.inconclusive_mask | doubtful
+            if doubtful.any():
+                c.diagnosis = UNVERIFIED_NOTE.format(", ".join(unverified))
+            continue
         c.kink_mask = c.kink_mask | settled
         c.inconclusive_mask = c.inconclusive_mask & ~settled
-        if not strict:
-            c.failed_mask = c.failed_mask & ~settled
+        # under --strict-kinks a kink is a failure, one that was inconclusive too
+        c.failed_mask = c.failed_mask | settled if strict else c.failed_mask & ~settled
         unresolved = c.failed_mask & ~settled  # fact 3 of the module docstring
         if unresolved.any():
             c.failed_mask = c.failed_mask & ~unresolved
