@@ -86,6 +86,8 @@ SAFETY = 10.0
 #: Ten-fold smaller steps tried when a scale is not smooth.
 SHRINK_TRIES = 3
 SHRINK = 10.0
+#: Ten-fold smaller first steps tried for an element whose first steps give NaN or Inf.
+DOMAIN_SHRINKS = 4
 #: ... and at most this many for an element whose next step can still resolve its value.
 MAX_SHRINKS = 9
 #: The analytic side's rounding allowance, in epsilons of its dtype.
@@ -244,6 +246,44 @@ def _refine(objective, tensor, index, big, rho, max_memory, screened, noise):
         return value, bound, _smooth(sub) & finite & consistent
 
 
+#: An element proven a kink whose value is this many times smaller than its step
+#: (floored at the tensor's scale: every step reaches 0) is judged again at steps of
+#: its own size ...
+OFF_KINK = 1.0
+#: ... starting at this fraction of its value: 4h stays at half its distance from 0.
+OWN_STEP = 0.125
+
+
+def _off_the_kink(objective, tensor, index, a, v, h, settings, max_memory, state) -> None:
+    """Elements proven kinks whose value is far below their step (v, h: (K,); state: the
+    verdict's kink, failed, evidence, numeric_value and bound arrays, updated in place).
+
+    An element's step is floored at its tensor's scale (a value at 0 still moves), so a
+    value of 5e-9 among values of 0.3 steps by 3e-7: a kink at 0, 5e-9 away, is crossed
+    by every step and proven, although the function is smooth at the element itself
+    (a ReLU's input of 5e-9 has slope 1 there). An analytic 0 lay between the one-sided
+    slopes and passed as a kink (found by a hunt: a ReLU backward masking x <= 1e-6).
+    Such elements are judged again at steps relative to their own value (|v| / 8 and
+    smaller, never reaching 0; no precision stage, whose step would), where that settles
+    them, smooth or failed, its verdict stands; where it does not (the kink is nearer
+    still, or rounding hides the slope), the kink stays."""
+    again = np.flatnonzero(state["kink"] & (np.abs(v) > 0) & (OFF_KINK * np.abs(v) < h))
+    if not len(again):
+        return
+    w = judge_elements(
+        objective, tensor, index[again], a[again], settings, max_memory, own_steps=True
+    )
+    settled = ~(w.kink | w.inconclusive)
+    if not settled.any():
+        return
+    at = again[settled]
+    state["kink"][at] = False
+    state["failed"][at] = w.failed[settled]
+    state["evidence"][at] = w.jump[settled]
+    state["numeric_value"][at] = w.numeric[settled]
+    state["bound"][at] = w.bound[settled]
+
+
 def _kink_signature(s: _Scale) -> tuple[np.ndarray, np.ndarray]:
     """(r, q), each (K,): zero for a smooth f up to O(h^5) and O(h^4), and together at
     least 4 |N(h) - g| for one kink of any jump at any distance d < 4h.
@@ -341,10 +381,14 @@ def _require_steps(objective, tensor: str, index: np.ndarray, d: numeric.Differe
             f"{tensor} has the value {value:g} at flat index {i}, where a step of eps={eps:g} "
             "times its magnitude is lost to rounding, so no finite difference can be taken"
         )
-    if not np.all(np.isfinite(d.f_plus)) or not np.all(np.isfinite(d.f_minus)):
+    lost = ~np.isfinite(d.f_plus) | ~np.isfinite(d.f_minus)
+    if np.any(lost):
+        i = int(index[np.argmax(lost)])
+        value = float(objective.tensors()[tensor].reshape(-1)[i])
         raise NumericalError(
-            f"a perturbed forward pass for {tensor} gave NaN or Inf; "
-            "the check cannot be carried out (try a smaller eps)"
+            f"a perturbed forward pass for {tensor} (flat index {i}, value {value:g}) gave "
+            f"NaN or Inf, at steps {SHRINK**DOMAIN_SHRINKS:g} times smaller too; the check "
+            "cannot be carried out (try a smaller eps)"
         )
 
 
@@ -356,12 +400,15 @@ def judge_elements(
     settings: Tolerances,
     max_memory: int,
     progress=None,
+    own_steps: bool = False,
 ) -> ElementVerdict:
     """The verdict on the elements ``index`` (K,) of ``tensor``; analytic: their analytic
-    values (K,). See the module docstring."""
+    values (K,). See the module docstring. ``own_steps``: steps of OWN_STEP times each
+    element's value alone, without the tensor's floor (``_off_the_kink``)."""
     values = objective.tensors()[tensor]
     flat = values.reshape(-1).astype(np.float64)
-    h_all = numeric.element_steps(flat, numeric.step_scale(flat), settings.eps)
+    usual = numeric.element_steps(flat, numeric.step_scale(flat), settings.eps)
+    h_all = np.abs(flat) * OWN_STEP if own_steps else usual
     a = np.asarray(analytic, dtype=np.float64).reshape(-1)
     k = len(index)
     allowance = ANALYTIC_ULPS * settings.analytic_eps * (np.abs(a) + gradient_scale(objective))
@@ -372,7 +419,7 @@ def judge_elements(
 
     h = h_all[index]
     with np.errstate(all="ignore"):
-        rho = _noise(objective, tensor, h_all, settings.eps, max_memory) if k else 0.0
+        rho = _noise(objective, tensor, usual, settings.eps, max_memory) if k else 0.0
         first = numeric.evaluate(
             objective,
             tensor,
@@ -381,6 +428,17 @@ def judge_elements(
             max_memory,
             progress,
         )
+        # a step past the edge of the forward's domain (a probability of 1.5e-7 moved by
+        # 3e-7 into a log, its step floored at the tensor's scale): smaller steps there
+        for _ in range(DOMAIN_SHRINKS):
+            lost = np.flatnonzero(~np.all(np.isfinite(first.f), axis=1))
+            if not len(lost):
+                break
+            h[lost] /= SHRINK
+            again = numeric.evaluate(
+                objective, tensor, index[lost], np.stack([h[lost], -h[lost]], axis=1), max_memory
+            )
+            first.f[lost], first.offsets[lost] = again.f, again.offsets
         d = numeric.Differences.of(first)
         central = d.central
     _require_steps(objective, tensor, index, d, settings.eps)
@@ -480,7 +538,7 @@ def judge_elements(
     # the precision stage: what passed at the screening steps, again at H
     big = numeric.element_steps(flat[index], numeric.step_scale(flat), PRECISION_EPS)
     refine = np.flatnonzero(passed & (big > 4 * h))
-    if len(refine) and _precise(objective, tensor, settings):
+    if len(refine) and not own_steps and _precise(objective, tensor, settings):
         value, b, usable = _refine(
             objective,
             tensor,
@@ -510,6 +568,15 @@ def judge_elements(
     # compound kinks (engine/kinks.py) though not proven at the element
     evidence[rest] = True
     bound[rest] = np.maximum(bound[rest], (hi_all[rest] - lo_all[rest]) / 2)
+    if not own_steps:
+        state = {
+            "kink": kink,
+            "failed": failed,
+            "evidence": evidence,
+            "numeric_value": numeric_value,
+            "bound": bound,
+        }
+        _off_the_kink(objective, tensor, index, a, flat[index], h, settings, max_memory, state)
     if settings.strict_kinks:
         failed |= kink
     return ElementVerdict(

@@ -1,0 +1,100 @@
+"""A kink crossed by the steps, not at the element: an element of 5e-9 among values of
+0.3 steps by 3e-7 (its step is floored at the tensor's scale), so a ReLU's kink at 0 is
+proven there although the function is smooth at the element itself. A hunt found a
+ReLU backward that masks x <= 1e-6 (gradient 0 at x = 5e-9, where the slope is 1)
+passing as a kink, in every mode. Such elements are now judged again at steps below
+their own value (verdict._off_the_kink): a wrong slope fails there, a right one passes
+as a smooth element, and an element exactly at a kink stays a kink.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import registry_kept
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import gradcheck_cli as gc
+from gradcheck_cli.config import problem_from_dict
+from gradcheck_cli.engine import run_check
+
+
+class ReluThreshold(gc.Layer):
+    """relu whose backward passes dy only where x > thr (a bug for 0 < x <= thr)."""
+
+    batch_independent = True
+
+    def __init__(self, thr: float = 0.0):
+        self.thr = thr
+
+    def output_shape(self, in_shape):
+        return in_shape
+
+    def forward(self, x, params):
+        return np.maximum(x, 0.0), x
+
+    def backward(self, dy, cache, params):
+        return dy * (cache > self.thr), {}
+
+
+def tiny(sign: int, exponent: float) -> float:
+    return sign * 10.0**exponent
+
+
+TINY = st.builds(tiny, st.sampled_from([-1, 1]), st.floats(-11.0, -7.0))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(TINY, min_size=1, max_size=4), st.integers(0, 2**32 - 1), st.booleans())
+def test_a_relu_of_values_near_its_kink_passes_and_is_no_kink(near, seed, zero):
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([rng.uniform(-0.5, 0.5, 6), near, [0.0] * zero])
+    rng.shuffle(x)
+    cfg = {
+        "input": x.tolist(),
+        "layers": [{"type": "relu", "name": "r"}],
+        "loss": {"type": "upstream", "grad": rng.uniform(0.5, 2.0, len(x)).tolist()},
+    }
+    report = run_check(problem_from_dict(cfg))
+    (check,) = report.checks
+    assert report.passed
+    kinks = np.flatnonzero(check.kink_mask.reshape(-1))
+    assert np.all(x[kinks] == 0.0)  # a kink only where the element sits on it
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.floats(-10.0, -7.0), st.integers(0, 2**32 - 1), st.floats(1.0, 100.0))
+def test_a_backward_masking_small_positive_inputs_fails(exponent, seed, above):
+    """x = 10^exponent > 0 with the backward's threshold above it: dE/dx is dy there,
+    the analytic value 0."""
+    rng = np.random.default_rng(seed)
+    v = 10.0**exponent
+    x = np.concatenate([rng.uniform(-0.5, 0.5, 5), [v]])
+    cfg = {
+        "input": x.tolist(),
+        "layers": [{"type": "test_relu_threshold", "name": "r", "thr": v * above}],
+        "loss": {"type": "upstream", "grad": rng.uniform(0.5, 2.0, len(x)).tolist()},
+    }
+    report = run_check(problem_from_dict(cfg))
+    (check,) = report.checks
+    assert not report.passed and report.blamed_layers() == ["r"]
+    assert check.failed_mask.reshape(-1)[-1] and not check.kink_mask.reshape(-1)[-1]
+
+
+def test_the_found_case():
+    cfg = {
+        "input": [0.5, 5.0e-9, -0.3],
+        "layers": [{"type": "test_relu_threshold", "name": "r", "thr": 1.0e-6}],
+        "loss": {"type": "upstream", "grad": [1.0, 2.0, 3.0]},
+    }
+    report = run_check(problem_from_dict(cfg))
+    assert not report.passed and report.blamed_layers() == ["r"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _layers():
+    """The test's layer types, registered for this module only."""
+    with registry_kept():
+        gc.register_layer("test_relu_threshold")(ReluThreshold)
+        yield
