@@ -252,9 +252,9 @@ class _Pipe:
     def _write(self, kind: str, payload: Any) -> None:
         main = threading.current_thread() is threading.main_thread()
         with self.lock:  # pickled in the order written: a message may refer to earlier ones
-            data = self.sender.dumps((kind, payload))
-            self.writing = main
+            self.writing = main  # a Ctrl-C now waits for the whole message
             try:
+                data = self.sender.dumps((kind, payload))
                 view = memoryview(_HEADER.pack(len(data)) + data)
                 while view:
                     view = view[os.write(self.fd, view) :]
