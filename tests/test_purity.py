@@ -283,6 +283,32 @@ def test_without_the_override_the_false_claim_would_fail_a_correct_layer(monkeyp
     assert not gc.check(config).passed
 
 
+def test_a_function_pair_that_takes_no_other_batch_size_is_checked_one_copy_at_a_time():
+    """A mask of the batch's shape in its args, and batch_independent: true: stacked
+    copies make it raise (a broadcast error), which once stopped the run with exit 2.
+    That disproves the claim: a warning, and the check runs one copy at a time."""
+    x = {"value": [[0.5, -1.0, 2.0], [1.5, 0.25, -0.75]], "batched": True}
+    config = {
+        "plugins": [str(PLUGINS / "correct_layers.py")],
+        "input": x,
+        "layers": [
+            {"type": "dense", "name": "d", "out_features": 3},
+            {
+                "type": "functions",
+                "name": "mk",
+                "forward": "masked_forward",
+                "backward": "masked_backward",
+                "args": [{"mask": [[2, 2, 0], [2, 0, 0]]}],
+                "batch_independent": True,
+            },
+        ],
+        "loss": {"type": "upstream", "grad": [[1, 2, 3], [4, 5, 6]]},
+    }
+    report = gc.check(config)
+    assert report.passed and problems(report, "mk") == {"not_batch_independent": False}
+    assert any("raised on copies of the batch stacked" in w for w in report.warnings)
+
+
 @pytest.mark.parametrize("bug", [False, True])
 def test_a_row_that_depends_on_its_position_is_caught_by_the_stacked_probe(bug):
     """A seeded dropout whose mask is drawn for x.shape claims batch_independent: with

@@ -260,8 +260,9 @@ def _mixes_rows(node: Node, xs: list[np.ndarray], params: Params, y0: np.ndarray
     want = np.concatenate([y0[1:], y0, *([np.roll(y0, -1, 0)] * turn)])
     try:
         y = guarded_forward(node, moved, copy_params(params))[0]
-    except PluginError:  # it takes no batch of this size; the numeric side will say so
-        return None
+    except PluginError as e:  # it takes no other batch size (a mask of the batch's shape
+        # given in its args): not batch independent, checked one copy at a time
+        return f"it raised on copies of the batch stacked: {e.message}"
     if y.shape[1:] != want.shape[1:] or y.shape[0] - 1 != want.shape[0]:
         return f"{y.shape[0]} rows of shape {list(y.shape[1:])} for {len(moved[0])} rows"
     if close(y[1:], want):
