@@ -24,8 +24,9 @@ class ExitCode(IntEnum):
     NOT_CARRIED_OUT = (
         3,
         "the check could not be carried out (NaN/Inf in a forward pass, the loss or a "
-        "gradient; past --timeout; the process running the check exited, crashed or was "
-        "killed)",
+        "gradient; a forward that gives different outputs for the same input; elements "
+        "no step resolves (inconclusive) and no failure; past --timeout; the process "
+        "running the check exited, crashed or was killed)",
     )
     INTERNAL = 4, "internal error, a bug in gradcheck (traceback with --debug)"
     INTERRUPTED = 130, "interrupted (Ctrl-C); the partial report is written"

@@ -475,6 +475,17 @@ def test_layers_lists_built_in_types_with_fields():
     assert "out_features" in result.stdout and "built-in" in result.stdout
 
 
+def test_layers_never_lists_the_batch_size_the_loader_sets():
+    """dropout and batchnorm get batch_size from the input; a config that writes it is
+    told to remove it, so the list must not offer it."""
+    from gradcheck_cli.cli.layers import field_list
+    from gradcheck_cli.protocol import LAYERS
+
+    for name in ("dropout", "batchnorm", "functions"):
+        assert not any(f.startswith("batch_size") for f in field_list(LAYERS[name])), name
+    assert "p=0.5" in field_list(LAYERS["dropout"])
+
+
 def test_layers_with_a_plugin_file(tmp_path, monkeypatch, clean_registry):
     (tmp_path / "my_layers.py").write_text(
         textwrap.dedent(

@@ -116,9 +116,11 @@ def field_list(cls: type) -> tuple[str, ...]:
         signature = inspect.signature(cls.__init__)
     except (TypeError, ValueError):
         return ()
+    # the loader sets batch_size for a layer that wants it: not a key a config may write
+    skip = {"batch_size"} if getattr(cls, "wants_batch_size", False) else set()
     fields = []
     for p in list(signature.parameters.values())[1:]:  # skip self
-        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name in skip:
             continue
         fields.append(p.name if p.default is p.empty else f"{p.name}={p.default!r}")
     return tuple(fields)

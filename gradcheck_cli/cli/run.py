@@ -52,8 +52,10 @@ def command(
 ) -> int:
     """Check every gradient CONFIG describes against central differences.
 
-    Options override the config's check: block. Elements pass when
-    |analytic - numeric| <= atol + rtol * max(|analytic|, |numeric|).
+    Options override the config's check: block. Each numeric value comes with an
+    estimate of its own error (truncation and rounding); an element passes when
+    |analytic - numeric| is within 10 times it, or within atol + rtol *
+    max(|analytic|, |numeric|) when you set them (README: "How verdicts are reached").
 
     \b
     Examples:
