@@ -21,8 +21,10 @@ Exit codes:
   1    at least one gradient or expectation disagrees
   2    the command line or the config is invalid
   3    the check could not be carried out (NaN/Inf in a forward pass,
-       the loss or a gradient; past --timeout; the process running the
-       check exited, crashed or was killed)
+       the loss or a gradient; a forward that gives different outputs
+       for the same input; elements no step resolves (inconclusive) and
+       no failure; past --timeout; the process running the check exited,
+       crashed or was killed)
   4    internal error, a bug in gradcheck (traceback with --debug)
   130  interrupted (Ctrl-C); the partial report is written
   141  the output's reader closed it early (gradcheck run ... | head)
