@@ -114,6 +114,21 @@ def test_in_float32_the_same_disagreement_is_inconclusive():
     assert case.find("error") is not None and case.find("failure") is None
 
 
+def test_the_note_never_says_every_gradient_agrees_when_one_was_inconclusive():
+    """A hunt found the note claiming 'every gradient of the network agrees' where the
+    input had been inconclusive: it says what was unresolved instead."""
+    from gradcheck_cli.engine.blame import unresolved_notes
+
+    register_subtle()
+    report = gc.check(subtle_mlp(), jobs=1)
+    check = report.checks[0]
+    check.inconclusive_mask = np.zeros(check.analytic.shape, dtype=bool)
+    check.inconclusive_mask.reshape(-1)[0] = True
+    (note,) = unresolved_notes(report)
+    assert "every gradient of the network agrees" not in note
+    assert "could not resolve some elements of " + check.name in note
+
+
 @pytest.mark.parametrize(
     ("only", "counted"),
     [(["mutant.*"], True), (["mutant.weight"], True), (["first.*", "last.*"], False)],

@@ -150,6 +150,15 @@ def unresolved_notes(report: Report) -> list[str]:
             continue
         if any(c.failed for c in report.checks):
             continue
+        unresolved = [c.name for c in report.checks if c.inconclusive]
+        if unresolved:  # not "agrees": some of it could not be resolved at all
+            note = (
+                f"{who}: its own backward disagrees in isolation ({what}); no gradient of "
+                "the network disagrees, but the network-level differences could not "
+                f"resolve some elements of {', '.join(unresolved)} (inconclusive)"
+            )
+            notes.append(note)
+            continue
         note = (
             f"{who}: its own backward "
             f"disagrees in isolation ({what}), though every gradient of the network agrees "
