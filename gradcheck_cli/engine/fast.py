@@ -165,16 +165,24 @@ class _Line:
         #: the step's unit: the values' norm (a tensor of zeros: one per element)
         self.scale = norm if norm > 0 and math.isfinite(norm) else math.sqrt(len(self.base))
         self.analytic_spread = float(np.abs(self.g * self.u).sum())
+        self.taken: np.ndarray | None = None  # residual's buffer for s
 
     def residual(self, step: float) -> float:
-        """f(v + s) - f(v) - g.s, with s = fl(v + step u) - v the displacement really taken."""
-        moved = self.base + step * self.u
+        """f(v + s) - f(v) - g.s, with s = fl(v + step u) - v the displacement really taken.
+        (The step and the displacement are computed in a buffer kept across calls: on
+        the 267,394 values of the MLP 784-300-100-10 new arrays cost more than its
+        forward.)"""
+        if self.taken is None:
+            self.taken = np.empty_like(self.base)
+        np.multiply(self.u, step, out=self.taken)
+        moved = self.base + self.taken  # a new array: a layer may keep what it was given
         tensors = {
             t: moved[self.bounds[i] : self.bounds[i + 1]].reshape(self.shapes[i])
             for i, t in enumerate(self.names)
         }
         f = float(self.objective.loss_at(tensors))
-        return f - self.f0 - _dot(self.g, moved - self.base)
+        np.subtract(moved, self.base, out=self.taken)
+        return f - self.f0 - _dot(self.g, self.taken)
 
     def rounding(self, step: float, probe_steps: tuple[float, ...]) -> float:
         """The forward's rounding noise, measured at tiny steps, in slope units at ``step``."""
