@@ -44,15 +44,19 @@ def isolation_mode(problem: Problem, report: Report) -> Isolation:
 
     Element-wise isolation costs about as much as the network check itself. It serves
     blame, so it stays element-wise when a network tensor failed (in full and sample
-    mode), and goes direction first (engine/fast.py: element-wise only where a
-    direction disagrees) under fast and budget mode. When every network tensor passed,
+    mode, and in fast mode too), and goes direction first (engine/fast.py:
+    element-wise only where a direction disagrees) under budget mode. When every network
+    tensor passed,
     full and sample mode check each layer direction first, and fast mode skips the
     isolation (``layers`` stays empty and a note says so): it would cost more than the
     fast check itself.
     """
     passed = all(c.passed for c in report.checks)
     if problem.settings.mode is Mode.FAST:
-        return Isolation.SKIP if passed else Isolation.DIRECTIONS
+        # a network tensor failed element-wise: blame and the compound-kink rules lean
+        # on each layer's own verdict, which directions alone can get wrong where a
+        # tensor mixes magnitudes (one step for values of 1e-6 and of 3000)
+        return Isolation.SKIP if passed else Isolation.ELEMENTS
     if problem.settings.mode is Mode.BUDGET:
         return Isolation.DIRECTIONS
     return Isolation.DIRECTIONS if passed else Isolation.ELEMENTS
