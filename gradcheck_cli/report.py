@@ -251,6 +251,9 @@ class LayerVerdict:
     #: float64 does not repeat: float32 arithmetic, not the code; inconclusive in
     #: ``tensors_ok`` (engine/float32_recheck.py)
     float32_only: list[str] = field(default_factory=list)
+    #: every element of every tensor was checked one by one (not a sample, not directions
+    #: alone): only such a verdict vouches for the chain rule (engine/kinks.py)
+    every_element: bool = False
 
     @property
     def wrong(self) -> bool:

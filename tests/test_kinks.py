@@ -151,6 +151,8 @@ def _report(check, layers_ok=True, kinks=0):
         LayerVerdict("l1", "x", layers_ok, 0.0, 0.0, kinks, 3, {"input": layers_ok}),
         LayerVerdict("loss", "mse", True, 0.0, 0.0, 0, 3, {"input": True}),
     ]
+    for v in layers:
+        v.every_element = True
     return Report(config="x", loss=0.0, settings={}, checks=[check], layers=layers)
 
 
@@ -196,6 +198,19 @@ def test_settling_needs_the_path_verified_not_merely_not_wrong():
     settle_compound_kinks(report, _Problem(), LOOSE)
     assert c.kinks == 0 and c.failed == 0 and c.inconclusive_mask.tolist() == [True, True, False]
     assert not c.passed and "l1" in c.diagnosis
+
+
+def test_a_sampled_isolation_vouches_for_nothing():
+    """A hunt found --sample failures turned inconclusive (fact 3) or kinks (fact 2)
+    because a layer's isolated check, a sample of other elements, passed: a failure
+    without a kink at the element stays a failure, one with a kink there is
+    inconclusive."""
+    c = _check([True, True, False], [True, False, False])
+    report = _report(c, kinks=2)
+    report.layers[0].every_element = False  # l1 checked on a sample
+    settle_compound_kinks(report, _Problem(), LOOSE)
+    assert c.failed_mask.tolist() == [False, True, False]
+    assert c.inconclusive_mask.tolist() == [True, False, False] and c.kinks == 0
 
 
 def test_under_strict_kinks_a_settled_element_fails_even_one_that_was_inconclusive():

@@ -82,6 +82,54 @@ def test_a_backward_masking_small_positive_inputs_fails(exponent, seed, above):
     assert check.failed_mask.reshape(-1)[-1] and not check.kink_mask.reshape(-1)[-1]
 
 
+class PairMax(gc.Layer):
+    """y_k = max(x_2k, x_2k+1); ``bug``: the gradient goes to the smaller of the two."""
+
+    batch_independent = True
+    kinks = "ties"
+
+    def __init__(self, bug: bool = False):
+        self.bug = bug
+
+    def output_shape(self, in_shape):
+        return (in_shape[0] // 2,)
+
+    def forward(self, x, params):
+        pairs = x.reshape(len(x), -1, 2)
+        pick = pairs.argmax(axis=2)
+        return np.take_along_axis(pairs, pick[..., None], 2)[..., 0], (pick, x.shape)
+
+    def backward(self, dy, cache, params):
+        pick, shape = cache
+        if self.bug:
+            pick = 1 - pick
+        dx = np.zeros((shape[0], shape[1] // 2, 2))
+        np.put_along_axis(dx, pick[..., None], dy[..., None], 2)
+        return dx.reshape(shape), {}
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.floats(-9.0, -4.0), st.integers(0, 2**32 - 1), st.booleans())
+def test_a_max_of_a_near_tie_is_judged_at_the_element(exponent, seed, bug):
+    """A hunt found a max routing its gradient to the smaller of two values 1e-8 apart
+    passing as a kink in every mode; the point is differentiable (the one-sided slopes
+    are 0 and 1 at every step below the gap)."""
+    rng = np.random.default_rng(seed)
+    a = rng.uniform(0.2, 0.8)
+    x = [a, a + 10.0**exponent, *rng.uniform(-1, 1, 4)]
+    cfg = {
+        "input": x,
+        "layers": [{"type": "test_pair_max", "name": "m", "bug": bug}],
+        "loss": {"type": "upstream", "grad": rng.uniform(0.5, 2.0, 3).tolist()},
+    }
+    report = run_check(problem_from_dict(cfg))
+    assert report.passed != bug
+    (check,) = report.checks
+    assert check.kinks == 0
+    if bug:
+        assert report.blamed_layers() == ["m"]
+
+
 def test_the_found_case():
     cfg = {
         "input": [0.5, 5.0e-9, -0.3],
@@ -97,4 +145,5 @@ def _layers():
     """The test's layer types, registered for this module only."""
     with registry_kept():
         gc.register_layer("test_relu_threshold")(ReluThreshold)
+        gc.register_layer("test_pair_max")(PairMax)
         yield

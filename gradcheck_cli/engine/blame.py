@@ -78,6 +78,17 @@ def unverified_readers(
     return sorted(set(found))
 
 
+def partly_checked(problem: Problem, verdicts: dict[str, LayerVerdict], tensor: str) -> list[str]:
+    """The nodes (and the loss) between ``tensor`` and the loss, its own nodes included,
+    whose isolated check did not take every element one by one (a sample, or directions
+    alone): right on what they took, no proof for the rest."""
+    network = problem.network
+    names = [n.name for n in network.below(tensor)] + [LOSS]
+    if not network.is_input(tensor):
+        names += [n.name for n in network.users(network.split_param(tensor)[0])]
+    return sorted({n for n in names if n in verdicts and not verdicts[n].every_element})
+
+
 def _unverified(verdict: LayerVerdict, slot: str) -> bool:
     return verdict.tensors_ok.get(slot, True) is None and slot not in verdict.float32_only
 

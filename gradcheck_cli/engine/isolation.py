@@ -238,9 +238,12 @@ def element_verdict(
 ) -> LayerVerdict:
     """Element-wise check of every tensor of an isolated layer, folded into one verdict."""
     fold = _Fold(name, type_, list(obj.tensors()))
+    every = True
     for tensor, value in obj.tensors().items():
         index = select_elements(value.size, problem, rng)
+        every = every and len(index) == value.size
         fold.add(obj, tensor, index, _check_layer_tensor(obj, tensor, index, problem, tol), problem)
+    fold.verdict.every_element = every
     return fold.done()
 
 
@@ -260,6 +263,7 @@ def directional_verdict(
         return fold.done()
     localise, _ = fast.suspects(obj, names, rng, tol.eps, a_eps)
     fold.verdict.directions += len(names)
+    fold.verdict.every_element = set(localise) == set(names)  # else some on directions alone
     for t in localise:
         # ties at the point itself (ReLU zeros in a max-pool window) fail every random
         # direction: one along the analytic gradient's support settles most of them

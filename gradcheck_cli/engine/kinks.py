@@ -58,7 +58,7 @@ import numpy as np
 
 from ..problem import Problem
 from ..report import Report
-from .blame import path_ok, unverified_readers
+from .blame import partly_checked, path_ok, unverified_readers
 from .compare import ElementVerdict, Tolerances
 from .elements import JUMP_KEY, check_elements
 from .objective import LayerObjective, labelled, layer_energy
@@ -86,7 +86,7 @@ UNRESOLVED_NOTE = (
 UNVERIFIED_NOTE = (
     "inconclusive, not failed: kinks are in evidence, but the chain rule cannot vouch for "
     "this gradient, since the isolated check of {} on the way to the loss was itself "
-    "inconclusive"
+    "inconclusive or did not take every element"
 )
 #: ... in a float32 check, where the float32 analytic side is the likelier cause
 UNRESOLVED_FLOAT32_NOTE = (
@@ -184,7 +184,12 @@ def settle_compound_kinks(report: Report, problem: Problem, tol: Tolerances) -> 
         ok, path_kinks = path_ok(problem, verdicts, c.name)
         if not ok:
             continue
-        unverified = unverified_readers(problem, verdicts, c.name)
+        unverified = sorted(
+            {
+                *unverified_readers(problem, verdicts, c.name),
+                *partly_checked(problem, verdicts, c.name),
+            }
+        )
         if taylor:
             # A random direction crosses every kink at x at once: the Taylor test cannot
             # decide there, the isolated element-wise checks can.
@@ -195,8 +200,10 @@ def settle_compound_kinks(report: Report, problem: Problem, tol: Tolerances) -> 
         if evidence is None:  # no element-wise record of the steps (a sampled layer)
             evidence = np.zeros_like(unsettled)
         settled = unsettled & (evidence | (path_kinks > 0))
-        if unverified:  # fact 2 needs every backward on the way verified: not a kink
-            doubtful = settled & c.failed_mask
+        if unverified:  # fact 2 needs every backward on the way verified: not a kink;
+            # a failure with a kink in evidence at the element itself is inconclusive,
+            # any other stays a failure
+            doubtful = unsettled & evidence & c.failed_mask
             c.failed_mask = c.failed_mask & ~doubtful
             c.inconclusive_mask = c.inconclusive_mask | doubtful
             if doubtful.any():

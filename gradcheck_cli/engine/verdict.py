@@ -253,42 +253,51 @@ def _refine(objective, tensor, index, big, rho, max_memory, screened, noise):
         return value, bound, _smooth(sub) & finite & consistent & resolved
 
 
-#: An element proven a kink whose value is this many times smaller than its step
-#: (floored at the tensor's scale: every step reaches 0) is judged again at steps of
-#: its own size ...
-OFF_KINK = 1.0
-#: ... starting at this fraction of its value: 4h stays at half its distance from 0.
-OWN_STEP = 0.125
+#: An element proven a kink is judged again at steps this many times smaller than its
+#: first ones, in turn, while it stays a kink ...
+KINK_RETRIES = (1e-3, 1e-6)
+#: ... and that verdict stands only where its bound is this many times below the spread
+#: of the estimates the first steps gave (for a kink, its jump).
+RESOLVES = 4.0
 
 
-def _off_the_kink(objective, tensor, index, a, v, h, settings, max_memory, state) -> None:
-    """Elements proven kinks whose value is far below their step (v, h: (K,); state: the
-    verdict's kink, failed, evidence, numeric_value and bound arrays, updated in place).
+def _off_the_kink(objective, tensor, index, a, h, settings, max_memory, state) -> None:
+    """Elements proven kinks, judged again at far smaller steps (h: (K,) their first
+    steps; state: the verdict's kink, failed, evidence, numeric_value and bound arrays,
+    updated in place).
 
-    An element's step is floored at its tensor's scale (a value at 0 still moves), so a
-    value of 5e-9 among values of 0.3 steps by 3e-7: a kink at 0, 5e-9 away, is crossed
-    by every step and proven, although the function is smooth at the element itself
-    (a ReLU's input of 5e-9 has slope 1 there). An analytic 0 lay between the one-sided
-    slopes and passed as a kink (found by a hunt: a ReLU backward masking x <= 1e-6).
-    Such elements are judged again at steps relative to their own value (|v| / 8 and
-    smaller, never reaching 0; no precision stage, whose step would), where that settles
-    them, smooth or failed, its verdict stands; where it does not (the kink is nearer
-    still, or rounding hides the slope), the kink stays."""
-    again = np.flatnonzero(state["kink"] & (np.abs(v) > 0) & (OFF_KINK * np.abs(v) < h))
-    if not len(again):
-        return
-    w = judge_elements(
-        objective, tensor, index[again], a[again], settings, max_memory, own_steps=True
-    )
-    settled = ~(w.kink | w.inconclusive)
-    if not settled.any():
-        return
-    at = again[settled]
-    state["kink"][at] = False
-    state["failed"][at] = w.failed[settled]
-    state["evidence"][at] = w.jump[settled]
-    state["numeric_value"][at] = w.numeric[settled]
-    state["bound"][at] = w.bound[settled]
+    A kink is proven when the one-sided slopes keep their gap over the steps taken; a
+    kink a little way off the element, nearer than every step, shows the same. A value
+    of 5e-9 among values of 0.3 steps by 3e-7 (its step floored at its tensor's scale),
+    so a ReLU's kink at 0 is crossed although the function is smooth at the element (its
+    slope 1 there); a max of two values 1e-8 apart steps by 5e-7 across the tie. An
+    analytic value between the one-sided slopes passed as a kink where it was wrong at
+    the element (found by hunts: a ReLU backward masking x <= 1e-6, a max routing its
+    gradient to the smaller value). Each proven kink is judged again at KINK_RETRIES
+    times its steps (no precision stage, whose step would cross it again): where that
+    settles it, smooth or failed, its verdict stands; where it stays a kink after the
+    last (a kink at the element), or rounding hides the slope there, the kink stays."""
+    for factor in KINK_RETRIES:
+        again = np.flatnonzero(state["kink"])
+        if not len(again):
+            return
+        w = judge_elements(
+            objective, tensor, index[again], a[again], settings, max_memory, step_factor=factor
+        )
+        # settled, and resolved: its bound well within the one-sided slopes' spread at
+        # the first steps (at steps 1e-6 as small, rounding can make a ReLU at exactly 0
+        # look smooth, its bound wider than the jump)
+        settled = ~(w.kink | w.inconclusive) & (RESOLVES * w.bound < state["spread"][again])
+        at = again[settled]
+        state["kink"][at] = False
+        state["failed"][at] = w.failed[settled]
+        state["evidence"][at] = w.jump[settled]
+        state["numeric_value"][at] = w.numeric[settled]
+        state["bound"][at] = w.bound[settled]
+        # a kink again: the next, smaller steps; unresolved here: the kink stays
+        state["kink"][again[w.inconclusive & ~w.kink]] = True
+        if not (w.kink & ~w.inconclusive).any():
+            return
 
 
 def _kink_signature(s: _Scale) -> tuple[np.ndarray, np.ndarray]:
@@ -407,15 +416,15 @@ def judge_elements(
     settings: Tolerances,
     max_memory: int,
     progress=None,
-    own_steps: bool = False,
+    step_factor: float = 1.0,
 ) -> ElementVerdict:
     """The verdict on the elements ``index`` (K,) of ``tensor``; analytic: their analytic
-    values (K,). See the module docstring. ``own_steps``: steps of OWN_STEP times each
-    element's value alone, without the tensor's floor (``_off_the_kink``)."""
+    values (K,). See the module docstring. ``step_factor``: first steps that many times
+    the usual ones, and no precision stage (``_off_the_kink``'s retries)."""
     values = objective.tensors()[tensor]
     flat = values.reshape(-1).astype(np.float64)
     usual = numeric.element_steps(flat, numeric.step_scale(flat), settings.eps)
-    h_all = np.abs(flat) * OWN_STEP if own_steps else usual
+    h_all = usual * step_factor
     a = np.asarray(analytic, dtype=np.float64).reshape(-1)
     k = len(index)
     allowance = ANALYTIC_ULPS * settings.analytic_eps * (np.abs(a) + gradient_scale(objective))
@@ -545,7 +554,7 @@ def judge_elements(
     # the precision stage: what passed at the screening steps, again at H
     big = numeric.element_steps(flat[index], numeric.step_scale(flat), PRECISION_EPS)
     refine = np.flatnonzero(passed & (big > 4 * h))
-    if len(refine) and not own_steps and _precise(objective, tensor, settings):
+    if len(refine) and step_factor == 1.0 and _precise(objective, tensor, settings):
         value, b, usable = _refine(
             objective,
             tensor,
@@ -575,15 +584,16 @@ def judge_elements(
     # compound kinks (engine/kinks.py) though not proven at the element
     evidence[rest] = True
     bound[rest] = np.maximum(bound[rest], (hi_all[rest] - lo_all[rest]) / 2)
-    if not own_steps:
+    if step_factor == 1.0:
         state = {
             "kink": kink,
             "failed": failed,
             "evidence": evidence,
             "numeric_value": numeric_value,
             "bound": bound,
+            "spread": hi_all - lo_all,
         }
-        _off_the_kink(objective, tensor, index, a, flat[index], h, settings, max_memory, state)
+        _off_the_kink(objective, tensor, index, a, h, settings, max_memory, state)
     if settings.strict_kinks:
         failed |= kink
     return ElementVerdict(
