@@ -117,11 +117,16 @@ class TensorCheck:
         """Every checked element agreed (or is a kink): no failure, nothing inconclusive,
         no impure layer corrupted its gradient, and its check was not stopped part way
         (a tensor half checked has not passed, whatever its first half said)."""
-        if self.corrupted_by is not None or self.interrupted:
+        if self.corrupted_by is not None or self.interrupted or self.unreached:
             return False
         if self.taylor_passed is not None:
             return self.taylor_passed
         return self.failed == 0 and self.inconclusive == 0
+
+    @property
+    def unreached(self) -> bool:
+        """The time budget ran out before a single element of it was checked."""
+        return self.mode is HowChecked.BUDGET and self.checked == 0
 
     @property
     def inconclusive(self) -> int:

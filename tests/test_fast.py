@@ -356,7 +356,7 @@ def test_time_budget_samples_what_fits_and_says_how_many(monkeypatch):
     assert 80 <= k <= (400 - 90) // 2
     assert checked["fc2.weight"] == k and report.check("fc1.weight").mode == "budget"
     note = next(w for w in report.warnings if w.startswith("time budget 4 s"))
-    assert f"checked {sum(checked.values()):,} of 2,090 elements" in note
+    assert f"planned {sum(checked.values()):,} of 2,090 elements" in note
 
 
 def test_generous_time_budget_checks_everything():
@@ -364,7 +364,7 @@ def test_generous_time_budget_checks_everything():
     assert report.passed
     assert all(c.checked == c.analytic.size for c in report.checks)
     total = sum(c.analytic.size for c in report.checks)
-    assert any(f"checked {total} of {total} elements" in w for w in report.warnings)
+    assert any(f"planned {total} of {total} elements" in w for w in report.warnings)
 
 
 # ties at the point itself (isolation) -------------------------------------------------

@@ -698,6 +698,7 @@ def test_the_time_budget_holds_with_slow_forwards(tmp_path):
 
 def test_a_tensor_the_budget_never_reached_is_never_green():
     from gradcheck_cli.engine.budget import unreached
+    from gradcheck_cli.render.table import status_cell
     from gradcheck_cli.report import Report, TensorCheck
 
     report = Report(config="x.yaml", loss=0.0, settings={})
@@ -705,3 +706,9 @@ def test_a_tensor_the_budget_never_reached_is_never_green():
     report.error = unreached(report, 2.0)
     assert report.exit_code == 3 and not report.passed
     assert "fc.weight" in report.error.message
+    # nor is the tensor itself: never PASS in the table, the HTML or the JSON (a hunt saw
+    # PASS beside "0 of 120 (time budget)")
+    (check,) = report.checks
+    assert not check.passed and check.unreached
+    assert status_cell(check).plain == "NOT CHECKED"
+    assert json.loads(report.to_json())["checks"][0]["passed"] is False

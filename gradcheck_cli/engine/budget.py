@@ -133,8 +133,8 @@ def plan(problem, objective, names: list[str], tol, rng, started: float):
     checked = sum(len(ix) for ix in index.values())
     total = sum(c.size for c in costs.values())
     note = (
-        f"time budget {budget:g} s: checked {checked:,} of {total:,} elements "
-        f"(up to {k:,} per tensor)"
+        f"time budget {budget:g} s: planned {checked:,} of {total:,} elements "
+        f"(up to {k:,} per tensor; the table says how many were checked)"
     )
     predicted = sum(costs[t].seconds(len(index[t])) for t in names)
     if predicted > max(left, 0.0):

@@ -252,6 +252,8 @@ def _gradients(report: Report) -> str:
 def _status(c: TensorCheck) -> str:
     if c.passed:
         return _PASS
+    if c.unreached:
+        return '<span class="st-unsure">NOT CHECKED</span>'
     if not c.failed and c.taylor_passed is None and c.corrupted_by is None:
         return '<span class="st-unsure">INCONCLUSIVE</span>'
     text = "FAIL" + (f" (consequence of {c.consequence_of})" if c.consequence_of else "")

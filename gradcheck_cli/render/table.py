@@ -209,6 +209,8 @@ def status_cell(c: TensorCheck, *, consequence: bool = True) -> Text:
     ``consequence`` is False: then it is said under the table)."""
     if c.passed:
         return Text("PASS", style=PASS_STYLE)
+    if c.unreached:  # the time budget ran out first: never PASS
+        return Text("NOT CHECKED", style=UNSURE_STYLE)
     if c.interrupted and not c.failed:  # never PASS: only part of it was checked
         return Text("INTERRUPTED", style=UNSURE_STYLE)
     if not c.failed and c.taylor_passed is None:
