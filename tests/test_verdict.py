@@ -257,5 +257,6 @@ REGRESSIONS = json.loads((Path(__file__).parent / "verdict_regressions.json").re
 
 @pytest.mark.parametrize("name", list(REGRESSIONS))
 def test_a_correct_network_that_once_failed_passes(name):
-    report = run_check(problem_from_dict(REGRESSIONS[name]["config"]))
+    config = REGRESSIONS[name]["config"]
+    report = run_check(problem_from_dict(config, base_dir=Path(__file__).parent))
     assert report.passed and report.blamed_layers() == [], REGRESSIONS[name]["why"]

@@ -64,6 +64,7 @@ from ..problem import Problem
 from . import numeric
 from .elements import check_tensor, unchecked
 from .numeric import EPS64
+from .verdict import smallest_subnormal
 
 #: Random directions over all checked tensors together (the network, and each layer).
 DIRECTIONS = 3
@@ -165,6 +166,7 @@ class _Line:
         #: the step's unit: the values' norm (a tensor of zeros: one per element)
         self.scale = norm if norm > 0 and math.isfinite(norm) else math.sqrt(len(self.base))
         self.analytic_spread = float(np.abs(self.g * self.u).sum())
+        self.reach = float(np.abs(self.u).sum())  # sum |u|: one subnormal step per element
         self.taken: np.ndarray | None = None  # residual's buffer for s
 
     def residual(self, step: float) -> float:
@@ -200,7 +202,9 @@ def directional_test(
     start: the first step, when below L (``run_directions``).
     """
     line = _Line(objective, u)
-    analytic_floor = ANALYTIC_ULPS * a_eps * line.analytic_spread
+    analytic_floor = ANALYTIC_ULPS * (
+        a_eps * line.analytic_spread + smallest_subnormal(a_eps) * line.reach
+    )
 
     def slope_error(step: float) -> float:
         return (line.residual(step) - line.residual(-step)) / (2 * step)
@@ -239,7 +243,9 @@ def one_sided_test(objective, u: dict[str, np.ndarray], eps: float, a_eps: float
     central test.
     """
     line = _Line(objective, u)
-    analytic_floor = ANALYTIC_ULPS * a_eps * line.analytic_spread
+    analytic_floor = ANALYTIC_ULPS * (
+        a_eps * line.analytic_spread + smallest_subnormal(a_eps) * line.reach
+    )
 
     def extrapolated(step: float) -> float:
         return 2 * line.residual(step) / step - line.residual(2 * step) / (2 * step)
