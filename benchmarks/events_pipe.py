@@ -28,7 +28,7 @@ from sweep import EXTRA, NETWORKS, chosen_networks, write_network  # noqa: E402
 
 import gradcheck_cli as gc  # noqa: E402
 from gradcheck_cli import pipes, stream  # noqa: E402
-from gradcheck_cli.wire import HEADER, frames  # noqa: E402
+from gradcheck_cli.wire import HEADER, frames, write_all  # noqa: E402
 
 ARRAYS = ("analytic", "numeric", "abs_error", "rel_error", "checked_mask", "failed_mask")
 
@@ -44,9 +44,7 @@ def relay(messages: list, new: bool) -> tuple[float, int, object]:
         sender = stream.Sender()
         for m in messages:
             data = sender.dumps(m) if new else pickle.dumps(m, protocol=pickle.HIGHEST_PROTOCOL)
-            view = memoryview(HEADER.pack(len(data)) + data)
-            while view:
-                view = view[os.write(w, view) :]
+            write_all(w, HEADER.pack(len(data)) + data)
         os._exit(0)
     os.close(w)
     receiver, buffer, got, first, total = stream.Receiver(), bytearray(), [], None, 0

@@ -61,6 +61,7 @@ from .wire import (  # the wire protocol, also read from here by older callers
     read_calls,
     read_message,
     running_now,
+    write_all,
 )
 
 __all__ = [
@@ -255,9 +256,7 @@ class _Pipe:
             self.writing = main  # a Ctrl-C now waits for the whole message
             try:
                 data = self.sender.dumps((kind, payload))
-                view = memoryview(_HEADER.pack(len(data)) + data)
-                while view:
-                    view = view[os.write(self.fd, view) :]
+                write_all(self.fd, _HEADER.pack(len(data)) + data)
             finally:
                 self.writing = False
         if main and self.pending_interrupt:

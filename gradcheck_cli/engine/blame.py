@@ -34,24 +34,30 @@ def own_layers_ok(problem: Problem, verdicts: dict[str, LayerVerdict], tensor: s
 def wrong_readers(problem: Problem, verdicts: dict[str, LayerVerdict], tensor: str) -> list[str]:
     """The nodes (and the loss) whose own backward passes a wrong delta on the way from
     the loss down to ``tensor``, nearest first (in the order of the network)."""
+    found = _readers(problem, verdicts, tensor, lambda v, slot: v.tensors_ok.get(slot) is False)
+    order = [n.name for n in problem.network] + [LOSS]
+    return sorted(found, key=order.index)
+
+
+def _readers(problem: Problem, verdicts: dict[str, LayerVerdict], tensor: str, which) -> set[str]:
+    """The nodes (and the loss) on the way from the loss down to ``tensor`` whose isolated
+    verdict on the delta they pass that way satisfies ``which(verdict, slot)``."""
     network = problem.network
-    values = network.value_of(tensor)
-    found: list[str] = []
+    found: set[str] = set()
     seen: set[str] = set()
-    frontier = list(values)
+    frontier = list(network.value_of(tensor))
     while frontier:
         value = frontier.pop(0)
         if value in seen:
             continue
         seen.add(value)
-        if value == network.output and verdicts[LOSS].tensors_ok.get("input") is False:
-            found.append(LOSS)
+        if value == network.output and which(verdicts[LOSS], "input"):
+            found.add(LOSS)
         for node, slot in network.readers(value):
-            if verdicts[node.name].tensors_ok.get(node.slot_name(slot)) is False:
-                found.append(node.name)
+            if which(verdicts[node.name], node.slot_name(slot)):
+                found.add(node.name)
             frontier.append(node.name)
-    order = [n.name for n in network] + [LOSS]
-    return sorted(set(found), key=order.index)
+    return found
 
 
 def unverified_readers(
@@ -60,22 +66,7 @@ def unverified_readers(
     """The nodes (and the loss) on the way from the loss down to ``tensor`` whose own
     backward's delta was inconclusive in isolation: neither right nor wrong (a float32
     tensor the float64 rerun passed counts as right)."""
-    network = problem.network
-    found: list[str] = []
-    seen: set[str] = set()
-    frontier = list(network.value_of(tensor))
-    while frontier:
-        value = frontier.pop(0)
-        if value in seen:
-            continue
-        seen.add(value)
-        if value == network.output and _unverified(verdicts[LOSS], "input"):
-            found.append(LOSS)
-        for node, slot in network.readers(value):
-            if _unverified(verdicts[node.name], node.slot_name(slot)):
-                found.append(node.name)
-            frontier.append(node.name)
-    return sorted(set(found))
+    return sorted(_readers(problem, verdicts, tensor, _unverified))
 
 
 def partly_checked(problem: Problem, verdicts: dict[str, LayerVerdict], tensor: str) -> list[str]:

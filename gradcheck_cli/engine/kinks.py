@@ -31,7 +31,10 @@ excusing a wrong backward:
    network-level failure comes from kinks composed through the chain rule, not from a
    wrong backward, provided a kink is in evidence: proven at the element, or met (and
    proven) by the isolated checks on that way. It is then a kink
-   (``settle_compound_kinks``); without any kink it stays a failure. The same holds
+   (``settle_compound_kinks``); without any kink it stays a failure. "Passes" means
+   every element checked one by one and none inconclusive: a sampled or directional
+   isolation, or an inconclusive one, vouches for nothing (a failure stays one, or is
+   inconclusive where a kink is in evidence at the element). The same holds
    for a ``--method taylor`` verdict: a random direction crosses every kink at x at
    once, so the remainder is first-order even for a valid subgradient.
 

@@ -199,9 +199,9 @@ TAIL_POINTS, TAIL_ORDER = 4, 0.7
 
 
 def _wrong_below(plus, minus, rounding: float, steps: np.ndarray, f0: float) -> bool:
-    """The mark of a wrong g.v at the smaller steps (decreasing ``steps``): the smallest
-    TAIL_POINTS read (above TAIL_ULPS epsilons of |f0| on both sides), in a row, of
-    opposite signs, first order on both and above the gradient's own rounding.
+    """The mark of a wrong g.v at the smaller steps (decreasing ``steps``): the last
+    TAIL_POINTS steps in a row at which both sides are read (above TAIL_ULPS epsilons of
+    |f0|) with opposite signs, first order on both and above the gradient's own rounding.
     plus, minus: (signed remainders, floors) along +v and -v."""
     (r_plus, _), (r_minus, _) = plus, minus
     floor = TAIL_ULPS * EPS64 * abs(f0)

@@ -50,7 +50,14 @@ Stages, so that the extra steps cost only where they are needed:
    that), and no node between the tensor and the loss declares a kink: two kinks a
    little way apart (near ties) make a narrow region whose slope differs from its
    surroundings, which no step reaching past it can see when its width times the jump
-   is below the rounding of f.
+   is below the rounding of f. Nor is it used where N(H) is not above its bound: f flat
+   within its rounding at every step passes the smoothness tests trivially.
+5. a kink proven at an element may lie a little way off it, nearer than every step: each
+   is judged again at 1e-3 and 1e-6 of its steps (``_off_the_kink``), and a settled,
+   resolved verdict there replaces the kink.
+
+A first step that gives NaN or Inf (past the edge of the forward's domain) is made
+ten-fold smaller, up to DOMAIN_SHRINKS times, before the check gives up (exit 3).
 
 Smooth means the ratios of a smooth f hold: C(h) - C(2h) : C(2h) - C(4h) = 1:4; the
 one-sided slopes' gap, s f'', doubles with the step s (a kink crossed between two steps
@@ -262,10 +269,10 @@ KINK_RETRIES = (1e-3, 1e-6)
 RESOLVES = 4.0
 
 
-def _off_the_kink(objective, tensor, index, a, h, settings, max_memory, state) -> None:
-    """Elements proven kinks, judged again at far smaller steps (h: (K,) their first
-    steps; state: the verdict's kink, failed, evidence, numeric_value and bound arrays,
-    updated in place).
+def _off_the_kink(objective, tensor, index, a, settings, max_memory, state) -> None:
+    """Elements proven kinks, judged again at far smaller steps (state: the verdict's
+    kink, failed, evidence, numeric_value and bound arrays, updated in place, and the
+    spread of each element's estimates at its first steps).
 
     A kink is proven when the one-sided slopes keep their gap over the steps taken; a
     kink a little way off the element, nearer than every step, shows the same. A value
@@ -295,9 +302,7 @@ def _off_the_kink(objective, tensor, index, a, h, settings, max_memory, state) -
         state["evidence"][at] = w.jump[settled]
         state["numeric_value"][at] = w.numeric[settled]
         state["bound"][at] = w.bound[settled]
-        # a kink again: the next, smaller steps; unresolved here: the kink stays
-        state["kink"][again[w.inconclusive & ~w.kink]] = True
-        if not (w.kink & ~w.inconclusive).any():
+        if not (w.kink & ~w.inconclusive).any():  # none still a kink: no smaller steps
             return
 
 
@@ -611,7 +616,7 @@ def judge_elements(
             "bound": bound,
             "spread": hi_all - lo_all,
         }
-        _off_the_kink(objective, tensor, index, a, h, settings, max_memory, state)
+        _off_the_kink(objective, tensor, index, a, settings, max_memory, state)
     if settings.strict_kinks:
         failed |= kink
     return ElementVerdict(
