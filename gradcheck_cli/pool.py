@@ -213,7 +213,14 @@ class HelperPool(concurrent.futures.Executor):
             self._died(helper)
             return
         helper.buffer += chunk
-        for kind, payload in wire.frames(helper.buffer):
+
+        def unreadable(exc: Exception) -> None:
+            # a result lost: its task would wait for ever, so every task sent to this
+            # helper fails, and the helper, whose stream can no longer be trusted, goes
+            self._kill(helper)
+            self._died(helper, f"sent a message that could not be read ({exc})")
+
+        for kind, payload in wire.frames(helper.buffer, unreadable=unreadable):
             if kind not in ("result", "raised"):
                 continue
             task_id, value = payload
@@ -225,14 +232,17 @@ class HelperPool(concurrent.futures.Executor):
             else:
                 future.set_exception(_exception(value))
 
-    def _died(self, helper: _Helper) -> None:
+    def _died(self, helper: _Helper, how: str | None = None) -> None:
+        """Fail every task sent to ``helper``, which ended (``how``: what it did instead,
+        when not its exit status)."""
         if helper.dead:
             return
         helper.dead = True
         if self._closed:
             return
         current, last = wire.read_calls(helper.started.calls)
-        how = wire.describe_exit(_status(helper.started.proc))
+        if how is None:
+            how = wire.describe_exit(_status(helper.started.proc))
         error = WorkerDied(
             "the check could not be carried out: a helper process (--jobs) "
             f"{how} {wire.describe_call(current, last)}"

@@ -232,11 +232,15 @@ def write_all(fd: int, data: bytes) -> None:
 
 
 def frames(
-    buffer: bytearray, loads: Callable[[bytes], Any] = pickle.loads
+    buffer: bytearray,
+    loads: Callable[[bytes], Any] = pickle.loads,
+    unreadable: Callable[[Exception], None] | None = None,
 ) -> Iterator[tuple[str, Any]]:
     """Complete messages at the start of ``buffer``, removed from it as they are read
     (``loads``: a stream's ``Receiver.loads``, gradcheck_cli/stream.py). A message that
-    does not unpickle (a plugin wrote onto the pipe) is dropped."""
+    does not unpickle (a plugin wrote onto the pipe) is dropped, and handed to
+    ``unreadable`` when given: a reader waiting for an answer must not wait for one
+    that was lost."""
     while len(buffer) >= _HEADER.size:
         (size,) = _HEADER.unpack_from(buffer)
         if len(buffer) < _HEADER.size + size:
@@ -245,7 +249,9 @@ def frames(
         del buffer[: _HEADER.size + size]
         try:
             kind, payload = loads(data)
-        except Exception:
+        except Exception as exc:
+            if unreadable is not None:
+                unreadable(exc)
             continue
         yield kind, payload
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import pickle
 import signal
 import sys
 import threading
@@ -233,10 +234,12 @@ class _Pipe:
     check of millions of calls costs no more than a few messages a second, and a hang
     is still named within REPORT_EVERY."""
 
-    def __init__(self, fd: int):
+    def __init__(self, fd: int, *, shared: bool = True):
         self.fd = fd
         self.lock = threading.Lock()
-        self.sender = Sender()  # each large array once (gradcheck_cli/stream.py)
+        #: shared: each large array once (gradcheck_cli/stream.py), for the supervisor's
+        #: Receiver; otherwise plain pickles, which any reader can load
+        self.sender = Sender() if shared else None
         self.progress: Any = None  # the latest snapshot (engine.progress.CheckProgress)
         self.sent_progress: Any = None
         self.sent_running: Any = None
@@ -255,7 +258,11 @@ class _Pipe:
         with self.lock:  # pickled in the order written: a message may refer to earlier ones
             self.writing = main  # a Ctrl-C now waits for the whole message
             try:
-                data = self.sender.dumps((kind, payload))
+                message = (kind, payload)
+                if self.sender is None:
+                    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+                else:
+                    data = self.sender.dumps(message)
                 write_all(self.fd, _HEADER.pack(len(data)) + data)
             finally:
                 self.writing = False
@@ -375,7 +382,9 @@ def serve(task_fd: int, event_fd: int, calls_fd: int = -1) -> None:
     from .engine.passes import Calls
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    pipe = _Pipe(event_fd)
+    # plain pickles: the pool reads each result once, with no Receiver, and a Sender
+    # would keep every result sent alive here (each chunk's verdict is sent only once)
+    pipe = _Pipe(event_fd, shared=False)
     if calls_fd >= 0:
         Calls.listener = CallRecorder(mmap.mmap(calls_fd, CALLS_BYTES))
     tasks: queue.SimpleQueue = queue.SimpleQueue()
