@@ -659,3 +659,34 @@ def test_module_plugin_that_is_really_a_file_gets_a_hint(tmp_path, clean_registr
     (tmp_path / "layers_here.py").write_text("X = 1\n")
     issues = issues_of(tmp_path, "plugins: [layers_here]\n" + DENSE)
     assert_issue(issues, "plugins[0]", 1, "no module named 'layers_here'", "write layers_here.py")
+
+
+@pytest.mark.parametrize("x", [0.7, -2.5, 1e-3, 40.0])
+def test_a_number_is_an_input_of_one_value(tmp_path, x):
+    """Contract section 2: an array may be written as a number, the input too. The input
+    is one example of shape (), its gradient is reported in that shape, and it is the
+    hand-derived (sigmoid(x) - t) * sigmoid(x) * (1 - sigmoid(x)) of E = (sigmoid(x) - t)^2 / 2;
+    a layer that needs a flat vector still says to add a flatten."""
+    from gradcheck_cli.engine import run_check
+
+    t = 0.2
+    p = load(
+        tmp_path, f"input: {x}\nlayers: [{{type: sigmoid}}]\nloss: {{type: mse, target: {t}}}\n"
+    )
+    report = run_check(p)
+    (check,) = report.checks
+    s = 1 / (1 + np.exp(-x))
+    assert check.analytic.shape == () and check.checked_mask.all() and check.passed
+    assert float(check.analytic) == pytest.approx((s - t) * s * (1 - s), rel=1e-12)
+    with pytest.raises(ConfigError, match="add `- {type: flatten}`"):
+        load(
+            tmp_path,
+            f"input: {x}\nlayers: [{{type: dense, out_features: 2}}]\n"
+            "loss: {type: mse, target: [0, 1]}\n",
+        )
+    flat = load(
+        tmp_path,
+        f"input: {x}\nlayers: [{{type: flatten}}, {{type: dense, out_features: 2}}]\n"
+        "loss: {type: softmax_cross_entropy, target: 1}\n",
+    )
+    assert all(c.passed for c in run_check(flat).checks)

@@ -141,9 +141,6 @@ def _one_input(
             f"got shape {list(array.shape)}",
         )
         return None
-    if not per_example:
-        ctx.add(path, line, f"must be an array (e.g. [{array.item()}]), not a single number")
-        return None
     if len(per_example) == 2 and one_channel:
         per_example = (1, *per_example)  # a 2-D image is one channel
     n = array.shape[0] if batched else 1

@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..protocol import Layer, Params, SoftmaxNote, register_layer
+from ..protocol import FieldError, Layer, Params, Shape, SoftmaxNote, register_layer
 
 
 class SoftmaxCache(NamedTuple):
@@ -24,6 +24,16 @@ class Softmax(Layer):
     summary = "softmax over the first per-example axis (features, or channels per pixel)"
     derivation = SoftmaxNote("dE/dx = y * (d - sum(d * y)): every output depends on every input")
     batch_independent = True
+
+    def output_shape(self, in_shape: Shape) -> Shape:
+        if not in_shape:  # a single number per example (``input: 0.7``): nothing to normalise
+            raise FieldError(
+                "type",
+                "softmax normalises over the first axis of one example (its classes), and "
+                "this input is a single number per example, shape []; give it a class axis, "
+                "e.g. a dense layer with out_features before it",
+            )
+        return in_shape
 
     def forward(self, x: np.ndarray, params: Params) -> tuple[np.ndarray, SoftmaxCache]:
         e = np.exp(x - x.max(axis=1, keepdims=True))  # shifted: exp never overflows

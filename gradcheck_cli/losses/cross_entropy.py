@@ -34,6 +34,13 @@ class _ClassTarget(Loss):
         every other loss.
         """
         y_shape = tuple(y_shape)
+        if not y_shape:  # a single number per example: no classes to spread over
+            raise FieldError(
+                "target",
+                "a cross-entropy needs a class axis, and the network output is a single "
+                "number per example, shape []; end the network with a dense layer of "
+                "out_features C (one per class), or use mse",
+            )
         written = target.shape[1:]
         if written in ((), (1,)) and len(y_shape) == 1 and written != y_shape:
             return self._one_hot(target.reshape(target.shape[0]), y_shape[0])
