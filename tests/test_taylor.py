@@ -213,3 +213,26 @@ def test_float32_wrong_gradient_still_fails():
         spec.params = {k: v.astype(np.float32) for k, v in spec.params.items()}
     report = run_check(p)
     assert not report.check("fc2.weight").passed
+
+
+def test_the_scaled_direction_moves_each_element_by_a_fraction_of_itself():
+    """Mixed magnitudes get a second direction: unit norm, each component v_i * |x_i| up
+    to one factor, 0 where x is 0; magnitudes within taylor.MIXED of each other get none."""
+    from gradcheck_cli.engine.taylor import MIXED, scaled_direction
+
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        x = rng.standard_normal(12) * 10.0 ** rng.integers(-8, 5, 12)
+        x[rng.integers(0, 12)] = 0.0
+        v = rng.standard_normal(12)
+        v /= np.linalg.norm(v)
+        w = scaled_direction(v, x)
+        size = np.abs(x[x != 0])
+        if size.max() <= MIXED * size.min():
+            assert w is None
+            continue
+        assert w is not None and np.linalg.norm(w) == pytest.approx(1.0)
+        assert np.all(w[x == 0] == 0)
+        ratio = w[x != 0] / (v[x != 0] * np.abs(x[x != 0]))
+        assert np.allclose(ratio, ratio[0])
+    assert scaled_direction(v, np.full(12, 3.0)) is None
