@@ -61,6 +61,10 @@ class Node:
     #: each other, so perturbed copies go through it one at a time.
     defended: bool = False
     mixes_rows: bool = False
+    #: ``fast_paths``: False when a fast path of the layer (``forward_perturbed``,
+    #: ``forward_local``, ``perturbed_local``) disagreed with its forward
+    #: (engine/fastpaths.py): the engine then runs forward.
+    fast_paths: bool = True
 
     def __post_init__(self) -> None:
         if not self.in_shapes:

@@ -93,7 +93,11 @@ def _perturbed_layer(
     a plugin's mistake here is a PluginError naming it, and a node that writes into what
     it is handed (``node.defended``) gets copies.
     """
-    vectorised = getattr(node.layer, "supports_perturbed", False) and not node.multi_input
+    vectorised = (
+        getattr(node.layer, "supports_perturbed", False)
+        and node.fast_paths
+        and not node.multi_input
+    )
     what = "forward_perturbed" if vectorised else "forward"
     if node.defended:
         xs, params = [x.copy() for x in xs], copy_params(params)
@@ -147,7 +151,7 @@ def _perturbed_local(
     the layer does not say (the engine then runs ``forward_perturbed``)."""
     layer = node.layer
     able = getattr(layer, "supports_local", False) and getattr(layer, "supports_perturbed", False)
-    if not able or node.defended or len(xs) != 1:
+    if not able or not node.fast_paths or node.defended or len(xs) != 1:
         return None
     what = f"perturbed_local of {name}"
     Calls.enter(node.name, what)
@@ -435,6 +439,7 @@ class NetworkObjective:
             and len(ins) == 1
             and isinstance(first, local.Local)
             and getattr(node.layer, "supports_local", False)
+            and node.fast_paths
             and not node.defended
         ):
             x, y = self.values[node.inputs[0]], self.values[node.name]
@@ -717,7 +722,8 @@ class LayerObjective:
         tests/test_isolated_verdict.py). None where the node cannot (the caller runs
         forward). A batch-1 pool's 16,384 inputs: one window each, not 16,384 outputs."""
         node = self.node
-        if not getattr(node.layer, "supports_local", False) or node.defended or len(self.xs) != 1:
+        local = getattr(node.layer, "supports_local", False) and node.fast_paths
+        if not local or node.defended or len(self.xs) != 1:
             return None
         x = self.xs[0]
         n, per = x.shape[0], x[0].size

@@ -73,6 +73,7 @@ from ..protocol import Params
 from ..report import LayerProblem, LayerVerdict, Report
 from .blame import LOSS
 from .copies import changed, close, copy_params, copy_tree, max_difference, same, snapshot
+from .fastpaths import probe_fast_paths
 from .passes import (
     Gradients,
     Trace,
@@ -530,7 +531,24 @@ def probe(problem: Problem, trace: Trace, grads: Gradients) -> Purity:
             node.defended = probes[node.name].writes_what_it_is_handed
             node.mixes_rows = probes[node.name].mixes_rows is not None
         problem.loss.defended = probes[LOSS].writes_what_it_is_handed
-        return judge(problem, trace, grads, probes)
+        purity = judge(problem, trace, grads, probes)
+        for node in network:  # after mixes_rows: forward_local is probed where it is used
+            differs = probe_fast_paths(
+                node, trace.inputs_of(node), trace.values[node.name], node_params(params, node)
+            )
+            node.fast_paths = not differs
+            purity.problems.setdefault(node.name, []).extend(
+                LayerProblem("fast_path_differs", f"{what}; {FAST_PATH_FALLBACK}")
+                for what in differs
+            )
+        return purity
+
+
+#: What a fast path that disagrees with forward means for the check (engine/fastpaths.py).
+FAST_PATH_FALLBACK = (
+    "the protocol asks that it give what forward gives, so gradcheck runs forward for this "
+    "layer instead (slower, and the numeric values are forward's)"
+)
 
 
 def _refuse_nondeterminism(p: Probe) -> None:

@@ -87,21 +87,25 @@ POLL = 0.1
 class Setup:
     """What a helper must know beyond the config to rebuild this process's objective:
     what the purity probes found (engine/purity.py) about each node, by name, as
-    ``(defended, mixes_rows)``, whether the loss is defended, and the objective's value
-    f0, by which a helper tells that it loaded the same problem."""
+    ``(defended, mixes_rows, fast_paths)``, whether the loss is defended, and the
+    objective's value f0, by which a helper tells that it loaded the same problem."""
 
-    nodes: dict[str, tuple[bool, bool]]
+    nodes: dict[str, tuple[bool, bool, bool]]
     loss_defended: bool
     f0: float
 
     @classmethod
     def of(cls, problem: Problem, objective) -> Setup:
-        nodes = {n.name: (bool(n.defended), bool(n.mixes_rows)) for n in problem.network}
+        nodes = {
+            n.name: (bool(n.defended), bool(n.mixes_rows), bool(n.fast_paths))
+            for n in problem.network
+        }
         return cls(nodes, bool(problem.loss.defended), float(objective.f0))
 
     def apply(self, problem: Problem) -> None:
         for node in problem.network:
-            node.defended, node.mixes_rows = self.nodes.get(node.name, (False, False))
+            found = self.nodes.get(node.name, (False, False, True))
+            node.defended, node.mixes_rows, node.fast_paths = found
         problem.loss.defended = self.loss_defended
 
 
