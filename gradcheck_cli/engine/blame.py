@@ -150,8 +150,8 @@ def unresolved_notes(report: Report) -> list[str]:
                 "counted in the verdict"
             )
             continue
-        if any(c.failed for c in report.checks):
-            continue
+        if any(c.failed or c.taylor_passed is False for c in report.checks):
+            continue  # a network gradient disagrees: nothing to explain
         unresolved = [c.name for c in report.checks if c.inconclusive]
         if unresolved:  # not "agrees": some of it could not be resolved at all
             note = (
