@@ -301,3 +301,11 @@ def test_helpers_do_not_use_a_fast_path_the_probe_refused(tmp_path, monkeypatch)
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         shared = outcome(executor=pool, jobs=2)
     assert shared == alone and alone["exit_code"] == 0
+
+
+def test_taylor_failures_get_no_note_that_every_network_gradient_agrees():
+    """A wrong tanh slope under --method taylor: the network's tensors fail their Taylor
+    test, so no note may say that every gradient of the network agrees."""
+    report = gc.check(tanh_net(2, 5, slope=0.05), jobs=1, method="taylor")
+    assert report.exit_code == 1 and report.blamed_layers() == ["tl"]
+    assert not any("every gradient of the network agrees" in w for w in report.warnings)
