@@ -453,8 +453,10 @@ def judge_elements(
     )
 
     def within(a: np.ndarray, n: np.ndarray, bound: np.ndarray, allow: np.ndarray):
-        widening = settings.atol + settings.rtol * np.maximum(np.abs(a), np.abs(n))
-        return np.abs(a - n) <= bound + allow + widening
+        # a numeric value of inf (an overflowed step) times an rtol of 0 is NaN: never within
+        with np.errstate(invalid="ignore", over="ignore"):
+            widening = settings.atol + settings.rtol * np.maximum(np.abs(a), np.abs(n))
+            return np.abs(a - n) <= bound + allow + widening
 
     h = h_all[index]
     with np.errstate(all="ignore"):
