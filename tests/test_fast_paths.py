@@ -309,3 +309,46 @@ def test_taylor_failures_get_no_note_that_every_network_gradient_agrees():
     report = gc.check(tanh_net(2, 5, slope=0.05), jobs=1, method="taylor")
     assert report.exit_code == 1 and report.blamed_layers() == ["tl"]
     assert not any("every gradient of the network agrees" in w for w in report.warnings)
+
+
+#: Built-ins with fast paths, the layers around them, and the input shape per example.
+SUBCLASSED = {
+    "dense": ([{"out_features": 4}], [5]),
+    "conv2d": ([{"out_channels": 2, "kernel_size": 3, "padding": 1}], [2, 5, 5]),
+    "maxpool2d": ([{"kernel_size": 2}], [2, 4, 4]),
+    "avgpool2d": ([{"kernel_size": 2}], [2, 4, 4]),
+    "relu": ([{}], [6]),
+    "sigmoid": ([{}], [6]),
+    "tanh": ([{}], [6]),
+    "leaky_relu": ([{"negative_slope": 0.1}], [6]),
+    "flatten": ([{}], [2, 3, 3]),
+    "layernorm": ([{}], [6]),
+    "dropout": ([{"p": 0.3, "seed": 2}], [6]),
+}
+
+
+@pytest.mark.parametrize("type_", sorted(SUBCLASSED))
+@settings(max_examples=4, deadline=None)
+@given(batch=st.integers(1, 3), seed=st.integers(0, 2**16))
+def test_every_built_in_fast_path_inherited_by_a_plugin_agrees(type_, batch, seed):
+    """A plugin subclass of each built-in with a fast path: the probe runs (the class is
+    not gradcheck's) and finds nothing, so nothing is refused on rounding alone."""
+    from gradcheck_cli.protocol import LAYERS
+
+    fields, shape = SUBCLASSED[type_]
+    sub = type(f"Sub_{type_}", (LAYERS[type_],), {"__module__": "user_plugin"})
+    with registry_kept():
+        gc.register_layer(f"test_sub_{type_}")(sub)
+        doc = {
+            "seed": seed,
+            "input": {"shape": [batch, *shape], "batched": True},
+            "layers": [
+                {"type": f"test_sub_{type_}", "name": "sub", **fields[0]},
+                {"type": "flatten"},
+                {"type": "dense", "name": "head", "out_features": 3},
+            ],
+            "loss": {"type": "softmax_cross_entropy", "target": [k % 3 for k in range(batch)]},
+        }
+        report = gc.check(doc, jobs=1)
+    assert not warned(report), report.warnings
+    assert report.exit_code in (0, 3), report.warnings  # 3: ties a max pool may meet
