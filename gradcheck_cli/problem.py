@@ -31,6 +31,18 @@ class LossSpec:
     #: set by the purity probes when the loss changes y or the target in place: every
     #: call the engine makes then hands it copies (engine/passes.py ``loss_forward``)
     defended: bool = False
+    #: N, the examples of one batch (a loss that is not per example is called on one
+    #: copy of the batch at a time: engine/passes.py ``loss_forward``)
+    batch_size: int = 1
+    #: set by the purity probes when the loss declares ``per_example`` (the default) but
+    #: an example's loss depends on other rows: it is then taken as not per example
+    mixes_rows: bool = False
+
+    @property
+    def per_example(self) -> bool:
+        """Example n's loss depends on row n alone: the loss says so (``per_example``,
+        True by default) and the purity probe did not find otherwise."""
+        return bool(getattr(self.loss, "per_example", True)) and not self.mixes_rows
 
 
 @dataclass

@@ -210,7 +210,14 @@ def _loss(
         return None
     if target is not None and out_shape is not None:
         target = _prepare(loss, kind, target, out_shape, block, line, ctx)
-    return LossSpec(type=kind, loss=loss, target=target, reduction=str(reduction), line=line)
+    return LossSpec(
+        type=kind,
+        loss=loss,
+        target=target,
+        reduction=str(reduction),
+        line=line,
+        batch_size=batch or 1,
+    )
 
 
 def _loss_suggestion(kind: str) -> str:

@@ -375,7 +375,7 @@ class NetworkObjective:
         if tensor not in self._rowwise:
             nodes = self.network.downstream(tensor)
             self._rowwise[tensor] = self.rows and (
-                bool(getattr(self.problem.loss.loss, "per_example", True))
+                self.problem.loss.per_example
                 and not self.problem.loss.defended
                 and all(n.batch_independent for n in nodes)
             )

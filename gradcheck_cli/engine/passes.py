@@ -273,11 +273,27 @@ def guarded_loss_forward(spec: LossSpec, y: np.ndarray, target: np.ndarray | Non
 
 def loss_forward(spec: LossSpec, y: np.ndarray, target: np.ndarray | None):
     """Guarded per-example loss: y (M, *shape) -> ((M,) losses, cache). A loss the
-    purity probes found writing into y or the target gets copies (``spec.defended``)."""
+    purity probes found writing into y or the target gets copies (``spec.defended``).
+
+    A loss that is not per example (``LossSpec.per_example``: a batch-level loss, a
+    ranking or contrastive loss over the batch) takes the rows it is handed as one
+    batch, so M = P * N rows of stacked copies go to it one copy of N rows at a time
+    (the cache is then None: the numeric side reads only the losses). A batch-mean loss
+    handed 1,008 stacked rows had averaged over all of them (found by a hunt)."""
     if spec.defended:
         y = y.copy()
         target = None if target is None else target.copy()
-    return guarded_loss_forward(spec, y, target)
+    n, m = spec.batch_size, len(y)
+    if spec.per_example or m <= n or m % n:
+        return guarded_loss_forward(spec, y, target)
+    whole = target is not None and len(target) == m  # tiled, or the N rows of one batch
+    parts = [
+        guarded_loss_forward(
+            spec, y[k : k + n], None if target is None else target[k : k + n] if whole else target
+        )[0]
+        for k in range(0, m, n)
+    ]
+    return np.concatenate(parts), None
 
 
 def tiles_target(loss) -> bool:

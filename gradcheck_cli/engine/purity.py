@@ -86,6 +86,7 @@ from .passes import (
     problem_params,
     reduce_losses,
     reduced_dy,
+    tiles_target,
 )
 
 
@@ -99,6 +100,7 @@ class Kind(str, Enum):
     BACKWARD_NOT_REPEATABLE = "backward_not_repeatable"
     NONDETERMINISTIC_FORWARD = "nondeterministic_forward"
     NOT_BATCH_INDEPENDENT = "not_batch_independent"
+    NOT_PER_EXAMPLE = "not_per_example"
 
 
 FIX_INPLACE = "write into a new array (y = x * 2, not x *= 2), or copy first (x = x.copy())"
@@ -309,7 +311,46 @@ def probe_loss(problem: Problem, trace: Trace, grads: Gradients) -> Probe:
         probe.not_repeatable["dy"] = max_difference(
             reduced_dy(spec, once), grads.deltas[trace.output]
         )
+    probe.mixes_rows = _loss_mixes_rows(spec, y, target, first)
     return probe
+
+
+def _loss_mixes_rows(
+    spec, y: np.ndarray, target: np.ndarray | None, losses: np.ndarray
+) -> str | None:
+    """For a loss that declares ``per_example`` (the default): how its losses moved when
+    they should not have, or None. One call on two copies of the batch stacked, as the
+    numeric side stacks perturbed copies, the first copy's row 0 replaced by another
+    row of the same scale: every other row's loss must come out as the analytic pass's
+    ``losses`` (N,) gave it, up to rounding. A batch-level loss (a ranking loss over the
+    batch) that kept the default was differentiated with the other examples' losses
+    taken from the unperturbed batch: numeric values of 0, false kinks, exit 3 (found by
+    a hunt)."""
+    if not getattr(spec.loss, "per_example", True):
+        return None
+    rng = np.random.default_rng(0)
+    other = y[:1] + (1.0 + np.abs(y[:1])) * rng.standard_normal(y[:1].shape).astype(y.dtype)
+    stacked = np.concatenate([other, y[1:], y])
+    if target is not None and not tiles_target(spec.loss):
+        target = np.concatenate([target, target])
+    want = np.concatenate([losses[1:], losses])
+    try:
+        got = guarded_loss_forward(spec, stacked, None if target is None else target.copy())[0]
+    except PluginError as e:  # it takes no other number of rows
+        return f"it raised on two copies of the batch stacked: {e.message}"
+    if not close(got[1:], want):
+        return _difference(got[1:], want)
+    # the numeric side also hands it only the rows a perturbation reaches, in any order:
+    # the batch's rows reversed, and its first row alone, must keep their losses
+    t = None if target is None else target[: len(y)]  # the N rows (doubled above)
+    for rows in (np.arange(len(y))[::-1], np.arange(1)):
+        try:
+            part = guarded_loss_forward(spec, y[rows], None if t is None else t[rows])[0]
+        except PluginError as e:
+            return f"it raised on {len(rows)} of the batch's rows: {e.message}"
+        if not close(part, losses[rows]):
+            return f"on {len(rows)} of the batch's rows: {_difference(part, losses[rows])}"
+    return None
 
 
 # --- the real network ------------------------------------------------------------------
@@ -531,6 +572,7 @@ def probe(problem: Problem, trace: Trace, grads: Gradients) -> Purity:
             node.defended = probes[node.name].writes_what_it_is_handed
             node.mixes_rows = probes[node.name].mixes_rows is not None
         problem.loss.defended = probes[LOSS].writes_what_it_is_handed
+        problem.loss.mixes_rows = probes[LOSS].mixes_rows is not None
         purity = judge(problem, trace, grads, probes)
         for node in network:  # after mixes_rows: forward_local is probed where it is used
             differs = probe_fast_paths(
@@ -786,7 +828,18 @@ def _problems(p: Probe, victims: list[str], corrupts: bool) -> list[LayerProblem
                 failure=True,
             )
         )
-    if p.mixes_rows:
+    if p.mixes_rows and p.name == LOSS:
+        out.append(
+            LayerProblem(
+                Kind.NOT_PER_EXAMPLE.value,
+                f"declares per_example = True (the default), but an example's loss depends "
+                f"on other rows: with row 0 of the batch changed, or two copies of the batch "
+                f"stacked, the other rows' losses came out different ({p.mixes_rows}); a loss "
+                "over the whole batch? gradcheck called it on one copy of the batch at a "
+                "time instead (slower, correct); declare per_example = False in the class",
+            )
+        )
+    elif p.mixes_rows:
         out.append(
             LayerProblem(
                 Kind.NOT_BATCH_INDEPENDENT.value,

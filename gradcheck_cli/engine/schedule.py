@@ -87,12 +87,14 @@ POLL = 0.1
 class Setup:
     """What a helper must know beyond the config to rebuild this process's objective:
     what the purity probes found (engine/purity.py) about each node, by name, as
-    ``(defended, mixes_rows, fast_paths)``, whether the loss is defended, and the
-    objective's value f0, by which a helper tells that it loaded the same problem."""
+    ``(defended, mixes_rows, fast_paths)``, whether the loss is defended, the
+    objective's value f0, by which a helper tells that it loaded the same problem, and
+    whether the loss mixes rows it said were per example."""
 
     nodes: dict[str, tuple[bool, bool, bool]]
     loss_defended: bool
     f0: float
+    loss_mixes_rows: bool = False
 
     @classmethod
     def of(cls, problem: Problem, objective) -> Setup:
@@ -100,13 +102,15 @@ class Setup:
             n.name: (bool(n.defended), bool(n.mixes_rows), bool(n.fast_paths))
             for n in problem.network
         }
-        return cls(nodes, bool(problem.loss.defended), float(objective.f0))
+        loss = problem.loss
+        return cls(nodes, bool(loss.defended), float(objective.f0), bool(loss.mixes_rows))
 
     def apply(self, problem: Problem) -> None:
         for node in problem.network:
             found = self.nodes.get(node.name, (False, False, True))
             node.defended, node.mixes_rows, node.fast_paths = found
         problem.loss.defended = self.loss_defended
+        problem.loss.mixes_rows = self.loss_mixes_rows
 
 
 @dataclass(frozen=True)
