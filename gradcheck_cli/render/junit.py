@@ -115,14 +115,17 @@ def _tensor_case(c: TensorCheck, classname: str) -> ET.Element:
             "(none of them disagreed; the rest were not checked)"
         )
         ET.SubElement(case, "skipped", {"message": message})
-    elif not c.passed and not c.failed and c.taylor_passed is None:  # unresolved
+    elif c.unreached:  # the time budget ran out first: not checked, never a pass
+        message = "not checked: the time budget ran out before any of its elements"
+        ET.SubElement(case, "error", {"message": message, "type": "NotChecked"})
+    elif c.inconclusive and not c.failed and c.taylor_passed is None and not c.corrupted_by:
         message = (
             f"{c.inconclusive} of {c.checked} elements could not be resolved by any step "
             "(the check could not be carried out for them; never counted as passed)"
         )
         error = ET.SubElement(case, "error", {"message": message, "type": "Inconclusive"})
         error.text = elements_text(c)
-    elif not c.passed:
+    elif not c.passed:  # elements that disagree, a Taylor failure, or a corruption
         if c.mode is HowChecked.TAYLOR:
             message = f"Taylor test: {taylor_summary(c)}"
         elif c.corrupted_by and not c.failed:
