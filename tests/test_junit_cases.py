@@ -59,3 +59,18 @@ def test_each_tensor_state_gets_the_junit_element_its_verdict_says(state):
     assert (want is None) == check.passed, state  # green in JUnit only where it passed
     if want == "error":
         assert "0 of" not in case.find("error").get("message")
+
+
+@pytest.mark.parametrize("state", sorted(states()))
+def test_the_table_and_the_html_page_say_what_junit_says(state):
+    """A FAIL in the terminal's table and the HTML page exactly where JUnit has a
+    <failure>, PASS exactly where it has nothing (a corrupted tensor with no element
+    disagreeing was INCONCLUSIVE in the table)."""
+    from gradcheck_cli.render.html_page import _status
+    from gradcheck_cli.render.table import status_cell
+
+    check, want = states()[state]
+    cell, page = status_cell(check).plain, _status(check)
+    assert cell.startswith("FAIL") == (want == "failure"), (state, cell)
+    assert ("FAIL" in page) == (want == "failure"), (state, page)
+    assert (cell == "PASS") == (want is None), (state, cell)

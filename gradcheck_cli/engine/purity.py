@@ -370,13 +370,15 @@ class RealRun:
     loss: its loss; sweeps: the first and the second backward sweep over the same
     caches; corrupted_caches: node -> paths of its cache that changed after its forward
     returned (a saved activation another layer wrote into); corrupted_values: values
-    that changed after they were produced, while other layers still read them.
+    that changed after they were produced, while other layers still read them;
+    corrupted_params: parameters (``owner.name``) that changed during the run.
     """
 
     loss: float
     sweeps: tuple[Sweep, Sweep]
     corrupted_caches: dict[str, list[str]]
     corrupted_values: list[str]
+    corrupted_params: list[str] = field(default_factory=list)
 
 
 def simulate(problem: Problem, bare: Iterable[str], trace: Trace, grads: Gradients) -> RealRun:
@@ -394,6 +396,7 @@ def simulate(problem: Problem, bare: Iterable[str], trace: Trace, grads: Gradien
     bare = set(bare)
     network, spec = problem.network, problem.loss
     params = {o: copy_params(ps) for o, ps in problem_params(problem).items()}
+    originals = {o: copy_params(ps) for o, ps in params.items()}
     values = {k: v.copy() for k, v in problem.inputs.items()}
     produced = {k: v.copy() for k, v in values.items()}
     caches: dict[str, Any] = {}
@@ -430,7 +433,12 @@ def simulate(problem: Problem, bare: Iterable[str], trace: Trace, grads: Gradien
             if path not in corrupted_caches[n]:
                 corrupted_caches[n].append(path)
     second = _sweep(problem, bare, values, params, caches, loss_cache, memo)
-    return RealRun(loss, (first, second), corrupted_caches, corrupted_values)
+    # a parameter changed, by its own layer or by another handed a view of it (a layer
+    # that returns its parameter reshaped, the next one writing into its input)
+    corrupted_params = [
+        f"{o}.{k}" for o, ps in params.items() for k in ps if not same(ps[k], originals[o][k])
+    ]
+    return RealRun(loss, (first, second), corrupted_caches, corrupted_values, corrupted_params)
 
 
 def _sweep(
@@ -636,6 +644,8 @@ def _damage(
             )
     for v in real.corrupted_values:
         out[("saved", f"the value {v!r}, which another layer reads too")] = float("nan")
+    for t in real.corrupted_params:  # however its gradient came out: the optimizer's array
+        out[("param", t)] = float("nan")
     return out
 
 
@@ -673,7 +683,9 @@ def judge(problem: Problem, trace: Trace, grads: Gradients, probes: dict[str, Pr
 
     def victims(name: str) -> list[str]:
         return [
-            what for (kind, what), names in culprits.items() if kind == "saved" and name in names
+            what if kind == "saved" else f"the parameter {what}"
+            for (kind, what), names in culprits.items()
+            if kind in ("saved", "param") and name in names
         ]
 
     corrupting = {n for (kind, _), names in culprits.items() if kind != "again" for n in names}
@@ -685,6 +697,14 @@ def judge(problem: Problem, trace: Trace, grads: Gradients, probes: dict[str, Pr
             corrupted[tensor] = (culprit, reason)
 
     for (kind, t), names in culprits.items():
+        if kind == "param" and not any(probes[n].mutated_params for n in names):
+            fail(  # a parameter written into through a view another layer was handed
+                t,
+                names[0],
+                f"layer {names[0]!r} wrote into it through the array it was handed as its "
+                "input, a view of it: in a real network each forward changes the parameter",
+            )
+            continue
         if kind not in ("grad", "again"):
             continue
         d = damage[(kind, t)]

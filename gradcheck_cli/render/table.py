@@ -213,7 +213,7 @@ def status_cell(c: TensorCheck, *, consequence: bool = True) -> Text:
         return Text("NOT CHECKED", style=UNSURE_STYLE)
     if c.interrupted and not c.failed:  # never PASS: only part of it was checked
         return Text("INTERRUPTED", style=UNSURE_STYLE)
-    if not c.failed and c.taylor_passed is None:
+    if not c.failed and c.taylor_passed is None and c.corrupted_by is None:
         return Text("INCONCLUSIVE", style=UNSURE_STYLE)
     if c.consequence_of and consequence:
         return Text(f"FAIL (consequence of {c.consequence_of})", style=CONSEQUENCE_STYLE)
