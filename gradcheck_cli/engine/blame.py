@@ -164,8 +164,9 @@ def unresolved_notes(report: Report) -> list[str]:
         note = (
             f"{who}: its own backward "
             f"disagrees in isolation ({what}), though every gradient of the network agrees "
-            "within its error estimate: an error this small is below what differences of "
-            "the whole loss resolve, not below what the layer alone resolves"
+            "within its error estimate: what is wrong is below what differences of the "
+            "whole loss resolve (not below what the layer alone resolves), or cancels on "
+            "the way to the loss (one value fed to two inputs whose gradients are swapped)"
         )
         if report.float32:
             note += (
