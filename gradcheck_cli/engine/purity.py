@@ -337,7 +337,10 @@ def _loss_mixes_rows(
     try:
         got = guarded_loss_forward(spec, stacked, None if target is None else target.copy())[0]
     except PluginError as e:  # it takes no other number of rows
-        return f"it raised on two copies of the batch stacked: {e.message}"
+        hint = ""
+        if tiles_target(spec.loss):
+            hint = " (it declares tiles_target = True: does it repeat the N-row target?)"
+        return f"it raised on two copies of the batch stacked{hint}: {e.message}"
     if not close(got[1:], want):
         return _difference(got[1:], want)
     # the numeric side also hands it only the rows a perturbation reaches, in any order:
