@@ -187,12 +187,8 @@ def settle_compound_kinks(report: Report, problem: Problem, tol: Tolerances) -> 
         ok, path_kinks = path_ok(problem, verdicts, c.name)
         if not ok:
             continue
-        unverified = sorted(
-            {
-                *unverified_readers(problem, verdicts, c.name),
-                *partly_checked(problem, verdicts, c.name),
-            }
-        )
+        partial = partly_checked(problem, verdicts, c.name)
+        unverified = sorted({*unverified_readers(problem, verdicts, c.name), *partial})
         if taylor:
             # A random direction crosses every kink at x at once: the Taylor test cannot
             # decide there, the isolated element-wise checks can.
@@ -204,9 +200,14 @@ def settle_compound_kinks(report: Report, problem: Problem, tol: Tolerances) -> 
             evidence = np.zeros_like(unsettled)
         settled = unsettled & (evidence | (path_kinks > 0))
         if unverified:  # fact 2 needs every backward on the way verified: not a kink;
-            # a failure with a kink in evidence at the element itself is inconclusive,
-            # any other stays a failure
-            doubtful = unsettled & evidence & c.failed_mask
+            # a failure with a kink in evidence at the element itself is inconclusive; so
+            # is one whose way met kinks in isolated checks that took every element, one
+            # of them inconclusive (ties in two stacked max pools before a layer norm of
+            # values of 1e-6: found by the slow property run); any other stays a failure
+            # (a check of a sample of a layer's elements vouches for nothing: a wrong
+            # layer may hide in the rest)
+            met = (path_kinks > 0) and not partial
+            doubtful = unsettled & (evidence | met) & c.failed_mask
             c.failed_mask = c.failed_mask & ~doubtful
             c.inconclusive_mask = c.inconclusive_mask | doubtful
             if doubtful.any():
