@@ -1,6 +1,6 @@
 """A parameter written into through a view (found by a hunt): a layer whose output is a
 view of its parameter, followed by a layer that writes into its input in place (a
-forward's ``x *= 2``, a backward clamping the input it kept), passed with a warning
+forward's ``x *= 2``, a backward changing the input it kept), passed with a warning
 ("harmless in this network"): in a real network each forward changes the parameter,
 which contract section 4 makes a failure whoever writes. The real-network run now
 compares every parameter before and after; one that changed fails, the writer blamed.
@@ -37,7 +37,7 @@ class ParamView(gc.Layer):
 
 
 class ScaleInPlace(gc.Layer):
-    """y = s x, written into x (``forward``) or a clamp written into the kept x during
+    """y = s x, written into x (``forward``), or the kept x halved in place during
     ``backward`` (``where: backward``); the gradients are right either way."""
 
     batch_independent = True
@@ -55,8 +55,8 @@ class ScaleInPlace(gc.Layer):
         return self.s * x, x
 
     def backward(self, dy, cache, params):
-        if self.where == "backward":
-            np.clip(cache, -0.5, 0.5, out=cache)
+        if self.where == "backward":  # halves what it kept (a clamp could change nothing)
+            np.multiply(cache, 0.5, out=cache)
         return self.s * dy, {}
 
 
