@@ -5,7 +5,8 @@ it). A tied input element failed (exit 1, nobody blamed): the chain rule cannot 
 for the compound kink, since a backward on the way is unverified, and the element had
 no kink in evidence of its own, only the pools' isolated checks had. Such a failure is
 now inconclusive (exit 3), like one with a kink at the element; a wrong pool on the way
-still fails, blamed.
+still fails, blamed, or where its error sits only on exact ties, is inconclusive: never
+a pass.
 """
 
 from __future__ import annotations
@@ -71,8 +72,12 @@ def test_a_wrong_pool_on_the_way_still_fails(values, target):
     with registry_kept():
         gc.register_layer("test_scaled_max_pool")(ScaledMaxPool)
         report = gc.check(net(values, target, "test_scaled_max_pool"), jobs=1)
+    (x,) = [c for c in report.checks if c.name == "input"]
     if report.exit_code == 1:
         assert report.blamed_layers() == ["p1"]
-    else:  # the gradient it scales is 0 up to rounding (a layer norm of equal values)
-        (x,) = [c for c in report.checks if c.name == "input"]
+    elif report.exit_code == 0:  # the gradient it scales is 0 up to rounding
         assert float(np.abs(x.analytic).max()) < 1e-12
+    else:  # never green: where its only nonzero dx sits on exact ties, the pool's own
+        # check takes its 10% for a kink, and the unverified layer norm leaves the
+        # input inconclusive (as before this change: a known limit, in the notes)
+        assert report.exit_code == 3 and x.inconclusive and not report.passed
