@@ -6,6 +6,15 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import settings
+
+#: The property tests draw the same examples on every run (``derandomize``), so that a
+#: clean clone's CI and the README's ``pytest`` give one answer. GRADCHECK_FRESH_DRAWS=1
+#: draws afresh, as the hunts and the slow run (``-m slow``, which always does) are for:
+#: fresh draws of the edge classes still find inconclusive verdicts there (the notes).
+settings.register_profile("repeatable", derandomize=True)
+settings.register_profile("fresh", derandomize=False)
+settings.load_profile("fresh" if os.environ.get("GRADCHECK_FRESH_DRAWS") == "1" else "repeatable")
 
 sys.path.insert(0, str(Path(__file__).parent))
 
