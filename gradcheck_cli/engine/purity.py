@@ -101,6 +101,7 @@ class Kind(str, Enum):
     NONDETERMINISTIC_FORWARD = "nondeterministic_forward"
     NOT_BATCH_INDEPENDENT = "not_batch_independent"
     NOT_PER_EXAMPLE = "not_per_example"
+    FAST_PATH_DIFFERS = "fast_path_differs"
 
 
 FIX_INPLACE = "write into a new array (y = x * 2, not x *= 2), or copy first (x = x.copy())"
@@ -591,7 +592,7 @@ def probe(problem: Problem, trace: Trace, grads: Gradients) -> Purity:
             )
             node.fast_paths = not differs
             purity.problems.setdefault(node.name, []).extend(
-                LayerProblem("fast_path_differs", f"{what}; {FAST_PATH_FALLBACK}")
+                LayerProblem(Kind.FAST_PATH_DIFFERS.value, f"{what}; {FAST_PATH_FALLBACK}")
                 for what in differs
             )
         return purity
