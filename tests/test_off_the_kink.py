@@ -64,7 +64,7 @@ def test_a_relu_of_values_near_its_kink_passes_and_is_no_kink(near, seed, zero):
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.floats(-10.0, -7.0), st.integers(0, 2**32 - 1), st.floats(1.0, 100.0))
+@given(st.floats(-11.0, -7.0), st.integers(0, 2**32 - 1), st.floats(1.0, 100.0))
 def test_a_backward_masking_small_positive_inputs_fails(exponent, seed, above):
     """x = 10^exponent > 0 with the backward's threshold above it: dE/dx is dy there,
     the analytic value 0."""
@@ -147,3 +147,46 @@ def _layers():
         gc.register_layer("test_relu_threshold")(ReluThreshold)
         gc.register_layer("test_pair_max")(PairMax)
         yield
+
+
+def test_a_fresh_draw_near_the_kink():
+    """A fresh Hypothesis draw of the first test (near = [-1e-7, -1e-11], seed 124) found
+    the ReLU input -1e-11 left a kink: its steps of 3e-7 cross 0, the retry at 1e-3 of
+    them still does, and at 1e-6 rounding hides a slope of 0 beside a jump of 0.44. The
+    kink's distance, read off the first steps, now sets a retry just short of it."""
+    rng = np.random.default_rng(124)
+    x = np.concatenate([rng.uniform(-0.5, 0.5, 6), [-1e-7, -1e-11]])
+    rng.shuffle(x)
+    cfg = {
+        "input": x.tolist(),
+        "layers": [{"type": "relu", "name": "r"}],
+        "loss": {"type": "upstream", "grad": rng.uniform(0.5, 2.0, len(x)).tolist()},
+    }
+    report = run_check(problem_from_dict(cfg))
+    (check,) = report.checks
+    assert report.passed and check.kinks == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.floats(-3.0, 3.0),
+    st.floats(0.1, 10.0),
+    st.floats(1e-6, 1.9),
+    st.booleans(),
+    st.sampled_from([1e-9, 1e-7, 1e-3]),
+)
+def test_the_kink_distance_is_read_off_the_one_sided_slopes(slope, jump, d, right, h):
+    """One kink of jump J at distance d (in units of the smallest step h) on either side:
+    the gap R(s) - L(s) is J (1 - d / s) on steps s > d, and the estimate recovers d;
+    a kink at the element (d = 0) gives 0."""
+    from gradcheck_cli.engine.verdict import _kink_distance
+
+    steps = h * np.array([[1.0, 2.0, 4.0, 10.0, 20.0, 40.0]])
+    beyond = jump * np.clip(1 - d * h / steps, 0, None)  # the slope's share past the kink
+    near, far = np.full_like(steps, slope), slope + (beyond if right else -beyond)
+    r, l = (far, near) if right else (near, far)
+    got = _kink_distance(r, l, steps, rho=1e-18)[0]
+    if d < 1.0:  # the two larger of the smallest steps (2h, 4h) both reach past it
+        assert got == pytest.approx(d * h, rel=1e-6)
+    at = _kink_distance(near + 0 * steps, near + jump, steps, rho=1e-18)[0]
+    assert at == 0.0

@@ -53,8 +53,9 @@ Stages, so that the extra steps cost only where they are needed:
    is below the rounding of f. Nor is it used where N(H) is not above its bound: f flat
    within its rounding at every step passes the smoothness tests trivially.
 5. a kink proven at an element may lie a little way off it, nearer than every step: each
-   is judged again at 1e-3 and 1e-6 of its steps (``_off_the_kink``), and a settled,
-   resolved verdict there replaces the kink.
+   is judged again at 1e-3 and 1e-6 of its steps, and at an eighth of the kink's
+   distance where its first steps resolve one (``_kink_distance``, ``_off_the_kink``);
+   a settled, resolved verdict there replaces the kink.
 
 A first step that gives NaN or Inf (past the edge of the forward's domain) is made
 ten-fold smaller, up to DOMAIN_SHRINKS times, before the check gives up (exit 3).
@@ -303,7 +304,55 @@ def _off_the_kink(objective, tensor, index, a, settings, max_memory, state) -> N
         state["numeric_value"][at] = w.numeric[settled]
         state["bound"][at] = w.bound[settled]
         if not (w.kink & ~w.inconclusive).any():  # none still a kink: no smaller steps
-            return
+            break
+    # a kink its first steps place at a distance d from the element (a ReLU input of
+    # -1e-11 stepped by 3e-7): steps of d / 8 stay short of it, where the fixed
+    # retries either still cross it or are too small to resolve the slope
+    again = np.flatnonzero(state["kink"] & (state["distance"] > 0))
+    if not len(again):
+        return
+    factor = state["distance"][again] / 8
+    w = judge_elements(
+        objective, tensor, index[again], a[again], settings, max_memory, step_factor=factor
+    )
+    settled = ~(w.kink | w.inconclusive) & (RESOLVES * w.bound < state["spread"][again])
+    at = again[settled]
+    state["kink"][at] = False
+    state["failed"][at] = w.failed[settled]
+    state["evidence"][at] = w.jump[settled]
+    state["numeric_value"][at] = w.numeric[settled]
+    state["bound"][at] = w.bound[settled]
+
+
+def _kink_distance(
+    right: np.ndarray, left: np.ndarray, steps: np.ndarray, rho: float
+) -> np.ndarray:
+    """How far from each element a kink its smallest steps crossed lies: (K,), 0 where
+    none is resolved (a kink at the element, or no gap out of its noise).
+
+    right, left, steps: (K, m) one-sided slopes and their steps, smallest first, NaN
+    where not taken (``judge_elements``' history). One kink of jump J at distance d < s
+    on one side gives a gap R(s) - L(s) = J (1 - d / s), so s gap(s) = J s - J d is
+    linear in s: J from the two larger of the smallest three steps (s, 2s, 4s, both
+    past d whenever d < 2s), then d = 2s - 2s gap(2s) / J. s gap(s) carries noise of
+    about 2 rho, so J d must stand GAP_NOISE times above it."""
+    k = len(right)
+    taken = np.isfinite(steps)
+    first = np.where(taken.any(axis=1), taken.argmax(axis=1), 0)
+    rows = np.arange(k)
+    distance = np.zeros(k)
+    if steps.shape[1] < 3 or not k:
+        return distance
+    cols = np.minimum(first[:, None] + np.arange(3), steps.shape[1] - 1)
+    s = steps[rows[:, None], cols]
+    y = s * (right[rows[:, None], cols] - left[rows[:, None], cols])
+    with np.errstate(all="ignore"):
+        jump = (y[:, 2] - y[:, 1]) / (s[:, 2] - s[:, 1])
+        jd = jump * s[:, 1] - y[:, 1]
+        d = jd / jump
+    ok = np.isfinite(d) & (np.abs(jd) > GAP_NOISE * 2 * rho) & (d > 0)
+    distance[ok] = np.minimum(d[ok], s[ok, 1])
+    return distance
 
 
 def _kink_signature(s: _Scale) -> tuple[np.ndarray, np.ndarray]:
@@ -436,15 +485,16 @@ def judge_elements(
     settings: Tolerances,
     max_memory: int,
     progress=None,
-    step_factor: float = 1.0,
+    step_factor: float | np.ndarray = 1.0,
 ) -> ElementVerdict:
     """The verdict on the elements ``index`` (K,) of ``tensor``; analytic: their analytic
-    values (K,). See the module docstring. ``step_factor``: first steps that many times
-    the usual ones, and no precision stage (``_off_the_kink``'s retries)."""
+    values (K,). See the module docstring. ``step_factor`` (a number, or one per element,
+    (K,)): first steps that many times the usual ones, and no precision stage
+    (``_off_the_kink``'s retries)."""
     values = objective.tensors()[tensor]
     flat = values.reshape(-1).astype(np.float64)
     usual = numeric.element_steps(flat, numeric.step_scale(flat), settings.eps)
-    h_all = usual * step_factor
+    retry = np.ndim(step_factor) > 0 or step_factor != 1.0
     a = np.asarray(analytic, dtype=np.float64).reshape(-1)
     k = len(index)
     allowance = ANALYTIC_ULPS * (
@@ -458,7 +508,7 @@ def judge_elements(
             widening = settings.atol + settings.rtol * np.maximum(np.abs(a), np.abs(n))
             return np.abs(a - n) <= bound + allow + widening
 
-    h = h_all[index]
+    h = usual[index] * step_factor
     with np.errstate(all="ignore"):
         rho = _noise(objective, tensor, usual, settings.eps, max_memory) if k else 0.0
         first = numeric.evaluate(
@@ -579,7 +629,7 @@ def judge_elements(
     # the precision stage: what passed at the screening steps, again at H
     big = numeric.element_steps(flat[index], numeric.step_scale(flat), PRECISION_EPS)
     refine = np.flatnonzero(passed & (big > 4 * h))
-    if len(refine) and step_factor == 1.0 and _precise(objective, tensor, settings):
+    if len(refine) and not retry and _precise(objective, tensor, settings):
         value, b, usable = _refine(
             objective,
             tensor,
@@ -609,7 +659,7 @@ def judge_elements(
     # compound kinks (engine/kinks.py) though not proven at the element
     evidence[rest] = True
     bound[rest] = np.maximum(bound[rest], (hi_all[rest] - lo_all[rest]) / 2)
-    if step_factor == 1.0:
+    if not retry:
         state = {
             "kink": kink,
             "failed": failed,
@@ -617,6 +667,8 @@ def judge_elements(
             "numeric_value": numeric_value,
             "bound": bound,
             "spread": hi_all - lo_all,
+            # in units of each element's usual step, as ``step_factor`` is
+            "distance": _kink_distance(hist_r, hist_l, hist_s, rho) / usual[index],
         }
         _off_the_kink(objective, tensor, index, a, settings, max_memory, state)
     if settings.strict_kinks:
