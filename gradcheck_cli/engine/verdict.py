@@ -151,12 +151,40 @@ def _scale(objective, tensor, index, h, rho, max_memory: int, fresh) -> _Scale:
         central = (plus - minus) / (hp + hm)
         right = (plus - e.f0) / hp
         left = (e.f0 - minus) / hm
-    return _Scale(central, right, left, _rounding(rho, f, h), f)
+    at = np.abs(objective.tensors()[tensor].reshape(-1)[index]).astype(np.float64)
+    return _Scale(central, right, left, _rounding(_own_noise(rho, f, e.f0, at, central), f, h), f)
+
+
+def _own_noise(
+    rho: float, f: np.ndarray, f0: float, at: np.ndarray, central: np.ndarray
+) -> np.ndarray:
+    """(K,): rho, or more where an element's own evaluations show f0 rounded apart from
+    its neighbours by its own grid. f: (K, 6) at +-h, +-2h, +-4h, interleaved; at: the
+    elements' |values| (K,); central: their central differences (K, 3).
+
+    The even part G(t) = f(v + t) + f(v - t) - 2 f0 of a smooth f grows like t^2, and
+    by a kink like t. One that stays the same, within a factor of two and of one sign,
+    at t = h, 2h, 4h is f0's own rounding, 2 (f(v) - fl f(v)), which the noise probes (a
+    few elements) need not meet: a layer norm of two features near -30 with a spread of
+    1e-3 rounds each example's mean on the grid of 30, and f0 sat 7e-13 below both
+    neighbours of one element at every step from 1e-12 to 1e-10, while the probes read
+    2e-16 (a fresh draw of tests/test_offset_inputs.py left its right gradient
+    inconclusive). No smooth f of two terms, a t^2 + b t^4, keeps G within a factor of
+    two over t, 2t, 4t; steps far past the scale f varies on can (a batch norm saturated
+    by steps of 0.3 beside a spread of 1e-3), so G is taken for rounding only up to
+    OWN_GRID_ULPS epsilons of |v df/dv|, the most that rounding the element's value
+    moves f by."""
+    g = f[:, 0::2] + f[:, 1::2] - 2 * f0  # (K, 3)
+    big, small = np.max(np.abs(g), axis=1), np.min(np.abs(g), axis=1)
+    flat = (big <= 2 * small) & (np.all(g > 0, axis=1) | np.all(g < 0, axis=1))
+    grid = OWN_GRID_ULPS * numeric.EPS64 * at * np.max(np.abs(central), axis=1)
+    own = flat & (big / 2 <= grid)
+    return np.where(own, np.maximum(rho, big / 2), rho)
 
 
 def _rounding(rho: float, f: np.ndarray, h: np.ndarray) -> np.ndarray:
-    """Rounding of a central difference at step h: rho / h, rho at least a few
-    epsilons of the values differenced (f: (K, m))."""
+    """Rounding of a central difference at step h: rho / h, rho (a number, or one per
+    element, (K,)) at least a few epsilons of the values differenced (f: (K, m))."""
     floor = numeric.FLOOR_ULPS * numeric.EPS64 * np.max(np.abs(f), axis=1)
     floor = np.maximum(floor, numeric.SUBNORMAL_FLOOR)
     return np.maximum(rho, floor) / h
@@ -261,6 +289,10 @@ def _refine(objective, tensor, index, big, rho, max_memory, screened, noise):
         resolved = np.abs(value) > bound
         return value, bound, _smooth(sub) & finite & consistent & resolved
 
+
+#: The most an element's own evaluations may show as f0's rounding (``_own_noise``), in
+#: float64 epsilons of |v df/dv|.
+OWN_GRID_ULPS = 64.0
 
 #: An element proven a kink is judged again at steps this many times smaller than its
 #: first ones, in turn, while it stays a kink ...
