@@ -128,6 +128,14 @@ class _Scale:
     left: np.ndarray
     rounding: np.ndarray  # (K,) rounding of C(h): rho / h
     f: np.ndarray  # (K, 6) all values, for the finite check
+    #: (K,) rounding of the one-sided slopes' gap G(s) / s at h: rounding, or more where
+    #: the element's own evaluations show f0 rounded apart (``_own_noise``); central
+    #: differences never use f0, so only the gap's tests read it
+    gap_rounding: np.ndarray | None = None
+
+    @property
+    def even_rounding(self) -> np.ndarray:
+        return self.rounding if self.gap_rounding is None else self.gap_rounding
 
     @property
     def richardson(self) -> np.ndarray:
@@ -152,14 +160,17 @@ def _scale(objective, tensor, index, h, rho, max_memory: int, fresh) -> _Scale:
         right = (plus - e.f0) / hp
         left = (e.f0 - minus) / hm
     at = np.abs(objective.tensors()[tensor].reshape(-1)[index]).astype(np.float64)
-    return _Scale(central, right, left, _rounding(_own_noise(rho, f, e.f0, at, central), f, h), f)
+    own = _rounding(_own_noise(rho, f, e.f0, at, central), f, h)
+    return _Scale(central, right, left, _rounding(rho, f, h), f, own)
 
 
 def _own_noise(
     rho: float, f: np.ndarray, f0: float, at: np.ndarray, central: np.ndarray
 ) -> np.ndarray:
     """(K,): rho, or more where an element's own evaluations show f0 rounded apart from
-    its neighbours by its own grid. f: (K, 6) at +-h, +-2h, +-4h, interleaved; at: the
+    its neighbours by its own grid: the noise of the one-sided slopes' tests, which use
+    f0 (central differences do not, and keep rho: an element whose central differences
+    wander in its steps' noise stays unresolved). f: (K, 6) at +-h, +-2h, +-4h, interleaved; at: the
     elements' |values| (K,); central: their central differences (K, 3).
 
     The even part G(t) = f(v + t) + f(v - t) - 2 f0 of a smooth f grows like t^2, and
@@ -200,12 +211,12 @@ def _smooth(s: _Scale) -> np.ndarray:
     d1, d2 = c[:, 0] - c[:, 1], c[:, 1] - c[:, 2]
     ratio = np.abs(d2 - 4 * d1) <= SMOOTH_TOL * np.abs(4 * d1) + 8.0 * s.rounding
     gap = s.right - s.left
-    noise = 12.0 * s.rounding
+    noise = 12.0 * s.even_rounding
     linear = (np.abs(gap[:, 1] - 2 * gap[:, 0]) <= SMOOTH_TOL * np.abs(2 * gap[:, 0]) + noise) & (
         np.abs(gap[:, 2] - 4 * gap[:, 0]) <= SMOOTH_TOL * np.abs(4 * gap[:, 0]) + noise
     )
     r, _ = _kink_signature(s)
-    even = np.abs(r) <= R_NOISE * s.rounding
+    even = np.abs(r) <= R_NOISE * s.even_rounding
     return ratio & linear & even
 
 
