@@ -351,7 +351,7 @@ def _off_the_kink(objective, tensor, index, a, settings, max_memory, state) -> N
     # a kink its first steps place at a distance d from the element (a ReLU input of
     # -1e-11 stepped by 3e-7): steps of d / 8 stay short of it, where the fixed
     # retries either still cross it or are too small to resolve the slope
-    again = np.flatnonzero(state["kink"] & (state["distance"] > 0))
+    again = np.flatnonzero(state["kink"] & (state["distance"] > 0) & np.isfinite(state["distance"]))
     if not len(again):
         return
     factor = state["distance"][again] / 8
