@@ -45,9 +45,9 @@ def tiny(sign: int, exponent: float) -> float:
 TINY = st.builds(tiny, st.sampled_from([-1, 1]), st.floats(-11.0, -7.0))
 
 
-@settings(max_examples=40, deadline=None)
-@given(st.lists(TINY, min_size=1, max_size=4), st.integers(0, 2**32 - 1), st.booleans())
-def test_a_relu_of_values_near_its_kink_passes_and_is_no_kink(near, seed, zero):
+def relu_near_its_kink(near: list[float], seed: int, zero: bool):
+    """(x, the report on relu(x) under an upstream gradient): six values of U(-0.5, 0.5)
+    with ``near`` and, when ``zero``, an exact 0, shuffled."""
     rng = np.random.default_rng(seed)
     x = np.concatenate([rng.uniform(-0.5, 0.5, 6), near, [0.0] * zero])
     rng.shuffle(x)
@@ -56,7 +56,13 @@ def test_a_relu_of_values_near_its_kink_passes_and_is_no_kink(near, seed, zero):
         "layers": [{"type": "relu", "name": "r"}],
         "loss": {"type": "upstream", "grad": rng.uniform(0.5, 2.0, len(x)).tolist()},
     }
-    report = run_check(problem_from_dict(cfg))
+    return x, run_check(problem_from_dict(cfg))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(TINY, min_size=1, max_size=4), st.integers(0, 2**32 - 1), st.booleans())
+def test_a_relu_of_values_near_its_kink_passes_and_is_no_kink(near, seed, zero):
+    x, report = relu_near_its_kink(near, seed, zero)
     (check,) = report.checks
     assert report.passed
     kinks = np.flatnonzero(check.kink_mask.reshape(-1))
@@ -154,15 +160,7 @@ def test_a_fresh_draw_near_the_kink():
     the ReLU input -1e-11 left a kink: its steps of 3e-7 cross 0, the retry at 1e-3 of
     them still does, and at 1e-6 rounding hides a slope of 0 beside a jump of 0.44. The
     kink's distance, read off the first steps, now sets a retry just short of it."""
-    rng = np.random.default_rng(124)
-    x = np.concatenate([rng.uniform(-0.5, 0.5, 6), [-1e-7, -1e-11]])
-    rng.shuffle(x)
-    cfg = {
-        "input": x.tolist(),
-        "layers": [{"type": "relu", "name": "r"}],
-        "loss": {"type": "upstream", "grad": rng.uniform(0.5, 2.0, len(x)).tolist()},
-    }
-    report = run_check(problem_from_dict(cfg))
+    _, report = relu_near_its_kink([-1e-7, -1e-11], 124, zero=False)
     (check,) = report.checks
     assert report.passed and check.kinks == 0
 

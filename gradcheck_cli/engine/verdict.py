@@ -329,10 +329,8 @@ def _off_the_kink(objective, tensor, index, a, settings, max_memory, state) -> N
     times its steps (no precision stage, whose step would cross it again): where that
     settles it, smooth or failed, its verdict stands; where it stays a kink after the
     last (a kink at the element), or rounding hides the slope there, the kink stays."""
-    for factor in KINK_RETRIES:
-        again = np.flatnonzero(state["kink"])
-        if not len(again):
-            return
+
+    def retry(again: np.ndarray, factor) -> ElementVerdict:
         w = judge_elements(
             objective, tensor, index[again], a[again], settings, max_memory, step_factor=factor
         )
@@ -346,25 +344,22 @@ def _off_the_kink(objective, tensor, index, a, settings, max_memory, state) -> N
         state["evidence"][at] = w.jump[settled]
         state["numeric_value"][at] = w.numeric[settled]
         state["bound"][at] = w.bound[settled]
+        return w
+
+    for factor in KINK_RETRIES:
+        again = np.flatnonzero(state["kink"])
+        if not len(again):
+            return
+        w = retry(again, factor)
         if not (w.kink & ~w.inconclusive).any():  # none still a kink: no smaller steps
             break
     # a kink its first steps place at a distance d from the element (a ReLU input of
     # -1e-11 stepped by 3e-7): steps of d / 8 stay short of it, where the fixed
     # retries either still cross it or are too small to resolve the slope
-    again = np.flatnonzero(state["kink"] & (state["distance"] > 0) & np.isfinite(state["distance"]))
-    if not len(again):
-        return
-    factor = state["distance"][again] / 8
-    w = judge_elements(
-        objective, tensor, index[again], a[again], settings, max_memory, step_factor=factor
-    )
-    settled = ~(w.kink | w.inconclusive) & (RESOLVES * w.bound < state["spread"][again])
-    at = again[settled]
-    state["kink"][at] = False
-    state["failed"][at] = w.failed[settled]
-    state["evidence"][at] = w.jump[settled]
-    state["numeric_value"][at] = w.numeric[settled]
-    state["bound"][at] = w.bound[settled]
+    distance = state["distance"]
+    again = np.flatnonzero(state["kink"] & (distance > 0) & np.isfinite(distance))
+    if len(again):
+        retry(again, distance[again] / 8)
 
 
 def _kink_distance(
