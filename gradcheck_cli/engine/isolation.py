@@ -26,6 +26,7 @@ from .elements import check_elements, tensor_check
 from .kinks import split_upstream
 from .objective import LayerObjective, LossObjective, NetworkObjective, labelled, layer_energy
 from .passes import Gradients, Trace, loss_forward, node_forward, reduce_losses
+from .shift import shift_test
 
 if TYPE_CHECKING:
     import concurrent.futures
@@ -49,14 +50,20 @@ def isolation_mode(problem: Problem, report: Report) -> Isolation:
     tensor passed,
     full and sample mode check each layer direction first, and fast mode skips the
     isolation (``layers`` stays empty and a note says so): it would cost more than the
-    fast check itself.
+    fast check itself. Unless a network tensor passed with kinks: then fast mode too
+    checks each layer direction first, for the shift test at ties (engine/shift.py).
     """
     passed = all(c.passed for c in report.checks)
     if problem.settings.mode is Mode.FAST:
         # a network tensor failed element-wise: blame and the compound-kink rules lean
         # on each layer's own verdict, which directions alone can get wrong where a
         # tensor mixes magnitudes (one step for values of 1e-6 and of 3000)
-        return Isolation.SKIP if passed else Isolation.ELEMENTS
+        if not passed:
+            return Isolation.ELEMENTS
+        # a pass that took kinks: each tied element alone can sit between its slopes
+        # while together they sum wrong, which only a layer's own shift test sees
+        # (engine/shift.py: a max pool routing its delta to every tied maximum)
+        return Isolation.DIRECTIONS if any(c.kinks for c in report.checks) else Isolation.SKIP
     if problem.settings.mode is Mode.BUDGET:
         return Isolation.DIRECTIONS
     return Isolation.DIRECTIONS if passed else Isolation.ELEMENTS
@@ -211,6 +218,18 @@ class _Fold:
             what = _gradient_label(verdict.name, tensor)
             self.diagnoses.append(f"{what}: {found}" if found else f"{what} is wrong")
 
+    def shifted(self, obj, tensor: str, v: ElementVerdict, problem: Problem, tol: Tolerances):
+        """An input whose element-wise check met kinks, judged jointly along u = 1
+        (engine/shift.py): each tied element within its own slopes can still sum wrong."""
+        if not v.kink.any():
+            return
+        found = shift_test(obj, tensor, tol.eps, problem)
+        if found is None or not found.failed:
+            return
+        self.verdict.tensors_ok[tensor] = False
+        self.verdict.passed = False
+        self.diagnoses.append(f"{_gradient_label(self.verdict.name, tensor)}: {found.diagnosis()}")
+
     def done(self) -> LayerVerdict:
         self.verdict.diagnosis = "; ".join(self.diagnoses) or None
         return self.verdict
@@ -247,7 +266,9 @@ def element_verdict(
     fold = _Fold(name, type_, list(obj.tensors()))
     for tensor, value in obj.tensors().items():
         index = np.arange(value.size)
-        fold.add(obj, tensor, index, _check_layer_tensor(obj, tensor, index, problem, tol), problem)
+        v = _check_layer_tensor(obj, tensor, index, problem, tol)
+        fold.add(obj, tensor, index, v, problem)
+        fold.shifted(obj, tensor, v, problem, tol)
     fold.verdict.every_element = True
     return fold.done()
 
@@ -277,7 +298,9 @@ def directional_verdict(
         if fast.one_sided_test(obj, {t: fast.support_direction(g, rng)}, tol.eps, a_eps).passed:
             continue
         index = np.arange(obj.tensors()[t].size)
-        fold.add(obj, t, index, _check_layer_tensor(obj, t, index, problem, tol), problem)
+        v = _check_layer_tensor(obj, t, index, problem, tol)
+        fold.add(obj, t, index, v, problem)
+        fold.shifted(obj, t, v, problem, tol)
     return fold.done()
 
 

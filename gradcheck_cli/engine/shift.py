@@ -1,0 +1,130 @@
+"""The shift test: a layer's dx at ties, judged jointly along the all-ones direction.
+
+An element-wise check judges each input element alone. At a tie (a max-pool window of
+equal values: zeros after a ReLU, copies after an upsample) each tied element's one-sided
+slopes are 0 and the window's delta, and any dx between them is a valid subgradient of
+that element alone, so a kink passes. But the tied elements are not free one by one: a
+valid subgradient of a window's max has components summing to one, so their dx sum to
+the window's delta. cs231n's ``max_pool_backward`` built from ``mask = (x == max)``
+routes the delta to every tied element: each element alone lies within its one-sided
+slopes, while together they carry k times the delta. Upsampled by 2 and pooled back,
+the network is the identity and its gradient was 4 times too large, yet the run passed
+with "4 kinks" (found by a hunt on cs231n-style layers).
+
+So where an isolated layer's input check met kinks, that input is moved as a whole along
+u = 1 / sqrt(n) (every element by the same amount), with the random-direction test of
+engine/fast.py: the slope of E = sum(delta * y) along u against dx . u. A max, a mean, a
+copy, a linear map and a normalisation each move smoothly along u, ties or not, so the
+test is smooth there, and a dx whose sum is wrong fails it. Where an output does kink
+along u (a ReLU at exactly 0), each output's one-sided slopes along u give the most a
+valid choice of subgradients can move dx . u: ``ambiguity`` = sum_k |delta_k| |R_k -
+L_k|, and only an error beyond the test's tolerance plus twice that fails.
+
+What it assumes: each output's subgradients project onto u within its one-sided slopes
+along u, true for a max or min of the inputs, any smooth output and their sums with
+the delta's weights; a single output that is a difference of kinks in different inputs
+(|x1| - |x2| at 0, along (1, 1)) is not such a function, and a backward mixing two
+tie-break conventions there could fail it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .fast import analytic_eps, directional_test
+from .objective import LayerObjective, LossObjective
+from .passes import loss_forward, node_forward
+
+#: An error must exceed the test's tolerance plus this many times the ambiguity.
+AMBIGUITY_SAFETY = 2.0
+
+
+@dataclass(frozen=True)
+class ShiftResult:
+    """The shift test of one input of an isolated layer, in slope units along u.
+
+    analytic: dx . u; numeric: the slope of E along u; tolerance: the directional test's,
+    plus AMBIGUITY_SAFETY times the ambiguity the outputs' kinks along u allow."""
+
+    analytic: float
+    numeric: float
+    tolerance: float
+
+    @property
+    def failed(self) -> bool:
+        return abs(self.analytic - self.numeric) > self.tolerance
+
+    def diagnosis(self) -> str:
+        """What it means, for the layer's diagnosis."""
+        ratio = self.analytic / self.numeric if self.numeric else math.inf
+        times = f"{ratio:.3g} times " if math.isfinite(ratio) and ratio > 0 else ""
+        return (
+            f"dx sums to {times}what moving every input together gives ({self.analytic:.6g} "
+            f"against {self.numeric:.6g} along u = 1/sqrt(n)), though each tied element alone "
+            "sat between its one-sided slopes: a gradient routed to every tied maximum "
+            "instead of one?"
+        )
+
+
+def shift_test(obj, tensor: str, eps: float, problem) -> ShiftResult | None:
+    """The shift test of input ``tensor`` of an isolated layer (a slot name of a
+    LayerObjective) or of the loss alone (a LossObjective's ``input``); None where it
+    says nothing: not an input, no elements, or no smooth step along u."""
+    outputs = _outputs(obj, tensor)
+    if outputs is None:
+        return None
+    x = obj.tensors()[tensor]
+    if x.size == 0:
+        return None
+    u = np.full(x.shape, 1.0 / math.sqrt(x.size))
+    d = directional_test(obj, {tensor: u}, eps, analytic_eps(problem))
+    if not d.smooth:
+        return None
+    slack = AMBIGUITY_SAFETY * ambiguity(outputs, x, u, d.step)
+    return ShiftResult(d.analytic, d.analytic + d.error, d.tolerance + slack)
+
+
+def _outputs(obj, tensor: str):
+    """(outputs, weights): outputs(x) gives what E weighs, each (M,) or (N, *out) array,
+    for the input ``tensor`` moved to x; weights, the same shape: E = sum(weights *
+    outputs). A layer's outputs under its delta; the loss's per-example losses under the
+    reduction's weights (1, or 1/N for a mean). None for any other tensor."""
+    if isinstance(obj, LayerObjective):
+        slot = obj.slots().get(tensor)
+        if slot is None:
+            return None
+
+        def layer(x: np.ndarray) -> np.ndarray:
+            xs = list(obj.xs)
+            xs[slot] = x
+            return node_forward(obj.node, xs, obj.params)[0]
+
+        return layer, obj.delta
+    if isinstance(obj, LossObjective) and tensor == "input":
+        spec, n = obj.problem.loss, obj.x.shape[0]
+
+        def loss(x: np.ndarray) -> np.ndarray:
+            return np.asarray(loss_forward(spec, x, obj.target)[0])
+
+        scale = 1.0 / n if spec.reduction == "mean" else 1.0
+        return loss, np.full(n, scale)
+    return None
+
+
+def ambiguity(outputs, x: np.ndarray, u: np.ndarray, step: float) -> float:
+    """sum_k |w_k| |R_k - L_k|: how far apart valid subgradients can put dx . u, from
+    each output's one-sided slopes along u at ``step`` (R_k = (y_k(x + s u) - y_k(x)) / s,
+    L_k likewise on the left; outputs: ``_outputs``)."""
+    forward, weights = outputs
+    with np.errstate(all="ignore"):
+        # new arrays: a layer may keep what it is handed
+        up, down, y0 = forward(x + step * u), forward(x - step * u), forward(x.copy())
+        gap = (up - y0) - (y0 - down)  # (R_k - L_k) * s, per output
+        total = float(np.abs(weights * gap).sum()) / step
+    return total if math.isfinite(total) else math.inf
+
+
+__all__ = ["ShiftResult", "ambiguity", "shift_test"]

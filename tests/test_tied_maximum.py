@@ -1,0 +1,225 @@
+"""A max pool's dx at ties, judged jointly (engine/shift.py).
+
+A hunt on cs231n-style layers found the classic ``mask = (x == max)`` backward, which
+routes a window's delta to every tied maximum, passing in every mode: each tied element
+alone lies between its one-sided slopes, so the element-wise checks called it a kink,
+and the network's failures (an upsample then the pool is the identity, its gradient 4
+times too large) were settled as compound kinks. Any valid tie-break sends each window's
+delta to one element or splits it (components summing to one); along u = 1 every window
+max moves smoothly, so dx . u is pinned, and the all-ties mask fails there.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import registry_kept
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import gradcheck_cli as gc
+
+RULES_RIGHT = ["first", "last", "split"]
+#: full, --fast, --sample 5: the options of gradcheck_cli.check
+MODES = [{}, {"fast": True}, {"sample": 5}]
+
+
+def _check(cfg: dict, mode: dict):
+    return gc.check(cfg, jobs=1, **mode)
+
+
+class TiePool(gc.Layer):
+    """2x2, stride-2 max pool over (N, C, H, W); ``rule`` says where a tied window's
+    delta goes: to the first or last maximum, split evenly among them (all valid
+    subgradients), or ``all``: the whole delta to every one of them (the bug)."""
+
+    kinks = "ties"
+
+    def __init__(self, rule: str = "first"):
+        self.rule = rule
+
+    def output_shape(self, s):
+        return (s[0], s[1] // 2, s[2] // 2)
+
+    def forward(self, x, params):
+        n, c, h, w = x.shape
+        win = x.reshape(n, c, h // 2, 2, w // 2, 2).transpose(0, 1, 2, 4, 3, 5)
+        win = win.reshape(n, c, h // 2, w // 2, 4)
+        return win.max(axis=-1), (win, x.shape)
+
+    def backward(self, dy, cache, params):
+        win, shape = cache
+        top = win == win.max(axis=-1, keepdims=True)
+        if self.rule in ("first", "last"):
+            flat = top.reshape(-1, 4)
+            pick = flat.argmax(axis=1) if self.rule == "first" else 3 - flat[:, ::-1].argmax(axis=1)
+            one = np.zeros_like(flat)
+            one[np.arange(len(flat)), pick] = True
+            top = one.reshape(top.shape)
+        weights = top / top.sum(axis=-1, keepdims=True) if self.rule == "split" else top * 1.0
+        dwin = weights * dy[..., None]
+        n, c, h2, w2, _ = dwin.shape
+        dx = dwin.reshape(n, c, h2, w2, 2, 2).transpose(0, 1, 2, 4, 3, 5)
+        return dx.reshape(shape), {}
+
+
+def tied_input(rng, n: int, c: int, h: int, w: int) -> np.ndarray:
+    """(n, c, h, w) whose 2x2 windows are each all tied, two tied at the top, all zero,
+    or distinct."""
+    x = rng.standard_normal((n, c, h // 2, w // 2, 4))
+    kind = rng.integers(0, 4, size=x.shape[:-1])
+    x[kind == 0] = x[kind == 0][:, :1]  # all four equal
+    two = x[kind == 1]
+    two[:, 1] = two.max(axis=1) if len(two) else two[:, 1]
+    two[:, 2] = two[:, 1]
+    x[kind == 1] = two
+    x[kind == 2] = 0.0
+    return x.reshape(n, c, h // 2, w // 2, 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(n, c, h, w)
+
+
+def network(rng, rule: str, shape: str) -> dict:
+    n, c, h = int(rng.integers(1, 3)), int(rng.integers(1, 3)), 2 * int(rng.integers(1, 4))
+    pool = {"type": "test_tie_pool", "name": "pool", "rule": rule}
+    if shape == "upsample":  # the identity, smooth: every window a 4-way tie
+        x = rng.standard_normal((n, c, h // 2, h // 2))
+        layers = [{"type": "upsample2d", "name": "up", "scale": 2}, pool]
+        out = (n, c, h // 2, h // 2)
+    else:
+        x = tied_input(rng, n, c, h, h)
+        layers = [pool] if shape == "alone" else [{"type": "relu", "name": "r"}, pool]
+        out = (n, c, h // 2, h // 2)
+    grad = rng.uniform(0.5, 2.0, out) * rng.choice([-1.0, 1.0], out)
+    return {
+        "seed": 0,
+        "input": {"value": x.tolist(), "batched": True},
+        "layers": layers,
+        "loss": {"type": "upstream", "grad": grad.tolist()},
+    }
+
+
+def shifted_sum_error(cfg: dict) -> float:
+    """sum over windows of (ties - 1) * delta: what the all-ties mask adds to dx . 1 at
+    the pool's input (0 when no window with a nonzero delta is tied)."""
+    x = np.asarray(cfg["input"]["value"], dtype=float)
+    if cfg["layers"][0]["type"] == "upsample2d":
+        x = x.repeat(2, axis=2).repeat(2, axis=3)
+    if cfg["layers"][0]["type"] == "relu":
+        x = np.maximum(x, 0.0)
+    n, c, h, w = x.shape
+    win = x.reshape(n, c, h // 2, 2, w // 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(n, c, -1, 4)
+    ties = (win == win.max(axis=-1, keepdims=True)).sum(axis=-1)
+    delta = np.asarray(cfg["loss"]["grad"], dtype=float).reshape(n, c, -1)
+    return float(((ties - 1) * delta).sum())
+
+
+class Hinge(gc.Loss):
+    """cs231n's multiclass SVM loss per example, sum_j max(0, s_j - s_y + 1) over j != y;
+    ``rule``: which margins count in the backward, ``gt`` (> 0) or ``ge`` (>= 0), both
+    valid at a margin of exactly 0, or ``mixed`` (the hunt's bug: dscores_j with > 0,
+    the count at the correct class with >= 0: one choice for s_j, another for s_y)."""
+
+    target_name = "target"
+
+    def __init__(self, rule: str = "gt"):
+        self.rule = rule
+
+    def prepare_target(self, target, y_shape):
+        return target.astype(np.int64).reshape(len(target))
+
+    def forward(self, y, target):
+        rows = np.arange(len(y))
+        m = y - y[rows, target][:, None] + 1.0
+        m[rows, target] = -np.inf
+        return np.maximum(m, 0.0).sum(axis=1), (m, target)
+
+    def backward(self, cache):
+        m, target = cache
+        count = m >= 0 if self.rule in ("ge", "mixed") else m > 0
+        d = (m >= 0 if self.rule == "ge" else m > 0).astype(float)
+        d[np.arange(len(m)), target] = -count.sum(axis=1)
+        return d
+
+
+def hinge_network(rng, rule: str) -> dict:
+    """Scores of N examples with one margin exactly 0 in each (s_j = s_y - 1)."""
+    n, c = int(rng.integers(1, 6)), int(rng.integers(3, 6))
+    y = rng.integers(0, c, n)
+    s = rng.standard_normal((n, c))
+    for i in range(n):
+        j = (y[i] + 1 + rng.integers(0, c - 1)) % c
+        s[i, j] = s[i, y[i]] - 1.0  # exactly: both are exact binary fractions apart
+    return {
+        "input": {"value": s.tolist(), "batched": True},
+        "layers": [{"type": "flatten", "name": "id"}],
+        "loss": {"type": "test_hinge", "rule": rule, "target": y.tolist()},
+    }
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from(range(len(MODES))))
+def test_hinge_losses_at_a_zero_margin(seed, mode):
+    """Both valid conventions pass; the mixed one fails, the loss blamed: along u = 1 each
+    example's loss does not move, so its dscores must sum to 0 (the hunt found it passing
+    in every mode, each element between its own one-sided slopes)."""
+    for rule in ("gt", "ge", "mixed"):
+        cfg = hinge_network(np.random.default_rng(seed), rule)
+        report = _check(cfg, MODES[mode])
+        if rule == "mixed":
+            assert report.exit_code == 1 and report.blamed_layers() == ["loss"]
+        else:
+            assert report.exit_code == 0 and report.blamed_layers() == [], rule
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _layers():
+    with registry_kept():
+        gc.register_layer("test_tie_pool")(TiePool)
+        gc.register_loss("test_hinge")(Hinge)
+        yield
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(0, 2**32 - 1),
+    st.sampled_from(RULES_RIGHT),
+    st.sampled_from(["alone", "upsample", "relu"]),
+    st.sampled_from(range(len(MODES))),
+)
+def test_every_valid_tie_break_passes(seed, rule, shape, mode):
+    cfg = network(np.random.default_rng(seed), rule, shape)
+    report = _check(cfg, MODES[mode])
+    assert report.exit_code == 0, (rule, shape, report.blamed_layers())
+    assert report.blamed_layers() == []
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(0, 2**32 - 1),
+    st.sampled_from(["alone", "upsample", "relu"]),
+    st.sampled_from(range(len(MODES))),
+)
+def test_the_all_ties_mask_fails_blamed(seed, shape, mode):
+    cfg = network(np.random.default_rng(seed), "all", shape)
+    report = _check(cfg, MODES[mode])
+    if abs(shifted_sum_error(cfg)) < 1e-6:  # no tied window the bug changes dx . 1 at
+        assert report.blamed_layers() in ([], ["pool"])
+        return
+    assert report.exit_code == 1
+    assert report.blamed_layers() == ["pool"]
+
+
+def test_the_found_case():
+    """The hunt's reduction: upsample by 2, then the all-ties pool: the identity, whose
+    gradient came out 4 times too large and passed as 4 kinks."""
+    cfg = {
+        "input": {"value": [[[[0.3, -1.2], [0.7, 2.0]]]], "batched": True},
+        "layers": [
+            {"type": "upsample2d", "name": "up", "scale": 2},
+            {"type": "test_tie_pool", "name": "pool", "rule": "all"},
+        ],
+        "loss": {"type": "upstream", "grad": [[[[1.0, 0.5], [0.8, -1.0]]]]},
+    }
+    report = gc.check(cfg, jobs=1)
+    assert report.exit_code == 1 and report.blamed_layers() == ["pool"]
+    (pool,) = [v for v in report.layers if v.name == "pool"]
+    assert "every tied maximum" in (pool.diagnosis or "")
