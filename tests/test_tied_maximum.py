@@ -141,13 +141,16 @@ class Hinge(gc.Loss):
 
 
 def hinge_network(rng, rule: str) -> dict:
-    """Scores of N examples with one margin exactly 0 in each (s_j = s_y - 1)."""
+    """Scores of N examples with one margin exactly 0 in each (s_j = s_y - 1): scores
+    in eighths, so that s_j - s_y + 1 is exact (a fresh draw of standard normal scores
+    rounded s_y - 1, the margin came out -2.2e-16, no kink, and the mixed backward
+    was right there)."""
     n, c = int(rng.integers(1, 6)), int(rng.integers(3, 6))
     y = rng.integers(0, c, n)
-    s = rng.standard_normal((n, c))
+    s = np.round(8 * rng.standard_normal((n, c))) / 8
     for i in range(n):
         j = (y[i] + 1 + rng.integers(0, c - 1)) % c
-        s[i, j] = s[i, y[i]] - 1.0  # exactly: both are exact binary fractions apart
+        s[i, j] = s[i, y[i]] - 1.0
     return {
         "input": {"value": s.tolist(), "batched": True},
         "layers": [{"type": "flatten", "name": "id"}],

@@ -61,7 +61,7 @@ import numpy as np
 
 from ..how_checked import HowChecked
 from ..problem import Problem
-from . import numeric
+from . import domain, numeric
 from .elements import check_tensor, unchecked
 from .numeric import EPS64
 from .verdict import smallest_subnormal
@@ -182,7 +182,7 @@ class _Line:
             t: moved[self.bounds[i] : self.bounds[i + 1]].reshape(self.shapes[i])
             for i, t in enumerate(self.names)
         }
-        f = float(self.objective.loss_at(tensors))
+        f = domain.loss_at(self.objective, tensors)  # NaN past the forward's domain
         np.subtract(moved, self.base, out=self.taken)
         return f - self.f0 - _dot(self.g, self.taken)
 

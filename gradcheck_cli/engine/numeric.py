@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import domain
+
 Progress = Callable[[int], None]  # called with the number of elements just finished
 
 #: The float64 machine epsilon, 2^-52 (np.finfo costs 3 ms at import).
@@ -201,10 +203,10 @@ def measured_losses(
     another thread's allocations meanwhile can only raise the figure). None when
     tracemalloc was already tracing: the caller's own measurement is left alone."""
     if tracemalloc.is_tracing():
-        return objective.losses(tensor, index[:p], delta[:p]), None
+        return domain.losses(objective, tensor, index[:p], delta[:p]), None
     tracemalloc.start()
     try:
-        losses = objective.losses(tensor, index[:p], delta[:p])
+        losses = domain.losses(objective, tensor, index[:p], delta[:p])
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -273,7 +275,9 @@ def evaluate(
     while start < k * m:
         stop = min(start + tuner.next_size(), k * m)
         started = time.thread_time()  # CPU time: other processes do not sway the choice
-        out[start:stop] = objective.losses(tensor, all_index[start:stop], all_delta[start:stop])
+        out[start:stop] = domain.losses(
+            objective, tensor, all_index[start:stop], all_delta[start:stop]
+        )
         tuner.record(stop - start, time.thread_time() - started)
         if progress is not None:
             progress(stop // m - start // m)

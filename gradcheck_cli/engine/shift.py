@@ -38,8 +38,10 @@ from .fast import analytic_eps, directional_test
 from .objective import LayerObjective, LossObjective
 from .passes import loss_forward, node_forward
 
-#: An error must exceed the test's tolerance plus this many times the ambiguity.
+#: An error must exceed the test's tolerance plus this many times the ambiguity ...
 AMBIGUITY_SAFETY = 2.0
+#: ... plus this many epsilons (of the analytic side's dtype) of the terms dx . u sums.
+ANALYTIC_ULPS = 64.0
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,12 @@ def shift_test(obj, tensor: str, eps: float, problem) -> ShiftResult | None:
     d = directional_test(obj, {tensor: u}, eps, analytic_eps(problem))
     if not d.smooth:
         return None
-    slack = AMBIGUITY_SAFETY * ambiguity(outputs, x, u, d.step)
+    spread, size = ambiguity(outputs, x, u, d.step)
+    # dx . u is a sum of the weights' terms, however much they cancel: a max pool adds
+    # two windows' deltas into one shared element, each rounded (a layer norm's deltas
+    # sum to 0 and dx . u came out -1.4e-17 against a slope of 5e-30: a fresh draw)
+    rounding = ANALYTIC_ULPS * analytic_eps(problem) * size
+    slack = AMBIGUITY_SAFETY * spread + rounding
     return ShiftResult(d.analytic, d.analytic + d.error, d.tolerance + slack)
 
 
@@ -114,17 +121,19 @@ def _outputs(obj, tensor: str):
     return None
 
 
-def ambiguity(outputs, x: np.ndarray, u: np.ndarray, step: float) -> float:
-    """sum_k |w_k| |R_k - L_k|: how far apart valid subgradients can put dx . u, from
-    each output's one-sided slopes along u at ``step`` (R_k = (y_k(x + s u) - y_k(x)) / s,
-    L_k likewise on the left; outputs: ``_outputs``)."""
+def ambiguity(outputs, x: np.ndarray, u: np.ndarray, step: float) -> tuple[float, float]:
+    """(sum_k |w_k| |R_k - L_k|, sum_k |w_k| (|R_k| + |L_k|) / 2): how far apart valid
+    subgradients can put dx . u, and the size of the terms it sums, from each output's
+    one-sided slopes along u at ``step`` (R_k = (y_k(x + s u) - y_k(x)) / s, L_k likewise
+    on the left; outputs: ``_outputs``). Infinite when not finite."""
     forward, weights = outputs
     with np.errstate(all="ignore"):
         # new arrays: a layer may keep what it is handed
         up, down, y0 = forward(x + step * u), forward(x - step * u), forward(x.copy())
-        gap = (up - y0) - (y0 - down)  # (R_k - L_k) * s, per output
-        total = float(np.abs(weights * gap).sum()) / step
-    return total if math.isfinite(total) else math.inf
+        right, left = np.abs(weights * (up - y0)), np.abs(weights * (y0 - down))
+        gap = float(np.abs(weights * ((up - y0) - (y0 - down))).sum()) / step
+        size = float((right + left).sum()) / (2 * step)
+    return tuple(v if math.isfinite(v) else math.inf for v in (gap, size))
 
 
 __all__ = ["ShiftResult", "ambiguity", "shift_test"]

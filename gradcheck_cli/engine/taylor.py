@@ -53,6 +53,7 @@ import numpy as np
 
 from ..how_checked import HowChecked
 from ..report import TensorCheck
+from . import domain
 from .numeric import EPS64
 
 #: Pass when the observed order is at least this (right: 2, wrong: 1).
@@ -193,7 +194,7 @@ def _along(
 
     def remainder(h: float) -> tuple[float, float]:
         """The signed remainder f(x + h v) - f(x) - h g.v (h < 0: along -v) and f."""
-        f = float(objective.loss_at({tensor: x + h * v}))
+        f = domain.loss_at(objective, {tensor: x + h * v})  # NaN past the forward's domain
         return f - f0 - h * slope, f
 
     noise = max(abs(remainder(s * PROBE_RELATIVE * h0)[0]) for s in (1.0, -1.0))
