@@ -188,8 +188,9 @@ def _own_noise(
     g = f[:, 0::2] + f[:, 1::2] - 2 * f0  # (K, 3)
     big, small = np.max(np.abs(g), axis=1), np.min(np.abs(g), axis=1)
     flat = (big <= 2 * small) & (np.all(g > 0, axis=1) | np.all(g < 0, axis=1))
-    grid = OWN_GRID_ULPS * numeric.EPS64 * at * np.max(np.abs(central), axis=1)
-    own = flat & (big / 2 <= grid)
+    with np.errstate(all="ignore"):  # an overflowed step's central difference: no grid
+        grid = OWN_GRID_ULPS * numeric.EPS64 * at * np.max(np.abs(central), axis=1)
+    own = flat & np.isfinite(grid) & (big / 2 <= grid)
     return np.where(own, np.maximum(rho, big / 2), rho)
 
 
