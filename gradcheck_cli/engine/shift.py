@@ -34,6 +34,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import PluginError
+from .domain import left_domain
 from .fast import analytic_eps, directional_test
 from .objective import LayerObjective, LossObjective
 from .passes import loss_forward, node_forward
@@ -129,7 +131,12 @@ def ambiguity(outputs, x: np.ndarray, u: np.ndarray, step: float) -> tuple[float
     forward, weights = outputs
     with np.errstate(all="ignore"):
         # new arrays: a layer may keep what it is handed
-        up, down, y0 = forward(x + step * u), forward(x - step * u), forward(x.copy())
+        try:
+            up, down, y0 = forward(x + step * u), forward(x - step * u), forward(x.copy())
+        except PluginError as exc:  # past the forward's domain: nothing to say
+            if not left_domain(exc):
+                raise
+            return math.inf, math.inf
         right, left = np.abs(weights * (up - y0)), np.abs(weights * (y0 - down))
         gap = float(np.abs(weights * ((up - y0) - (y0 - down))).sum()) / step
         size = float((right + left).sum()) / (2 * step)
