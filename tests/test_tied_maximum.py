@@ -226,3 +226,42 @@ def test_the_found_case():
     assert report.exit_code == 1 and report.blamed_layers() == ["pool"]
     (pool,) = [v for v in report.layers if v.name == "pool"]
     assert "every tied maximum" in (pool.diagnosis or "")
+
+
+class ClipDense(gc.Layer):
+    """y = W clamp(x, 0, 1) + b in one layer; the backward masks with 0 < x < 1, as
+    torch's hardtanh does: 0 at both bounds, a valid subgradient of each clamp."""
+
+    param_names = ("weight", "bias")
+
+    def output_shape(self, s):
+        return (1,)
+
+    def init_params(self, s, rng):
+        return {"weight": np.ones((1, s[0])), "bias": np.zeros(1)}
+
+    def forward(self, x, params):
+        c = np.clip(x, 0.0, 1.0)
+        return c @ params["weight"].T + params["bias"], (x, c)
+
+    def backward(self, dy, cache, params):
+        x, c = cache
+        open_ = (x > 0.0) & (x < 1.0)
+        return (dy @ params["weight"]) * open_, {"weight": dy.T @ c, "bias": dy.sum(0)}
+
+
+def test_separate_kinks_that_cancel_along_u_are_no_evidence():
+    """A hunt on the shift test: inputs at 0 and at 1, clamped and summed into one
+    output, which moves smoothly along u (one clamp opens as the other closes) while
+    dx = 0 is a valid choice at both bounds. Separate kinks do not interact, so the
+    shift test says nothing there (shift.coupled): it had failed the layer."""
+    with registry_kept():
+        gc.register_layer("test_clip_dense")(ClipDense)
+        cfg = {
+            "input": {"value": [[0.0, 1.0], [1.0, 0.0]], "batched": True},
+            "layers": [{"type": "test_clip_dense", "name": "cd"}],
+            "loss": {"type": "upstream", "grad": [[1.0], [0.5]]},
+        }
+        for mode in MODES:
+            report = gc.check(cfg, jobs=1, **mode)
+            assert report.exit_code == 0 and report.blamed_layers() == [], mode

@@ -223,7 +223,8 @@ class _Fold:
         (engine/shift.py): each tied element within its own slopes can still sum wrong."""
         if not v.kink.any():
             return
-        found = shift_test(obj, tensor, tol.eps, problem)
+        kinks = np.flatnonzero(np.asarray(v.kink).reshape(-1))
+        found = shift_test(obj, tensor, tol.eps, problem, kinks, problem.settings.max_memory)
         if found is None or not found.failed:
             return
         self.verdict.tensors_ok[tensor] = False

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import PluginError
+from . import numeric
 from .domain import left_domain
 from .fast import analytic_eps, directional_test
 from .objective import LayerObjective, LossObjective
@@ -44,6 +45,9 @@ from .passes import loss_forward, node_forward
 AMBIGUITY_SAFETY = 2.0
 #: ... plus this many epsilons (of the analytic side's dtype) of the terms dx . u sums.
 ANALYTIC_ULPS = 64.0
+#: Kinks interact when the slope along u and the sum of the elements' own one-sided
+#: slopes differ by more than this fraction of their size (plus the test's tolerance).
+COUPLING_TOL = 1e-3
 
 
 @dataclass(frozen=True)
@@ -73,10 +77,14 @@ class ShiftResult:
         )
 
 
-def shift_test(obj, tensor: str, eps: float, problem) -> ShiftResult | None:
+def shift_test(
+    obj, tensor: str, eps: float, problem, kinks: np.ndarray | None = None, max_memory: int = 0
+) -> ShiftResult | None:
     """The shift test of input ``tensor`` of an isolated layer (a slot name of a
     LayerObjective) or of the loss alone (a LossObjective's ``input``); None where it
-    says nothing: not an input, no elements, or no smooth step along u."""
+    says nothing: not an input, no elements, no smooth step along u, or (a failure,
+    with ``kinks``, the flat positions of the elements the element-wise check called
+    kinks) kinks that do not interact (``coupled``)."""
     outputs = _outputs(obj, tensor)
     if outputs is None:
         return None
@@ -93,7 +101,44 @@ def shift_test(obj, tensor: str, eps: float, problem) -> ShiftResult | None:
     # sum to 0 and dx . u came out -1.4e-17 against a slope of 5e-30: a fresh draw)
     rounding = ANALYTIC_ULPS * analytic_eps(problem) * size
     slack = AMBIGUITY_SAFETY * spread + rounding
-    return ShiftResult(d.analytic, d.analytic + d.error, d.tolerance + slack)
+    found = ShiftResult(d.analytic, d.analytic + d.error, d.tolerance + slack)
+    if found.failed and kinks is not None and not coupled(obj, tensor, u, kinks, d, max_memory):
+        return None
+    return found
+
+
+def coupled(obj, tensor: str, u: np.ndarray, kinks: np.ndarray, d, max_memory: int) -> bool:
+    """Whether the kinks interact along u: the slope along u differs from the sum of
+    each element's own one-sided slopes along it (u >= 0: right slopes for +u, left
+    slopes for -u), where each element that is no kink counts its numeric slope.
+
+    Tied maxima interact (each tied element alone raises a max by its full move, all
+    together by one move: a window's delta counted k times), and so do the margins of a
+    hinge loss; separate kinks do not. Separate kinks leave each element its own
+    interval of valid values, and dx . u can lie anywhere in their sum: a clamp to
+    [0, 1] of inputs at 0 and at 1 summed into one output moves smoothly along u (one
+    kink rises as the other falls), and a backward taking 0 at both bounds, as torch's
+    hardtanh does, is right there (found by a hunt on the shift test)."""
+    x = obj.tensors()[tensor]
+    flat = x.reshape(-1).astype(np.float64)
+    index = np.asarray(kinks, dtype=np.intp)
+    if not len(index):
+        return False
+    h = numeric.element_steps(flat[index], numeric.step_scale(flat), 1e-6)
+    e = numeric.evaluate(obj, tensor, index, np.stack([h, -h], axis=1), max_memory or 2**28)
+    with np.errstate(all="ignore"):
+        right = (e.f[:, 0] - e.f0) / e.offsets[:, 0]
+        left = (e.f0 - e.f[:, 1]) / -e.offsets[:, 1]
+    weights = u.reshape(-1)[index]
+    # the rest move smoothly: dx . u over them, as their checks passed
+    rest = d.analytic - float(
+        np.dot(np.asarray(obj.analytic[tensor], float).reshape(-1)[index], weights)
+    )
+    summed = (rest + float(np.dot(right, weights)), rest + float(np.dot(left, weights)))
+    slope = d.analytic + d.error
+    scale = float(np.abs(weights * right).sum() + np.abs(weights * left).sum()) + abs(slope)
+    room = d.tolerance + COUPLING_TOL * scale
+    return not all(np.isfinite(summed)) or any(abs(slope - s) > room for s in summed)
 
 
 def _outputs(obj, tensor: str):
