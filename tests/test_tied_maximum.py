@@ -265,3 +265,91 @@ def test_separate_kinks_that_cancel_along_u_are_no_evidence():
         for mode in MODES:
             report = gc.check(cfg, jobs=1, **mode)
             assert report.exit_code == 0 and report.blamed_layers() == [], mode
+
+
+class Relu6MaxHead(gc.Layer):
+    """y = W max_hw(clip(x, 0, 6)) + b over (C, H, W) inputs, one output; backward: the
+    first maximum of each channel, masked with 0 < x < 6 (torch's dx)."""
+
+    param_names = ("weight", "bias")
+
+    def output_shape(self, s):
+        return (1,)
+
+    def init_params(self, s, rng):
+        return {"weight": np.ones((1, s[0])), "bias": np.zeros(1)}
+
+    def forward(self, x, params):
+        c = np.clip(x, 0.0, 6.0).reshape(len(x), x.shape[1], -1)
+        m = c.max(axis=2)
+        return m @ params["weight"].T + params["bias"], (x, c, m)
+
+    def backward(self, dy, cache, params):
+        x, c, m = cache
+        first = c.argmax(axis=2)
+        d = np.zeros_like(c)
+        n, ch = np.meshgrid(np.arange(len(x)), np.arange(x.shape[1]), indexing="ij")
+        d[n, ch, first] = (dy @ params["weight"])[n, ch]
+        dx = d.reshape(x.shape) * ((x > 0.0) & (x < 6.0))
+        return dx, {"weight": dy.T @ m, "bias": dy.sum(0)}
+
+
+class LogOfPairMax(gc.Layer):
+    """y_k = log(max(x_2k, x_2k+1)); ``bug``: the delta to both when they tie."""
+
+    batch_independent = True
+
+    def __init__(self, bug: bool = False):
+        self.bug = bug
+
+    def output_shape(self, s):
+        return (s[0] // 2,)
+
+    def forward(self, x, params):
+        pairs = x.reshape(len(x), -1, 2)
+        with np.errstate(invalid="ignore", divide="ignore"):  # NaN past the domain
+            return np.log(pairs.max(axis=2)), pairs
+
+    def backward(self, dy, pairs, params):
+        top = pairs == pairs.max(axis=2, keepdims=True)
+        if not self.bug:
+            top[..., 1] &= ~top[..., 0]  # the first maximum only
+        dx = top * (dy / pairs.max(axis=2))[..., None]
+        return dx.reshape(len(pairs), -1), {}
+
+
+def test_kinks_of_two_kinds_in_one_output_are_not_moved_together():
+    """A hunt on the shift test: a blank channel (zeros, a max of tied zeros) and a
+    saturated one (all 6, clamped) summed into one output cancel along all-ones, where
+    torch's dx of 0 failed. Only the kink elements move together now (the saturated
+    sixes are no kink one by one), and the test passes it."""
+    x = np.zeros((1, 2, 2, 2))
+    x[0, 1] = 6.0
+    with registry_kept():
+        gc.register_layer("test_relu6_max_head")(Relu6MaxHead)
+        cfg = {
+            "input": {"value": x.tolist(), "batched": True},
+            "layers": [{"type": "test_relu6_max_head", "name": "head"}],
+            "loss": {"type": "upstream", "grad": [[1.0]]},
+        }
+        for mode in MODES:
+            report = gc.check(cfg, jobs=1, **mode)
+            assert report.exit_code == 0 and report.blamed_layers() == [], mode
+
+
+def test_tied_maxima_far_below_the_tensors_scale():
+    """A hunt: log(max(a, b)) with a = b = 1e-7 beside values of about 1, the delta sent
+    to both. The shift's usual step carried the tied values past log's domain and the
+    test said nothing; it now starts at a step of their own size."""
+    x = [[1e-7, 1e-7, 0.8, 0.3, 0.5, 1.2]]
+    with registry_kept():
+        gc.register_layer("test_log_pair_max")(LogOfPairMax)
+        for bug in (False, True):
+            cfg = {
+                "input": {"value": x, "batched": True},
+                "layers": [{"type": "test_log_pair_max", "name": "lm", "bug": bug}],
+                "loss": {"type": "upstream", "grad": [[1.0, 0.5, 2.0]]},
+            }
+            report = gc.check(cfg, jobs=1)
+            assert report.exit_code == (1 if bug else 0), bug
+            assert report.blamed_layers() == (["lm"] if bug else [])

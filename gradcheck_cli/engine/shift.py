@@ -11,14 +11,16 @@ slopes, while together they carry k times the delta. Upsampled by 2 and pooled b
 the network is the identity and its gradient was 4 times too large, yet the run passed
 with "4 kinks" (found by a hunt on cs231n-style layers).
 
-So where an isolated layer's input check met kinks, that input is moved as a whole along
-u = 1 / sqrt(n) (every element by the same amount), with the random-direction test of
-engine/fast.py: the slope of E = sum(delta * y) along u against dx . u. A max, a mean, a
-copy, a linear map and a normalisation each move smoothly along u, ties or not, so the
-test is smooth there, and a dx whose sum is wrong fails it. Where an output does kink
-along u (a ReLU at exactly 0), each output's one-sided slopes along u give the most a
-valid choice of subgradients can move dx . u: ``ambiguity`` = sum_k |delta_k| |R_k -
-L_k|, and only an error beyond the test's tolerance plus twice that fails.
+So where an isolated layer's input check met kinks, its K kink elements are moved
+together, along u = 1 / sqrt(K) on each of them (``_direction``), with the
+random-direction test of engine/fast.py: the slope of E = sum(delta * y) along u
+against dx . u. A max of tied elements moves smoothly along u, and a dx whose sum is
+wrong fails there. Where an output does kink along u (a ReLU at exactly 0), each
+output's one-sided slopes along u give the most a valid choice of subgradients can move
+dx . u: ``ambiguity`` = sum_k |delta_k| |R_k - L_k|, and only an error beyond the test's
+tolerance plus twice that fails. The test says nothing where E itself has two slopes
+along u at the point (``_one_slope``), and a failure counts only where the kinks
+interact (``coupled``): separate kinks leave each element its own interval.
 
 What it assumes: each output's subgradients project onto u within its one-sided slopes
 along u, true for a max or min of the inputs, any smooth output and their sums with
@@ -35,9 +37,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import PluginError
-from . import numeric
+from . import domain, numeric
 from .domain import left_domain
-from .fast import analytic_eps, directional_test
+from .fast import STEP_FACTOR, analytic_eps, directional_test
 from .objective import LayerObjective, LossObjective
 from .passes import loss_forward, node_forward
 
@@ -91,9 +93,9 @@ def shift_test(
     x = obj.tensors()[tensor]
     if x.size == 0:
         return None
-    u = np.full(x.shape, 1.0 / math.sqrt(x.size))
-    d = directional_test(obj, {tensor: u}, eps, analytic_eps(problem))
-    if not d.smooth:
+    u = _direction(x, kinks)
+    d = directional_test(obj, {tensor: u}, eps, analytic_eps(problem), _start(x, kinks, eps))
+    if not d.smooth or not _one_slope(obj, tensor, x, u, d):
         return None
     spread, size = ambiguity(outputs, x, u, d.step)
     # dx . u is a sum of the weights' terms, however much they cancel: a max pool adds
@@ -105,6 +107,49 @@ def shift_test(
     if found.failed and kinks is not None and not coupled(obj, tensor, u, kinks, d, max_memory):
         return None
     return found
+
+
+def _direction(x: np.ndarray, kinks: np.ndarray | None) -> np.ndarray:
+    """u: the kink elements moved together (1 / sqrt(K) each, 0 elsewhere), or every
+    element when the kinks are not given. Only the kinks: moving the elements that are
+    no kink of their own too can join a kink of another kind to them (a clamp at its
+    upper bound, all tied, beside a max of tied zeros in one output: the two cancel
+    along all-ones, where a valid dx of 0 failed; found by a hunt)."""
+    u = np.zeros(x.size)
+    if kinks is None or not len(kinks):
+        u[:] = 1.0
+    else:
+        u[np.asarray(kinks, dtype=np.intp)] = 1.0
+    return (u / math.sqrt(float(u.sum()))).reshape(x.shape)
+
+
+def _start(x: np.ndarray, kinks: np.ndarray | None, eps: float) -> float | None:
+    """The first step along u that moves each element by STEP_FACTOR eps times the
+    smallest nonzero |value| at a kink, when that is below the usual step: a step of the
+    tensor's scale carried two tied maxima of 1e-7 past a log's domain, and the test
+    said nothing (found by a hunt)."""
+    if kinks is None or not len(kinks):
+        return None
+    at = np.abs(x.reshape(-1)[np.asarray(kinks, dtype=np.intp)].astype(np.float64))
+    at = at[np.isfinite(at) & (at > 0)]
+    if not len(at):
+        return None
+    return STEP_FACTOR * eps * float(at.min()) * math.sqrt(len(kinks))
+
+
+def _one_slope(obj, tensor: str, x: np.ndarray, u: np.ndarray, d) -> bool:
+    """E has one slope along u at x: its one-sided slopes at the test's step agree
+    within the test's tolerance (and COUPLING_TOL of their size). A kink exactly at x
+    gives central differences of one value at every step, which the directional test
+    takes for smooth (ReLU6 inputs at 0 and at 6 into a global average pool: the right
+    slope counts the zeros, the left one the sixes; found by a hunt)."""
+    s = d.step
+    up = domain.loss_at(obj, {tensor: x + s * u})
+    down = domain.loss_at(obj, {tensor: x - s * u})
+    right, left = (up - obj.f0) / s, (obj.f0 - down) / s
+    if not (math.isfinite(right) and math.isfinite(left)):
+        return False
+    return abs(right - left) <= d.tolerance + COUPLING_TOL * (abs(right) + abs(left))
 
 
 def coupled(obj, tensor: str, u: np.ndarray, kinks: np.ndarray, d, max_memory: int) -> bool:
