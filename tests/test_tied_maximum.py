@@ -31,7 +31,8 @@ def _check(cfg: dict, mode: dict):
 class TiePool(gc.Layer):
     """2x2, stride-2 max pool over (N, C, H, W); ``rule`` says where a tied window's
     delta goes: to the first or last maximum, split evenly among them (all valid
-    subgradients), or ``all``: the whole delta to every one of them (the bug)."""
+    subgradients), or ``all``: the whole delta to every one of them, or ``half``: half
+    of it to the first (bugs)."""
 
     kinks = "ties"
 
@@ -56,6 +57,11 @@ class TiePool(gc.Layer):
             one = np.zeros_like(flat)
             one[np.arange(len(flat)), pick] = True
             top = one.reshape(top.shape)
+        if self.rule == "half":  # the bug: half the delta, to the first maximum only
+            flat = top.reshape(-1, 4)
+            one = np.zeros_like(flat)
+            one[np.arange(len(flat)), flat.argmax(axis=1)] = True
+            top = one.reshape(top.shape) * 0.5
         weights = top / top.sum(axis=-1, keepdims=True) if self.rule == "split" else top * 1.0
         dwin = weights * dy[..., None]
         n, c, h2, w2, _ = dwin.shape
@@ -209,6 +215,21 @@ def test_the_all_ties_mask_fails_blamed(seed, shape, mode):
         return
     assert report.exit_code == 1
     assert report.blamed_layers() == ["pool"]
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.integers(0, 2**32 - 1),
+    st.sampled_from(["alone", "upsample", "relu"]),
+    st.sampled_from(range(len(MODES))),
+)
+def test_half_the_delta_to_the_first_maximum_fails_blamed(seed, shape, mode):
+    """A hunt on the shift test: at a tie the first maximum's half delta equals the
+    central difference there, so that element passes at its first step and is no kink;
+    it must still move with its tie (shift._direction), or the bug passed."""
+    cfg = network(np.random.default_rng(seed), "half", shape)
+    report = _check(cfg, MODES[mode])
+    assert report.exit_code == 1 and report.blamed_layers() == ["pool"]
 
 
 def test_the_found_case():

@@ -94,7 +94,7 @@ def shift_test(
     if x.size == 0:
         return None
     u = _direction(x, kinks)
-    d = directional_test(obj, {tensor: u}, eps, analytic_eps(problem), _start(x, kinks, eps))
+    d = directional_test(obj, {tensor: u}, eps, analytic_eps(problem), _start(x, u, kinks, eps))
     if not d.smooth or not _one_slope(obj, tensor, x, u, d):
         return None
     spread, size = ambiguity(outputs, x, u, d.step)
@@ -115,15 +115,18 @@ def _direction(x: np.ndarray, kinks: np.ndarray | None) -> np.ndarray:
     no kink of their own too can join a kink of another kind to them (a clamp at its
     upper bound, all tied, beside a max of tied zeros in one output: the two cancel
     along all-ones, where a valid dx of 0 failed; found by a hunt)."""
-    u = np.zeros(x.size)
     if kinks is None or not len(kinks):
-        u[:] = 1.0
+        u = np.ones(x.size)
     else:
-        u[np.asarray(kinks, dtype=np.intp)] = 1.0
+        # every element equal to a kink's value: a tied maximum whose analytic value is
+        # the central difference (half the delta) passes at its first step and is no
+        # kink, yet must move with the rest of its tie (found by the same hunt)
+        flat = x.reshape(-1)
+        u = np.isin(flat, flat[np.asarray(kinks, dtype=np.intp)]).astype(np.float64)
     return (u / math.sqrt(float(u.sum()))).reshape(x.shape)
 
 
-def _start(x: np.ndarray, kinks: np.ndarray | None, eps: float) -> float | None:
+def _start(x: np.ndarray, u: np.ndarray, kinks: np.ndarray | None, eps: float) -> float | None:
     """The first step along u that moves each element by STEP_FACTOR eps times the
     smallest nonzero |value| at a kink, when that is below the usual step: a step of the
     tensor's scale carried two tied maxima of 1e-7 past a log's domain, and the test
@@ -134,7 +137,7 @@ def _start(x: np.ndarray, kinks: np.ndarray | None, eps: float) -> float | None:
     at = at[np.isfinite(at) & (at > 0)]
     if not len(at):
         return None
-    return STEP_FACTOR * eps * float(at.min()) * math.sqrt(len(kinks))
+    return STEP_FACTOR * eps * float(at.min()) * math.sqrt(float(np.count_nonzero(u)))
 
 
 def _one_slope(obj, tensor: str, x: np.ndarray, u: np.ndarray, d) -> bool:
