@@ -249,9 +249,9 @@ def test_the_found_case():
     assert "every tied maximum" in (pool.diagnosis or "")
 
 
-class ClipDense(gc.Layer):
-    """y = W clamp(x, 0, 1) + b in one layer; the backward masks with 0 < x < 1, as
-    torch's hardtanh does: 0 at both bounds, a valid subgradient of each clamp."""
+class OneOutputHead(gc.Layer):
+    """A layer with one output, y = W f(x) + b, W of ones over x's first axis after the
+    batch; subclasses give f in forward and backward."""
 
     param_names = ("weight", "bias")
 
@@ -260,6 +260,17 @@ class ClipDense(gc.Layer):
 
     def init_params(self, s, rng):
         return {"weight": np.ones((1, s[0])), "bias": np.zeros(1)}
+
+
+def passes_in_every_mode(cfg: dict) -> None:
+    for mode in MODES:
+        report = gc.check(cfg, jobs=1, **mode)
+        assert report.exit_code == 0 and report.blamed_layers() == [], mode
+
+
+class ClipDense(OneOutputHead):
+    """y = W clamp(x, 0, 1) + b in one layer; the backward masks with 0 < x < 1, as
+    torch's hardtanh does: 0 at both bounds, a valid subgradient of each clamp."""
 
     def forward(self, x, params):
         c = np.clip(x, 0.0, 1.0)
@@ -283,22 +294,12 @@ def test_separate_kinks_that_cancel_along_u_are_no_evidence():
             "layers": [{"type": "test_clip_dense", "name": "cd"}],
             "loss": {"type": "upstream", "grad": [[1.0], [0.5]]},
         }
-        for mode in MODES:
-            report = gc.check(cfg, jobs=1, **mode)
-            assert report.exit_code == 0 and report.blamed_layers() == [], mode
+        passes_in_every_mode(cfg)
 
 
-class Relu6MaxHead(gc.Layer):
+class Relu6MaxHead(OneOutputHead):
     """y = W max_hw(clip(x, 0, 6)) + b over (C, H, W) inputs, one output; backward: the
     first maximum of each channel, masked with 0 < x < 6 (torch's dx)."""
-
-    param_names = ("weight", "bias")
-
-    def output_shape(self, s):
-        return (1,)
-
-    def init_params(self, s, rng):
-        return {"weight": np.ones((1, s[0])), "bias": np.zeros(1)}
 
     def forward(self, x, params):
         c = np.clip(x, 0.0, 6.0).reshape(len(x), x.shape[1], -1)
@@ -353,9 +354,7 @@ def test_kinks_of_two_kinds_in_one_output_are_not_moved_together():
             "layers": [{"type": "test_relu6_max_head", "name": "head"}],
             "loss": {"type": "upstream", "grad": [[1.0]]},
         }
-        for mode in MODES:
-            report = gc.check(cfg, jobs=1, **mode)
-            assert report.exit_code == 0 and report.blamed_layers() == [], mode
+        passes_in_every_mode(cfg)
 
 
 def test_tied_maxima_far_below_the_tensors_scale():

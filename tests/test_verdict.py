@@ -206,6 +206,7 @@ def test_one_kink_anywhere_within_4h_is_covered_by_its_signature(jump):
             left=((f0 - minus) / s)[None],
             rounding=np.zeros(1),
             f=np.concatenate([plus, minus])[None],
+            gap_rounding=np.zeros(1),
         )
         r, q = verdict._kink_signature(scale)
         n, _ = verdict._richardson(scale)

@@ -219,7 +219,7 @@ class _Fold:
             self.diagnoses.append(f"{what}: {found}" if found else f"{what} is wrong")
 
     def shifted(self, obj, tensor: str, v: ElementVerdict, problem: Problem, tol: Tolerances):
-        """An input whose element-wise check met kinks, judged jointly along u = 1
+        """An input whose element-wise check met kinks, its tied elements judged jointly
         (engine/shift.py): each tied element within its own slopes can still sum wrong."""
         if not v.kink.any():
             return

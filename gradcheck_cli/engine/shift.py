@@ -1,4 +1,4 @@
-"""The shift test: a layer's dx at ties, judged jointly along the all-ones direction.
+"""The shift test: a layer's dx at ties, judged jointly along the tied elements.
 
 An element-wise check judges each input element alone. At a tie (a max-pool window of
 equal values: zeros after a ReLU, copies after an upsample) each tied element's one-sided
@@ -11,8 +11,9 @@ slopes, while together they carry k times the delta. Upsampled by 2 and pooled b
 the network is the identity and its gradient was 4 times too large, yet the run passed
 with "4 kinks" (found by a hunt on cs231n-style layers).
 
-So where an isolated layer's input check met kinks, its K kink elements are moved
-together, along u = 1 / sqrt(K) on each of them (``_direction``), with the
+So where an isolated layer's input check met kinks, its kink elements and every element
+equal in value to one (their ties) are moved together, u = 1 / sqrt(K) on each of those
+K (``_direction``), with the
 random-direction test of engine/fast.py: the slope of E = sum(delta * y) along u
 against dx . u. A max of tied elements moves smoothly along u, and a dx whose sum is
 wrong fails there. Where an output does kink along u (a ReLU at exactly 0), each
@@ -38,7 +39,6 @@ import numpy as np
 
 from ..errors import PluginError
 from . import domain, numeric
-from .domain import left_domain
 from .fast import STEP_FACTOR, analytic_eps, directional_test
 from .objective import LayerObjective, LossObjective
 from .passes import loss_forward, node_forward
@@ -72,8 +72,9 @@ class ShiftResult:
         ratio = self.analytic / self.numeric if self.numeric else math.inf
         times = f"{ratio:.3g} times " if math.isfinite(ratio) and ratio > 0 else ""
         return (
-            f"dx sums to {times}what moving every input together gives ({self.analytic:.6g} "
-            f"against {self.numeric:.6g} along u = 1/sqrt(n)), though each tied element alone "
+            f"dx sums to {times}what moving the tied inputs together gives "
+            f"({self.analytic:.6g} against {self.numeric:.6g} along u = 1/sqrt(K) on each of "
+            "the K tied inputs), though each tied element alone "
             "sat between its one-sided slopes: a gradient routed to every tied maximum "
             "instead of one?"
         )
@@ -110,8 +111,9 @@ def shift_test(
 
 
 def _direction(x: np.ndarray, kinks: np.ndarray | None) -> np.ndarray:
-    """u: the kink elements moved together (1 / sqrt(K) each, 0 elsewhere), or every
-    element when the kinks are not given. Only the kinks: moving the elements that are
+    """u: the kink elements and every element equal in value to one moved together
+    (1 / sqrt(K) on each of those K, 0 elsewhere), or every element when the kinks are
+    not given. Not every element: moving the elements that are
     no kink of their own too can join a kink of another kind to them (a clamp at its
     upper bound, all tied, beside a max of tied zeros in one output: the two cancel
     along all-ones, where a valid dx of 0 failed; found by a hunt)."""
@@ -227,7 +229,7 @@ def ambiguity(outputs, x: np.ndarray, u: np.ndarray, step: float) -> tuple[float
         try:
             up, down, y0 = forward(x + step * u), forward(x - step * u), forward(x.copy())
         except PluginError as exc:  # past the forward's domain: nothing to say
-            if not left_domain(exc):
+            if not domain.left_domain(exc):
                 raise
             return math.inf, math.inf
         right, left = np.abs(weights * (up - y0)), np.abs(weights * (y0 - down))

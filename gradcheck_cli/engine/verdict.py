@@ -131,11 +131,7 @@ class _Scale:
     #: (K,) rounding of the one-sided slopes' gap G(s) / s at h: rounding, or more where
     #: the element's own evaluations show f0 rounded apart (``_own_noise``); central
     #: differences never use f0, so only the gap's tests read it
-    gap_rounding: np.ndarray | None = None
-
-    @property
-    def even_rounding(self) -> np.ndarray:
-        return self.rounding if self.gap_rounding is None else self.gap_rounding
+    gap_rounding: np.ndarray
 
     @property
     def richardson(self) -> np.ndarray:
@@ -170,8 +166,9 @@ def _own_noise(
     """(K,): rho, or more where an element's own evaluations show f0 rounded apart from
     its neighbours by its own grid: the noise of the one-sided slopes' tests, which use
     f0 (central differences do not, and keep rho: an element whose central differences
-    wander in its steps' noise stays unresolved). f: (K, 6) at +-h, +-2h, +-4h, interleaved; at: the
-    elements' |values| (K,); central: their central differences (K, 3).
+    wander in its steps' noise stays unresolved). f: (K, 6) at +-h, +-2h, +-4h,
+    interleaved; at: the elements' |values| (K,); central: their central differences
+    (K, 3).
 
     The even part G(t) = f(v + t) + f(v - t) - 2 f0 of a smooth f grows like t^2, and
     by a kink like t. One that stays the same, within a factor of two and of one sign,
@@ -212,12 +209,12 @@ def _smooth(s: _Scale) -> np.ndarray:
     d1, d2 = c[:, 0] - c[:, 1], c[:, 1] - c[:, 2]
     ratio = np.abs(d2 - 4 * d1) <= SMOOTH_TOL * np.abs(4 * d1) + 8.0 * s.rounding
     gap = s.right - s.left
-    noise = 12.0 * s.even_rounding
+    noise = 12.0 * s.gap_rounding
     linear = (np.abs(gap[:, 1] - 2 * gap[:, 0]) <= SMOOTH_TOL * np.abs(2 * gap[:, 0]) + noise) & (
         np.abs(gap[:, 2] - 4 * gap[:, 0]) <= SMOOTH_TOL * np.abs(4 * gap[:, 0]) + noise
     )
     r, _ = _kink_signature(s)
-    even = np.abs(r) <= R_NOISE * s.even_rounding
+    even = np.abs(r) <= R_NOISE * s.gap_rounding
     return ratio & linear & even
 
 
@@ -361,6 +358,16 @@ def _off_the_kink(objective, tensor, index, a, settings, max_memory, state) -> N
     again = np.flatnonzero(state["kink"] & (distance > 0) & np.isfinite(distance))
     if len(again):
         retry(again, distance[again] / 8)
+
+
+def _kink_distances(kink, right, left, steps, rho: float, usual: np.ndarray) -> np.ndarray:
+    """``_kink_distance`` of the elements that are kinks (kink: (K,) bool), in units of
+    their usual steps (K,), 0 elsewhere."""
+    distance = np.zeros(len(kink))
+    if kink.any():
+        found = _kink_distance(right[kink], left[kink], steps[kink], rho)
+        distance[kink] = found / usual[kink]
+    return distance
 
 
 def _kink_distance(
@@ -706,8 +713,9 @@ def judge_elements(
             "numeric_value": numeric_value,
             "bound": bound,
             "spread": hi_all - lo_all,
-            # in units of each element's usual step, as ``step_factor`` is
-            "distance": _kink_distance(hist_r, hist_l, hist_s, rho) / usual[index],
+            # in units of each element's usual step, as ``step_factor`` is; read only at
+            # kinks, so worked out only there (this runs on every chunk)
+            "distance": _kink_distances(kink, hist_r, hist_l, hist_s, rho, usual[index]),
         }
         _off_the_kink(objective, tensor, index, a, settings, max_memory, state)
     if settings.strict_kinks:
