@@ -70,6 +70,9 @@ class Source:
 
 #: What a helper process rebuilt for the check of this token: {token: schedule.Rebuilt}.
 _PREPARED: dict[str, Any] = {}
+#: What a helper loaded ahead of the check's setup (``prepare_remote``): {token:
+#: (problem, (trace, gradients))}.
+_LOADED: dict[str, Any] = {}
 
 
 def judge_remote(source: Source, setup: Any, chunk: Any) -> Any:
@@ -99,31 +102,53 @@ def isolate_remote(source: Source, setup: Any, rng: Any, settings: Any, tol: Any
     return layers, rng.bit_generator.state
 
 
+def prepare_remote(source: Source) -> None:
+    """Load the config and run the analytic pass in this process, a helper, before the
+    check's setup is known (``ExecutorHelpers.prepare``); ``_prepared`` finishes the
+    rebuild. A failure here is raised again by the first chunk, which then goes back."""
+    if source.token not in _PREPARED and source.token not in _LOADED:
+        from .engine.schedule import analytic_of
+
+        problem = _load(source)
+        _LOADED.clear()  # one check at a time
+        _LOADED[source.token] = (problem, analytic_of(problem))
+
+
 def _prepared(source: Source, setup: Any) -> Any:
     """The check's ``schedule.Rebuilt`` in this process, made once per token."""
     built = _PREPARED.get(source.token)
     if built is None:
-        from pathlib import Path
-
-        from .config import load_problem, problem_from_dict
-        from .engine.passes import Calls
         from .engine.schedule import rebuild_all
-        from .errors import GradcheckError
 
         _PREPARED.clear()  # one check at a time: the last one's arrays go
-        Calls.enter("", "load")
-        try:
-            if isinstance(source.config, Mapping):
-                folder = Path(source.base_dir or os.getcwd())
-                problem = problem_from_dict(dict(source.config), base_dir=folder, seed=source.seed)
-            else:
-                problem = load_problem(source.config, seed=source.seed)
-        except GradcheckError as e:
-            raise HelperUnavailable(f"the config did not load here: {e}") from None
-        finally:
-            Calls.leave()
-        built = _PREPARED[source.token] = rebuild_all(problem, setup)
+        loaded = _LOADED.pop(source.token, None)
+        if loaded is None:
+            built = rebuild_all(_load(source), setup)
+        else:
+            built = rebuild_all(loaded[0], setup, loaded[1])
+        _PREPARED[source.token] = built
     return built
+
+
+def _load(source: Source) -> Any:
+    """The problem ``source`` names, freshly loaded (HelperUnavailable when it does not
+    load here); a hang or crash meanwhile is named as the config's load."""
+    from pathlib import Path
+
+    from .config import load_problem, problem_from_dict
+    from .engine.passes import Calls
+    from .errors import GradcheckError
+
+    Calls.enter("", "load")
+    try:
+        if isinstance(source.config, Mapping):
+            folder = Path(source.base_dir or os.getcwd())
+            return problem_from_dict(dict(source.config), base_dir=folder, seed=source.seed)
+        return load_problem(source.config, seed=source.seed)
+    except GradcheckError as e:
+        raise HelperUnavailable(f"the config did not load here: {e}") from None
+    finally:
+        Calls.leave()
 
 
 class ExecutorHelpers:
@@ -151,6 +176,15 @@ class ExecutorHelpers:
         self.setup: Any = None
         self._make = make
         self._made: concurrent.futures.Executor | None = None
+
+    def prepare(self) -> None:
+        """Start the helpers this object makes (not a caller's executor, whose workers
+        may be anywhere) and have each load the problem now (``prepare_remote``)."""
+        if self._make is None or self.executor is not None:
+            return
+        self.executor = self._made = self._make()
+        for _ in range(self.workers):  # the pool gives each task to a helper of its own
+            self.executor.submit(prepare_remote, self.source)
 
     def start(self, setup: Any) -> None:
         self.setup = setup

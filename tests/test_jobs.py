@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -373,6 +374,73 @@ def test_a_small_check_starts_no_helper(monkeypatch, tmp_path):
         helpers = jobs.ExecutorHelpers(counted, jobs.Source.of("unused"), 1, startup=1.0)
         run_check(load(CONFIGS / "example_d_stack.yaml"), helpers=helpers)
     assert counted.submitted == 0
+
+
+class Prepared:
+    """Helpers (engine/schedule.py) that only note the ``prepare`` hint."""
+
+    def __init__(self, workers: int = 1):
+        self.workers, self.prepared = workers, 0
+
+    def prepare(self):
+        self.prepared += 1
+
+
+@pytest.mark.parametrize(
+    ("values", "hinted"),
+    [
+        ({}, True),
+        ({"mode": "sample", "sample": 5}, True),
+        ({"mode": "fast"}, False),
+        ({"method": "taylor"}, False),
+    ],
+)
+def test_the_prepare_hint_goes_out_only_for_chunked_checks_large_enough(values, hinted):
+    """Helpers are asked to load the config beside this process only when the check
+    cuts chunks (central differences, full or sample mode) of PREPARE_ELEMENTS
+    elements or more; never when there are no helpers."""
+    from gradcheck_cli.options import merge
+
+    problem = load(CONFIGS / "example_d_stack.yaml")
+    problem = replace(problem, settings=merge(problem.settings, values))
+    for elements, want in (
+        (schedule.PREPARE_ELEMENTS, hinted),
+        (schedule.PREPARE_ELEMENTS - 1, False),
+    ):
+        helpers = Prepared()
+        schedule.prepare_early(problem, elements, helpers)
+        assert helpers.prepared == int(want), (values, elements)
+    schedule.prepare_early(problem, 10**9, None)  # no helpers: nothing to hint
+    schedule.prepare_early(problem, 10**9, Prepared(workers=0))
+
+
+def test_a_helper_that_loaded_ahead_gives_the_same_report(monkeypatch, cases):
+    """The prepare hint: the helpers this object makes load the config and run the
+    analytic pass before the setup is known, and the chunks then use what they loaded
+    (one load per check); the report is the one of a single process."""
+    monkeypatch.setattr(schedule, "PREPARE_ELEMENTS", 0)
+    path, _ = cases["graph"]
+    loads, rebuilt = [], []
+    real_load, real_rebuild = jobs._load, schedule.rebuild_all
+    monkeypatch.setattr(jobs, "_load", lambda source: loads.append(source) or real_load(source))
+
+    def rebuild_all(problem, setup, passed=None):
+        rebuilt.append(passed is not None)
+        return real_rebuild(problem, setup, passed)
+
+    monkeypatch.setattr(schedule, "rebuild_all", rebuild_all)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        counted = Counting(pool)
+        source = jobs.Source.of(path)
+        helpers = jobs.ExecutorHelpers(None, source, 1, eager=True, make=lambda: counted)
+        problem = load(path)
+        shared = run_check(problem, helpers=helpers)
+    alone = run_check(load(path))
+    # one load, by the hint, whose analytic pass the chunks' rebuild used
+    assert counted.submitted > 1 and len(loads) == 1 and rebuilt == [True]
+    assert json.loads(shared.to_json()) | {"timing": None} == json.loads(alone.to_json()) | {
+        "timing": None
+    }
 
 
 # --- the rule behind it: every element's verdict is its own ---------------------------

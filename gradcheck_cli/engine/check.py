@@ -35,7 +35,7 @@ from .objective import NetworkObjective
 from .passes import Calls, OutOfTime, analytic_pass, problem_params
 from .progress import PlannedTensor, ProgressCallback, Tracker
 from .purity import probe
-from .schedule import Helpers, check_plan
+from .schedule import Helpers, check_plan, prepare_early
 from .semantics import loss_warnings, noise_floor_warnings
 from .taylor import taylor_check
 from .verdict import ANALYTIC_ULPS
@@ -79,7 +79,9 @@ def run_check(
     chunks of the element-wise check (``--jobs``, engine/schedule.py); the report is the
     same with them or without."""
     started = time.perf_counter()
-    memory.require_fits(problem)  # a check too large is refused before any work (exit 2)
+    # a check too large is refused before any work (exit 2)
+    elements = memory.require_fits(problem).elements
+    prepare_early(problem, elements, helpers)  # helpers load the config beside this process
     tol, notes = tolerances(problem)
     trace, grads = analytic_pass(problem, problem_params(problem))
     purity = probe(problem, trace, grads)  # exit 3 for a non-deterministic forward
