@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gradcheck_cli as gc
+from gradcheck_cli.engine.fast import ISOLATION_SKIPPED
 
 RULES_RIGHT = ["first", "last", "split"]
 #: full, --fast, --sample 5: the options of gradcheck_cli.check
@@ -212,6 +213,11 @@ def test_the_all_ties_mask_fails_blamed(seed, shape, mode):
     report = _check(cfg, MODES[mode])
     if abs(shifted_sum_error(cfg)) < 1e-6:  # no tied window the bug changes dx . 1 at
         assert report.blamed_layers() in ([], ["pool"])
+        return
+    if report.exit_code == 0 and MODES[mode] == {"fast": True}:
+        # ties only at ReLU zeros leave every network gradient right: fast mode then
+        # checks no layer alone, and says so (a fresh draw: every window negative)
+        assert shape == "relu" and ISOLATION_SKIPPED in report.warnings
         return
     assert report.exit_code == 1
     assert report.blamed_layers() == ["pool"]

@@ -26,7 +26,7 @@ from .elements import check_elements, tensor_check
 from .kinks import split_upstream
 from .objective import LayerObjective, LossObjective, NetworkObjective, labelled, layer_energy
 from .passes import Gradients, Trace, loss_forward, node_forward, reduce_losses
-from .shift import shift_test
+from .shift import joint_shift_test, shift_test, ties_across
 
 if TYPE_CHECKING:
     import concurrent.futures
@@ -197,6 +197,8 @@ class _Fold:
             name, type_, True, 0.0, 0.0, 0, 0, {t: True for t in tensors}, directions=directions
         )
         self.diagnoses: list[str] = []
+        #: each input's kinks (flat positions), for the joint shift test
+        self.kinks: dict[str, np.ndarray] = {}
 
     def add(self, obj, tensor: str, index: np.ndarray, v: ElementVerdict, problem: Problem):
         wrong, unsure = bool(v.failed.any()), bool(v.inconclusive.any())
@@ -224,12 +226,38 @@ class _Fold:
         if not v.kink.any():
             return
         kinks = np.flatnonzero(np.asarray(v.kink).reshape(-1))
+        self.kinks[tensor] = kinks
         found = shift_test(obj, tensor, tol.eps, problem, kinks, problem.settings.max_memory)
         if found is None or not found.failed:
             return
         self.verdict.tensors_ok[tensor] = False
         self.verdict.passed = False
         self.diagnoses.append(f"{_gradient_label(self.verdict.name, tensor)}: {found.diagnosis()}")
+
+    def joined(self, obj, problem: Problem, tol: Tolerances):
+        """The inputs of a layer of several, their kinks and their ties across inputs
+        judged jointly (engine/shift.py ``joint_shift_test``), once each input's own
+        tests passed: an element-wise max of two equal inputs is a kink of each alone
+        (or passes a one-sided test along each one's gradient), and a backward routing
+        the delta to both sat within each one's slopes (found by a hunt)."""
+        slots = list(obj.slots()) if isinstance(obj, LayerObjective) else []
+        if len(slots) < 2 or not self.verdict.passed:
+            return
+        values = obj.tensors()
+        across = ties_across({t: values[t] for t in slots})
+        none = np.zeros(0, dtype=np.intp)
+        kinks = {t: np.union1d(self.kinks.get(t, none), across[t]).astype(np.intp) for t in slots}
+        if sum(1 for k in kinks.values() if len(k)) < 2:
+            return
+        found = joint_shift_test(obj, kinks, tol.eps, problem, problem.settings.max_memory)
+        if found is None or not found.failed:
+            return
+        self.verdict.passed = False
+        moved = [t for t in slots if len(kinks[t])]
+        for t in moved:
+            self.verdict.tensors_ok[t] = False
+        labels = ", ".join(_gradient_label(self.verdict.name, t) for t in moved)
+        self.diagnoses.append(f"{labels} together: {found.diagnosis()}")
 
     def done(self) -> LayerVerdict:
         self.verdict.diagnosis = "; ".join(self.diagnoses) or None
@@ -270,6 +298,7 @@ def element_verdict(
         v = _check_layer_tensor(obj, tensor, index, problem, tol)
         fold.add(obj, tensor, index, v, problem)
         fold.shifted(obj, tensor, v, problem, tol)
+    fold.joined(obj, problem, tol)
     fold.verdict.every_element = True
     return fold.done()
 
@@ -302,6 +331,7 @@ def directional_verdict(
         v = _check_layer_tensor(obj, t, index, problem, tol)
         fold.add(obj, t, index, v, problem)
         fold.shifted(obj, t, v, problem, tol)
+    fold.joined(obj, problem, tol)
     return fold.done()
 
 

@@ -47,9 +47,15 @@ from .passes import loss_forward, node_forward
 AMBIGUITY_SAFETY = 2.0
 #: ... plus this many epsilons (of the analytic side's dtype) of the terms dx . u sums.
 ANALYTIC_ULPS = 64.0
-#: Kinks interact when the slope along u and the sum of the elements' own one-sided
-#: slopes differ by more than this fraction of their size (plus the test's tolerance).
+#: E has one slope along u when its one-sided slopes differ by at most this fraction of
+#: their size (plus the test's tolerance).
 COUPLING_TOL = 1e-3
+#: Kinks interact when the slope along u and the sum of the elements' own one-sided
+#: slopes differ by more than the test's tolerance plus this many times those slopes'
+#: own error (their change from step h to 2h, and their rounding) ...
+SLOPE_SAFETY = 4.0
+#: ... plus this fraction of the size of the terms summed.
+COUPLING_REL = 1e-6
 
 
 @dataclass(frozen=True)
@@ -88,76 +94,131 @@ def shift_test(
     says nothing: not an input, no elements, no smooth step along u, or (a failure,
     with ``kinks``, the flat positions of the elements the element-wise check called
     kinks) kinks that do not interact (``coupled``)."""
-    outputs = _outputs(obj, tensor)
+    return joint_shift_test(obj, {tensor: kinks}, eps, problem, max_memory)
+
+
+def joint_shift_test(
+    obj, kinks: dict[str, np.ndarray | None], eps: float, problem, max_memory: int = 0
+) -> ShiftResult | None:
+    """The shift test of several inputs of one isolated layer moved together: ``kinks``
+    holds, for each input (a slot name), the flat positions of its elements the
+    element-wise check called kinks (None: move every element). Ties across inputs
+    move together: an element-wise max of two equal inputs is one tie, each input
+    alone at a kink, and a backward routing the delta to both sums to twice it
+    (``_direction``). One input: ``shift_test``."""
+    outputs = _outputs(obj, list(kinks))
     if outputs is None:
         return None
-    x = obj.tensors()[tensor]
-    if x.size == 0:
+    xs = {t: obj.tensors()[t] for t in kinks}
+    if any(x.size == 0 for x in xs.values()):
         return None
-    u = _direction(x, kinks)
-    d = directional_test(obj, {tensor: u}, eps, analytic_eps(problem), _start(x, u, kinks, eps))
-    if not d.smooth or not _one_slope(obj, tensor, x, u, d):
+    u = _direction(xs, kinks)
+    if u is None or (len(u) > 1 and sum(bool(v.any()) for v in u.values()) < 2):
+        return None  # several inputs of which one moves: that input's own test
+    d = directional_test(obj, u, eps, analytic_eps(problem), _start(xs, u, kinks, eps))
+    if not d.smooth or not _one_slope(obj, xs, u, d):
         return None
-    spread, size = ambiguity(outputs, x, u, d.step)
+    spread, size = ambiguity(outputs, xs, u, d.step)
     # dx . u is a sum of the weights' terms, however much they cancel: a max pool adds
     # two windows' deltas into one shared element, each rounded (a layer norm's deltas
     # sum to 0 and dx . u came out -1.4e-17 against a slope of 5e-30: a fresh draw)
     rounding = ANALYTIC_ULPS * analytic_eps(problem) * size
     slack = AMBIGUITY_SAFETY * spread + rounding
     found = ShiftResult(d.analytic, d.analytic + d.error, d.tolerance + slack)
-    if found.failed and kinks is not None and not coupled(obj, tensor, u, kinks, d, max_memory):
+    given = {t: k for t, k in kinks.items() if k is not None}
+    if found.failed and given and not coupled(obj, u, given, d, max_memory):
         return None
     return found
 
 
-def _direction(x: np.ndarray, kinks: np.ndarray | None) -> np.ndarray:
-    """u: the kink elements and every element equal in value to one moved together
-    (1 / sqrt(K) on each of those K, 0 elsewhere), or every element when the kinks are
-    not given. Not every element: moving the elements that are
-    no kink of their own too can join a kink of another kind to them (a clamp at its
-    upper bound, all tied, beside a max of tied zeros in one output: the two cancel
-    along all-ones, where a valid dx of 0 failed; found by a hunt)."""
-    if kinks is None or not len(kinks):
-        u = np.ones(x.size)
-    else:
-        # every element equal to a kink's value: a tied maximum whose analytic value is
-        # the central difference (half the delta) passes at its first step and is no
-        # kink, yet must move with the rest of its tie (found by the same hunt)
-        flat = x.reshape(-1)
-        u = np.isin(flat, flat[np.asarray(kinks, dtype=np.intp)]).astype(np.float64)
-    return (u / math.sqrt(float(u.sum()))).reshape(x.shape)
+def ties_across(xs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """For each input, the flat positions of its elements equal in value to an element of
+    another input: where inputs tie (an element-wise max of two equal inputs, zeros on
+    both sides), which each input's own checks cannot see, as each input alone sits at
+    a kink there and its one-sided slopes take any value between."""
+    flats = {t: np.asarray(x, dtype=np.float64).reshape(-1) for t, x in xs.items()}
+    out = {}
+    for t, flat in flats.items():
+        others = [f for o, f in flats.items() if o != t]
+        found = np.isin(flat, np.concatenate(others)) if others else np.zeros(flat.size, bool)
+        out[t] = np.flatnonzero(found)
+    return out
 
 
-def _start(x: np.ndarray, u: np.ndarray, kinks: np.ndarray | None, eps: float) -> float | None:
+def _direction(
+    xs: dict[str, np.ndarray], kinks: dict[str, np.ndarray | None]
+) -> dict[str, np.ndarray] | None:
+    """u: the kink elements and every element equal in value to one, in any of the
+    inputs, moved together (1 / sqrt(K) on each of those K, 0 elsewhere), or every
+    element of an input whose kinks are not given. Not every element: moving the
+    elements that are no kink of their own too can join a kink of another kind to them
+    (a clamp at its upper bound, all tied, beside a max of tied zeros in one output:
+    the two cancel along all-ones, where a valid dx of 0 failed; found by a hunt).
+    None when nothing moves."""
+    # every element equal to a kink's value: a tied maximum whose analytic value is the
+    # central difference (half the delta) passes at its first step and is no kink, yet
+    # must move with the rest of its tie (found by the same hunt)
+    values = [
+        x.reshape(-1)[np.asarray(kinks[t], dtype=np.intp)]
+        for t, x in xs.items()
+        if kinks[t] is not None
+    ]
+    tied = np.concatenate(values) if values else np.zeros(0)
+    u = {
+        t: (np.ones(x.size) if kinks[t] is None else np.isin(x.reshape(-1), tied).astype(float))
+        for t, x in xs.items()
+    }
+    total = sum(float(v.sum()) for v in u.values())
+    if total == 0:
+        return None
+    return {t: (v / math.sqrt(total)).reshape(xs[t].shape) for t, v in u.items()}
+
+
+def _start(
+    xs: dict[str, np.ndarray], u: dict[str, np.ndarray], kinks: dict, eps: float
+) -> float | None:
     """The first step along u that moves each element by STEP_FACTOR eps times the
     smallest nonzero |value| at a kink, when that is below the usual step: a step of the
     tensor's scale carried two tied maxima of 1e-7 past a log's domain, and the test
     said nothing (found by a hunt)."""
-    if kinks is None or not len(kinks):
+    given = [
+        np.abs(x.reshape(-1)[np.asarray(kinks[t], dtype=np.intp)].astype(np.float64))
+        for t, x in xs.items()
+        if kinks[t] is not None and len(kinks[t])
+    ]
+    if not given:
         return None
-    at = np.abs(x.reshape(-1)[np.asarray(kinks, dtype=np.intp)].astype(np.float64))
+    at = np.concatenate(given)
     at = at[np.isfinite(at) & (at > 0)]
     if not len(at):
         return None
-    return STEP_FACTOR * eps * float(at.min()) * math.sqrt(float(np.count_nonzero(u)))
+    moved = sum(np.count_nonzero(v) for v in u.values())
+    return STEP_FACTOR * eps * float(at.min()) * math.sqrt(float(moved))
 
 
-def _one_slope(obj, tensor: str, x: np.ndarray, u: np.ndarray, d) -> bool:
+def _moved(xs: dict[str, np.ndarray], u: dict[str, np.ndarray], step: float) -> dict:
+    """Each input moved by ``step`` along its part of u (new arrays)."""
+    return {t: x + step * u[t] for t, x in xs.items()}
+
+
+def _one_slope(obj, xs: dict[str, np.ndarray], u: dict[str, np.ndarray], d) -> bool:
     """E has one slope along u at x: its one-sided slopes at the test's step agree
     within the test's tolerance (and COUPLING_TOL of their size). A kink exactly at x
     gives central differences of one value at every step, which the directional test
     takes for smooth (ReLU6 inputs at 0 and at 6 into a global average pool: the right
     slope counts the zeros, the left one the sixes; found by a hunt)."""
     s = d.step
-    up = domain.loss_at(obj, {tensor: x + s * u})
-    down = domain.loss_at(obj, {tensor: x - s * u})
+    up = domain.loss_at(obj, _moved(xs, u, s))
+    down = domain.loss_at(obj, _moved(xs, u, -s))
     right, left = (up - obj.f0) / s, (obj.f0 - down) / s
     if not (math.isfinite(right) and math.isfinite(left)):
         return False
     return abs(right - left) <= d.tolerance + COUPLING_TOL * (abs(right) + abs(left))
 
 
-def coupled(obj, tensor: str, u: np.ndarray, kinks: np.ndarray, d, max_memory: int) -> bool:
+def coupled(
+    obj, u: dict[str, np.ndarray], kinks: dict[str, np.ndarray], d, max_memory: int
+) -> bool:
     """Whether the kinks interact along u: the slope along u differs from the sum of
     each element's own one-sided slopes along it (u >= 0: right slopes for +u, left
     slopes for -u), where each element that is no kink counts its numeric slope.
@@ -169,56 +230,77 @@ def coupled(obj, tensor: str, u: np.ndarray, kinks: np.ndarray, d, max_memory: i
     [0, 1] of inputs at 0 and at 1 summed into one output moves smoothly along u (one
     kink rises as the other falls), and a backward taking 0 at both bounds, as torch's
     hardtanh does, is right there (found by a hunt on the shift test)."""
-    x = obj.tensors()[tensor]
-    flat = x.reshape(-1).astype(np.float64)
-    index = np.asarray(kinks, dtype=np.intp)
-    if not len(index):
+    rest, right_sum, left_sum, size, error, met = d.analytic, 0.0, 0.0, 0.0, 0.0, False
+    for tensor, kink in kinks.items():
+        index = np.asarray(kink, dtype=np.intp)
+        if not len(index):
+            continue
+        met = True
+        flat = obj.tensors()[tensor].reshape(-1).astype(np.float64)
+        h = numeric.element_steps(flat[index], numeric.step_scale(flat), 1e-6)
+        offsets = np.stack([h, -h, 2 * h, -2 * h], axis=1)
+        e = numeric.evaluate(obj, tensor, index, offsets, max_memory or 2**28)
+        with np.errstate(all="ignore"):
+            slopes = (e.f - e.f0) / e.offsets  # right, left, right at 2h, left at 2h
+            rounding = 4 * _EPS * (np.abs(e.f) + abs(e.f0)) / np.abs(e.offsets)
+        right, left = slopes[:, 0], slopes[:, 1]
+        weights = u[tensor].reshape(-1)[index]
+        # each one-sided slope's own error: its change from h to 2h (the step's first
+        # order term), and rounding; where another kink lies within 2h it is large, and
+        # the kinks are taken for separate
+        own = np.abs(slopes[:, 2:] - slopes[:, :2]) + rounding[:, :2] + rounding[:, 2:]
+        # the rest move smoothly: dx . u over them, as their checks passed
+        analytic = np.asarray(obj.analytic[tensor], float).reshape(-1)[index]
+        rest -= float(np.dot(analytic, weights))
+        right_sum += float(np.dot(right, weights))
+        left_sum += float(np.dot(left, weights))
+        size += float(np.abs(weights * right).sum() + np.abs(weights * left).sum())
+        error += float((np.abs(weights)[:, None] * own).sum())
+    if not met:  # no kink element at all
         return False
-    h = numeric.element_steps(flat[index], numeric.step_scale(flat), 1e-6)
-    e = numeric.evaluate(obj, tensor, index, np.stack([h, -h], axis=1), max_memory or 2**28)
-    with np.errstate(all="ignore"):
-        right = (e.f[:, 0] - e.f0) / e.offsets[:, 0]
-        left = (e.f0 - e.f[:, 1]) / -e.offsets[:, 1]
-    weights = u.reshape(-1)[index]
-    # the rest move smoothly: dx . u over them, as their checks passed
-    rest = d.analytic - float(
-        np.dot(np.asarray(obj.analytic[tensor], float).reshape(-1)[index], weights)
-    )
-    summed = (rest + float(np.dot(right, weights)), rest + float(np.dot(left, weights)))
+    summed = (rest + right_sum, rest + left_sum)
     slope = d.analytic + d.error
-    scale = float(np.abs(weights * right).sum() + np.abs(weights * left).sum()) + abs(slope)
-    room = d.tolerance + COUPLING_TOL * scale
+    room = d.tolerance + SLOPE_SAFETY * error + COUPLING_REL * (size + abs(slope))
+    if not np.isfinite(room):
+        return False
     return not all(np.isfinite(summed)) or any(abs(slope - s) > room for s in summed)
 
 
-def _outputs(obj, tensor: str):
-    """(outputs, weights): outputs(x) gives what E weighs, each (M,) or (N, *out) array,
-    for the input ``tensor`` moved to x; weights, the same shape: E = sum(weights *
-    outputs). A layer's outputs under its delta; the loss's per-example losses under the
-    reduction's weights (1, or 1/N for a mean). None for any other tensor."""
+_EPS = float(np.finfo(np.float64).eps)
+
+
+def _outputs(obj, tensors: list[str]):
+    """(outputs, weights): outputs(moved) gives what E weighs, each (M,) or (N, *out)
+    array, for the inputs ``tensors`` moved to ``moved`` ({name: array}); weights, the
+    same shape: E = sum(weights * outputs). A layer's outputs under its delta; the
+    loss's per-example losses under the reduction's weights (1, or 1/N for a mean).
+    None when one of ``tensors`` is not such an input."""
     if isinstance(obj, LayerObjective):
-        slot = obj.slots().get(tensor)
-        if slot is None:
+        slots = obj.slots()
+        if not tensors or any(t not in slots for t in tensors):
             return None
 
-        def layer(x: np.ndarray) -> np.ndarray:
+        def layer(moved: dict[str, np.ndarray]) -> np.ndarray:
             xs = list(obj.xs)
-            xs[slot] = x
+            for t, x in moved.items():
+                xs[slots[t]] = x
             return node_forward(obj.node, xs, obj.params)[0]
 
         return layer, obj.delta
-    if isinstance(obj, LossObjective) and tensor == "input":
+    if isinstance(obj, LossObjective) and tensors == ["input"]:
         spec, n = obj.problem.loss, obj.x.shape[0]
 
-        def loss(x: np.ndarray) -> np.ndarray:
-            return np.asarray(loss_forward(spec, x, obj.target)[0])
+        def loss(moved: dict[str, np.ndarray]) -> np.ndarray:
+            return np.asarray(loss_forward(spec, moved["input"], obj.target)[0])
 
         scale = 1.0 / n if spec.reduction == "mean" else 1.0
         return loss, np.full(n, scale)
     return None
 
 
-def ambiguity(outputs, x: np.ndarray, u: np.ndarray, step: float) -> tuple[float, float]:
+def ambiguity(
+    outputs, xs: dict[str, np.ndarray], u: dict[str, np.ndarray], step: float
+) -> tuple[float, float]:
     """(sum_k |w_k| |R_k - L_k|, sum_k |w_k| (|R_k| + |L_k|) / 2): how far apart valid
     subgradients can put dx . u, and the size of the terms it sums, from each output's
     one-sided slopes along u at ``step`` (R_k = (y_k(x + s u) - y_k(x)) / s, L_k likewise
@@ -227,7 +309,8 @@ def ambiguity(outputs, x: np.ndarray, u: np.ndarray, step: float) -> tuple[float
     with np.errstate(all="ignore"):
         # new arrays: a layer may keep what it is handed
         try:
-            up, down, y0 = forward(x + step * u), forward(x - step * u), forward(x.copy())
+            up, down = forward(_moved(xs, u, step)), forward(_moved(xs, u, -step))
+            y0 = forward({t: x.copy() for t, x in xs.items()})
         except PluginError as exc:  # past the forward's domain: nothing to say
             if not domain.left_domain(exc):
                 raise
@@ -238,4 +321,4 @@ def ambiguity(outputs, x: np.ndarray, u: np.ndarray, step: float) -> tuple[float
     return tuple(v if math.isfinite(v) else math.inf for v in (gap, size))
 
 
-__all__ = ["ShiftResult", "ambiguity", "shift_test"]
+__all__ = ["ShiftResult", "ambiguity", "joint_shift_test", "shift_test", "ties_across"]
