@@ -23,7 +23,7 @@ from .blame import LOSS
 from .compare import ElementVerdict, Tolerances
 from .diagnose import diagnose
 from .elements import check_elements, tensor_check
-from .kinks import split_upstream
+from .kinks import break_ties, split_upstream
 from .objective import LayerObjective, LossObjective, NetworkObjective, labelled, layer_energy
 from .passes import Gradients, Trace, loss_forward, node_forward, reduce_losses
 from .shift import joint_shift_test, shift_test, ties_across
@@ -278,6 +278,7 @@ def _check_layer_tensor(obj, tensor: str, index: np.ndarray, problem: Problem, t
     v = check_elements(obj, tensor, index, tol, problem.settings.max_memory)
     if isinstance(obj, LayerObjective):  # ties where several kinks meet: engine/kinks.py
         v = split_upstream(obj, tensor, index, v, tol, problem.settings.max_memory, problem.dtype)
+        v = break_ties(obj, tensor, index, v, tol, problem.settings.max_memory)
     return v
 
 

@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import NumericalError
 from ..problem import Problem
 from ..report import Report
 from .blame import partly_checked, path_ok, unverified_readers
@@ -164,6 +165,138 @@ def split_upstream(
         inconclusive=v.inconclusive & ~settled,
         bound=v.bound,
     )
+
+
+#: A failed element tied in value with more elements than this (of its example) is
+#: not re-checked at broken ties (``break_ties``): too many orderings to vouch for it.
+MAX_PARTNERS = 8
+#: ... whose partners are moved apart by at most this fraction of their size.
+TIE_SPREAD = 1e-2
+
+
+def break_ties(
+    obj: LayerObjective,
+    tensor: str,
+    index: np.ndarray,
+    v: ElementVerdict,
+    tol: Tolerances,
+    max_memory: int,
+) -> ElementVerdict:
+    """Re-check an isolated layer's failed elements that tie in value with others of their
+    tensor (and example), with the ties broken; those whose analytic value is the
+    gradient of a piece active at the tie become kinks (still failures under
+    ``tol.strict_kinks``). Returns the updated verdict.
+
+    At a tie of three or more, an element moved alone explores only its highest and its
+    lowest place in the tie: a sort's middle slot, or a k-th largest whose tie spans
+    ranks k-1 to k+1 (moved alone, the element changes nothing: both slopes 0), is a
+    valid place for it that no single move reaches, so a right backward failed. Here
+    the element's M partners are moved apart by small distinct amounts (less than half
+    the gap to the nearest other value, so that no other order changes), r of them up
+    and the rest down, for every r in 0..M: the element then holds every place in its
+    tie once, and at each such point its check is an ordinary one. The element is a kink
+    when its analytic value passes there for some r, or lies between the values found
+    (a convex combination of the pieces' gradients, as a split of the delta is).
+    Whether the tie's values sum right is the shift test's to say (engine/shift.py)."""
+    retry = np.flatnonzero(v.failed)
+    values = obj.tensors().get(tensor)
+    if not len(retry) or values is None:
+        return v
+    flat = np.asarray(values, dtype=np.float64).reshape(-1)
+    rows = _example_size(obj, tensor, flat.size)
+    analytic = np.asarray(obj.analytic[tensor], dtype=np.float64).reshape(-1)
+    settled = np.zeros(len(v.failed), dtype=bool)
+    for p in retry:
+        element = int(index[p])
+        start = element - element % rows
+        row = flat[start : start + rows]
+        partners = start + np.flatnonzero(row == flat[element])
+        partners = partners[partners != element]
+        if not 0 < len(partners) <= MAX_PARTNERS or not np.isfinite(flat[element]):
+            continue
+        found = _at_broken_ties(obj, tensor, element, partners, row, tol, max_memory)
+        if found is None:
+            continue
+        passed, numeric, room = found
+        a = analytic[element]
+        if passed or numeric.min() - room <= a <= numeric.max() + room:
+            settled[p] = True
+    if not settled.any():
+        return v
+    return ElementVerdict(
+        numeric=v.numeric,
+        abs_error=v.abs_error,
+        rel_error=v.rel_error,
+        failed=v.failed if tol.strict_kinks else v.failed & ~settled,
+        kink=v.kink | settled,
+        jump=v.jump,
+        inconclusive=v.inconclusive & ~settled,
+        bound=v.bound,
+    )
+
+
+def _example_size(obj: LayerObjective, tensor: str, size: int) -> int:
+    """Elements per example of ``tensor`` when it is an input of a layer that treats
+    its examples apart (ties across examples change nothing), else the whole tensor."""
+    if tensor in obj.slots() and getattr(obj.node.layer, "batch_independent", False):
+        n = len(obj.xs[0])
+        if n and size % n == 0:
+            return size // n
+    return size
+
+
+def _at_broken_ties(obj, tensor, element, partners, row, tol, max_memory):
+    """(passed at some ordering, the numeric values found (M + 1,), their room): the
+    element's check with its partners moved apart, r of them up, for r = 0..M; None
+    when a check there is not conclusive."""
+    flat_value = np.asarray(obj.tensors()[tensor], dtype=np.float64).reshape(-1)[element]
+    others = np.unique(row[row != flat_value])
+    m = len(partners)
+    # distinct moves, all below half the gap to the nearest other value (no partner
+    # crosses another value or another partner) and TIE_SPREAD of the values' size (a
+    # log's input of 1e-5 stays in its domain)
+    size = abs(flat_value) or float(np.sqrt(np.mean(row * row))) or 1.0
+    spacing = TIE_SPREAD * size / (m + 1)
+    if len(others):
+        spacing = min(spacing, 0.5 * float(np.min(np.abs(others - flat_value))) / (m + 1))
+    moves = spacing * np.arange(1, m + 1)
+    order = np.random.default_rng(element).permutation(m)  # which partners go up first
+    passed, numeric, rooms = False, [], []
+    for r in range(m + 1):
+        up = np.zeros(m, dtype=bool)
+        up[order[:r]] = True
+        try:
+            moved = _moved(obj, tensor, partners, np.where(up, moves, -moves))
+            w = check_elements(moved, tensor, np.array([element]), tol, max_memory)
+        except (NumericalError, ArithmeticError):  # out of the forward's domain there
+            return None
+        if w.inconclusive[0] or w.kink[0] or w.jump[0] or not np.isfinite(w.numeric[0]):
+            # a kink of the element's own (a ReLU at 0 among other zeros), or another
+            # within the steps there: the ties were not what made it fail
+            return None
+        passed = passed or not w.failed[0]
+        numeric.append(float(w.numeric[0]))
+        bound = float(w.bound[0]) if np.isfinite(w.bound[0]) else 0.0
+        rooms.append(tol.atol + tol.rtol * abs(numeric[-1]) + bound)
+    return passed, np.array(numeric), max(rooms)
+
+
+def _moved(obj: LayerObjective, tensor: str, partners: np.ndarray, by: np.ndarray):
+    """The isolated objective with the elements ``partners`` of ``tensor`` moved ``by``,
+    its analytic values unchanged (those of the original point)."""
+    xs, params = list(obj.xs), dict(obj.params)
+    slots = obj.slots()
+    if tensor in slots:
+        new = xs[slots[tensor]].astype(np.float64, copy=True)
+        xs[slots[tensor]] = new
+    else:
+        name = tensor.rpartition(".")[2]
+        new = params[name].astype(np.float64, copy=True)
+        params[name] = new
+    new.reshape(-1)[partners] += by
+    with np.errstate(all="ignore"):
+        y, _ = node_forward(obj.node, xs, params)
+    return LayerObjective(obj.node, xs, params, obj.delta, layer_energy(y, obj.delta), obj.analytic)
 
 
 def settle_compound_kinks(report: Report, problem: Problem, tol: Tolerances) -> None:
