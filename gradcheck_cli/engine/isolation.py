@@ -235,12 +235,15 @@ class _Fold:
         self.diagnoses.append(f"{_gradient_label(self.verdict.name, tensor)}: {found.diagnosis()}")
 
     def joined(self, obj, problem: Problem, tol: Tolerances):
-        """The inputs of a layer of several, their kinks and their ties across inputs
-        judged jointly (engine/shift.py ``joint_shift_test``), once each input's own
-        tests passed: an element-wise max of two equal inputs is a kink of each alone
+        """The tensors of a layer of several (inputs and parameters), their kinks and
+        their ties across tensors judged jointly (engine/shift.py ``joint_shift_test``),
+        once each one's own tests passed: an element-wise max of two equal inputs is a
+        kink of each alone
         (or passes a one-sided test along each one's gradient), and a backward routing
         the delta to both sat within each one's slopes (found by a hunt)."""
-        slots = list(obj.slots()) if isinstance(obj, LayerObjective) else []
+        # inputs and parameters alike: a learned clip bound tied with an input, its delta
+        # sent to both, passed (found by a hunt)
+        slots = list(obj.tensors()) if isinstance(obj, LayerObjective) else []
         if len(slots) < 2 or not self.verdict.passed:
             return
         values = obj.tensors()

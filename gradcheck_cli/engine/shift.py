@@ -92,8 +92,9 @@ class ShiftResult:
 def shift_test(
     obj, tensor: str, eps: float, problem, kinks: np.ndarray | None = None, max_memory: int = 0
 ) -> ShiftResult | None:
-    """The shift test of input ``tensor`` of an isolated layer (a slot name of a
-    LayerObjective) or of the loss alone (a LossObjective's ``input``); None where it
+    """The shift test of tensor ``tensor`` of an isolated layer (an input slot's name or
+    ``<layer>.<param>``: ties inside a weight row a layer takes the max of) or of the
+    loss alone (a LossObjective's ``input``); None where it
     says nothing: not an input, no elements, no smooth step along u, or (a failure,
     with ``kinks``, the flat positions of the elements the element-wise check called
     kinks) kinks that do not interact (``coupled``)."""
@@ -103,8 +104,9 @@ def shift_test(
 def joint_shift_test(
     obj, kinks: dict[str, np.ndarray | None], eps: float, problem, max_memory: int = 0
 ) -> ShiftResult | None:
-    """The shift test of several inputs of one isolated layer moved together: ``kinks``
-    holds, for each input (a slot name), the flat positions of its elements the
+    """The shift test of several tensors of one isolated layer moved together (its inputs
+    and parameters: a clip whose learned bound ties with an input is one tie too):
+    ``kinks`` holds, for each tensor, the flat positions of its elements the
     element-wise check called kinks (None: move every element). Ties across inputs
     move together: an element-wise max of two equal inputs is one tie, each input
     alone at a kink, and a backward routing the delta to both sums to twice it
@@ -316,20 +318,24 @@ _EPS = float(np.finfo(np.float64).eps)
 
 def _outputs(obj, tensors: list[str]):
     """(outputs, weights): outputs(moved) gives what E weighs, each (M,) or (N, *out)
-    array, for the inputs ``tensors`` moved to ``moved`` ({name: array}); weights, the
-    same shape: E = sum(weights * outputs). A layer's outputs under its delta; the
-    loss's per-example losses under the reduction's weights (1, or 1/N for a mean).
-    None when one of ``tensors`` is not such an input."""
+    array, for the tensors ``tensors`` (a layer's inputs and parameters) moved to
+    ``moved`` ({name: array}); weights, the same shape: E = sum(weights * outputs). A
+    layer's outputs under its delta; the loss's per-example losses under the reduction's
+    weights (1, or 1/N for a mean). None when one of ``tensors`` is neither."""
     if isinstance(obj, LayerObjective):
         slots = obj.slots()
-        if not tensors or any(t not in slots for t in tensors):
+        params = {f"{obj.node.name}.{p}": p for p in obj.params}
+        if not tensors or any(t not in slots and t not in params for t in tensors):
             return None
 
         def layer(moved: dict[str, np.ndarray]) -> np.ndarray:
-            xs = list(obj.xs)
+            xs, ps = list(obj.xs), dict(obj.params)
             for t, x in moved.items():
-                xs[slots[t]] = x
-            return node_forward(obj.node, xs, obj.params)[0]
+                if t in slots:
+                    xs[slots[t]] = x
+                else:
+                    ps[params[t]] = x
+            return node_forward(obj.node, xs, ps)[0]
 
         return layer, obj.delta
     if isinstance(obj, LossObjective) and tensors == ["input"]:
