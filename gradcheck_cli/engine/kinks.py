@@ -155,6 +155,12 @@ def split_upstream(
         passed &= np.abs(halves - whole) <= allowed
     settled = np.zeros_like(retry)
     settled[np.flatnonzero(retry)[passed]] = True
+    return _settled(v, settled, tol)
+
+
+def _settled(v: ElementVerdict, settled: np.ndarray, tol: Tolerances) -> ElementVerdict:
+    """``v`` with the elements ``settled`` (K,) bool made kinks: no longer failed (still
+    failed under ``tol.strict_kinks``) nor inconclusive."""
     return ElementVerdict(
         numeric=v.numeric,
         abs_error=v.abs_error,
@@ -223,16 +229,7 @@ def break_ties(
             settled[p] = True
     if not settled.any():
         return v
-    return ElementVerdict(
-        numeric=v.numeric,
-        abs_error=v.abs_error,
-        rel_error=v.rel_error,
-        failed=v.failed if tol.strict_kinks else v.failed & ~settled,
-        kink=v.kink | settled,
-        jump=v.jump,
-        inconclusive=v.inconclusive & ~settled,
-        bound=v.bound,
-    )
+    return _settled(v, settled, tol)
 
 
 def _example_size(obj: LayerObjective, tensor: str, size: int) -> int:
