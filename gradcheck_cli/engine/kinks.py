@@ -249,10 +249,19 @@ def _example_size(obj: LayerObjective, tensor: str, size: int) -> int:
     return size
 
 
-def _at_broken_ties(obj, tensor, element, partners, row, tol, max_memory):
+def _at_broken_ties(
+    obj: LayerObjective,
+    tensor: str,
+    element: int,
+    partners: np.ndarray,
+    row: np.ndarray,
+    tol: Tolerances,
+    max_memory: int,
+) -> tuple[bool, np.ndarray, float] | None:
     """(passed at some ordering, the numeric values found (M + 1,), their room): the
-    element's check with its partners moved apart, r of them up, for r = 0..M; None
-    when a check there is not conclusive."""
+    check of the flat element ``element`` of ``tensor`` with its partners (M,) flat
+    positions, moved apart, r of them up, for r = 0..M; ``row`` (R,): the values of its
+    example. None when a check there is not conclusive."""
     flat_value = np.asarray(obj.tensors()[tensor], dtype=np.float64).reshape(-1)[element]
     others = np.unique(row[row != flat_value])
     m = len(partners)
