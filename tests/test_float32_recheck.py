@@ -274,3 +274,59 @@ def test_a_failure_behind_an_inconclusive_float32_layer_is_inconclusive():
     assert report.exit_code == 3 and report.blamed_layers() == []
     assert "dtype: float64" in (report.check("conv2d_1.weight").diagnosis or "")
     assert gc.check({**SLOW_DRAW, "dtype": "float64"}, jobs=1).exit_code == 0
+
+
+class RoundedSelu(gc.Layer):
+    """SELU whose backward uses its constants rounded to 5 digits (1.0507, 1.6733): dx
+    2.2e-5 off where x < 0 (a hunt's layer)."""
+
+    batch_independent = True
+    kinks = "x = 0"
+
+    def output_shape(self, s):
+        return s
+
+    def forward(self, x, params):
+        return 1.0507009873554805 * np.where(
+            x > 0, x, 1.6732632423543772 * np.expm1(np.minimum(x, 0))
+        ), x
+
+    def backward(self, dy, x, params):
+        return dy * 1.0507 * np.where(x > 0, 1.0, 1.6733 * np.exp(np.minimum(x, 0))), {}
+
+
+def test_float32_names_the_tensors_where_its_allowance_hides_small_bugs():
+    """In float32 each analytic element is allowed 64 float32 epsilons of the network's
+    largest gradient term: on a tensor of small gradients, a share of 1e-4 or more of
+    them. The rounded SELU passes there and fails in float64; the report says which
+    tensors a bug that small can pass on, and to re-run in float64."""
+    from conftest import registry_kept
+
+    cfg = {
+        "seed": 3,
+        "dtype": "float32",
+        "input": {
+            "value": [
+                [-4.7596, -2.5398, -0.885, -0.5505, 2.6401],
+                [5.1623, -4.5618, 0.1669, -1.387, -1.8989],
+                [-6.2811, -3.0658, -2.4813, -4.1561, 1.2228],
+            ],
+            "batched": True,
+        },
+        "layers": [
+            {"type": "dense", "name": "pre", "out_features": 8},
+            {"type": "test_rounded_selu", "name": "selu"},
+            {"type": "dense", "name": "head", "out_features": 3},
+        ],
+        "loss": {"type": "softmax_cross_entropy", "target": [1, 1, 1]},
+    }
+    with registry_kept():
+        gc.register_layer("test_rounded_selu")(RoundedSelu)
+        report = gc.check(cfg, jobs=1)
+        wide = [w for w in report.warnings if "a bug smaller than that share passes" in w]
+        assert report.exit_code in (0, 3) and wide and "input" in wide[0]
+        assert "dtype: float64" in wide[0]
+        assert gc.check({**cfg, "dtype": "float64"}, jobs=1).exit_code == 1
+    root = __import__("pathlib").Path(__file__).resolve().parent.parent
+    example = gc.check(root / "configs" / "example_a.yaml", jobs=1)  # float64: no such line
+    assert not any("a bug smaller than that share" in w for w in example.warnings)

@@ -36,9 +36,9 @@ from .passes import Calls, OutOfTime, analytic_pass, problem_params
 from .progress import PlannedTensor, ProgressCallback, Tracker
 from .purity import probe
 from .schedule import Helpers, check_plan, prepare_early
-from .semantics import loss_warnings, noise_floor_warnings
+from .semantics import float32_allowance_warning, loss_warnings, noise_floor_warnings
 from .taylor import taylor_check
-from .verdict import ANALYTIC_ULPS
+from .verdict import ANALYTIC_ULPS, gradient_scale
 
 
 class CheckInterrupted(Exception):
@@ -151,6 +151,11 @@ def run_check(
         purity.apply(report)  # after blame and diagnosis, which judge numeric failures
         report.warnings.extend(unresolved_notes(report))
         report.warnings.extend(noise_floor_warnings(problem, report.checks))
+        report.warnings.extend(
+            float32_allowance_warning(
+                problem, report.checks, gradient_scale(objective), ANALYTIC_ULPS
+            )
+        )
     except KeyboardInterrupt as stop:
         # the tensors in progress, with the elements they finished (engine/elements.py,
         # engine/schedule.py)
