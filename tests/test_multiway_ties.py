@@ -235,3 +235,58 @@ def test_an_isolated_layer_step_below_its_rounding_is_not_a_failure():
     }
     report = gc.check(cfg, jobs=1)
     assert report.exit_code in (0, 3) and report.blamed_layers() == []
+
+
+class L2Norm(gc.Layer):
+    """y = x / sqrt(sum x^2 + 1e-3) per row: smooth, every output coupled to every input."""
+
+    batch_independent = True
+
+    def output_shape(self, shape):
+        return shape
+
+    def forward(self, x, params):
+        n = np.sqrt((x * x).sum(axis=1, keepdims=True) + 1e-3)
+        return x / n, (x, n)
+
+    def backward(self, dy, cache, params):
+        x, n = cache
+        return dy / n - x * (dy * x).sum(axis=1, keepdims=True) / n**3, {}
+
+
+def test_a_smooth_layer_whose_slope_follows_the_moves_is_no_tie():
+    """Equal inputs of a smooth layer that couples them: moving the partners changes the
+    element's slope in proportion to the move, not by a tie's piece. An analytic value
+    equal to the slope at one moved point (wrong at the real point) must not be excused:
+    the slope at half the moves differs, so break_ties says nothing."""
+    from gradcheck_cli.api import load
+    from gradcheck_cli.engine import kinks
+    from gradcheck_cli.engine.check import tolerances
+    from gradcheck_cli.engine.elements import check_elements
+    from gradcheck_cli.engine.isolation import objectives
+    from gradcheck_cli.engine.objective import NetworkObjective
+    from gradcheck_cli.engine.passes import analytic_pass, problem_params
+
+    cfg = {
+        "input": {"value": [[1.0, 1.0, 1.0, -2.0, 0.5]], "batched": True},
+        "layers": [{"type": "test_l2_norm", "name": "n"}],
+        "loss": {"type": "upstream", "grad": [[0.3, -0.7, 1.1, 0.4, -0.2]]},
+    }
+    with registry_kept():
+        gc.register_layer("test_l2_norm")(L2Norm)
+        problem = load(cfg)
+        trace, grads = analytic_pass(problem, problem_params(problem))
+        net = NetworkObjective.build(problem, trace, grads, problem_params(problem, np.float64))
+        tol = tolerances(problem)[0]
+        (obj,) = [o for name, _, o in objectives(problem, net, trace, grads) if name == "n"]
+        # the slope of element 0 with its partners 1 and 2 moved as break_ties moves them
+        # at r = 0 (both down): an analytic value "right" there
+        spacing = kinks.TIE_SPREAD * 1.0 / 3
+        moved = kinks._moved(obj, "input", np.array([1, 2]), -spacing * np.array([1.0, 2.0]))
+        there = check_elements(moved, "input", np.array([0]), tol, 1 << 28).numeric[0]
+        obj.analytic = {**obj.analytic, "input": obj.analytic["input"].copy()}
+        obj.analytic["input"].reshape(-1)[0] = there
+        v = check_elements(obj, "input", np.array([0]), tol, 1 << 28)
+        assert v.failed[0]  # wrong at the real point
+        after = kinks.break_ties(obj, "input", np.array([0]), v, tol, 1 << 28)
+        assert after.failed[0] and not after.kink[0]
