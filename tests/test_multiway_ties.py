@@ -290,3 +290,26 @@ def test_a_smooth_layer_whose_slope_follows_the_moves_is_no_tie():
         assert v.failed[0]  # wrong at the real point
         after = kinks.break_ties(obj, "input", np.array([0]), v, tol, 1 << 28)
         assert after.failed[0] and not after.kink[0]
+
+
+def test_fast_mode_isolates_the_layers_after_a_direction_disagreed():
+    """A fresh draw: a sort of four tied zeros (and -0.5) giving each tied element its
+    tie's whole delta. Under --fast every random direction disagreed, the input's
+    elements then each passed alone (at the noise floor, no kink proven), and the run
+    passed with the layers' isolation skipped. A pass after a disagreeing direction now
+    isolates each layer direction first, as one with kinks does: the sort fails blamed."""
+    with registry_kept():
+        gc.register_layer("test_sort")(Sort)
+        cfg = {
+            "input": {"value": [[-0.0, -0.0, -0.0, -0.5, -0.0]], "batched": True},
+            "layers": [
+                {"type": "test_sort", "name": "s", "rule": "tiesum"},
+                {"type": "dense", "name": "head", "out_features": 3},
+            ],
+            "loss": {"type": "softmax_cross_entropy", "target": [1]},
+            "seed": 208320286,  # the draw's: the head's weights
+        }
+        wrong = gc.check(cfg, jobs=1, fast=True)
+        assert wrong.exit_code == 1 and wrong.blamed_layers() == ["s"]
+        cfg["layers"][0]["rule"] = "stable"
+        assert gc.check(cfg, jobs=1, fast=True).exit_code == 0

@@ -50,8 +50,9 @@ def isolation_mode(problem: Problem, report: Report) -> Isolation:
     tensor passed,
     full and sample mode check each layer direction first, and fast mode skips the
     isolation (``layers`` stays empty and a note says so): it would cost more than the
-    fast check itself. Unless a network tensor passed with kinks: then fast mode too
-    checks each layer direction first, for the shift test at ties (engine/shift.py).
+    fast check itself. Unless a network tensor passed with kinks, or after its direction
+    disagreed (localised): then fast mode too checks each layer direction first, for
+    the shift test at ties (engine/shift.py).
     """
     passed = all(c.passed for c in report.checks)
     if problem.settings.mode is Mode.FAST:
@@ -62,8 +63,12 @@ def isolation_mode(problem: Problem, report: Report) -> Isolation:
             return Isolation.ELEMENTS
         # a pass that took kinks: each tied element alone can sit between its slopes
         # while together they sum wrong, which only a layer's own shift test sees
-        # (engine/shift.py: a max pool routing its delta to every tied maximum)
-        return Isolation.DIRECTIONS if any(c.kinks for c in report.checks) else Isolation.SKIP
+        # (engine/shift.py: a max pool routing its delta to every tied maximum); and a
+        # pass whose directions disagreed, every element then passing on its own: the
+        # disagreement is what moving elements together showed (a sort giving each tied
+        # zero its tie's whole delta: each element at the noise floor alone)
+        doubt = any(c.kinks or c.localised for c in report.checks)
+        return Isolation.DIRECTIONS if doubt else Isolation.SKIP
     if problem.settings.mode is Mode.BUDGET:
         return Isolation.DIRECTIONS
     return Isolation.DIRECTIONS if passed else Isolation.ELEMENTS
