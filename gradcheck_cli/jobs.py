@@ -122,11 +122,8 @@ def _prepared(source: Source, setup: Any) -> Any:
 
         _PREPARED.clear()  # one check at a time: the last one's arrays go
         loaded = _LOADED.pop(source.token, None)
-        if loaded is None:
-            built = rebuild_all(_load(source), setup)
-        else:
-            built = rebuild_all(loaded[0], setup, loaded[1])
-        _PREPARED[source.token] = built
+        problem, passed = (_load(source), None) if loaded is None else loaded
+        built = _PREPARED[source.token] = rebuild_all(problem, setup, passed)
     return built
 
 

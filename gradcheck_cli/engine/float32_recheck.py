@@ -22,8 +22,9 @@ is float32's, not the code's, when
   allows (batch norm's dx subtracts the mean of nearly equal upstream values: 1e-4
   relative in float32, and as much under one-epsilon moves), and the rest of the
   disagreement comes from what the float32 forward computed; and
-- forward and backward run again in float64 pass the element-wise check the float32
-  ones failed: the code is right.
+- forward and backward run again in float64 pass the layer's checks the float32 ones
+  failed (the element-wise check with its kink rules, and the tie tests: engine/
+  isolation.py): the code is right.
 
 Such a tensor becomes inconclusive in isolation (``tensors_ok`` None, listed in
 ``LayerVerdict.float32_only``), the layer is not blamed, and a network-level failure
@@ -46,9 +47,7 @@ from ..problem import Problem
 from ..report import LayerVerdict
 from .compare import Tolerances
 from .copies import arrays_in, copy_tree
-from .elements import check_elements
-from .isolation import _Fold
-from .kinks import break_ties, split_upstream
+from .isolation import _Fold, check_layer_tensor
 from .objective import LayerObjective, NetworkObjective, labelled, layer_energy
 from .passes import Gradients, Trace, node_backward, node_forward
 
@@ -87,7 +86,6 @@ def recheck_in_float64(
     tol64 = dataclasses.replace(tol, analytic_eps=float(np.finfo(np.float64).eps))
     problem64 = dataclasses.replace(problem, dtype="float64")
     nodes = {node.name: node for node in problem.network}
-    max_memory = problem.settings.max_memory
     eps32 = float(np.finfo(np.dtype(problem.dtype)).eps)
     for v in verdicts:
         node, failed = nodes.get(v.name), v.failed_tensors
@@ -126,9 +124,7 @@ def recheck_in_float64(
             if not np.all(np.abs(a32 - on_cache[t]) <= allowed):
                 continue  # its backward's own float32 arithmetic strays: the code's
             index = np.arange(obj.tensors()[t].size)
-            w = check_elements(obj, t, index, tol64, max_memory)
-            w = split_upstream(obj, t, index, w, tol64, max_memory, np.float64)
-            w = break_ties(obj, t, index, w, tol64, max_memory)
+            w = check_layer_tensor(obj, t, index, problem64, tol64)
             fold.shifted(obj, t, w, problem64, tol64)
             if not w.failed.any():
                 only.append(t)

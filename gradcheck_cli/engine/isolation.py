@@ -240,19 +240,17 @@ class _Fold:
         self.diagnoses.append(f"{_gradient_label(self.verdict.name, tensor)}: {found.diagnosis()}")
 
     def joined(self, obj, problem: Problem, tol: Tolerances):
-        """The tensors of a layer of several (inputs and parameters), their kinks and
-        their ties across tensors judged jointly (engine/shift.py ``joint_shift_test``),
-        once each one's own tests passed: an element-wise max of two equal inputs is a
-        kink of each alone
-        (or passes a one-sided test along each one's gradient), and a backward routing
-        the delta to both sat within each one's slopes (found by a hunt)."""
-        # inputs and parameters alike: a learned clip bound tied with an input, its delta
-        # sent to both, passed (found by a hunt)
-        slots = list(obj.tensors()) if isinstance(obj, LayerObjective) else []
+        """The tensors of a layer of several (inputs and parameters alike), their kinks
+        and their ties across tensors judged jointly (engine/shift.py
+        ``joint_shift_test``), once each one's own tests passed: an element-wise max of
+        two equal inputs is a kink of each alone (or passes a one-sided test along each
+        one's gradient), and a backward routing the delta to both sat within each one's
+        slopes; so did a learned clip bound tied with its input (found by hunts)."""
+        values = obj.tensors() if isinstance(obj, LayerObjective) else {}
+        slots = list(values)
         if len(slots) < 2 or not self.verdict.passed:
             return
-        values = obj.tensors()
-        across = ties_across({t: values[t] for t in slots})
+        across = ties_across(values)
         none = np.zeros(0, dtype=np.intp)
         kinks = {t: np.union1d(self.kinks.get(t, none), across[t]).astype(np.intp) for t in slots}
         if sum(1 for k in kinks.values() if len(k)) < 2:
@@ -282,7 +280,7 @@ def _gradient_label(layer: str, tensor: str) -> str:
     return tensor.rpartition(".")[2]
 
 
-def _check_layer_tensor(obj, tensor: str, index: np.ndarray, problem: Problem, tol: Tolerances):
+def check_layer_tensor(obj, tensor: str, index: np.ndarray, problem: Problem, tol: Tolerances):
     v = check_elements(obj, tensor, index, tol, problem.settings.max_memory)
     if isinstance(obj, LayerObjective):  # ties where several kinks meet: engine/kinks.py
         v = split_upstream(obj, tensor, index, v, tol, problem.settings.max_memory, problem.dtype)
@@ -304,7 +302,7 @@ def element_verdict(
     fold = _Fold(name, type_, list(obj.tensors()))
     for tensor, value in obj.tensors().items():
         index = np.arange(value.size)
-        v = _check_layer_tensor(obj, tensor, index, problem, tol)
+        v = check_layer_tensor(obj, tensor, index, problem, tol)
         fold.add(obj, tensor, index, v, problem)
         fold.shifted(obj, tensor, v, problem, tol)
     fold.joined(obj, problem, tol)
@@ -337,7 +335,7 @@ def directional_verdict(
         if fast.one_sided_test(obj, {t: fast.support_direction(g, rng)}, tol.eps, a_eps).passed:
             continue
         index = np.arange(obj.tensors()[t].size)
-        v = _check_layer_tensor(obj, t, index, problem, tol)
+        v = check_layer_tensor(obj, t, index, problem, tol)
         fold.add(obj, t, index, v, problem)
         fold.shifted(obj, t, v, problem, tol)
     fold.joined(obj, problem, tol)

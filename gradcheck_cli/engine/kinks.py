@@ -260,9 +260,10 @@ def _at_broken_ties(
 ) -> tuple[bool, np.ndarray, float] | None:
     """(passed at some ordering, the numeric values found (M + 1,), their room): the
     check of the flat element ``element`` of ``tensor`` with its partners (M,) flat
-    positions, moved apart, r of them up, for r = 0..M; ``row`` (R,): the values of its
-    example. None when a check there is not conclusive."""
-    flat_value = np.asarray(obj.tensors()[tensor], dtype=np.float64).reshape(-1)[element]
+    positions, moved apart, r of them up, for r = 0..M; ``row`` (R,): the float64 values
+    of its example, which hold the element's value at ``element`` mod R. None when a
+    check there is not conclusive."""
+    flat_value = row[element % len(row)]
     others = np.unique(row[row != flat_value])
     m = len(partners)
     # distinct moves, all below half the gap to the nearest other value (no partner

@@ -14,6 +14,8 @@ and the JSON report's ``warnings``.
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..errors import ConfigIssue
 from ..problem import Problem
 from ..report import TensorCheck
@@ -77,8 +79,6 @@ def float32_allowance_warning(
     in float64, nor for a tensor with no gradient."""
     if problem.dtype == "float64":
         return []
-    import numpy as np
-
     eps = float(np.finfo(np.dtype(problem.dtype)).eps)
     wide = []
     for c in checks:

@@ -162,9 +162,7 @@ def _smooth_groups(
     for value in values:
         group = {t: np.where(moved[t] & (flats[t] == value), u[t].reshape(-1), 0.0) for t in u}
         group = {t: g.reshape(xs[t].shape) for t, g in group.items()}
-        up = domain.loss_at(obj, _moved(xs, group, step))
-        down = domain.loss_at(obj, _moved(xs, group, -step))
-        right, left = (up - obj.f0) / step, (obj.f0 - down) / step
+        right, left = _sides(obj, xs, group, step)
         if not (math.isfinite(right) and math.isfinite(left)):
             continue
         if abs(right - left) <= floor + COUPLING_TOL * (abs(right) + abs(left)):
@@ -172,10 +170,18 @@ def _smooth_groups(
     if not keep or len(keep) == len(values):
         return None
     kept = {t: np.where(moved[t] & np.isin(flats[t], keep), 1.0, 0.0) for t in u}
-    total = sum(float(v.sum()) for v in kept.values())
     if sum(bool(v.any()) for v in kept.values()) < min(2, len(u)):
         return None  # several inputs of which one still moves: that input's own test
-    return {t: (v / math.sqrt(total)).reshape(xs[t].shape) for t, v in kept.items()}
+    return _unit(kept, xs)
+
+
+def _unit(weights: dict[str, np.ndarray], xs: dict[str, np.ndarray]) -> dict | None:
+    """Flat 0/1 ``weights`` per tensor as a unit direction in the tensors' shapes
+    (1 / sqrt(K) on each of the K ones); None when there is no one."""
+    total = sum(float(v.sum()) for v in weights.values())
+    if total == 0:
+        return None
+    return {t: (v / math.sqrt(total)).reshape(xs[t].shape) for t, v in weights.items()}
 
 
 def ties_across(xs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -215,10 +221,7 @@ def _direction(
         t: (np.ones(x.size) if kinks[t] is None else np.isin(x.reshape(-1), tied).astype(float))
         for t, x in xs.items()
     }
-    total = sum(float(v.sum()) for v in u.values())
-    if total == 0:
-        return None
-    return {t: (v / math.sqrt(total)).reshape(xs[t].shape) for t, v in u.items()}
+    return _unit(u, xs)
 
 
 def _start(
@@ -254,13 +257,18 @@ def _one_slope(obj, xs: dict[str, np.ndarray], u: dict[str, np.ndarray], d) -> b
     gives central differences of one value at every step, which the directional test
     takes for smooth (ReLU6 inputs at 0 and at 6 into a global average pool: the right
     slope counts the zeros, the left one the sixes; found by a hunt)."""
-    s = d.step
-    up = domain.loss_at(obj, _moved(xs, u, s))
-    down = domain.loss_at(obj, _moved(xs, u, -s))
-    right, left = (up - obj.f0) / s, (obj.f0 - down) / s
+    right, left = _sides(obj, xs, u, d.step)
     if not (math.isfinite(right) and math.isfinite(left)):
         return False
     return abs(right - left) <= d.tolerance + COUPLING_TOL * (abs(right) + abs(left))
+
+
+def _sides(obj, xs: dict[str, np.ndarray], u: dict[str, np.ndarray], step: float):
+    """(right, left): E's one-sided slopes along u at ``step`` (NaN past the forward's
+    domain)."""
+    up = domain.loss_at(obj, _moved(xs, u, step))
+    down = domain.loss_at(obj, _moved(xs, u, -step))
+    return (up - obj.f0) / step, (obj.f0 - down) / step
 
 
 def coupled(
@@ -289,7 +297,7 @@ def coupled(
         e = numeric.evaluate(obj, tensor, index, offsets, max_memory or 2**28)
         with np.errstate(all="ignore"):
             slopes = (e.f - e.f0) / e.offsets  # right, left, right at 2h, left at 2h
-            rounding = 4 * _EPS * (np.abs(e.f) + abs(e.f0)) / np.abs(e.offsets)
+            rounding = 4 * EPS64 * (np.abs(e.f) + abs(e.f0)) / np.abs(e.offsets)
         right, left = slopes[:, 0], slopes[:, 1]
         weights = u[tensor].reshape(-1)[index]
         # each one-sided slope's own error: its change from h to 2h (the step's first
@@ -311,9 +319,6 @@ def coupled(
     if not np.isfinite(room):
         return False
     return not all(np.isfinite(summed)) or any(abs(slope - s) > room for s in summed)
-
-
-_EPS = float(np.finfo(np.float64).eps)
 
 
 def _outputs(obj, tensors: list[str]):
