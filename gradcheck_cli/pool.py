@@ -19,7 +19,6 @@ import concurrent.futures
 import contextlib
 import itertools
 import os
-import pickle
 import select
 import signal
 import subprocess
@@ -28,7 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import spares, wire
+from . import messages, spares, wire
 from .errors import WorkerDied
 
 #: Seconds a helper whose task pipe was closed is given to exit before it is killed.
@@ -50,7 +49,7 @@ class _Helper:
 
     started: wire.Started
     pending: dict[int, concurrent.futures.Future]
-    buffer: bytearray
+    inbox: messages.Inbox | None = None  # its results, as they arrive
     dead: bool = False
 
     @property
@@ -89,14 +88,14 @@ class HelperPool(concurrent.futures.Executor):
             fn = functools.partial(fn, **kwargs)
         future: concurrent.futures.Future = concurrent.futures.Future()
         task_id = next(self._ids)
-        data = pickle.dumps((task_id, fn, args), protocol=pickle.HIGHEST_PROTOCOL)
+        body = messages.dumps((task_id, fn, args))
         with self._lock:
             if self._closed:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             helper = self._choose()
             helper.pending[task_id] = future
         with contextlib.suppress(OSError):  # it died already: the reader says how
-            wire.write_all(helper.started.job_w, wire.HEADER.pack(len(data)) + data)
+            messages.write(helper.started.job_w, body)
         return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -167,7 +166,15 @@ class HelperPool(concurrent.futures.Executor):
     def _start(self) -> _Helper:
         spare = None if self._session else spares.take()  # a spare is in this group
         started = spare or wire.start_worker("serve", session=self._session)
-        helper = _Helper(started, {}, bytearray())
+        helper = _Helper(started, {})
+
+        def unreadable(exc: Exception) -> None:
+            # a result lost: its task would wait for ever, so every task sent to this
+            # helper fails, and the helper, whose stream can no longer be trusted, goes
+            self._kill(helper)
+            self._died(helper, f"sent a message that could not be read ({exc})")
+
+        helper.inbox = messages.Inbox(_load, unreadable)
         self._helpers.append(helper)
         if self._reader is None:
             wire.ELSEWHERE.append(self.running)
@@ -206,21 +213,13 @@ class HelperPool(concurrent.futures.Executor):
     def _take(self, helper: _Helper) -> None:
         """Read what the helper sent; its end of file is its death."""
         try:
-            chunk = os.read(helper.started.events_r, 1 << 20)
+            got = helper.inbox.read(helper.started.events_r)  # type: ignore[union-attr]
         except OSError:
-            chunk = b""
-        if not chunk:
+            got = None
+        if got is None:
             self._died(helper)
             return
-        helper.buffer += chunk
-
-        def unreadable(exc: Exception) -> None:
-            # a result lost: its task would wait for ever, so every task sent to this
-            # helper fails, and the helper, whose stream can no longer be trusted, goes
-            self._kill(helper)
-            self._died(helper, f"sent a message that could not be read ({exc})")
-
-        for kind, payload in wire.frames(helper.buffer, unreadable=unreadable):
+        for kind, payload in got:
             if kind not in ("result", "raised"):
                 continue
             task_id, value = payload
@@ -251,6 +250,11 @@ class HelperPool(concurrent.futures.Executor):
             if future.set_running_or_notify_cancel():
                 future.set_exception(error)
         helper.pending.clear()
+
+
+def _load(body: Any) -> Any:
+    """A helper's message (a function of its own, which tests replace)."""
+    return messages.loads(body)
 
 
 def _exception(told: Any) -> BaseException:

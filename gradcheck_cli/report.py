@@ -96,15 +96,15 @@ class TensorCheck:
 
     @property
     def checked(self) -> int:
-        return int(self.checked_mask.sum())
+        return int(np.count_nonzero(self.checked_mask))
 
     @property
     def failed(self) -> int:
-        return int(self.failed_mask.sum())
+        return int(np.count_nonzero(self.failed_mask))
 
     @property
     def kinks(self) -> int:
-        return int(self.kink_mask.sum())
+        return int(np.count_nonzero(self.kink_mask))
 
     @property
     def interrupted(self) -> bool:
@@ -131,7 +131,7 @@ class TensorCheck:
     @property
     def inconclusive(self) -> int:
         """Elements no step resolved (engine/verdict.py): never counted as passed."""
-        return int(self.inconclusive_mask.sum())
+        return int(np.count_nonzero(self.inconclusive_mask))
 
     @property
     def max_abs_error(self) -> float:

@@ -12,7 +12,9 @@ was 22 MB through a pipe, 0.1-0.2 s of a 1 s ``--fast`` run. Here:
   since is sent again whole, under a new key;
 - a C-contiguous array whose elements all hold the same bits (an unchecked tensor's
   all-NaN numeric values, its all-False masks) travels as one element and its shape,
-  and is rebuilt bit for bit.
+  and is rebuilt bit for bit;
+- every other contiguous array travels beside the pickle, written from its own memory
+  and read into the message's (gradcheck_cli/messages.py).
 
 Both ends keep the arrays of one stream (one worker's run) alive until it ends. The
 stream's messages must be unpickled in the order they were pickled (one pipe, one
@@ -26,6 +28,8 @@ import pickle
 import sys
 import zlib
 from typing import Any
+
+from . import messages
 
 #: Arrays this large or larger are sent once per stream.
 SHARED_BYTES = 1 << 16
@@ -42,16 +46,19 @@ class Sender:
         self.sent: dict[int, tuple[Any, int, int]] = {}
         self.keys = 0
 
-    def dumps(self, obj: Any) -> bytes:
-        """The pickle of ``obj``; the arrays it sends for the first time count as sent
-        only once the whole message is made (a message that fails to pickle is never
-        written, and a later one must not refer to its arrays)."""
+    def dumps(self, obj: Any) -> list[Any]:
+        """The body of the message holding ``obj`` (gradcheck_cli/messages.py: the pickle
+        and the arrays sent with it, unjoined, to be written before the arrays change);
+        the arrays it sends for the first time count as sent only once the whole
+        message is made (a message that fails to pickle is never written, and a later
+        one must not refer to its arrays)."""
         out = io.BytesIO()
-        pickler = _Pickler(out, self)
+        buffers: list[pickle.PickleBuffer] = []
+        pickler = _Pickler(out, self, buffers.append)
         pickler.dump(obj)
         self.sent.update(pickler.new)
         self.keys = pickler.keys
-        return out.getvalue()
+        return messages.body_of(out.getbuffer(), buffers)
 
 
 class Receiver:
@@ -60,8 +67,10 @@ class Receiver:
     def __init__(self) -> None:
         self.kept: dict[int, Any] = {}
 
-    def loads(self, data: bytes) -> Any:
-        unpickler = pickle.Unpickler(io.BytesIO(data))
+    def loads(self, body: Any) -> Any:
+        """The object of a message's ``body``; the arrays sent with it are views of it."""
+        data, buffers = messages.split(body)
+        unpickler = pickle.Unpickler(io.BytesIO(data), buffers=buffers)
         unpickler.persistent_load = self._load  # type: ignore[method-assign]
         return unpickler.load()
 
@@ -73,8 +82,8 @@ class Receiver:
 
 
 class _Pickler(pickle.Pickler):
-    def __init__(self, out: io.BytesIO, sender: Sender):
-        super().__init__(out, protocol=pickle.HIGHEST_PROTOCOL)
+    def __init__(self, out: io.BytesIO, sender: Sender, buffer_callback: Any):
+        super().__init__(out, protocol=5, buffer_callback=buffer_callback)
         self.sent = sender.sent
         self.new: dict[int, tuple[Any, int, int]] = {}  # this message's first sendings
         self.keys = sender.keys

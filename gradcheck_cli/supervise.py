@@ -42,7 +42,6 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
-import pickle
 import select
 import signal
 import subprocess
@@ -54,15 +53,13 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from .pipes import PIPE_BYTES
+from . import messages
 from .stream import Receiver
 from .wire import (
-    _HEADER,
     CALLS_BYTES,
     Forked,
     Started,
     exited,
-    frames,
     read_calls,
     running_now,
     start_worker,
@@ -320,8 +317,7 @@ def supervise(
     signals: list[int] = []
     restore = _catch_signals(signals)
     try:
-        data = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
-        os.write(job_w, _HEADER.pack(len(data)) + data)  # small: one write
+        messages.write(job_w, messages.dumps(job))  # small: the pipe takes it at once
         if meanwhile is not None:
             meanwhile()
         _watch(proc, events_r, watch, outcome, signals, started)
@@ -365,8 +361,7 @@ def _watch(
     signals: list[int],
     started: float,
 ) -> None:
-    buffer = bytearray()
-    receiver = Receiver()
+    inbox = messages.Inbox(Receiver().loads)
     eof_at: float | None = None
     kill_at: float | None = None
 
@@ -404,16 +399,14 @@ def _watch(
             wait_exit(proc.pid, POLL / 5)
             continue
         if exited(proc.pid):  # a process it started may hold the pipe open: read what is there
-            while _read_events(fd, buffer, receiver, watch, wait=0.0) is True:
+            while _read_events(fd, inbox, watch, wait=0.0) is True:
                 pass
             return
-        if _read_events(fd, buffer, receiver, watch, wait=POLL) is None:
+        if _read_events(fd, inbox, watch, wait=POLL) is None:
             eof_at = now
 
 
-def _read_events(
-    fd: int, buffer: bytearray, receiver: Receiver, watch: Watch, *, wait: float
-) -> bool | None:
+def _read_events(fd: int, inbox: messages.Inbox, watch: Watch, *, wait: float) -> bool | None:
     """Read what the pipe holds within ``wait`` seconds and hand each complete message to
     ``watch``: True when something was read, False when nothing came, None at its end."""
     try:
@@ -422,11 +415,10 @@ def _read_events(
         return False
     if not ready:
         return False
-    chunk = os.read(fd, PIPE_BYTES)
-    if not chunk:
+    got = inbox.read(fd)
+    if got is None:
         return None
-    buffer += chunk
-    for kind, payload in frames(buffer, receiver.loads):
+    for kind, payload in got:
         with contextlib.suppress(Exception):  # on_loaded's refusal is kept in watch
             watch.send(kind, payload)
     return True

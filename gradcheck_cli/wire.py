@@ -4,8 +4,8 @@ The command line (gradcheck_cli/supervise.py), the worker that runs the check
 (gradcheck_cli/worker.py) and the worker's ``--jobs`` helpers (gradcheck_cli/pool.py)
 speak through pipes and a shared page:
 
-- a message is a pickle after its length (``HEADER``); ``frames`` takes complete ones off
-  a buffer, ``read_message`` reads one from a descriptor;
+- a message is a pickle after its length, its arrays beside it
+  (gradcheck_cli/messages.py);
 - the call into a layer a process is running is written into a page of shared memory
   (``CallRecorder``) as it starts and ends, so that a process that crashes mid-call is
   still named with it (``read_calls``); ``running_now`` is this process's call, or one of
@@ -30,7 +30,7 @@ import struct
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -38,9 +38,6 @@ from . import pipes
 
 if TYPE_CHECKING:
     import subprocess
-
-#: The frame header of a message on a pipe: its length.
-HEADER = _HEADER = struct.Struct("!Q")
 
 
 @dataclass(frozen=True)
@@ -205,55 +202,6 @@ def read_calls(memory: Any) -> tuple[Any, Any]:
     except Exception:  # a page half written when the worker died
         return None, None
     return (call if memory[0] == 1 else None), call
-
-
-def read_message(fd: int) -> Any:
-    """One framed pickle from ``fd`` (EOFError at the end of the pipe)."""
-    header = read_exactly(fd, _HEADER.size)
-    return pickle.loads(read_exactly(fd, _HEADER.unpack(header)[0]))
-
-
-def read_exactly(fd: int, n: int) -> bytes:
-    parts, left = [], n
-    while left:
-        chunk = os.read(fd, left)
-        if not chunk:
-            raise EOFError("the supervisor closed the job pipe")
-        parts.append(chunk)
-        left -= len(chunk)
-    return b"".join(parts)
-
-
-def write_all(fd: int, data: bytes) -> None:
-    """Write all of ``data`` to ``fd`` (a pipe takes it in pieces when it is large)."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def frames(
-    buffer: bytearray,
-    loads: Callable[[bytes], Any] = pickle.loads,
-    unreadable: Callable[[Exception], None] | None = None,
-) -> Iterator[tuple[str, Any]]:
-    """Complete messages at the start of ``buffer``, removed from it as they are read
-    (``loads``: a stream's ``Receiver.loads``, gradcheck_cli/stream.py). A message that
-    does not unpickle (a plugin wrote onto the pipe) is dropped, and handed to
-    ``unreadable`` when given: a reader waiting for an answer must not wait for one
-    that was lost."""
-    while len(buffer) >= _HEADER.size:
-        (size,) = _HEADER.unpack_from(buffer)
-        if len(buffer) < _HEADER.size + size:
-            return
-        data = bytes(buffer[_HEADER.size : _HEADER.size + size])
-        del buffer[: _HEADER.size + size]
-        try:
-            kind, payload = loads(data)
-        except Exception as exc:
-            if unreadable is not None:
-                unreadable(exc)
-            continue
-        yield kind, payload
 
 
 class Forked:

@@ -40,7 +40,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import pickle
 import signal
 import sys
 import threading
@@ -49,10 +48,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import spares
+from . import messages, spares
 from .stream import Sender
 from .wire import (  # the wire protocol, also read from here by older callers
-    _HEADER,
     BOOT,
     CALLS_BYTES,
     ELSEWHERE,
@@ -60,9 +58,7 @@ from .wire import (  # the wire protocol, also read from here by older callers
     Failure,
     failure,
     read_calls,
-    read_message,
     running_now,
-    write_all,
 )
 
 __all__ = [
@@ -260,10 +256,10 @@ class _Pipe:
             try:
                 message = (kind, payload)
                 if self.sender is None:
-                    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+                    body = messages.dumps(message)
                 else:
-                    data = self.sender.dumps(message)
-                write_all(self.fd, _HEADER.pack(len(data)) + data)
+                    body = self.sender.dumps(message)
+                messages.write(self.fd, body)
             finally:
                 self.writing = False
         if main and self.pending_interrupt:
@@ -324,7 +320,7 @@ def main(job_fd: int, event_fd: int, calls_fd: int = -1) -> None:
     from .engine.passes import Calls
 
     try:
-        job: Job = read_message(job_fd)
+        job: Job = messages.read(job_fd)
     except (EOFError, OSError):  # the supervisor went away, or never needed this worker
         spares.release()
         os._exit(0)
@@ -392,7 +388,7 @@ def serve(task_fd: int, event_fd: int, calls_fd: int = -1) -> None:
     def read_tasks() -> None:
         with contextlib.suppress(Exception):
             while True:
-                tasks.put(read_message(task_fd))
+                tasks.put(messages.read(task_fd))
         with contextlib.suppress(Exception):
             sys.stdout.flush()
             sys.stderr.flush()

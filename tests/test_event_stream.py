@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from gradcheck_cli import stream
+from gradcheck_cli import messages, stream
 from gradcheck_cli.report import TensorCheck
 
 ROOT = str(Path(__file__).resolve().parents[1])
@@ -32,12 +32,12 @@ def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
     )
 
 
-def relay(messages):
+def relay(sent):
     """Each message pickled by one Sender and read back by one Receiver, in order."""
     sender, receiver = stream.Sender(), stream.Receiver()
     sizes, out = [], []
-    for m in messages:
-        data = sender.dumps(m)
+    for m in sent:
+        data = messages.joined(sender.dumps(m))
         sizes.append(len(data))
         out.append(receiver.loads(data))
     return out, sizes
@@ -88,9 +88,9 @@ def test_an_array_changed_in_place_travels_again():
     a = np.zeros(100_000)
     a[5] = 1.0
     sender, receiver = stream.Sender(), stream.Receiver()
-    first = receiver.loads(sender.dumps(a))
+    first = receiver.loads(messages.joined(sender.dumps(a)))
     a[7] = 2.0  # same object, new bytes
-    data = sender.dumps(a)
+    data = messages.joined(sender.dumps(a))
     second = receiver.loads(data)
     assert len(data) > a.nbytes
     assert same_bits(second, a) and not same_bits(first, a)
@@ -98,7 +98,7 @@ def test_an_array_changed_in_place_travels_again():
 
 def test_one_repeated_value_travels_as_that_value():
     for a in (np.full(100_000, np.nan), np.zeros((300, 400), dtype=bool), np.full(5000, -0.0)):
-        data = stream.Sender().dumps(a)
+        data = messages.joined(stream.Sender().dumps(a))
         assert len(data) < 1000
         b = stream.Receiver().loads(data)
         assert same_bits(a, b) and b.flags.c_contiguous and b.flags.writeable
@@ -109,7 +109,8 @@ def test_a_message_that_failed_to_pickle_leaves_no_key_behind():
     sender, receiver = stream.Sender(), stream.Receiver()
     with pytest.raises(Exception):  # noqa: B017 - whatever pickle raises for a lambda
         sender.dumps([a, lambda: None])  # never written: the receiver never sees it
-    data = sender.dumps([a])  # must send a whole again, not a key the receiver lacks
+    # must send a whole again, not a key the receiver lacks
+    data = messages.joined(sender.dumps([a]))
     assert same_bits(receiver.loads(data)[0], a)
 
 

@@ -16,7 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gradcheck_cli import stream, wire
+from gradcheck_cli import pool as pool_module
+from gradcheck_cli import stream
 from gradcheck_cli.errors import WorkerDied
 from gradcheck_cli.pool import HelperPool
 
@@ -62,15 +63,11 @@ def test_the_same_large_result_twice_comes_back_twice(pool):
 def test_a_message_that_cannot_be_read_fails_its_task_instead_of_hanging(monkeypatch):
     """A helper's message the pool cannot unpickle: every task sent to that helper fails
     with WorkerDied, which says so, and the pool shuts down cleanly."""
-    real = wire.frames
 
-    def unreadable(buffer, loads=None, unreadable=None):
-        def broken(data: bytes):
-            raise ValueError("not a message")
+    def broken(body):
+        raise ValueError("not a message")
 
-        return real(buffer, broken, unreadable)
-
-    monkeypatch.setattr(wire, "frames", unreadable)
+    monkeypatch.setattr(pool_module, "_load", broken)
     helpers = HelperPool(1)
     try:
         future = helpers.submit(np.arange, 10)
