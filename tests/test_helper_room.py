@@ -39,9 +39,9 @@ def a_schedule(sizes: dict[str, int], helpers) -> schedule._Schedule:
     s = schedule._Schedule(
         problem, objective, list(sizes), plan, None, None, None, helpers, 0.0, None
     )
-    s.helping, s.scale = True, 1.0
+    s.helping = True
     for share in s.shares:
-        share.rho = 0.0
+        share.rho, share.scale = 0.0, 1.0
     return s
 
 

@@ -477,7 +477,14 @@ def test_any_cutting_of_a_tensor_gives_the_verdicts_of_one_call(data):
     verdicts: dict[int, ElementVerdict] = {}
     for k in order:
         chunk = schedule.Chunk(
-            k, tensor, pieces[k], analytic[pieces[k]], rho, gradient_scale(whole), tol, 1 << 30
+            k,
+            tensor,
+            pieces[k],
+            analytic[pieces[k]],
+            rho,
+            gradient_scale(whole, tensor),
+            tol,
+            1 << 30,
         )
         verdicts[k] = schedule.judge_chunk(elsewhere, chunk).verdict
     joined = _joined([verdicts[k] for k in range(len(pieces))])

@@ -427,8 +427,8 @@ def survey(stacks: int, seed: int) -> str:
             return
         trace, grads = analytic_pass(problem, problem_params(problem))
         objective = NetworkObjective.build(problem, trace, grads, problem_params(problem, float))
-        scale = gradient_scale(objective)
         for c in report.checks:
+            scale = gradient_scale(objective, c.name)
             allowance = ANALYTIC_ULPS * np.finfo(float).eps * (np.abs(c.analytic) + scale)
             use = c.checked_mask & ~c.kink_mask & ~c.failed_mask & ~c.inconclusive_mask
             use &= c.error_bound > allowance

@@ -153,7 +153,10 @@ def run_check(
         report.warnings.extend(noise_floor_warnings(problem, report.checks))
         report.warnings.extend(
             float32_allowance_warning(
-                problem, report.checks, gradient_scale(objective), ANALYTIC_ULPS
+                problem,
+                report.checks,
+                lambda tensor: gradient_scale(objective, tensor),
+                ANALYTIC_ULPS,
             )
         )
     except KeyboardInterrupt as stop:

@@ -128,8 +128,8 @@ class Setup:
 @dataclass(frozen=True)
 class Chunk:
     """A share of the element-wise check: the flat elements ``index`` (K,) of ``tensor``,
-    their analytic values (K,), the tensor's noise rho and the objective's gradient
-    scale (engine/verdict.py), the verdict's settings and the memory budget. ``id``
+    their analytic values (K,), the tensor's noise rho and its gradient scale
+    (engine/verdict.py ``gradient_scale``), the verdict's settings and the memory budget. ``id``
     counts chunks in plan order."""
 
     id: int
@@ -245,7 +245,7 @@ def rebuild(problem: Problem, setup: Setup) -> NetworkObjective:
 def judge_chunk(objective, chunk: Chunk) -> ChunkResult:
     """A chunk's verdict on ``objective`` (a helper's side): with the noise and the
     gradient scale measured where the chunk was cut."""
-    known(objective, {(chunk.tensor, chunk.tol.eps): chunk.rho}, chunk.scale)
+    known(objective, {(chunk.tensor, chunk.tol.eps): chunk.rho}, {chunk.tensor: chunk.scale})
     before, started = objective.forward_passes, time.thread_time()
     verdict = judge_elements(
         objective, chunk.tensor, chunk.index, chunk.analytic, chunk.tol, chunk.max_memory
@@ -266,6 +266,7 @@ class _Share:
     last: int = 0  # the size of the last chunk cut
     cost: float | None = None  # CPU seconds per element, as last measured
     rho: float | None = None
+    scale: float | None = None  # the tensor's gradient scale (engine/verdict.py)
     parts: dict[int, tuple[np.ndarray, ElementVerdict]] = field(default_factory=dict)
 
     @property
@@ -329,7 +330,6 @@ class _Schedule:
         self.where: dict[int, tuple[_Share, int]] = {}
         self.helping = False
         self.helping_hook: Callable[[Helpers], None] | None = None
-        self.scale: float | None = None
         #: each chunk out with the helpers: the seconds it is expected to take, by id
         self.expected: dict[int, float] = {}
         #: when the helpers last began on the chunks they hold (a result came back, or
@@ -492,8 +492,8 @@ class _Schedule:
             if share.rho is None:  # measured once, here, for every chunk of the tensor
                 eps, budget = self.tol.eps, self.max_memory
                 share.rho = tensor_noise(self.objective, share.tensor, eps, budget)
-            if self.scale is None:
-                self.scale = gradient_scale(self.objective)
+            if share.scale is None:
+                share.scale = gradient_scale(self.objective, share.tensor)
         except Exception as e:  # the first chunk of this tensor would have raised it
             self.errors[chunk_id] = e
             return None
@@ -505,7 +505,7 @@ class _Schedule:
         share.cursor += len(index)
         share.last = len(index)
         analytic = np.asarray(self.objective.analytic[share.tensor]).reshape(-1)[index]
-        rho, scale = share.rho, self.scale
+        rho, scale = share.rho, share.scale
         budget = self.max_memory  # --max-memory holds for all the processes together
         if self.helping:
             budget = max(1, budget // (1 + self.helpers.workers))  # type: ignore[union-attr]

@@ -14,6 +14,8 @@ and the JSON report's ``warnings``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from ..errors import ConfigIssue
@@ -69,14 +71,15 @@ FLOAT32_WARN_SHARE = 1e-4
 
 
 def float32_allowance_warning(
-    problem: Problem, checks: list[TensorCheck], scale: float, ulps: float
+    problem: Problem, checks: list[TensorCheck], scale: Callable[[str], float], ulps: float
 ) -> list[str]:
     """In float32, the tensors on which the analytic side's allowance (``ulps`` float32
-    epsilons of |a| + ``scale``, the largest term the backward passes combine: engine/
-    verdict.py) is more than FLOAT32_WARN_SHARE of the tensor's largest gradient: a bug
-    smaller than that passes there (a SELU backward with its constants rounded to 5
-    digits, 7e-5 off, passed in float32 and failed in float64: found by a hunt). None
-    in float64, nor for a tensor with no gradient."""
+    epsilons of |a| + ``scale(tensor)``, the largest term the backward passes combine
+    into the tensor's gradient: engine/verdict.py ``gradient_scale``) is more than
+    FLOAT32_WARN_SHARE of the tensor's largest gradient: a bug smaller than that passes
+    there (a SELU backward with its constants rounded to 5 digits, 7e-5 off, passed in
+    float32 and failed in float64: found by a hunt). None in float64, nor for a tensor
+    with no gradient."""
     if problem.dtype == "float64":
         return []
     eps = float(np.finfo(np.dtype(problem.dtype)).eps)
@@ -84,7 +87,7 @@ def float32_allowance_warning(
     for c in checks:
         top = float(np.max(np.abs(c.analytic), initial=0.0))
         if top > 0 and np.isfinite(top):
-            share = ulps * eps * (top + scale) / top
+            share = ulps * eps * (top + scale(c.name)) / top
             if share > FLOAT32_WARN_SHARE:
                 wide.append((share, c.name))
     if not wide:
@@ -93,8 +96,9 @@ def float32_allowance_warning(
     names = ", ".join(f"{name} ({share:.1e})" for share, name in wide[:5])
     more = f" and {len(wide) - 5} more" if len(wide) > 5 else ""
     return [
-        f"float32: the analytic side is allowed its float32 rounding of the network's "
-        f"largest gradient term ({scale:.3g}), which is more than {FLOAT32_WARN_SHARE:g} "
-        f"of the largest gradient on {names}{more}: a bug smaller than that share passes "
-        "there; run the check with dtype: float64 to resolve it"
+        "float32: the analytic side is allowed its float32 rounding of the largest term "
+        "its backward passes combine (each delta on the way to the loss), which is more "
+        f"than {FLOAT32_WARN_SHARE:g} of the largest gradient on {names}{more}: a bug "
+        "smaller than that share passes there; run the check with dtype: float64 to "
+        "resolve it"
     ]

@@ -21,8 +21,9 @@ b on n's error, and the element
   4h that the smoothness tests let through can add to N(h).
 
 ``allowance`` is the analytic side's own rounding: ANALYTIC_ULPS epsilons of its dtype
-times (|a| + the largest term of the objective's backward passes: every tensor's
-gradient, every delta on the way, the loss's target). Negligible in float64; in float32
+times (|a| + the largest term the backward passes combined into the tensor's gradient:
+its own gradient, every delta on its way to the loss, the loss's target;
+``gradient_scale``). Negligible in float64; in float32
 it is what a correct float32 backward can resolve. atol and rtol are the user's explicit
 widenings (0 by default).
 
@@ -421,21 +422,31 @@ def _kink_signature(s: _Scale) -> tuple[np.ndarray, np.ndarray]:
     return r, q
 
 
-def gradient_scale(objective) -> float:
-    """The largest term the objective's backward passes combined: the analytic gradient
-    of every tensor, every delta on the way to them (a network's dE/d of each value, a
-    layer's upstream delta) and the loss's target. A backward's rounding scales with
-    the terms it combines, even where its result cancels to far less: a softmax's dx is
-    y (dy - y . dy), and a saturated cross-entropy's dE/dy = p - t is 1 - 1 + 1e-40."""
-    cached = getattr(objective, "_gradient_scale", None)
-    if cached is None:
-        arrays = [*objective.analytic.values(), *_deltas(objective)]
+def gradient_scale(objective, tensor: str | None = None) -> float:
+    """The largest term the backward passes combined into ``tensor``'s gradient: its own
+    analytic gradient, every delta on its way to the loss (a network's dE/d of each value
+    downstream of it, a layer's upstream delta) and the loss's target. A backward's
+    rounding scales with the terms it combines, even where its result cancels to far
+    less: a softmax's dx is y (dy - y . dy), and a saturated cross-entropy's dE/dy = p - t
+    is 1 - 1 + 1e-40. Without ``tensor``: the largest over every tensor.
+
+    Only the terms on the tensor's own way count: a dense layer's dW = x^T dy of 1e-6
+    (inputs of 1e-6) beside its dx = dy W^T of 2e6 (weights of 1e6) was allowed
+    ANALYTIC_ULPS epsilons of 2e6, and a dW 1e-4 too large passed (found by a hunt);
+    dx is never a term of dW."""
+    cache = getattr(objective, "_gradient_scales", None)
+    if cache is None:
+        cache = objective._gradient_scales = {}
+    if tensor not in cache:
+        if tensor is None:
+            arrays = [*objective.analytic.values(), *_deltas(objective)]
+        else:
+            arrays = [objective.analytic[tensor], *_deltas(objective, tensor)]
         sizes = [np.abs(np.asarray(g, dtype=np.float64)) for g in arrays]
-        cached = max(
+        cache[tensor] = max(
             (float(g.max()) for g in sizes if g.size and np.all(np.isfinite(g))), default=0.0
         )
-        objective._gradient_scale = cached
-    return cached
+    return cache[tensor]
 
 
 def _noise(objective, tensor: str, h: np.ndarray, eps: float, max_memory: int) -> float:
@@ -461,22 +472,30 @@ def tensor_noise(objective, tensor: str, eps: float, max_memory: int) -> float:
         return _noise(objective, tensor, h_all, eps, max_memory)
 
 
-def known(objective, noises: dict[tuple[str, float], float], scale: float) -> None:
-    """Give ``objective`` the noises (by (tensor, eps)) and the gradient scale another
-    process measured on the same objective, instead of measuring them again."""
+def known(objective, noises: dict[tuple[str, float], float], scales: dict[str, float]) -> None:
+    """Give ``objective`` the noises (by (tensor, eps)) and the gradient scales (by
+    tensor, ``gradient_scale``) another process measured on the same objective, instead
+    of measuring them again."""
     cache = getattr(objective, "_noise_cache", None)
     if cache is None:
         cache = objective._noise_cache = {}
     cache.update(noises)
-    objective._gradient_scale = scale
+    scale_cache = getattr(objective, "_gradient_scales", None)
+    if scale_cache is None:
+        scale_cache = objective._gradient_scales = {}
+    scale_cache.update(scales)
 
 
-def _deltas(objective) -> list[np.ndarray]:
-    """The deltas an objective knows of, ``deltas`` (a network's, by value) or ``delta``
-    (a layer's upstream gradient), and its loss's ``target`` (a float array, or for class
-    indices the 1 of their one-hot rows)."""
+def _deltas(objective, tensor: str | None = None) -> list[np.ndarray]:
+    """The deltas an objective knows of, ``deltas`` (a network's, by value: for
+    ``tensor``, those of the values downstream of it) or ``delta`` (a layer's upstream
+    gradient), and its loss's ``target`` (a float array, or for class indices the 1 of
+    their one-hot rows)."""
     deltas = getattr(objective, "deltas", None)
-    out = list(deltas.values()) if isinstance(deltas, dict) else []
+    out = []
+    if isinstance(deltas, dict):
+        below = _downstream_values(objective, tensor)
+        out = [d for value, d in deltas.items() if below is None or value in below]
     delta = getattr(objective, "delta", None)
     target = getattr(objective, "target", None)
     for extra in (delta, target):
@@ -485,6 +504,22 @@ def _deltas(objective) -> list[np.ndarray]:
     if isinstance(target, np.ndarray) and np.issubdtype(target.dtype, np.integer):
         out.append(np.ones(1))  # class indices: a one-hot target of 1s (p - y sums them)
     return out
+
+
+def _downstream_values(objective, tensor: str | None) -> set[str] | None:
+    """The values of a network objective that change when ``tensor`` moves (itself, for
+    a network input, and every node's output downstream); None (every value) without a
+    network or a tensor it knows."""
+    network = getattr(getattr(objective, "problem", None), "network", None)
+    if tensor is None or network is None:
+        return None
+    try:
+        below = {node.name for node in network.downstream(tensor)}
+    except KeyError:
+        return None
+    if network.is_input(tensor):
+        below.add(tensor)
+    return below
 
 
 @functools.lru_cache(maxsize=8)
@@ -544,7 +579,7 @@ def judge_elements(
     a = np.asarray(analytic, dtype=np.float64).reshape(-1)
     k = len(index)
     allowance = ANALYTIC_ULPS * (
-        settings.analytic_eps * (np.abs(a) + gradient_scale(objective))
+        settings.analytic_eps * (np.abs(a) + gradient_scale(objective, tensor))
         + smallest_subnormal(settings.analytic_eps)
     )
 

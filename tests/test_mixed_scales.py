@@ -1,0 +1,111 @@
+"""A verdict means the same at any scale (contract section 5): a dense layer whose inputs
+and weights are twelve decades apart (1e-6 and 1e6) is checked like any other.
+
+Each analytic element is allowed the rounding of the terms its backward passes combined
+(engine/verdict.py ``gradient_scale``). That scale was the network's largest gradient
+term: beside a dx of 2e6, a dW of 1e-6 was allowed 64 epsilons of 2e6, and a dW 1e-4 too
+large passed in every mode (found by a hunt). It is now each tensor's own: its gradient,
+the deltas on its way to the loss, the loss's target."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import registry_kept
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import gradcheck_cli as gc
+
+
+class ScaledDense(gc.Layer):
+    """y = x W^T + b, W (out, in); ``dw``/``dx`` multiply that gradient (a bug unless 1),
+    ``last`` only on the last example's row of dx."""
+
+    param_names = ("weight", "bias")
+    batch_independent = True
+
+    def __init__(self, out_features=4, dw=1.0, dx=1.0, last=False):
+        self.out, self.dw, self.dx, self.last = out_features, dw, dx, last
+
+    def output_shape(self, in_shape):
+        return (self.out,)
+
+    def init_params(self, in_shape, rng):
+        return {"weight": rng.standard_normal((self.out, in_shape[0])), "bias": np.zeros(self.out)}
+
+    def forward(self, x, params):
+        return x @ params["weight"].T + params["bias"], x
+
+    def backward(self, dy, x, params):
+        dx = dy @ params["weight"]
+        if self.last:
+            dx[-1] *= self.dx
+        else:
+            dx = dx * self.dx
+        return dx, {"weight": self.dw * (dy.T @ x), "bias": dy.sum(axis=0)}
+
+
+def network(x_scale: float, w_scale: float, seed: int, **bug) -> dict:
+    rng = np.random.default_rng(seed)
+    return {
+        "seed": seed,
+        "input": {"value": (x_scale * rng.standard_normal((3, 4))).tolist(), "batched": True},
+        "layers": [
+            {
+                "type": "test_scaled_dense",
+                "name": "fc1",
+                "out_features": 4,
+                "weight": (w_scale * rng.standard_normal((4, 4))).tolist(),
+                "bias": (0.1 * rng.standard_normal(4)).tolist(),
+                **bug,
+            },
+            {"type": "tanh", "name": "act"},
+            {"type": "dense", "name": "fc2", "out_features": 3},
+        ],
+        "loss": {"type": "mse", "target": rng.standard_normal((3, 3)).tolist()},
+    }
+
+
+def run(cfg: dict, **mode) -> gc.Report:
+    with registry_kept():
+        gc.register_layer("test_scaled_dense")(ScaledDense)
+        return gc.check(cfg, jobs=1, **mode)
+
+
+MODES = [{}, {"fast": True}, {"sample": 5}]
+
+
+@pytest.mark.parametrize("mode", MODES, ids=["full", "fast", "sample"])
+@pytest.mark.parametrize(
+    ("x_scale", "w_scale", "bug"),
+    [
+        (1e-6, 1e6, {"dw": 1 + 1e-4}),
+        (1e6, 1e-6, {"dx": 1 + 5e-4, "last": True}),
+    ],
+    ids=["dW-1e-4-small-inputs", "dx-last-example-small-weights"],
+)
+def test_a_small_bug_beside_a_gradient_twelve_decades_larger_fails(x_scale, w_scale, bug, mode):
+    wrong = run(network(x_scale, w_scale, 0, **bug), **mode)
+    assert wrong.exit_code == 1
+    assert wrong.blamed_layers() == ["fc1"]
+    assert run(network(x_scale, w_scale, 0), **mode).exit_code == 0
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    x_decades=st.integers(-6, 6),
+    product_decades=st.integers(-3, 0),
+    seed=st.integers(0, 1000),
+    which=st.sampled_from(["dw", "dx"]),
+)
+def test_at_any_scales_the_right_layer_passes_and_a_1e_4_bug_fails(
+    x_decades, product_decades, seed, which
+):
+    """Inputs of 1e-6 to 1e6 and weights that bring x W^T to 1e-3 to 1 (beside a bias of
+    0.1, before a tanh that it neither saturates nor vanishes in)."""
+    x_scale = 10.0**x_decades
+    w_scale = 10.0 ** (product_decades - x_decades)
+    assert run(network(x_scale, w_scale, seed)).exit_code == 0
+    wrong = run(network(x_scale, w_scale, seed, **{which: 1 + 1e-4}))
+    assert wrong.exit_code == 1 and wrong.blamed_layers() == ["fc1"]
