@@ -57,6 +57,12 @@ Stages, so that the extra steps cost only where they are needed:
    is judged again at 1e-3 and 1e-6 of its steps, and at an eighth of the kink's
    distance where its first steps resolve one (``_kink_distance``, ``_off_the_kink``);
    a settled, resolved verdict there replaces the kink.
+6. the growth stage: an element that passed only because its bound was wider than both
+   its values (neither a nor n above it, and the bound above ZERO_RESOLUTION of the
+   tensor's gradient scale) was not resolved: steps relative to values of 1e-6 moved a
+   loss of 5 by 1e-18, below its rounding, and a dW of 0 passed against a true 5e-6
+   (found by a hunt). Its steps grow ten-fold, up to MAX_GROWS times, while f stays
+   smooth, until a step resolves it (``_grow``): judged there, or inconclusive.
 
 A first step that gives NaN or Inf (past the edge of the forward's domain) is made
 ten-fold smaller, up to DOMAIN_SHRINKS times, before the check gives up (exit 3).
@@ -115,6 +121,17 @@ GAP_NOISE = 10.0
 KINK_SPAN = 10.0
 #: The precision stage's step, relative to each element's magnitude (as eps is).
 PRECISION_EPS = 1e-3
+#: A passed element is resolved when its numeric value is above its bound, or when its
+#: bound is below ``_zero_resolution`` and the analytic value within it (a zero resolved
+#: as one): ZERO_RESOLUTION of the tensor's gradient scale, and at most ZERO_OF_TENSOR
+#: of its largest analytic gradient. The sweep networks' exact zeros (dead units) have
+#: bounds of at most 1.6e-6 of their scale and 3.4e-4 of their tensor's largest
+#: gradient; a dense layer on inputs and weights of 1e-6 had 0.04 and 7.
+ZERO_RESOLUTION = 1e-5
+ZERO_OF_TENSOR = 1e-3
+#: Ten-fold larger steps tried, in turn, for a passed element its steps did not resolve.
+MAX_GROWS = 12
+GROW = 10.0
 #: r (``_kink_signature``) within this many roundings is noise: the sum of the absolute
 #: weights r gives the evaluations it is made of.
 R_NOISE = 65.0
@@ -264,6 +281,70 @@ def _richardson(s: _Scale) -> tuple[np.ndarray, np.ndarray]:
     truncation = np.abs(rich[:, 0] - rich[:, 1]) / 15
     r, q = _kink_signature(s)
     return rich[:, 0], SAFETY * (truncation + 1.5 * s.rounding) + (np.abs(r) + np.abs(q)) / 4
+
+
+def _settles(a, value, bound, allow, objective, tensor: str, analytic_eps: float) -> np.ndarray:
+    """(K,): the numeric values (K,) with their bounds (K,) resolve the elements of
+    analytic values ``a`` (K,) and rounding allowances ``allow`` (K,): a value above its
+    bound, or a bound below ``_zero_resolution`` with a within it and its allowance (a
+    zero resolved as one)."""
+    with np.errstate(invalid="ignore"):
+        zero = bound <= _zero_resolution(objective, tensor, analytic_eps)
+        zero &= np.abs(a) <= bound + allow
+        return (np.abs(value) > bound) | zero
+
+
+def _zero_resolution(objective, tensor: str, analytic_eps: float) -> float:
+    """The widest bound at which an element whose analytic and numeric values are both
+    within it counts as a resolved zero (``_settles``): ZERO_RESOLUTION of the tensor's
+    gradient scale, and at most ZERO_OF_TENSOR of its largest analytic gradient when
+    that is above the analytic side's rounding of the scale (a tensor of gradients of 1e-6 beside
+    deltas of 1 is not resolved by a bound of 1e-5: a dx computed without its transpose
+    passed so)."""
+    cache = getattr(objective, "_zero_resolutions", None)
+    if cache is None:
+        cache = objective._zero_resolutions = {}
+    key = (tensor, analytic_eps)
+    if key not in cache:
+        scale = gradient_scale(objective, tensor)
+        limit = ZERO_RESOLUTION * scale
+        g = np.abs(np.asarray(objective.analytic[tensor], dtype=np.float64))
+        top = float(g.max()) if g.size and np.all(np.isfinite(g)) else 0.0
+        # a tensor whose gradients are all within the analytic side's rounding of its
+        # scale (a bias before a batch norm) has no size of its own to resolve zeros by
+        if top > ANALYTIC_ULPS * analytic_eps * scale:
+            limit = min(limit, ZERO_OF_TENSOR * top)
+        cache[key] = limit
+    return cache[key]
+
+
+def _grow(objective, tensor, index, h, rho, max_memory, a, allow, analytic_eps: float):
+    """The growth stage (module docstring) for the elements ``index`` (K,) of first steps
+    ``h`` (K,) and analytic values ``a`` (K,): (value, bound, settled), each (K,), the
+    Richardson value and bound at the largest step that resolves each element
+    (``_settles``), where f is finite and smooth at it and at every smaller step tried:
+    the first step that resolves an element may leave a bound of half its value, in
+    which a dW 1e-4 too large passes. An element whose f is not smooth at a step before
+    one resolves it stays unsettled: a larger step would reach past what decides its
+    slope."""
+    k = len(index)
+    value, bound = np.full(k, np.nan), np.full(k, np.inf)
+    settled, going = np.zeros(k, dtype=bool), np.ones(k, dtype=bool)
+    step = h.astype(np.float64)
+    for _ in range(MAX_GROWS):
+        step = step * GROW
+        todo = np.flatnonzero(going)
+        if not len(todo):
+            break
+        with np.errstate(all="ignore"):
+            sub = _scale(objective, tensor, index[todo], step[todo], rho, max_memory, None)
+            rich, b = _richardson(sub)
+            smooth = _smooth(sub) & np.all(np.isfinite(sub.f), axis=1)
+        done = smooth & _settles(a[todo], rich, b, allow[todo], objective, tensor, analytic_eps)
+        value[todo[done]], bound[todo[done]] = rich[done], b[done]
+        settled[todo[done]] = True
+        going[todo[~smooth]] = False
+    return value, bound, settled
 
 
 def _precise(objective, tensor: str, settings: Tolerances) -> bool:
@@ -727,6 +808,20 @@ def judge_elements(
         bound[refine[tighter]] = b[tighter]
         passed[refine[wrong]] = False
         failed[refine[wrong]] = True
+    # the growth stage: what passed without being resolved, again at larger steps
+    eps_a = settings.analytic_eps
+    resolved = _settles(a, numeric_value, bound, allowance, objective, tensor, eps_a)
+    vague = np.flatnonzero(passed & ~resolved)
+    if len(vague) and not retry:
+        at = index[vague]
+        value, b, settled = _grow(
+            objective, tensor, at, h[vague], rho, max_memory, a[vague], allowance[vague], eps_a
+        )
+        judged = vague[settled]
+        numeric_value[judged], bound[judged] = value[settled], b[settled]
+        wrong = ~within(a[judged], value[settled], b[settled], allowance[judged])
+        passed[judged[wrong]] = False
+        failed[judged[wrong]] = True
     # what no step resolved: a failure when a lies outside every numeric estimate taken
     # (widened by the largest rounding met), otherwise inconclusive
     rest = np.flatnonzero(open_)
