@@ -317,8 +317,13 @@ def _zero_resolution(objective, tensor: str, analytic_eps: float) -> float:
         g = np.abs(np.asarray(objective.analytic[tensor], dtype=np.float64))
         top = float(g.max()) if g.size and np.all(np.isfinite(g)) else 0.0
         # a tensor whose gradients are all within the analytic side's rounding of its
-        # scale (a bias before a batch norm) has no size of its own to resolve zeros by
-        if top > ANALYTIC_ULPS * analytic_eps * scale:
+        # scale (a bias before a batch norm) has no size of its own to resolve zeros by;
+        # one whose gradients are all exactly 0 claims no size at all: its zeros are
+        # grown as far as f stays smooth (a dWq of zeros passed beside a true 1.8e-18,
+        # with projections of 1e-6 in an attention: found by a hunt)
+        if top == 0.0:
+            limit = 0.0
+        elif top > ANALYTIC_ULPS * analytic_eps * scale:
             limit = min(limit, ZERO_OF_TENSOR * top)
         cache[key] = limit
     return cache[key]
