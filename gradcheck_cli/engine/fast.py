@@ -253,11 +253,17 @@ def directional_test(
         if truncation <= SMOOTH_RATIO * rounding:
             tolerance = SAFETY * (truncation + rounding) + analytic_floor
             return Direction(
-                tuple(u), line.analytic, e1 + (e1 - e2) / 3, tolerance, step, True, 0, line.shares
+                tuple(u),
+                line.analytic,
+                e1 + (e1 - e2) / 3,
+                tolerance,
+                step,
+                True,
+                shares=line.shares,
             )
         step /= 10
     return Direction(
-        tuple(u), line.analytic, e1 + (e1 - e2) / 3, math.inf, step * 10, False, 0, line.shares
+        tuple(u), line.analytic, e1 + (e1 - e2) / 3, math.inf, step * 10, False, shares=line.shares
     )
 
 
@@ -295,9 +301,9 @@ def one_sided_test(objective, u: dict[str, np.ndarray], eps: float, a_eps: float
         truncation = abs(e1 - e2)
         if truncation <= SMOOTH_RATIO * rounding:
             tolerance = SAFETY * (truncation + rounding) + analytic_floor
-            return Direction(tuple(u), line.analytic, e1, tolerance, step, True, 0, line.shares)
+            return Direction(tuple(u), line.analytic, e1, tolerance, step, True, shares=line.shares)
         step /= 10
-    return Direction(tuple(u), line.analytic, e1, math.inf, step * 10, False, 0, line.shares)
+    return Direction(tuple(u), line.analytic, e1, math.inf, step * 10, False, shares=line.shares)
 
 
 def run_directions(

@@ -522,25 +522,19 @@ class _Schedule:
         size = min(int(seconds / share.cost), GROWTH * max(share.last, 1))
         return max(1, min(size, share.left))
 
-    def _expected(self, share: _Share, elements: int) -> float:
-        """Seconds ``elements`` of ``share`` should take, at its measured cost (or the
-        cheapest seen, as ``_left_seconds``)."""
-        cost = share.cost
-        if cost is None:
-            cost = min((s.cost for s in self.shares if s.cost is not None), default=0.0)
-        return elements * cost
+    def _cost(self, share: _Share) -> float:
+        """CPU seconds per element of ``share``, as measured; for a tensor not yet
+        measured, the cheapest cost seen (0 before any): costs differ by tensor (an
+        input's copy runs the whole network, a last layer's weight only the loss), and
+        an estimate on the low side starts no helper that does not pay; a large check
+        still passes the threshold within a few chunks."""
+        if share.cost is not None:
+            return share.cost
+        return min((s.cost for s in self.shares if s.cost is not None), default=0.0)
 
     def _left_seconds(self) -> float:
-        """The CPU seconds the elements not yet cut would take here, from the costs
-        measured so far. A tensor not yet measured is taken at the cheapest cost seen:
-        costs differ by tensor (an input's copy runs the whole network, a last layer's
-        weight only the loss), and an estimate on the low side starts no helper that
-        does not pay; a large check still passes the threshold within a few chunks."""
-        costs = [s.cost for s in self.shares if s.cost is not None]
-        if not costs:
-            return 0.0
-        least = min(costs)
-        return sum(s.left * (s.cost if s.cost is not None else least) for s in self.shares)
+        """The CPU seconds the elements not yet cut would take here (``_cost``)."""
+        return sum(s.left * self._cost(s) for s in self.shares)
 
     # --- helpers ----------------------------------------------------------------------
 
@@ -579,7 +573,7 @@ class _Schedule:
                 self.draining = time.monotonic()
             self.flying[future] = chunk
             share = self.where[chunk.id][0]
-            self.expected[chunk.id] = self._expected(share, len(chunk.index))
+            self.expected[chunk.id] = len(chunk.index) * self._cost(share)
 
     def _helper_room(self) -> float | None:
         """The seconds of work a helper may still be given: the helpers' share of all the

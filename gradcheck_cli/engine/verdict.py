@@ -304,9 +304,9 @@ def _zero_resolution(objective, tensor: str, analytic_eps: float) -> float:
     """The widest bound at which an element whose analytic and numeric values are both
     within it counts as a resolved zero (``_settles``): ZERO_RESOLUTION of the tensor's
     gradient scale, and at most ZERO_OF_TENSOR of its largest analytic gradient when
-    that is above the analytic side's rounding of the scale (a tensor of gradients of 1e-6 beside
-    deltas of 1 is not resolved by a bound of 1e-5: a dx computed without its transpose
-    passed so)."""
+    that is above the analytic side's rounding of the scale (a tensor of gradients of
+    1e-6 beside deltas of 1 is not resolved by a bound of 1e-5: a dx computed without
+    its transpose passed so); 0 for a tensor whose analytic gradient is 0 everywhere."""
     cache = getattr(objective, "_zero_resolutions", None)
     if cache is None:
         cache = objective._zero_resolutions = {}
@@ -514,13 +514,13 @@ def _kink_signature(s: _Scale) -> tuple[np.ndarray, np.ndarray]:
     return r, q
 
 
-def gradient_scale(objective, tensor: str | None = None) -> float:
+def gradient_scale(objective, tensor: str) -> float:
     """The largest term the backward passes combined into ``tensor``'s gradient: its own
     analytic gradient, every delta on its way to the loss (a network's dE/d of each value
     downstream of it, a layer's upstream delta) and the loss's target. A backward's
     rounding scales with the terms it combines, even where its result cancels to far
     less: a softmax's dx is y (dy - y . dy), and a saturated cross-entropy's dE/dy = p - t
-    is 1 - 1 + 1e-40. Without ``tensor``: the largest over every tensor.
+    is 1 - 1 + 1e-40.
 
     Only the terms on the tensor's own way count: a dense layer's dW = x^T dy of 1e-6
     (inputs of 1e-6) beside its dx = dy W^T of 2e6 (weights of 1e6) was allowed
@@ -530,10 +530,7 @@ def gradient_scale(objective, tensor: str | None = None) -> float:
     if cache is None:
         cache = objective._gradient_scales = {}
     if tensor not in cache:
-        if tensor is None:
-            arrays = [*objective.analytic.values(), *_deltas(objective)]
-        else:
-            arrays = [objective.analytic[tensor], *_deltas(objective, tensor)]
+        arrays = [objective.analytic[tensor], *_deltas(objective, tensor)]
         sizes = [np.abs(np.asarray(g, dtype=np.float64)) for g in arrays]
         cache[tensor] = max(
             (float(g.max()) for g in sizes if g.size and np.all(np.isfinite(g))), default=0.0
@@ -578,7 +575,7 @@ def known(objective, noises: dict[tuple[str, float], float], scales: dict[str, f
     scale_cache.update(scales)
 
 
-def _deltas(objective, tensor: str | None = None) -> list[np.ndarray]:
+def _deltas(objective, tensor: str) -> list[np.ndarray]:
     """The deltas an objective knows of, ``deltas`` (a network's, by value: for
     ``tensor``, those of the values downstream of it) or ``delta`` (a layer's upstream
     gradient), and its loss's ``target`` (a float array, or for class indices the 1 of
@@ -598,12 +595,12 @@ def _deltas(objective, tensor: str | None = None) -> list[np.ndarray]:
     return out
 
 
-def _downstream_values(objective, tensor: str | None) -> set[str] | None:
+def _downstream_values(objective, tensor: str) -> set[str] | None:
     """The values of a network objective that change when ``tensor`` moves (itself, for
     a network input, and every node's output downstream); None (every value) without a
     network or a tensor it knows."""
     network = getattr(getattr(objective, "problem", None), "network", None)
-    if tensor is None or network is None:
+    if network is None:
         return None
     try:
         below = {node.name for node in network.downstream(tensor)}
