@@ -3,6 +3,8 @@ target handling and its field errors."""
 
 from __future__ import annotations
 
+from unittest import mock
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -300,16 +302,19 @@ def _sce_by_row_sums(y: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarr
     spoil=st.sampled_from([None, "extra", "two", "minus_zero", "nan", "negative", "soft"]),
     specials=st.lists(st.sampled_from([np.nan, np.inf, 0.0, -0.0, 1e300]), max_size=4),
     seed=st.integers(0, 2**32 - 1),
+    block=st.sampled_from([None, 1, 3, 7]),
 )
 def test_one_hot_targets_give_the_row_sums_numbers_bit_for_bit(
-    rows, classes, y_dtype, t_dtype, spoil, specials, seed
+    rows, classes, y_dtype, t_dtype, spoil, specials, seed, block
 ):
     """softmax_cross_entropy picks one log-probability per row for one-hot targets
     (computed class-major) and sums t * log_p otherwise: the losses and dE/dy are what
     the sum over whole rows gives, bit for bit and in its dtype, for any number of rows
     and classes, float32 and float64, NaN, infinities, signed zeros and huge logits, and
     targets that are one-hot but for one entry (which must take the row-sum path). The
-    logits are never written to (one row: y.T is already contiguous)."""
+    logits are never written to (one row: y.T is already contiguous). ``block``: rows
+    per block of the class-major path (``PICK_BLOCK_BYTES``), None for its own."""
+    from gradcheck_cli.losses import cross_entropy
     from gradcheck_cli.losses._common import hot_classes
 
     rng = np.random.default_rng(seed)
@@ -338,7 +343,8 @@ def test_one_hot_targets_give_the_row_sums_numbers_bit_for_bit(
         np.testing.assert_array_equal(hot_classes(t), hot)
     before = y.copy()
     loss = make("softmax_cross_entropy")
-    with np.errstate(all="ignore"):
+    size = cross_entropy.PICK_BLOCK_BYTES if block is None else block * classes * y.itemsize
+    with np.errstate(all="ignore"), mock.patch.object(cross_entropy, "PICK_BLOCK_BYTES", size):
         got, cache = loss.forward(y, t)
         grad = loss.backward(cache)
         want, want_grad = _sce_by_row_sums(y, t)
