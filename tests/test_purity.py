@@ -274,13 +274,17 @@ def test_a_false_batch_independent_claim_is_warned_and_checked_the_slow_way():
 
 
 def test_without_the_override_the_false_claim_would_fail_a_correct_layer(monkeypatch):
-    """The probe's override is what keeps the batch norm above from a false alarm."""
+    """The probe's override is what lets the batch norm above be checked: without it its
+    perturbed copies mix with each other, which the copies probe then finds
+    (engine/interference.py: the check cannot be carried out) rather than the check
+    failing a correct layer."""
     monkeypatch.setattr(purity, "_mixes_rows", lambda *args: None)
     x = {"value": np.linspace(-1.0, 2.0, 12).reshape(4, 3).tolist(), "batched": True}
     target = [[0.0, 1.0], [1.0, 0.0], [0.5, 0.5], [0.2, 0.1]]
     config = stack("batchnorm_claims_independent", plugin="correct_layers.py", before=None)
     config.update(input=x, loss={"type": "mse", "target": target})
-    assert not gc.check(config).passed
+    with pytest.raises(NondeterministicError, match="perturbed copies"):
+        gc.check(config)
 
 
 def test_a_function_pair_that_takes_no_other_batch_size_is_checked_one_copy_at_a_time():

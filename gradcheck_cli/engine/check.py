@@ -29,6 +29,7 @@ from .diagnose import diagnose
 from .elements import check_tensor, select_elements, select_tensors, unchecked, user_shape
 from .expectations import compare_expectations
 from .float32_recheck import recheck_in_float64
+from .interference import PROBE_SHARE, probe_copies, unprobed_note
 from .isolation import Ahead, Isolation, isolate_layers, isolation_mode
 from .kinks import settle_compound_kinks
 from .objective import NetworkObjective
@@ -66,6 +67,22 @@ def tolerances(problem: Problem) -> tuple[Tolerances, list[str]]:
     return Tolerances(s.atol, s.rtol, s.eps, s.strict_kinks, analytic_eps), notes
 
 
+def copies_probed(
+    problem: Problem, objective, checked: list[str], tol: Tolerances, started: float | None
+) -> list[str]:
+    """Compare perturbed copies with the network run alone (engine/interference.py; exit
+    3 where they differ). ``started``: the check's start under a time budget, of which
+    the probe takes at most PROBE_SHARE; the notes say what it left unprobed."""
+    budget = problem.settings.time_budget
+    if started is not None and budget is not None:
+        Calls.deadline = started + PROBE_SHARE * budget
+    try:
+        left = probe_copies(problem, objective, checked, tol.eps, problem.settings.max_memory)
+    finally:
+        Calls.deadline = None
+    return [unprobed_note(left)] if left else []
+
+
 @blas.single_threaded  # thousands of small BLAS calls: threads cost more than they give
 def run_check(
     problem: Problem, progress: ProgressCallback | None = None, helpers: Helpers | None = None
@@ -88,9 +105,12 @@ def run_check(
     objective = NetworkObjective.build(problem, trace, grads, problem_params(problem, np.float64))
     prepared_in = time.perf_counter() - started
     checked, skipped = select_tensors(problem)
+    budgeted = problem.settings.mode is Mode.BUDGET and problem.settings.time_budget is not None
+    # exit 3 where perturbed copies evaluated together are not the network run alone
+    unprobed = copies_probed(problem, objective, checked, tol, started if budgeted else None)
+    notes = [*notes, *unprobed]
     rng = np.random.default_rng(problem.settings.seed)
     plan = {t: select_elements(objective.tensors()[t].size, problem, rng) for t in checked}
-    budgeted = problem.settings.mode is Mode.BUDGET and problem.settings.time_budget is not None
     if budgeted:
         # a time budget is a deadline: no call into a layer starts past it (OutOfTime), so
         # that the check overruns by at most the call running then

@@ -425,8 +425,9 @@ class NetworkObjective:
         ins = [moved.get(v) for v in node.inputs]
         given = [m for m in ins if m is not None]
         whole = not all(isinstance(m, local.Rows | local.Local) for m in given)
-        if not whole and len({m.rows.tobytes() for m in given}) > 1:  # type: ignore[union-attr]
-            whole = True  # moved inputs reaching different rows: run every example
+        if not whole and len(given) > 1:  # moved inputs reaching different rows: every example
+            reached = [m.rows for m in given]  # type: ignore[union-attr]
+            whole = any(not np.array_equal(r, reached[0]) for r in reached[1:])
         if whole or not node.batch_independent:
             xs = [
                 local.full(m, self.values[v]) if m is not None else _tiled(self.values[v], p)

@@ -1,0 +1,150 @@
+"""Perturbed copies against the network run on its own: state hidden outside the arrays.
+
+The numeric side evaluates perturbed copies of the network many at a time
+(engine/objective.py): stacked into one batch, or as the rows a perturbation reaches.
+That gives the network's own losses only while every layer's output depends on nothing
+but its inputs and parameters. A layer that keeps state outside them breaks it without
+any per-layer probe noticing (engine/purity.py calls each layer alone): one that writes
+a module-level value from its input, read by a later layer as a constant, computes it
+over all the copies of a call, not over one network's batch, and both sides of the check
+then miss the dependency; the hunt that found it (a mean published by one layer, a
+factor read by the next) passed with the real gradient 16.5% off.
+
+So, for a network with user code (a plugin layer, a function pair or a plugin loss)
+downstream of a checked tensor, before the check: two of the tensor's elements (its
+first and middle ones) are each moved by +-PROBE_STEP of their magnitude (at least of
+the tensor's RMS), the four copies evaluated together the way the check evaluates
+copies, and each again by a plain forward of the network with that one tensor replaced
+(``NetworkObjective.loss_at``). The two must agree up to rounding: within
+NOISES times the tensor's measured noise of f (the check's own ``tensor_noise``) plus
+AGREE times the change the move makes. They differ by a fraction of that change where
+state leaks between copies, by rounding where the copies only take other code paths
+(local recomputation, another BLAS kernel for another batch size).
+
+A disagreement makes the check impossible (NondeterministicError, exit 3), naming the
+first layer with user code downstream of the tensor: finite differences of copies that
+interfere measure another function than the network's. Networks of built-in layers
+only are not probed: their copies are row consistent by construction
+(tests/test_local.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import NondeterministicError
+from ..problem import Problem
+from ..protocol import ORIGINS
+from .blame import LOSS
+from .passes import OutOfTime
+from .verdict import tensor_noise
+
+#: Each probed element moves by this much of its magnitude (at least of the tensor's RMS):
+#: large beside rounding, so that a leak of a small part of the change shows.
+PROBE_STEP = 1e-2
+#: Copies together and the network alone agree within this part of the change in f ...
+AGREE = 1e-7
+#: ... plus this many times the tensor's noise of f (and as many epsilons of f).
+NOISES = 64.0
+
+#: Under a time budget, the probe may take this share of it (engine/check.py).
+PROBE_SHARE = 0.25
+
+#: Layer types that run a plugin's code without being registered by one.
+USER_CODE_TYPES = {("layer", "functions"), ("loss", "function")}
+
+
+def _user_code(kind: str, type_name: str) -> bool:
+    return (kind, type_name) in USER_CODE_TYPES or ORIGINS.get(
+        (kind, type_name), "built-in"
+    ) != "built-in"
+
+
+def probe_copies(
+    problem: Problem, objective, tensors: list[str], eps: float, max_memory: int
+) -> list[str]:
+    """Raise NondeterministicError when perturbed copies of the network evaluated together
+    give other losses than the network run on its own (module docstring). tensors: the
+    checked tensors; eps: the check's step factor (for the noise, as the check measures
+    it); max_memory: its memory budget. Returns the tensors left unprobed when a call
+    would start past ``Calls.deadline`` (OutOfTime: a time budget)."""
+    network = problem.network
+    user_loss = _user_code("loss", problem.loss.type)
+    users = {n.name for n in network if _user_code("layer", n.type)}
+    if not users and not user_loss:
+        return []
+    reaching = []  # (tensor, the nodes with user code downstream of it)
+    for tensor in tensors:
+        below = [n.name for n in network.downstream(tensor) if n.name in users]
+        if below or user_loss:
+            reaching.append((tensor, below))
+    for k, (tensor, below) in enumerate(reaching):
+        try:
+            _probe(objective, tensor, below, eps, max_memory)
+        except OutOfTime:
+            return [t for t, _ in reaching[k:]]
+    return []
+
+
+def unprobed_note(tensors: list[str]) -> str:
+    """The report's note for tensors the time budget left unprobed."""
+    return (
+        f"the time budget left no time to compare perturbed copies with the network run "
+        f"alone for {len(tensors)} tensor(s) ({', '.join(tensors[:5])}"
+        f"{', ...' if len(tensors) > 5 else ''}): state a layer keeps outside its arrays "
+        f"would go unnoticed there"
+    )
+
+
+def _probe(objective, tensor: str, below: list[str], eps: float, max_memory: int) -> None:
+    """Probe ``tensor`` (module docstring); below: the nodes with user code downstream."""
+    flat = objective.tensors()[tensor].reshape(-1)
+    if not flat.size:
+        return
+    at = np.unique([0, flat.size // 2])
+    with np.errstate(all="ignore"):
+        rms = float(np.sqrt(np.mean(np.square(flat.astype(np.float64)))))
+        size = np.maximum(np.abs(flat[at].astype(np.float64)), rms)
+    size[~np.isfinite(size) | (size == 0)] = 1.0
+    index = np.repeat(at, 2)
+    delta = (PROBE_STEP * size[:, None] * np.array([1.0, -1.0])).reshape(-1)
+    with np.errstate(all="ignore"):
+        together = np.asarray(objective.losses(tensor, index, delta), dtype=np.float64)
+        alone = np.array(
+            [_alone(objective, tensor, i, d) for i, d in zip(index, delta, strict=True)]
+        )
+    finite = np.isfinite(together) & np.isfinite(alone)
+    if not finite.any():
+        return
+    f0 = float(objective.f0)
+    noise = tensor_noise(objective, tensor, eps, max_memory)
+    with np.errstate(all="ignore"):
+        allowed = AGREE * np.abs(alone - f0) + NOISES * (
+            noise + np.finfo(np.float64).eps * (abs(f0) + np.abs(alone))
+        )
+        apart = finite & (np.abs(together - alone) > allowed)
+    if apart.any():
+        k = int(np.flatnonzero(apart)[0])
+        raise NondeterministicError(
+            below[0] if below else LOSS,
+            _message(tensor, index[k], delta[k], together[k], alone[k], below),
+        )
+
+
+def _alone(objective, tensor: str, i: int, d: float) -> float:
+    """The loss of the network run on its own with element i of ``tensor`` moved by d."""
+    moved = objective.tensors()[tensor].copy()
+    moved.reshape(-1)[i] += d
+    return float(objective.loss_at({tensor: moved}))
+
+
+def _message(tensor: str, i: int, d: float, together: float, alone: float, below: list[str]) -> str:
+    who = ", ".join(repr(n) for n in below) if below else "the loss"
+    return (
+        f"perturbed copies of the network evaluated together give another loss than the "
+        f"network run on its own ({tensor} element {i} moved by {d:.3g}: {float(together)!r} "
+        f"together, {float(alone)!r} alone), so finite differences would measure another function "
+        f"than the network's. A layer keeps state outside its inputs, parameters and cache "
+        f"(a module-level variable one layer writes and another reads, a result kept "
+        f"between calls); user code downstream of {tensor}: {who}. Pass every value a "
+        f"forward uses in through its inputs or parameters."
+    )
