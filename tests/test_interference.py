@@ -170,3 +170,50 @@ def test_a_time_budget_bounds_the_probe_and_the_report_says_what_it_left():
     report = gc.check(config, time_budget=0.5)
     assert time.perf_counter() - started < 3.0
     assert any("no time to compare perturbed copies" in w for w in report.warnings)
+
+
+class _Objective:
+    """A stand-in objective whose copies evaluated together miss the network alone by
+    ``gap`` (relative to f)."""
+
+    def __init__(self, gap: float):
+        self.gap, self.f0 = gap, 1e8  # epsilons of f (3e-6) above 1e-7 of its change
+        self.values = {"w": np.array([1.0, 2.0, 3.0])}
+
+    def tensors(self):
+        return self.values
+
+    def losses(self, tensor, index, delta):
+        return np.array([self._f(i, d) * (1 + self.gap) for i, d in zip(index, delta, strict=True)])
+
+    def loss_at(self, values):
+        moved = values["w"] - self.values["w"]
+        (i,) = np.flatnonzero(moved)
+        return self._f(i, moved[i])
+
+    def _f(self, i, d):
+        return self.f0 + (i + 1) * d
+
+
+@pytest.mark.parametrize(
+    ("gap", "noise", "refused"),
+    [
+        (1e-13, 0.0, True),  # beyond 64 epsilons of f, no noise measured to cover it
+        (1e-13, 1e-6, False),  # within the tensor's measured noise of f
+        (1e-15, 0.0, False),  # within 64 epsilons of f: the noise is not even measured
+        (1e-6, 1e-6, True),  # a leak: 1e-6 of f is far beyond the noise
+    ],
+)
+def test_the_rule_allows_rounding_and_the_measured_noise_of_f(monkeypatch, gap, noise, refused):
+    """The probe's rule (module docstring): a gap within 64 epsilons of f, or within 64
+    times the tensor's measured noise of f, is rounding; anything more is refused. The
+    noise is measured only when epsilons do not cover the gap."""
+    measured = []
+    monkeypatch.setattr(interference, "tensor_noise", lambda *a: measured.append(1) or noise)
+    run = lambda: interference._probe(_Objective(gap), "w", ["p"], 1e-6, 1 << 20)  # noqa: E731
+    if refused:
+        with pytest.raises(NondeterministicError, match="perturbed copies"):
+            run()
+    else:
+        run()
+    assert bool(measured) == (gap > 1e-14)
