@@ -15,7 +15,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import gradcheck_cli as gc
-from gradcheck_cli import protocol
 from gradcheck_cli.cli import cli
 from gradcheck_cli.engine import interference
 from gradcheck_cli.errors import NondeterministicError
@@ -29,17 +28,7 @@ X = [
 MODES = [{}, {"fast": True}, {"sample": 5}]
 
 
-@pytest.fixture(autouse=True)
-def _registry():
-    """The plugin registers in the process-wide registry: restore it."""
-    import gradcheck_cli.layers
-    import gradcheck_cli.losses  # noqa: F401  (the built-ins, registered before the snapshot)
-
-    saved = dict(protocol.LAYERS), dict(protocol.LOSSES), dict(protocol.ORIGINS)
-    yield
-    for live, old in zip((protocol.LAYERS, protocol.LOSSES, protocol.ORIGINS), saved, strict=True):
-        live.clear()
-        live.update(old)
+pytestmark = pytest.mark.usefixtures("clean_registry")  # the plugin registers its layers
 
 
 def chain(*middle: dict, x=X, widths=(4,), seed: int = 1) -> dict:
