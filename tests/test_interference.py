@@ -199,10 +199,40 @@ def test_the_rule_allows_rounding_and_the_measured_noise_of_f(monkeypatch, gap, 
     noise is measured only when epsilons do not cover the gap."""
     measured = []
     monkeypatch.setattr(interference, "tensor_noise", lambda *a: measured.append(1) or noise)
-    run = lambda: interference._probe(_Objective(gap), "w", ["p"], 1e-6, 1 << 20)  # noqa: E731
+    run = lambda: interference._probe(_Objective(gap), "w", ["p"], 1e-6, 1 << 20, 1e-2)  # noqa: E731
     if refused:
         with pytest.raises(NondeterministicError, match="perturbed copies"):
             run()
     else:
         run()
     assert bool(measured) == (gap > 1e-14)
+
+
+def test_a_layer_on_a_narrow_domain_is_probed_with_smaller_moves():
+    """An input 0.006 above the edge of a layer's domain: the probe's moves of 1% of the
+    input's magnitude cross it and the layer raises, so the probe moves SMALLER times as
+    far; the check passes, as it did before the probe."""
+    x = [[0.506, 0.9, 1.4], [0.7, 1.1, 0.8]]
+    config = {
+        "plugins": [PLUGIN],
+        "input": {"value": x, "batched": True},
+        "layers": [{"type": "log_above_half", "name": "log"}],
+        "loss": {"type": "mse", "target": [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]},
+    }
+    report = gc.check(config)
+    assert report.passed and not any("not compared" in w for w in report.warnings)
+
+
+def test_user_code_that_raises_at_every_move_is_noted_not_refused(monkeypatch):
+    """Where user code raises even at the smaller moves, the tensor goes unprobed and the
+    report says so (the check's own steps meet the error if it is theirs too)."""
+    from gradcheck_cli.errors import PluginError
+
+    def raising(objective, tensor, below, eps, max_memory, step):
+        raise PluginError("p", "raised ValueError")
+
+    monkeypatch.setattr(interference, "_probe", raising)
+    report = gc.check(WRITER_READER)
+    assert report.checks  # the check itself ran
+    notes = [w for w in report.warnings if "were not compared" in w]
+    assert notes and "input" in notes[0]

@@ -29,7 +29,7 @@ from .diagnose import diagnose
 from .elements import check_tensor, select_elements, select_tensors, unchecked, user_shape
 from .expectations import compare_expectations
 from .float32_recheck import recheck_in_float64
-from .interference import PROBE_SHARE, probe_copies, unprobed_note
+from .interference import PROBE_SHARE, probe_copies
 from .isolation import Ahead, Isolation, isolate_layers, isolation_mode
 from .kinks import settle_compound_kinks
 from .objective import NetworkObjective
@@ -77,10 +77,9 @@ def copies_probed(
     if started is not None and budget is not None:
         Calls.deadline = started + PROBE_SHARE * budget
     try:
-        left = probe_copies(problem, objective, checked, tol.eps, problem.settings.max_memory)
+        return probe_copies(problem, objective, checked, tol.eps, problem.settings.max_memory)
     finally:
         Calls.deadline = None
-    return [unprobed_note(left)] if left else []
 
 
 @blas.single_threaded  # thousands of small BLAS calls: threads cost more than they give

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import NondeterministicError
+from ..errors import NondeterministicError, PluginError
 from ..problem import Problem
 from ..protocol import ORIGINS
 from .blame import LOSS
@@ -44,6 +44,8 @@ from .verdict import tensor_noise
 #: Each probed element moves by this much of its magnitude (at least of the tensor's RMS):
 #: large beside rounding, so that a leak of a small part of the change shows.
 PROBE_STEP = 1e-2
+#: ... or this many times less, where user code raised at those moves.
+SMALLER = 1e-3
 #: Copies together and the network alone agree within this part of the change in f ...
 AGREE = 1e-7
 #: ... plus this many times the tensor's noise of f (and as many epsilons of f).
@@ -68,8 +70,11 @@ def probe_copies(
     """Raise NondeterministicError when perturbed copies of the network evaluated together
     give other losses than the network run on its own (module docstring). tensors: the
     checked tensors; eps: the check's step factor (for the noise, as the check measures
-    it); max_memory: its memory budget. Returns the tensors left unprobed when a call
-    would start past ``Calls.deadline`` (OutOfTime: a time budget)."""
+    it); max_memory: its memory budget. Returns notes for the report: the tensors left
+    unprobed when a call would start past ``Calls.deadline`` (OutOfTime: a time
+    budget), and those whose user code raised at the probe's moves (PluginError, also at
+    moves SMALLER times as large: a layer defined on a narrow domain; the check's own
+    steps are smaller still, and meet the error themselves if it is theirs too)."""
     network = problem.network
     user_loss = _user_code("loss", problem.loss.type)
     users = {n.name for n in network if _user_code("layer", n.type)}
@@ -80,15 +85,25 @@ def probe_copies(
         below = [n.name for n in network.downstream(tensor) if n.name in users]
         if below or user_loss:
             reaching.append((tensor, below))
+    notes = []
     for k, (tensor, below) in enumerate(reaching):
         try:
-            _probe(objective, tensor, below, eps, max_memory)
+            try:
+                _probe(objective, tensor, below, eps, max_memory, PROBE_STEP)
+            except PluginError:
+                _probe(objective, tensor, below, eps, max_memory, PROBE_STEP * SMALLER)
         except OutOfTime:
-            return [t for t, _ in reaching[k:]]
-    return []
+            return [*notes, _unprobed_note([t for t, _ in reaching[k:]])]
+        except PluginError as e:
+            notes.append(
+                f"perturbed copies were not compared with the network run alone for "
+                f"{tensor}: {e}; state a layer keeps outside its arrays would go unnoticed "
+                f"there"
+            )
+    return notes
 
 
-def unprobed_note(tensors: list[str]) -> str:
+def _unprobed_note(tensors: list[str]) -> str:
     """The report's note for tensors the time budget left unprobed."""
     return (
         f"the time budget left no time to compare perturbed copies with the network run "
@@ -98,8 +113,11 @@ def unprobed_note(tensors: list[str]) -> str:
     )
 
 
-def _probe(objective, tensor: str, below: list[str], eps: float, max_memory: int) -> None:
-    """Probe ``tensor`` (module docstring); below: the nodes with user code downstream."""
+def _probe(
+    objective, tensor: str, below: list[str], eps: float, max_memory: int, step: float
+) -> None:
+    """Probe ``tensor`` (module docstring) with moves of ``step`` times each element's
+    magnitude; below: the nodes with user code downstream."""
     flat = objective.tensors()[tensor].reshape(-1)
     if not flat.size:
         return
@@ -109,7 +127,7 @@ def _probe(objective, tensor: str, below: list[str], eps: float, max_memory: int
         size = np.maximum(np.abs(flat[at].astype(np.float64)), rms)
     size[~np.isfinite(size) | (size == 0)] = 1.0
     index = np.repeat(at, 2)
-    delta = (PROBE_STEP * size[:, None] * np.array([1.0, -1.0])).reshape(-1)
+    delta = (step * size[:, None] * np.array([1.0, -1.0])).reshape(-1)
     with np.errstate(all="ignore"):
         together = np.asarray(objective.losses(tensor, index, delta), dtype=np.float64)
         alone = np.array(

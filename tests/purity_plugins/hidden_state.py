@@ -146,3 +146,18 @@ class SlowSin(gc.Layer):
 
     def backward(self, dy, x, params):
         return dy * np.cos(x), {}
+
+
+@gc.register_layer("log_above_half")
+class LogAboveHalf(gc.Layer):
+    """y = log(x - 0.5), refusing any input at or below 0.5 (a narrow domain): pure."""
+
+    batch_independent = True
+
+    def forward(self, x, params):
+        if np.any(x <= 0.5):
+            raise ValueError("log_above_half takes inputs above 0.5 only")
+        return np.log(x - 0.5), x
+
+    def backward(self, dy, x, params):
+        return dy / (x - 0.5), {}
