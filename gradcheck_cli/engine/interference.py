@@ -11,18 +11,25 @@ then miss the dependency; the hunt that found it (a mean published by one layer,
 factor read by the next) passed with the real gradient 16.5% off.
 
 So, for a network with user code (a plugin layer, a function pair or a plugin loss)
-downstream of a checked tensor, before the check: two of the tensor's elements (its
-first and middle ones) are each moved by +-PROBE_STEP of their magnitude (at least of
-the tensor's RMS), the four copies evaluated together the way the check evaluates
-copies, and each again by a plain forward of the network with that one tensor replaced
-(``NetworkObjective.loss_at``). The two must agree up to rounding: within AGREE times
-the change the move makes plus NOISES epsilons of f, or, where that does not cover the
-gap, NOISES times the tensor's measured noise of f (the check's own ``tensor_noise``,
-measured only then: it costs more than the probe, and ``--fast`` needs it nowhere else;
-the probe then adds 0.02-0.03 s to the cs231n example's check). They differ by a
-fraction of that change where state leaks between copies, by rounding where the copies
-only take other code paths (local recomputation, another BLAS kernel for another batch
-size). AGREE is below the smallest relative error the check must catch (1e-6).
+downstream of a checked tensor, before the check: up to PROBE_ELEMENTS of the tensor's
+elements (``probed_elements``: its first, middle and last, then others drawn; all of a
+smaller tensor: a leak may come from one feature or one parameter element alone, which
+hunt 16 found passing while only the first and middle were moved) are each moved by
++-PROBE_STEP of their magnitude (at least of the tensor's RMS). Their copies are
+evaluated together the way the check evaluates copies, again an element's two copies a
+call (a copy whose loss depends on the others a call holds, their mean or the last one
+run, changes with them), and the first ANCHORS elements' copies by a plain forward of
+the network with that one tensor replaced (``NetworkObjective.loss_at``). All must agree
+up to rounding: within AGREE times the change the move makes plus NOISES epsilons of f,
+or, where that does not cover the gap, NOISES times the tensor's measured noise of f
+(the check's own ``tensor_noise``, measured only then: it costs more than the probe,
+and ``--fast`` needs it nowhere else). They differ by a fraction of that change where
+state leaks between copies, by rounding where the copies only take other code paths
+(local recomputation, another BLAS kernel for another batch size). AGREE is below the
+smallest relative error the check must catch (1e-6). The probe evaluates each probed
+element's copies three or four times: on the cs231n example (naive loops, function
+pairs run one copy at a time) it takes 0.10-0.12 s, the full check 0.6-0.7 s and
+``--fast`` 0.21 s with it.
 
 A disagreement makes the check impossible (NondeterministicError, exit 3), naming the
 first layer with user code downstream of the tensor: finite differences of copies that
@@ -31,6 +38,8 @@ only are not probed: their copies are row consistent by construction
 (tests/test_local.py)."""
 
 from __future__ import annotations
+
+import zlib
 
 import numpy as np
 
@@ -46,6 +55,10 @@ from .verdict import tensor_noise
 PROBE_STEP = 1e-2
 #: ... or this many times less, where user code raised at those moves.
 SMALLER = 1e-3
+#: Elements probed per tensor (all of a smaller one), their copies evaluated together
+#: and two a call; the first ANCHORS also run as the plain network.
+PROBE_ELEMENTS = 16
+ANCHORS = 2
 #: Copies together and the network alone agree within this part of the change in f ...
 AGREE = 1e-7
 #: ... plus this many times the tensor's noise of f (and as many epsilons of f).
@@ -121,41 +134,72 @@ def _probe(
     flat = objective.tensors()[tensor].reshape(-1)
     if not flat.size:
         return
-    at = np.unique([0, flat.size // 2])
+    at = probed_elements(flat.size, tensor)
     with np.errstate(all="ignore"):
         rms = float(np.sqrt(np.mean(np.square(flat.astype(np.float64)))))
         size = np.maximum(np.abs(flat[at].astype(np.float64)), rms)
     size[~np.isfinite(size) | (size == 0)] = 1.0
     index = np.repeat(at, 2)
     delta = (step * size[:, None] * np.array([1.0, -1.0])).reshape(-1)
+    anchored = 2 * min(ANCHORS, len(at))  # the copies also run as the plain network
     with np.errstate(all="ignore"):
         together = np.asarray(objective.losses(tensor, index, delta), dtype=np.float64)
-        alone = np.array(
-            [_alone(objective, tensor, i, d) for i, d in zip(index, delta, strict=True)]
-        )
-    finite = np.isfinite(together) & np.isfinite(alone)
-    if not finite.any():
-        return
+        # the same copies again, an element's two a call: a copy whose loss depends on
+        # the other copies a call holds (their mean, the last one run) changes with them
+        single = np.empty(len(index))
+        for pair in np.arange(len(index)).reshape(-1, 2):
+            single[pair] = objective.losses(tensor, index[pair], delta[pair])
+        plain = np.full(len(index), np.nan)
+        plain[:anchored] = [
+            _alone(objective, tensor, i, d)
+            for i, d in zip(index[:anchored], delta[:anchored], strict=True)
+        ]
     f0 = float(objective.f0)
+    pairs = [
+        (together, single, "together", "two a call"),
+        (together, plain, "together", "the network run alone"),
+        (single, plain, "two a call", "the network run alone"),
+    ]
 
-    def apart(noise: float) -> np.ndarray:
+    def apart(noise: float) -> list[np.ndarray]:
+        out = []
         with np.errstate(all="ignore"):
-            allowed = AGREE * np.abs(alone - f0) + NOISES * (
-                noise + np.finfo(np.float64).eps * (abs(f0) + np.abs(alone))
-            )
-            return finite & (np.abs(together - alone) > allowed)
+            for got, want, _, _ in pairs:
+                allowed = AGREE * np.abs(want - f0) + NOISES * (
+                    noise + np.finfo(np.float64).eps * (abs(f0) + np.abs(want))
+                )
+                finite = np.isfinite(got) & np.isfinite(want)
+                out.append(finite & (np.abs(got - want) > allowed))
+        return out
 
     # the tensor's noise is measured only where epsilons of f do not cover the gap: the
     # measurement costs more than the probe (--fast never needs it otherwise)
-    if not apart(0.0).any():
+    if not any(a.any() for a in apart(0.0)):
         return
-    found = np.flatnonzero(apart(tensor_noise(objective, tensor, eps, max_memory)))
-    if len(found):
-        k = int(found[0])
-        raise NondeterministicError(
-            below[0] if below else LOSS,
-            _message(tensor, index[k], delta[k], together[k], alone[k], below),
-        )
+    for (got, want, how, other), bad in zip(
+        pairs, apart(tensor_noise(objective, tensor, eps, max_memory)), strict=True
+    ):
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            raise NondeterministicError(
+                below[0] if below else LOSS,
+                _message(tensor, index[k], delta[k], (how, got[k]), (other, want[k]), below),
+            )
+
+
+def probed_elements(size: int, tensor: str) -> np.ndarray:
+    """The flat positions probed in a tensor of ``size`` elements: its first, middle and
+    last, then others drawn (the same for a tensor of the same name and size in every
+    run) up to PROBE_ELEMENTS, or all of them in a small tensor; the first ANCHORS
+    are also run as the plain network."""
+    fixed = list(dict.fromkeys([0, size // 2, size - 1]))
+    if size <= PROBE_ELEMENTS:
+        rest = [i for i in range(size) if i not in fixed]
+    else:
+        rng = np.random.default_rng(zlib.crc32(f"{tensor}:{size}".encode()))
+        drawn = rng.choice(size, PROBE_ELEMENTS, replace=False).tolist()
+        rest = [i for i in drawn if i not in fixed][: PROBE_ELEMENTS - len(fixed)]
+    return np.array(fixed + rest, dtype=np.intp)
 
 
 def _alone(objective, tensor: str, i: int, d: float) -> float:
@@ -165,14 +209,22 @@ def _alone(objective, tensor: str, i: int, d: float) -> float:
     return float(objective.loss_at({tensor: moved}))
 
 
-def _message(tensor: str, i: int, d: float, together: float, alone: float, below: list[str]) -> str:
+def _message(
+    tensor: str,
+    i: int,
+    d: float,
+    got: tuple[str, float],
+    want: tuple[str, float],
+    below: list[str],
+) -> str:
     who = ", ".join(repr(n) for n in below) if below else "the loss"
     return (
-        f"perturbed copies of the network evaluated together give another loss than the "
-        f"network run on its own ({tensor} element {i} moved by {d:.3g}: {float(together)!r} "
-        f"together, {float(alone)!r} alone), so finite differences would measure another function "
-        f"than the network's. A layer keeps state outside its inputs, parameters and cache "
-        f"(a module-level variable one layer writes and another reads, a result kept "
-        f"between calls); user code downstream of {tensor}: {who}. Pass every value a "
-        f"forward uses in through its inputs or parameters."
+        f"perturbed copies of the network evaluated as the check evaluates them give "
+        f"another loss than the network run on its own ({tensor} element {i} moved by "
+        f"{d:.3g}: {float(got[1])!r} {got[0]}, {float(want[1])!r} {want[0]}), so finite "
+        f"differences would measure another function than the network's. A layer keeps "
+        f"state outside its inputs, parameters and cache (a module-level variable one "
+        f"layer writes and another reads, a result kept between calls); user code "
+        f"downstream of {tensor}: {who}. Pass every value a forward uses in through its "
+        f"inputs or parameters."
     )

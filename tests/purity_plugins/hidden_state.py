@@ -161,3 +161,35 @@ class LogAboveHalf(gc.Layer):
 
     def backward(self, dy, x, params):
         return dy / (x - 0.5), {}
+
+
+@gc.register_layer("publish_column")
+class PublishColumn(gc.Layer):
+    """y = tanh(x); publishes k from the batch mean of feature 1 only (hunt 16: the probe
+    once moved only a tensor's first and middle elements, both in feature 0)."""
+
+    def forward(self, x, params):
+        STATE["k"] = 1.0 + 0.5 * float(np.tanh(x[:, 1].mean()))  # BUG: hidden output
+        y = np.tanh(x)
+        return y, y
+
+    def backward(self, dy, y, params):
+        return dy * (1 - y * y), {}
+
+
+@gc.register_layer("publish_last_scale")
+class PublishLastScale(gc.Layer):
+    """y = x * scale; publishes k from the last element of its parameter only (hunt 16)."""
+
+    param_names = ("scale",)
+    batch_independent = True
+
+    def init_params(self, in_shape, rng):
+        return {"scale": rng.uniform(0.5, 1.5, in_shape)}
+
+    def forward(self, x, params):
+        STATE["k"] = 1.0 + 0.5 * float(np.tanh(params["scale"].flat[-1]))  # BUG
+        return x * params["scale"], x
+
+    def backward(self, dy, x, params):
+        return dy * params["scale"], {"scale": (dy * x).sum(axis=0)}
