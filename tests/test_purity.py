@@ -418,7 +418,7 @@ def test_a_nondeterministic_loss_cannot_be_checked():
 def _probed(config: dict):
     problem = load(config)
     trace, grads = analytic_pass(problem, problem_params(problem))
-    return problem, purity.probe(problem, trace, grads)
+    return problem, purity.probe(problem, trace, grads, everything=True)
 
 
 #: every case of the shared table (tests/layer_cases.py), with a batch of 3 and of 1, but

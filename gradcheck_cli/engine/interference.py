@@ -45,9 +45,9 @@ import numpy as np
 
 from ..errors import NondeterministicError, PluginError
 from ..problem import Problem
-from ..protocol import ORIGINS
 from .blame import LOSS
 from .passes import OutOfTime
+from .purity import own_code
 from .verdict import tensor_noise
 
 #: Each probed element moves by this much of its magnitude (at least of the tensor's RMS):
@@ -67,15 +67,6 @@ NOISES = 64.0
 #: Under a time budget, the probe may take this share of it (engine/check.py).
 PROBE_SHARE = 0.25
 
-#: Layer types that run a plugin's code without being registered by one.
-USER_CODE_TYPES = {("layer", "functions"), ("loss", "function")}
-
-
-def _user_code(kind: str, type_name: str) -> bool:
-    return (kind, type_name) in USER_CODE_TYPES or ORIGINS.get(
-        (kind, type_name), "built-in"
-    ) != "built-in"
-
 
 def probe_copies(
     problem: Problem, objective, tensors: list[str], eps: float, max_memory: int
@@ -89,8 +80,8 @@ def probe_copies(
     moves SMALLER times as large: a layer defined on a narrow domain; the check's own
     steps are smaller still, and meet the error themselves if it is theirs too)."""
     network = problem.network
-    user_loss = _user_code("loss", problem.loss.type)
-    users = {n.name for n in network if _user_code("layer", n.type)}
+    user_loss = not own_code(problem.loss.loss)
+    users = {n.name for n in network if not own_code(n.layer)}
     if not users and not user_loss:
         return []
     reaching = []  # (tensor, the nodes with user code downstream of it)

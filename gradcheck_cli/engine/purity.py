@@ -2,7 +2,9 @@
 function the protocol asks for, instead of trusting it (contract section 4).
 
 Where they run. Once per check, after the analytic pass (engine/passes.py) and before
-the numeric side (engine/check.py). Each node is called again on copies of the very
+the numeric side (engine/check.py), on every node (and the loss) that runs user code
+(``own_code``: gradcheck's own layers and losses are proven pure by its tests and not
+called again). Each such node is called again on copies of the very
 arrays it read in the analytic pass, through the bare guarded calls
 (``passes.guarded_forward``/``guarded_backward``: a plugin's mistake is still a
 PluginError naming it), and what it did is found by comparing copies taken before each
@@ -553,16 +555,36 @@ class Purity:
                 check.consequence_of = culprit
 
 
-def probe(problem: Problem, trace: Trace, grads: Gradients) -> Purity:
-    """Probe every node and the loss, judge what was found, and mark the nodes the
-    numeric side must defend. Raises NondeterministicError (exit 3) for a forward that
-    gives different outputs for the same input, PluginError (exit 2) for a protocol
-    error met on the way."""
+def own_code(obj: object) -> bool:
+    """Whether a layer or loss is gradcheck's own code, which its tests prove pure (every
+    built-in probes clean: tests/test_purity.py): a class defined in gradcheck_cli,
+    but for the wrappers that call a plugin's functions (``functions`` pairs, the
+    ``function`` loss). A plugin's subclass of a built-in, or a plugin registering a
+    built-in's name, is the plugin's code."""
+    from ..layers.functions import FunctionPair
+    from ..losses.function import FunctionLoss
+
+    if isinstance(obj, FunctionPair | FunctionLoss):
+        return False
+    return type(obj).__module__.startswith("gradcheck_cli.")
+
+
+def probe(problem: Problem, trace: Trace, grads: Gradients, everything: bool = False) -> Purity:
+    """Probe every node and the loss that runs user code (``everything``: gradcheck's
+    own too, as its tests do), judge what was found, and mark the nodes the numeric
+    side must defend. Raises NondeterministicError (exit 3) for a forward that gives
+    different outputs for the same input, PluginError (exit 2) for a protocol error met
+    on the way. Gradcheck's own layers and losses are not called again: their probes
+    would find nothing and cost a tenth to a fifth of a short check (the batch-8 CNN's
+    ``--fast``: convolutions run forward once and backward twice more)."""
     network = problem.network
     params = problem_params(problem)
     probes: dict[str, Probe] = {}
     with np.errstate(all="ignore"):
         for node in network:
+            if not everything and own_code(node.layer):
+                probes[node.name] = Probe(node.name, node.type)
+                continue
             analytic = {
                 ("dx" if len(node.inputs) == 1 else f"dx[{s}]"): grads.contributions[(node.name, s)]
                 for s in range(len(node.inputs))
@@ -578,8 +600,11 @@ def probe(problem: Problem, trace: Trace, grads: Gradients) -> Purity:
                 trace.returned.get(node.name),
             )
             _refuse_nondeterminism(probes[node.name])
-        probes[LOSS] = probe_loss(problem, trace, grads)
-        _refuse_nondeterminism(probes[LOSS])
+        if everything or not own_code(problem.loss.loss):
+            probes[LOSS] = probe_loss(problem, trace, grads)
+            _refuse_nondeterminism(probes[LOSS])
+        else:
+            probes[LOSS] = Probe(LOSS, problem.loss.type)
         for node in network:
             node.defended = probes[node.name].writes_what_it_is_handed
             node.mixes_rows = probes[node.name].mixes_rows is not None
