@@ -555,3 +555,45 @@ def test_nondeterministic_error_survives_pickling():
         back = pickle.loads(pickle.dumps(error))
         assert type(back) is NondeterministicError and str(back) == str(error)
         assert (back.layer, back.file, back.line) == (error.layer, error.file, error.line)
+
+
+# --- a built-in whose method a plugin replaced ------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["class", "instance"])
+def test_a_built_in_running_a_plugins_method_is_probed(monkeypatch, where):
+    """Hunt 18: a plugin replaced the built-in tanh's forward with one writing into its
+    input, after a sigmoid that keeps its output; the probes skipped the built-in by its
+    class's module and the check passed with fc1.weight 10% off. A layer whose methods
+    are not all gradcheck's own is probed like a plugin's: it fails, blamed."""
+    from gradcheck_cli.engine.purity import own_code
+    from gradcheck_cli.layers import activations
+
+    def fused_tanh_forward(self, x, params):
+        np.tanh(x, out=x)  # writes into the sigmoid's saved output
+        return x, activations.OutputCache(x)
+
+    config = {
+        "seed": 2,
+        "input": {"shape": [4, 6], "batched": True},
+        "layers": [
+            {"type": "dense", "name": "fc1", "out_features": 5},
+            {"type": "sigmoid", "name": "sg"},
+            {"type": "tanh", "name": "th"},
+            {"type": "dense", "name": "fc2", "out_features": 3},
+        ],
+        "loss": {"type": "mse", "target": np.linspace(0, 1, 12).reshape(4, 3).tolist()},
+    }
+    assert gc.check(config).passed  # the built-in as it is
+    if where == "class":
+        monkeypatch.setattr(activations.Tanh, "forward", fused_tanh_forward)
+        assert not own_code(activations.Tanh())
+        report = gc.check(config)
+    else:
+        problem = load(config)
+        node = next(n for n in problem.network if n.name == "th")
+        node.layer.forward = fused_tanh_forward.__get__(node.layer)
+        assert not own_code(node.layer)
+        report = run_check(problem)
+    assert not report.passed and report.blamed_layers() == ["th"]
+    assert own_code(activations.Sigmoid())
