@@ -597,3 +597,34 @@ def test_a_built_in_running_a_plugins_method_is_probed(monkeypatch, where):
         report = run_check(problem)
     assert not report.passed and report.blamed_layers() == ["th"]
     assert own_code(activations.Sigmoid())
+
+
+def test_an_output_buffer_shared_between_layers_fails_the_first_blamed():
+    """Hunt 18: two instances writing their outputs into one module-level buffer; the
+    dense layer after the first keeps its input, which the second overwrites, so the real
+    network's fc2.weight gradient is wrong while gradcheck's copies hid it (exit 0). A
+    layer that reuses its output memory now has the real network run, and fails when
+    that corrupts something (``overwrites_output``)."""
+    plugin = str(PLUGINS / "hidden_state.py")
+    target = np.linspace(0, 1, 12).reshape(4, 3).tolist()
+    config = {
+        "seed": 3,
+        "plugins": [plugin],
+        "input": {"shape": [4, 6], "batched": True},
+        "layers": [
+            {"type": "dense", "name": "fc1", "out_features": 5},
+            {"type": "shared_buffer_tanh", "name": "rb1"},
+            {"type": "dense", "name": "fc2", "out_features": 5},
+            {"type": "shared_buffer_tanh", "name": "rb2"},
+            {"type": "dense", "name": "out", "out_features": 3},
+        ],
+        "loss": {"type": "mse", "target": target},
+    }
+    report = gc.check(config)
+    assert not report.passed and report.blamed_layers() == ["rb1"]
+    assert [c.name for c in report.checks if not c.passed] == ["fc2.weight"]
+    assert problems(report, "rb1") == {"overwrites_output": True}
+    # one such layer alone: its buffer is overwritten only by its own next call, after
+    # the layer behind it was done with it, as in training: passes
+    config["layers"][3] = {"type": "tanh", "name": "t2"}
+    assert gc.check(config).passed

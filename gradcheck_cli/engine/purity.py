@@ -104,6 +104,7 @@ class Kind(str, Enum):
     NOT_BATCH_INDEPENDENT = "not_batch_independent"
     NOT_PER_EXAMPLE = "not_per_example"
     FAST_PATH_DIFFERS = "fast_path_differs"
+    OVERWRITES_OUTPUT = "overwrites_output"
 
 
 FIX_INPLACE = "write into a new array (y = x * 2, not x *= 2), or copy first (x = x.copy())"
@@ -143,7 +144,11 @@ class Probe:
     def suspect(self) -> bool:
         """A finding that could make the real network's gradients differ."""
         return bool(
-            self.mutated_inputs or self.mutated_params or self.mutated_cache or self.not_repeatable
+            self.mutated_inputs
+            or self.mutated_params
+            or self.mutated_cache
+            or self.not_repeatable
+            or self.reuses_output  # another call may overwrite what a layer after it kept
         )
 
     @property
@@ -797,6 +802,11 @@ def _what_it_did(p: Probe) -> str:
         parts.append(
             f"its backward answers differently when called again ({', '.join(p.not_repeatable)})"
         )
+    if p.reuses_output and not parts:
+        parts.append(
+            "it returns memory that a later call overwrites (an output buffer shared "
+            "between calls or layers)"
+        )
     return "; ".join(parts) or "it behaves differently without gradcheck's copies"
 
 
@@ -843,6 +853,18 @@ def _problems(p: Probe, victims: list[str], corrupts: bool) -> list[LayerProblem
                 Kind.MUTATES_INPUT.value,
                 f"writes into its input ({what}) in place; {tail}; {FIX_INPLACE}",
                 failure=corrupts,
+            )
+        )
+    if p.reuses_output and corrupts and not p.mutated_inputs:
+        what = ", ".join(victims) if victims else "the gradients"
+        out.append(
+            LayerProblem(
+                Kind.OVERWRITES_OUTPUT.value,
+                "forward returns memory that a later call overwrites (an output buffer "
+                f"shared between calls or layers); in a real network this corrupts {what}, "
+                "kept by a layer after it; return a new array from every call "
+                "(y = np.tanh(x), not np.tanh(x, out=self.buf))",
+                failure=True,
             )
         )
     if p.mutated_params:

@@ -193,3 +193,25 @@ class PublishLastScale(gc.Layer):
 
     def backward(self, dy, x, params):
         return dy * params["scale"], {"scale": (dy * x).sum(axis=0)}
+
+
+BUFFERS: dict = {}  # BUG: one output buffer per shape, shared by every instance
+
+
+@gc.register_layer("shared_buffer_tanh")
+class SharedBufferTanh(gc.Layer):
+    """y = tanh(x) written into an output buffer that every instance shares (hunt 18): a
+    second instance's forward overwrites what the first returned, which the layer after
+    the first kept."""
+
+    batch_independent = True
+
+    def forward(self, x, params):
+        buf = BUFFERS.get(x.shape)
+        if buf is None:
+            buf = BUFFERS[x.shape] = np.empty_like(x)
+        np.tanh(x, out=buf)
+        return buf, buf.copy()
+
+    def backward(self, dy, y, params):
+        return dy * (1 - y**2), {}
