@@ -211,9 +211,10 @@ class LayerProblem:
     """What a purity probe found wrong with a layer (engine/purity.py), by name.
 
     kind: ``mutates_input``, ``mutates_params``, ``mutates_dy``, ``mutates_cache``,
-    ``backward_not_repeatable``, ``not_batch_independent``, ``fast_path_differs``
-    (engine/fastpaths.py); message: what the layer did and how to fix it; failure: True
-    when it fails the check (exit 1, the layer blamed), False for a warning.
+    ``backward_not_repeatable``, ``overwrites_output``, ``not_batch_independent``,
+    ``not_per_example``, ``fast_path_differs`` (engine/fastpaths.py); message: what the
+    layer did and how to fix it; failure: True when it fails the check (exit 1, the layer
+    blamed), False for a warning.
     """
 
     kind: str
