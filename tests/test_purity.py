@@ -566,7 +566,7 @@ def test_a_built_in_running_a_plugins_method_is_probed(monkeypatch, where):
     input, after a sigmoid that keeps its output; the probes skipped the built-in by its
     class's module and the check passed with fc1.weight 10% off. A layer whose methods
     are not all gradcheck's own is probed like a plugin's: it fails, blamed."""
-    from gradcheck_cli.engine.purity import own_code
+    from gradcheck_cli.engine.own import own_code
     from gradcheck_cli.layers import activations
 
     def fused_tanh_forward(self, x, params):

@@ -29,6 +29,7 @@ import numpy as np
 from ..network import Node
 from ..protocol import Params, perturbed_by_loop
 from .copies import close, copy_params
+from .own import own_code
 from .passes import Calls
 
 #: Elements moved per parameter, and input positions per row, in each probe.
@@ -39,12 +40,13 @@ STEP = 1e-3
 
 def probed(node: Node) -> bool:
     """Whether the node's fast paths are gradcheck's own (proven by its tests) or must be
-    probed: any layer class defined outside gradcheck that declares one."""
+    probed: any layer that declares one and is not gradcheck's own code (``own_code``: a
+    class defined outside gradcheck, or a built-in running a method a plugin put there)."""
     layer = node.layer
     declares = getattr(layer, "supports_perturbed", False) or getattr(
         layer, "supports_local", False
     )
-    return bool(declares) and not type(layer).__module__.startswith("gradcheck_cli.")
+    return bool(declares) and not own_code(layer)
 
 
 def probe_fast_paths(node: Node, xs: list[np.ndarray], y: np.ndarray, params: Params) -> list[str]:

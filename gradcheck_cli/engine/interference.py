@@ -46,8 +46,8 @@ import numpy as np
 from ..errors import NondeterministicError, PluginError
 from ..problem import Problem
 from .blame import LOSS
+from .own import own_code
 from .passes import OutOfTime
-from .purity import own_code
 from .verdict import tensor_noise
 
 #: Each probed element moves by this much of its magnitude (at least of the tensor's RMS):
@@ -137,9 +137,9 @@ def _probe(
         together = np.asarray(objective.losses(tensor, index, delta), dtype=np.float64)
         # the same copies again, an element's two a call: a copy whose loss depends on
         # the other copies a call holds (their mean, the last one run) changes with them
-        single = np.empty(len(index))
+        paired = np.empty(len(index))
         for pair in np.arange(len(index)).reshape(-1, 2):
-            single[pair] = objective.losses(tensor, index[pair], delta[pair])
+            paired[pair] = objective.losses(tensor, index[pair], delta[pair])
         plain = np.full(len(index), np.nan)
         plain[:anchored] = [
             _alone(objective, tensor, i, d)
@@ -147,9 +147,9 @@ def _probe(
         ]
     f0 = float(objective.f0)
     pairs = [
-        (together, single, "together", "two a call"),
+        (together, paired, "together", "two a call"),
         (together, plain, "together", "the network run alone"),
-        (single, plain, "two a call", "the network run alone"),
+        (paired, plain, "two a call", "the network run alone"),
     ]
 
     def apart(noise: float) -> list[np.ndarray]:
